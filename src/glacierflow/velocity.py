@@ -83,7 +83,7 @@ def node_grid_transform(transform: Affine, row0_px: int, col0_px: int, step_px: 
     step_px)``; the returned transform maps output pixel ``(j + 0.5, i + 0.5)`` onto that point.
     """
     shift = 0.5 - step_px / 2.0
-    return transform * Affine.translation(col0_px + shift, row0_px + shift) * Affine.scale(step_px)
+    return transform @ Affine.translation(col0_px + shift, row0_px + shift) @ Affine.scale(step_px)
 
 
 def velocity_dataset(

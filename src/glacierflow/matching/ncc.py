@@ -177,7 +177,6 @@ def _ncc_masked(
     n_shift: int,
 ) -> np.ndarray:
     """Masked path (Padfield 2012): six correlations of masked sums, in float64."""
-    c = chips.shape[1]
     p = windows.shape[1]
     shape = (p, p)
     mt = chip_valid.astype(np.float64)
