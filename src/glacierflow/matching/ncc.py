@@ -16,6 +16,8 @@ References
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.fft as sfft
 
@@ -128,45 +130,325 @@ def _ncc_full(
 
 
 class PreparedImage:
-    """A secondary image made ready for many overlapping search windows.
+    """An image made ready for many overlapping chips and search windows.
 
-    The image is normalised once (zero mean, unit spread over its valid pixels, float32), and
-    summed-area tables give the sum and the sum of squares under a ``chip_px`` chip at every
-    position, plus the count of invalid pixels in any rectangle, so that each node's
-    normalisation costs a gather instead of a cumulative sum.
+    The image is normalised once (zero mean, unit spread over its valid pixels) and rounded to
+    float32, the precision the FFTs work in. Summed-area tables for any part of it come from
+    :meth:`tables`; they are built per tile, where they fit in the CPU cache.
 
     Parameters
     ----------
     image : ndarray, shape (H, W)
-        The secondary image.
+        The image.
     valid : ndarray of bool, optional
         Pixel validity; invalid pixels are set to zero after normalisation.
-    chip_px : int
-        Side of the reference chip, in pixels.
     """
 
-    def __init__(self, image: np.ndarray, valid: np.ndarray | None, chip_px: int) -> None:
-        img = np.asarray(image, dtype=np.float64)
-        ok = np.isfinite(img) if valid is None else (valid & np.isfinite(img))
-        vals = img[ok]
+    def __init__(self, image: np.ndarray, valid: np.ndarray | None = None) -> None:
+        img = np.asarray(image)
+        finite = np.isfinite(img)
+        ok = finite if valid is None else (np.asarray(valid, bool) & finite)
+        vals = img[ok].astype(np.float64)
         mean = float(vals.mean()) if vals.size else 0.0
         std = float(vals.std()) if vals.size else 1.0
-        norm = np.where(ok, (img - mean) / (std if std > 0 else 1.0), 0.0)
-        self.chip_px = chip_px
-        self.image = norm.astype(np.float32)
+        norm = (img - mean) / (std if std > 0 else 1.0)
+        self.image = np.where(ok, norm, 0.0).astype(np.float32)
         self.valid = ok
-        self.has_invalid = not bool(ok.all())
-        self.box1 = _box_sums(norm[None], chip_px)[0]
-        self.box2 = _box_sums((norm * norm)[None], chip_px)[0]
-        bad = np.zeros((ok.shape[0] + 1, ok.shape[1] + 1), dtype=np.int64)
-        np.cumsum(np.cumsum(~ok, axis=0), axis=1, out=bad[1:, 1:])
-        self._bad = bad
+        self.shape = ok.shape
+        self.all_valid = bool(ok.all())
+
+    def tables(self, top: int, left: int, rows: int, cols: int) -> SumTables:
+        """Summed-area tables of the rectangle ``[top, top+rows) x [left, left+cols)``."""
+        return SumTables(self, top, left, rows, cols)
+
+
+class SumTables:
+    """Summed-area tables, in float64, of part of a :class:`PreparedImage`.
+
+    They hold the float32 image values, their squares and the invalid pixels, so that the sum,
+    sum of squares and number of invalid pixels of any square inside the part take four
+    look-ups. Coordinates passed to the methods are those of the whole image.
+    """
+
+    def __init__(self, image: PreparedImage, top: int, left: int, rows: int, cols: int) -> None:
+        self.top, self.left = top, left
+        part = image.image[top : top + rows, left : left + cols].astype(np.float64)
+        self._s1 = _integral(part)
+        np.multiply(part, part, out=part)
+        self._s2 = _integral(part)
+        # Counts of invalid pixels: skipped (all zero) for the common fully valid image.
+        self._bad = (
+            None
+            if image.all_valid
+            else _integral(~image.valid[top : top + rows, left : left + cols])
+        )
+
+    def box_sums(
+        self, top: np.ndarray, left: np.ndarray, size_px: int, squared: bool = False
+    ) -> np.ndarray:
+        """Sum of the (squared) image over ``size_px`` squares with first pixel ``(top, left)``.
+
+        ``top`` and ``left`` broadcast against each other; the result has their broadcast shape.
+        """
+        t = self._s2 if squared else self._s1
+        return _rect(t, top - self.top, left - self.left, size_px)
 
     def invalid_count(self, top: np.ndarray, left: np.ndarray, size_px: int) -> np.ndarray:
         """Invalid pixels in each ``size_px`` square with first pixel ``(top, left)``."""
-        b = self._bad
+        if self._bad is None:
+            return np.zeros(np.broadcast(top, left).shape, dtype=np.int64)
+        return np.rint(_rect(self._bad, top - self.top, left - self.left, size_px)).astype(np.int64)
+
+    def box_region(
+        self, top: int, left: int, rows: int, cols: int, size_px: int, squared: bool = False
+    ) -> np.ndarray:
+        """Dense box sums for first pixels ``top..top+rows-1`` x ``left..left+cols-1``.
+
+        Four slices of the summed-area table: far cheaper than gathering the same values.
+        """
+        t = self._s2 if squared else self._s1
         s = size_px
-        return b[top + s, left + s] - b[top, left + s] - b[top + s, left] + b[top, left]
+        r0, c0 = top - self.top, left - self.left
+        return (
+            t[r0 + s : r0 + s + rows, c0 + s : c0 + s + cols]
+            - t[r0 : r0 + rows, c0 + s : c0 + s + cols]
+            - t[r0 + s : r0 + s + rows, c0 : c0 + cols]
+            + t[r0 : r0 + rows, c0 : c0 + cols]
+        )
+
+
+def _integral(a: np.ndarray) -> np.ndarray:
+    """Summed-area table, float64, with a leading row and column of zeros."""
+    out = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype=np.float64)
+    np.cumsum(a, axis=1, out=out[1:, 1:])
+    np.cumsum(out[1:, 1:], axis=0, out=out[1:, 1:])
+    return out
+
+
+def _rect(table: np.ndarray, top: np.ndarray, left: np.ndarray, size_px: int) -> np.ndarray:
+    s = size_px
+    return table[top + s, left + s] - table[top, left + s] - table[top + s, left] + table[top, left]
+
+
+def _normalise(
+    num: np.ndarray, chip_energy: np.ndarray, s1: np.ndarray, s2: np.ndarray, n_px: int
+) -> np.ndarray:
+    """Correlation coefficient from the numerator and the window sums under the chip.
+
+    ``chip_energy`` is the chip's sum of squared deviations, shape (N,); ``s1``/``s2`` the sum and
+    sum of squares of the window under the chip at every shift, shape (N, K, K).
+    """
+    # The differences cancel (sums of squares minus squared sums): take them in float64, then
+    # finish in float32, which holds a correlation coefficient to far better than needed.
+    w_energy = (s2 - s1 * (s1 / n_px)).astype(np.float32)
+    e = chip_energy.astype(np.float32)[:, None, None]
+    # A flat chip or window has no defined correlation: a floor relative to the energies marks
+    # those shifts, which become NaN (a textureless patch must not be matched).
+    floor = np.float32(1e-6 * n_px)
+    flat = (w_energy <= floor) | (e <= floor)
+    np.maximum(w_energy, floor, out=w_energy)
+    w_energy *= e
+    np.sqrt(w_energy, out=w_energy)
+    r = num.astype(np.float32)
+    r /= w_energy
+    r[flat] = np.nan
+    return np.clip(r, -1.0, 1.0, out=r)
+
+
+def ncc_nodes(
+    ref: PreparedImage,
+    sec: PreparedImage,
+    ref_tab: SumTables,
+    sec_tab: SumTables,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    chip_px: int,
+    search_px: int,
+) -> np.ndarray:
+    """NCC surfaces of nodes whose chips and windows hold no invalid pixel, one FFT per node.
+
+    Parameters
+    ----------
+    ref, sec : PreparedImage
+        Reference and secondary images.
+    ref_tab, sec_tab : SumTables
+        Their summed-area tables, covering every chip and search window.
+    rows_px, cols_px : ndarray of int, shape (N,)
+        Node centres.
+    chip_px, search_px : int
+        Chip side and search radius, in pixels.
+
+    Returns
+    -------
+    ndarray, shape (N, 2 * search_px + 1, 2 * search_px + 1), float32
+    """
+    from glacierflow.matching.grid import extract_chips
+
+    c, s = chip_px, search_px
+    half = c // 2
+    k = 2 * s + 1
+    p = c + 2 * s
+    shape = (sfft.next_fast_len(p, real=True),) * 2
+    n = rows_px.size
+    top, left = rows_px - half, cols_px - half
+    sum_t = ref_tab.box_sums(top, left, c)
+    energy = ref_tab.box_sums(top, left, c, squared=True) - sum_t * sum_t / (c * c)
+    chips = np.zeros((n, *shape), dtype=np.float32)
+    chips[:, :c, :c] = extract_chips(ref.image, rows_px, cols_px, c, half)
+    # Zero-mean chips: the window's local mean then cancels exactly in the numerator.
+    chips[:, :c, :c] -= (sum_t / (c * c)).astype(np.float32)[:, None, None]
+    wins = np.zeros((n, *shape), dtype=np.float32)
+    wins[:, :p, :p] = extract_chips(sec.image, rows_px, cols_px, p, half + s)
+    num = sfft.irfft2(np.conj(sfft.rfft2(chips)) * sfft.rfft2(wins), s=shape)[:, :k, :k].astype(
+        np.float64
+    )
+    sh = np.arange(k)
+    wt = (top - s)[:, None, None] + sh[None, :, None]
+    wl = (left - s)[:, None, None] + sh[None, None, :]
+    s1, s2 = sec_tab.box_sums(wt, wl, c), sec_tab.box_sums(wt, wl, c, True)
+    return _normalise(num, energy, s1, s2, c * c)
+
+
+def _lattice_sums(a: np.ndarray, width: int, stride: int, axis: int) -> np.ndarray:
+    """Sums of ``width`` consecutive entries along ``axis``, taken every ``stride`` entries."""
+    a = np.moveaxis(a, axis, 0)
+    n_out = (a.shape[0] - width) // stride + 1
+    acc = None
+    span = 1
+    part = a
+    rest = width
+    # Binary decomposition of width: partial sums of length 1, 2, 4, ... by doubling.
+    offset = 0
+    while rest:
+        if rest & 1:
+            piece = part[offset : offset + (n_out - 1) * stride + 1 : stride]
+            acc = piece.copy() if acc is None else acc + piece
+            offset += span
+        rest >>= 1
+        if rest:
+            part = part[:-span] + part[span:]
+            span *= 2
+    return np.moveaxis(acc, 0, axis)
+
+
+def block_size_px(chip_px: int, step_px: int, search_px: int) -> int | None:
+    """Block side for :func:`ncc_grid`, or None when one FFT per node is cheaper.
+
+    Chips on a regular grid are unions of ``b x b`` blocks with ``b = gcd(chip_px, step_px)``; a
+    block's correlation is shared by every chip that contains it. The choice compares the FFT
+    work of both ways (``n log n`` per transform).
+    """
+    b = math.gcd(chip_px, step_px)
+    per_node = _fft_work(chip_px + 2 * search_px)
+    per_node_blocks = (step_px // b) ** 2 * _fft_work(b + 2 * search_px)
+    return b if per_node_blocks < 0.8 * per_node else None
+
+
+def _fft_work(p: int) -> float:
+    n = sfft.next_fast_len(p, real=True) ** 2
+    return n * math.log2(n)
+
+
+def ncc_grid(
+    ref: PreparedImage,
+    sec: PreparedImage,
+    ref_tab: SumTables,
+    sec_tab: SumTables,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    chip_px: int,
+    search_px: int,
+    block_px: int,
+) -> np.ndarray:
+    """NCC surfaces of a rectangular tile of nodes from shared block correlations.
+
+    Every chip is cut into ``block_px`` blocks on the node lattice; the correlation of each block
+    with its search window is computed once (one small FFT) and the chip's numerator is the sum
+    of its blocks' correlations, taken from a summed-area table over the block lattice. To keep
+    float32 FFTs exact enough, blocks are made zero-mean before the transform and their means
+    are put back in float64 through summed-area tables of the window.
+
+    Parameters
+    ----------
+    ref, sec : PreparedImage
+        Reference and secondary images; every chip and window must be free of invalid pixels
+        for the result to be meaningful (callers recompute the others with the masked path).
+    ref_tab, sec_tab : SumTables
+        Their summed-area tables, covering every chip and search window of the tile.
+    rows_px : ndarray of int, shape (NY,)
+        Node rows of the tile, evenly spaced.
+    cols_px : ndarray of int, shape (NX,)
+        Node columns of the tile, evenly spaced with the same step.
+    chip_px, search_px : int
+        Chip side and search radius, in pixels.
+    block_px : int
+        Block side; divides ``chip_px`` and the node step.
+
+    Returns
+    -------
+    ndarray, shape (NY * NX, 2 * search_px + 1, 2 * search_px + 1), float32
+        Surfaces of the nodes in row-major order.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    c, s, b = chip_px, search_px, block_px
+    half = c // 2
+    k = 2 * s + 1
+    step = (
+        int(rows_px[1] - rows_px[0])
+        if rows_px.size > 1
+        else (int(cols_px[1] - cols_px[0]) if cols_px.size > 1 else b)
+    )
+    st, nb = step // b, c // b
+    nu = (rows_px.size - 1) * st + nb
+    nv = (cols_px.size - 1) * st + nb
+    br = rows_px[0] - half + b * np.arange(nu)  # block first rows
+    bc = cols_px[0] - half + b * np.arange(nv)
+    p0 = b + 2 * s
+    shape = (sfft.next_fast_len(p0, real=True),) * 2
+    # Blocks of the reference, zero-mean; their means in float64.
+    blk_mean = ref_tab.box_sums(br[:, None], bc[None, :], b) / (b * b)
+    blocks = sliding_window_view(ref.image, (b, b))[br[:, None], bc[None, :]]
+    blocks = blocks - blk_mean.astype(np.float32)[:, :, None, None]
+    wins = np.zeros((nu, nv, *shape), dtype=np.float32)
+    wins[:, :, :p0, :p0] = sliding_window_view(sec.image, (p0, p0))[
+        (br - s)[:, None], (bc - s)[None, :]
+    ]
+    # The block spectrum: only its first b rows are non-zero, so transform those rows first
+    # and let the column transform pad (about a third less work than a padded 2-D FFT).
+    spec = sfft.fft(sfft.rfft(blocks, n=shape[1], axis=-1), n=shape[0], axis=-2)
+    np.conjugate(spec, out=spec)
+    spec *= sfft.rfft2(wins)
+    del wins
+    f = sfft.irfft2(spec, s=shape)[:, :, :k, :k].astype(np.float64)
+    del spec
+    # Put the block means back: mean * (sum of the window under the block at each shift).
+    region = sec_tab.box_region(br[0] - s, bc[0] - s, (nu - 1) * b + k, (nv - 1) * b + k, b)
+    f += blk_mean[:, :, None, None] * sliding_window_view(region, (k, k))[::b, ::b]
+    # A chip's numerator is the sum of its nb x nb blocks: moving sums over the block lattice
+    # by pairwise doubling (log2(nb) passes per axis when nb is a power of two).
+    raw = _lattice_sums(_lattice_sums(f, nb, st, axis=0), nb, st, axis=1)
+    raw = raw.reshape(-1, k, k)
+    rr, cc = np.meshgrid(rows_px, cols_px, indexing="ij")
+    top, left = rr.ravel() - half, cc.ravel() - half
+    sum_t = ref_tab.box_sums(top, left, c)
+    energy = ref_tab.box_sums(top, left, c, squared=True) - sum_t * sum_t / (c * c)
+    s1, s2 = (
+        sliding_window_view(
+            sec_tab.box_region(
+                top[0] - s,
+                left[0] - s,
+                (rows_px.size - 1) * step + k,
+                (cols_px.size - 1) * step + k,
+                c,
+                squared=sq,
+            ),
+            (k, k),
+        )[::step, ::step].reshape(-1, k, k)
+        for sq in (False, True)
+    )
+    num = raw - (sum_t / (c * c))[:, None, None] * s1
+    return _normalise(num, energy, s1, s2, c * c)
 
 
 def _ncc_masked(
