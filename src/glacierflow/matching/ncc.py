@@ -241,7 +241,7 @@ def _normalise(
     # The differences cancel (sums of squares minus squared sums): take them in float64, then
     # finish in float32, which holds a correlation coefficient to far better than needed.
     w_energy = (s2 - s1 * (s1 / n_px)).astype(np.float32)
-    e = chip_energy.astype(np.float32)[:, None, None]
+    e = np.maximum(chip_energy, 0.0).astype(np.float32)[:, None, None]
     # A flat chip or window has no defined correlation: a floor relative to the energies marks
     # those shifts, which become NaN (a textureless patch must not be matched).
     floor = np.float32(1e-6 * n_px)
