@@ -250,7 +250,8 @@ def _normalise(
     w_energy *= e
     np.sqrt(w_energy, out=w_energy)
     r = num.astype(np.float32)
-    r /= w_energy
+    with np.errstate(divide="ignore", invalid="ignore"):  # flat shifts, set to NaN next
+        r /= w_energy
     r[flat] = np.nan
     return np.clip(r, -1.0, 1.0, out=r)
 
