@@ -13,6 +13,7 @@ import click
 
 from glacierflow import __version__
 from glacierflow.errors import GlacierflowError
+from glacierflow.filters import FilterSettings
 
 
 def _fail(exc: Exception) -> None:
@@ -80,6 +81,52 @@ _positive = click.IntRange(min=1)
     default=None,
     help="Progress bar (default: when stderr is a terminal).",
 )
+@click.option(
+    "--glacier-outlines",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Glacier outlines (e.g. RGI, any CRS): stable ground is everything off the ice.",
+)
+@click.option(
+    "--stable-mask",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Stable ground marked directly: polygons, or a raster whose non-zero cells are stable.",
+)
+@click.option(
+    "--ice-buffer-m",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="Growth of the glacier outlines, metres [default: half a chip plus one node step].",
+)
+@click.option(
+    "--coreg",
+    default="constant",
+    show_default=True,
+    type=click.Choice(["constant", "affine", "poly2", "none"]),
+    help="Misregistration fitted on stable ground and removed (without outlines or mask: on "
+    "the slowest quarter of the nodes).",
+)
+@click.option(
+    "--min-corr",
+    default=FilterSettings.min_corr,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1),
+    help="Lowest peak correlation kept.",
+)
+@click.option(
+    "--min-snr",
+    default=FilterSettings.min_snr,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Lowest correlation peak signal-to-noise ratio kept.",
+)
+@click.option(
+    "--fill-holes/--no-fill-holes",
+    default=False,
+    show_default=True,
+    help="Fill small holes by interpolation (flagged in the quality band).",
+)
 def track(
     ref: Path,
     sec: Path,
@@ -93,8 +140,19 @@ def track(
     subpixel: str,
     workers: int,
     progress: bool | None,
+    glacier_outlines: Path | None,
+    stable_mask: Path | None,
+    ice_buffer_m: float | None,
+    coreg: str,
+    min_corr: float,
+    min_snr: float,
+    fill_holes: bool,
 ) -> None:
-    """Track features from REF to SEC and write velocity products to OUT."""
+    """Track features from REF to SEC and write velocity products to OUT.
+
+    Outliers are removed and flagged in the quality band; a misregistration fitted on stable
+    ground is removed from every node; v_error is calibrated on the same stable ground.
+    """
     from glacierflow.track import track_to_products
 
     try:
@@ -111,6 +169,13 @@ def track(
             subpixel=subpixel,
             workers=workers,
             progress=progress,
+            glacier_outlines=glacier_outlines,
+            stable_mask=stable_mask,
+            ice_buffer_m=ice_buffer_m,
+            coreg=coreg,
+            min_corr=min_corr,
+            min_snr=min_snr,
+            fill_holes=fill_holes,
         )
     except GlacierflowError as exc:
         _fail(exc)
@@ -131,6 +196,22 @@ def _print_summary(ds, paths) -> None:
     if ok.any():
         p50, p95 = np.percentile(v[ok], [50, 95])
         click.echo(f"speed median {p50:.1f} m/yr, 95th percentile {p95:.1f} m/yr")
+    attrs = ds.attrs
+    if "quality" in ds.data_vars:
+        flagged = int((ds["quality"].values != 0).sum())
+        click.echo(f"outliers: {flagged} nodes removed or filled (see the quality band)")
+    if attrs.get("coreg_method", "none") != "none":
+        click.echo(
+            f"co-registration ({attrs['coreg_method']}, on {attrs.get('stable_source', '?')}): "
+            f"dx {attrs['coreg_dx_px']:+.3f} +/- {attrs['coreg_dx_err_px']:.3f} px, "
+            f"dy {attrs['coreg_dy_px']:+.3f} +/- {attrs['coreg_dy_err_px']:.3f} px"
+        )
+    if attrs.get("stable_nodes"):
+        click.echo(
+            f"stable ground: {attrs['stable_nodes']} nodes, std vx "
+            f"{attrs['stable_vx_std_m_per_yr']:.1f} m/yr, vy "
+            f"{attrs['stable_vy_std_m_per_yr']:.1f} m/yr"
+        )
     for name, path in paths.items():
         click.echo(f"  {name:10s} {path}")
 
@@ -171,6 +252,67 @@ def demo(out_dir: Path, workers: int) -> None:
             f"stable rock: median offset {stats['stable_offset_median_px']:.3f} px "
             f"over {stats['stable_nodes']} nodes"
         )
+
+
+@cli.command()
+@click.argument("products_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--meta",
+    "meta_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The dataset record to publish with (dataset.toml).",
+)
+@click.option(
+    "--catalog",
+    "catalog_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The STAC catalog folder (created if missing).",
+)
+@click.option("--strict", is_flag=True, help="Refuse fields still marked TO BE FILLED.")
+def publish(products_dir: Path, meta_path: Path, catalog_dir: Path, strict: bool) -> None:
+    """Publish the products in PRODUCTS_DIR as a dataset of a STAC catalog."""
+    from glacierflow.portal.catalog import publish as publish_dataset
+
+    try:
+        result = publish_dataset(products_dir, meta_path, catalog_dir, strict=strict)
+    except GlacierflowError as exc:
+        _fail(exc)
+        return
+    click.echo(f"published {len(result.item_ids)} item(s) to {result.collection_path}")
+    for item_id in result.item_ids:
+        click.echo(f"  {item_id}")
+    for path, reason in result.skipped:
+        click.echo(f"skipped {path}: {reason}")
+    if result.placeholders:
+        click.echo(
+            f"warning: {meta_path}: still TO BE FILLED: {', '.join(result.placeholders)}",
+            err=True,
+        )
+
+
+@cli.command()
+@click.option(
+    "--catalog",
+    "catalog_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The STAC catalog folder written by glacierflow publish.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port."
+)
+def serve(catalog_dir: Path, host: str, port: int) -> None:
+    """Serve the catalog as a read-only web portal and JSON API."""
+    from glacierflow.portal.app import serve as serve_portal
+
+    click.echo(f"glacierflow portal for {catalog_dir} on http://{host}:{port}/ (Ctrl-C stops)")
+    try:
+        serve_portal(catalog_dir, host=host, port=port)
+    except GlacierflowError as exc:
+        _fail(exc)
 
 
 def main() -> None:

@@ -27,6 +27,26 @@ TONGUE_BOX_M = (
 )
 
 
+#: The clear part of the lower tongue, in UTM 7N metres (x0, x1, y0, y1): image columns 920 to
+#: 1030 and rows 700 to 880, i.e. :data:`TONGUE_BOX_M` without its upper 100 rows (where the
+#: glacier turns through an icefall and moves up to about 20 px in the 16 days, more than the
+#: default +/-16 px search) and without the 20 px along its sides (chips straddling the shear
+#: margins).
+CLEAR_TONGUE_BOX_M = (
+    465067.5 + 920 * 15,
+    465067.5 + 1030 * 15,
+    6681577.5 - 880 * 15,
+    6681577.5 - 700 * 15,
+)
+
+
+def box_nodes(ds: xr.Dataset, box_m: tuple[float, float, float, float]) -> np.ndarray:
+    """Nodes of a product whose centres lie in ``box_m`` = (x0, x1, y0, y1), map metres."""
+    x0, x1, y0, y1 = box_m
+    xx, yy = np.meshgrid(ds.x.values, ds.y.values)
+    return (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
+
+
 def data_dir() -> Path:
     """Folder of the bundled Yahtse pair."""
     return Path(str(resources.files("glacierflow") / "data" / "yahtse"))
@@ -59,11 +79,13 @@ def demo_statistics(ds: xr.Dataset, stable_outlines: str | PathLike[str]) -> dic
         ``tongue_speed_p95_m_per_day`` (95th percentile of speed on the lower tongue, in m/day),
         ``tongue_offset_median_px``, ``tongue_direction_deg`` (median flow bearing, degrees
         clockwise from north), ``stable_offset_median_px`` (median offset magnitude on stable
-        rock, pixels) and ``stable_nodes``.
+        rock, pixels; Rician-biased upwards by the noise, see ``summary["stable_ground"]`` for
+        the components), ``stable_nodes``, ``tongue_valid_fraction`` and
+        ``clear_tongue_valid_fraction`` (nodes with a speed in :data:`TONGUE_BOX_M` and
+        :data:`CLEAR_TONGUE_BOX_M`) and ``flagged_fraction`` (nodes with a quality flag).
     """
-    x0, x1, y0, y1 = TONGUE_BOX_M
-    xx, yy = np.meshgrid(ds.x.values, ds.y.values)
-    tongue = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
+    tongue = box_nodes(ds, TONGUE_BOX_M)
+    clear = box_nodes(ds, CLEAR_TONGUE_BOX_M)
     v = ds["v"].values
     ok = tongue & np.isfinite(v)
     stable = node_mask_from_outlines(ds, stable_outlines)
@@ -82,6 +104,13 @@ def demo_statistics(ds: xr.Dataset, stable_outlines: str | PathLike[str]) -> dic
         "tongue_nodes": int(ok.sum()),
         "stable_offset_median_px": float(np.median(mag[st])) if st.any() else None,
         "stable_nodes": int(st.sum()),
+        "tongue_valid_fraction": float(np.isfinite(v[tongue]).mean()) if tongue.any() else None,
+        "clear_tongue_valid_fraction": (
+            float(np.isfinite(v[clear]).mean()) if clear.any() else None
+        ),
+        "flagged_fraction": (
+            float((ds["quality"].values != 0).mean()) if "quality" in ds.data_vars else None
+        ),
     }
 
 

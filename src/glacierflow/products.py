@@ -100,9 +100,13 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise InputError("the writer produced no file; nothing was replaced", final)
         _fsync(tmp)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
             leftover.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            # A full disk, a folder in the way, no permission: the user's problem to fix, said
+            # in one line, not a traceback.
+            raise InputError(f"cannot write {final.name}: {exc.strerror or exc}", final) from exc
         raise
 
 
@@ -405,11 +409,17 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
         attrs.pop("grid_mapping", None)
         if crs is not None:
             attrs["grid_mapping"] = "spatial_ref"
-        out[name] = out[name].astype(np.float32)
+        # Integer layers (the quality bit flags) stay integers, without a fill value, with
+        # their CF flag_masks in the variable's own type; everything else is float32 with NaN.
+        integer = np.issubdtype(out[name].dtype, np.integer)
+        if not integer:
+            out[name] = out[name].astype(np.float32)
         out[name].attrs = {k: _netcdf_attr(v) for k, v in attrs.items() if v is not None}
+        if integer and "flag_masks" in attrs:
+            out[name].attrs["flag_masks"] = np.asarray(attrs["flag_masks"], out[name].dtype)
         out[name].encoding = {}
         encoding[name] = {
-            "_FillValue": np.float32(np.nan),
+            "_FillValue": None if integer else np.float32(np.nan),
             "zlib": True,
             "complevel": 4,
             "shuffle": True,
@@ -554,7 +564,10 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
     dict
         Keys ``ref_time``, ``sec_time``, ``dt_days``, ``ref_sensor``, ``sec_sensor``, ``grid``,
         ``nodes``, ``speed_m_per_yr``, ``speed_m_per_day``, ``settings``,
-        ``glacierflow_version``.
+        ``glacierflow_version``; and, where the product has them, ``coregistration``
+        (``coreg_*`` attributes), ``stable_ground`` (``stable_*``: source and the statistics of
+        vx, vy on stable ground in px, m and m/yr), ``v_error`` (the error model),
+        ``filter`` (its thresholds) and ``quality_nodes`` (nodes per quality flag).
     """
     if "v" not in ds.data_vars:
         raise InputError("the dataset has no 'v' (speed) variable to summarise")
@@ -597,7 +610,39 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
         "settings": {key: attrs.get(key) for key in ("chip_px", "search_px", "step_px", "method")},
         "glacierflow_version": _version(ds),
     }
+    summary.update(_quality_summary(ds))
     return _finite_or_none(_plain(summary))
+
+
+def _prefixed(attrs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Attributes starting with ``prefix``, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in attrs.items() if k.startswith(prefix)}
+
+
+def _quality_summary(ds: xr.Dataset) -> dict[str, Any]:
+    """Blocks on co-registration, stable ground, the error model and the quality flags."""
+    out: dict[str, Any] = {}
+    for key, prefix in (
+        ("coregistration", "coreg_"),
+        ("stable_ground", "stable_"),
+        ("v_error", "v_error_"),
+        ("filter", "filter_"),
+    ):
+        block = _prefixed(ds.attrs, prefix)
+        if block:
+            out[key] = block
+    if "quality" in ds.data_vars:
+        q = np.asarray(ds["quality"].values)
+        # The variable's CF attributes, or (GeoTIFF band tags hold only units and long_name)
+        # the dataset's copies of them.
+        attrs = {**ds.attrs, **{f"quality_{k}": v for k, v in ds["quality"].attrs.items()}}
+        masks = list(np.atleast_1d(attrs.get("quality_flag_masks", [])))
+        meanings = str(attrs.get("quality_flag_meanings", "")).split()
+        counts = {"good": int((q == 0).sum())}
+        for mask, meaning in zip(masks, meanings, strict=True):
+            counts[meaning] = int(((q.astype(np.int64) & int(mask)) != 0).sum())
+        out["quality_nodes"] = counts
+    return out
 
 
 def write_summary(
@@ -668,10 +713,31 @@ def write_products(
         raise InputError("the output folder is a file; choose a folder", out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / name for kind, name in PRODUCT_NAMES.items()}
-    write_cog(ds, paths["cog"])
-    write_netcdf(ds, paths["netcdf"])
-    quicklook(
-        ds, paths["quicklook"], background=background, background_transform=background_transform
-    )
-    write_summary(ds, paths["summary"])
+    writers = {
+        "cog": lambda p: write_cog(ds, p),
+        "netcdf": lambda p: write_netcdf(ds, p),
+        "quicklook": lambda p: quicklook(
+            ds, p, background=background, background_transform=background_transform
+        ),
+        "summary": lambda p: write_summary(ds, p),
+    }
+    # The four products are one set: each is written complete under a hidden staging name, and
+    # only when all four exist are they renamed into place. A failure leaves the old set whole.
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    staged: dict[str, Path] = {}
+    try:
+        for kind, write in writers.items():
+            tmp = out / f".{PRODUCT_NAMES[kind]}.staged-{tag}"
+            write(tmp)
+            staged[kind] = tmp
+        for kind, tmp in staged.items():
+            try:
+                os.replace(tmp, paths[kind])
+            except OSError as exc:
+                raise InputError(
+                    f"cannot write {paths[kind].name}: {exc.strerror or exc}", paths[kind]
+                ) from exc
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
     return paths

@@ -3,6 +3,15 @@
 ``track`` returns the velocity product as an ``xarray.Dataset``; ``track_to_products`` also writes
 the files. Both are plain function calls with explicit inputs, and the command line is a thin
 layer over them.
+
+The order, in :func:`track_pair`: match; remove outliers (correlation and SNR thresholds,
+normalized median test, small isolated clusters: :mod:`glacierflow.filters`); find stable ground
+(outlines, a mask, or the slowest quarter of valid nodes); fit the co-registration on the stable
+nodes that survived filtering and remove it from every node (:mod:`glacierflow.coregister`);
+calibrate the per-node error on the same stable nodes; optionally fill small holes; convert to
+velocity and record the stable-ground statistics (:mod:`glacierflow.velocity`). The median test
+is not repeated after co-registration: a constant or smooth correction leaves the differences
+between neighbours unchanged.
 """
 
 from __future__ import annotations
@@ -17,17 +26,35 @@ import numpy as np
 import xarray as xr
 
 from glacierflow import __version__
-from glacierflow.coregister import ConstantShift
+from glacierflow.coregister import COREG_METHODS, fit_on_slowest, make_coreg, slowest_nodes
 from glacierflow.errors import InputError
-from glacierflow.glaciers import outline_mask
+from glacierflow.filters import FilterSettings, Quality, fill_small_holes, filter_offsets
+from glacierflow.glaciers import ice_mask_from_outlines, mask_from_file
 from glacierflow.matching import MatchSettings, make_grid, match
 from glacierflow.pair import Pair, make_pair
 from glacierflow.scenes import Scene, read_scene
-from glacierflow.velocity import node_grid_transform, velocity_dataset
+from glacierflow.velocity import (
+    DEFAULT_PEAK_SIGMA_SCALE,
+    DEFORMATION_FACTOR,
+    PEAK_SIGMA_FLOOR_PX,
+    error_px_to_m_per_yr,
+    node_grid_transform,
+    offset_sigma_px,
+    stable_statistics,
+    velocity_dataset,
+)
 
 log = logging.getLogger("glacierflow")
 
 SceneLike = str | PathLike[str] | Scene
+MaskLike = str | PathLike[str] | np.ndarray
+
+#: ``stable_source`` of products whose stable ground is the fallback.
+FALLBACK_SOURCE = "slowest quarter of valid nodes (no outlines given)"
+#: Co-registration choices: the fitted surfaces, or ``"none"``.
+COREG_CHOICES = (*COREG_METHODS, "none")
+#: A stable mask covering more than this fraction of the valid nodes is refused.
+MAX_STABLE_FRACTION = 0.99
 
 
 def _scene(src: SceneLike, date: datetime | str | None, band: int | None) -> Scene:
@@ -54,9 +81,16 @@ def track_pair(
     method: str = "ncc",
     workers: int = 1,
     progress: bool | None = None,
-    stable_mask: str | PathLike[str] | np.ndarray | None = None,
+    glacier_outlines: str | PathLike[str] | None = None,
+    stable_mask: MaskLike | None = None,
+    coreg: str = "constant",
+    ice_buffer_m: float | None = None,
+    min_corr: float = FilterSettings.min_corr,
+    min_snr: float = FilterSettings.min_snr,
+    fill_holes: bool = False,
+    filter_settings: FilterSettings | None = None,
 ) -> xr.Dataset:
-    """Match a prepared pair and return the velocity product.
+    """Match a prepared pair and return the filtered, co-registered velocity product.
 
     Parameters
     ----------
@@ -72,17 +106,51 @@ def track_pair(
         Threads for matching.
     progress : bool or None
         Show a progress bar: True always, False never, None when stderr is a terminal.
+    glacier_outlines : path, optional
+        Glacier (ice) outlines, any CRS: stable ground is every node off the ice grown by
+        ``ice_buffer_m``.
     stable_mask : path, ndarray of bool or None
-        Stable (ice-free) ground: polygon outlines to rasterise, or a boolean array on the node
-        grid. Where given, a constant misregistration is fitted on it and removed from all
-        offsets (see :mod:`glacierflow.coregister`).
+        Stable ground marked directly: polygons or a raster mask (non-zero = stable), or a
+        boolean array on the node grid. With ``glacier_outlines`` too, stable ground is this
+        mask minus the buffered ice.
+    coreg : str
+        Misregistration model fitted on stable ground and removed from every node:
+        ``"constant"`` (default), ``"affine"``, ``"poly2"`` or ``"none"``. Without outlines
+        and mask the slowest quarter of valid nodes stands in for stable ground (recorded in
+        ``attrs["stable_source"]``).
+    ice_buffer_m : float, optional
+        Growth of the glacier outlines, in metres; default half a chip plus one node step
+        (no stable chip reaches the ice, with a node step to spare for outline errors).
+    min_corr, min_snr : float
+        Correlation and SNR thresholds of the outlier filter (see
+        :class:`glacierflow.filters.FilterSettings`).
+    fill_holes : bool
+        Fill small enclosed holes by interpolation (flagged in ``quality``).
+    filter_settings : FilterSettings, optional
+        All filter parameters at once; overrides ``min_corr``, ``min_snr`` and ``fill_holes``.
 
     Returns
     -------
     xarray.Dataset
-        See :func:`glacierflow.velocity.velocity_dataset`.
+        See :func:`glacierflow.velocity.velocity_dataset`; with ``v_error`` and ``quality``,
+        and the co-registration (``coreg_*``), stable-ground (``stable_*``), error model
+        (``v_error_*``) and filter (``filter_*``) parameters in its attributes.
+
+    Raises
+    ------
+    InputError
+        For unusable outlines or masks (not overlapping the image, no valid stable node, a mask
+        covering everything) and unknown options.
     """
     _check_sizes(chip_px, search_px, step_px)
+    if coreg not in COREG_CHOICES:
+        raise InputError(f"--coreg must be one of {', '.join(COREG_CHOICES)}, got {coreg!r}")
+    try:
+        fsettings = filter_settings or FilterSettings.for_grid(
+            chip_px, step_px, min_corr=min_corr, min_snr=min_snr, fill_holes=fill_holes
+        )
+    except ValueError as exc:
+        raise InputError(f"filter settings: {exc}") from exc
     settings = MatchSettings(
         chip_px=chip_px,
         search_px=search_px,
@@ -106,21 +174,74 @@ def track_pair(
         leave=False,
     ) as bar:
         result = match(ref.data, sec.data, ref.valid, sec.valid, settings, progress=bar.update)
-    dx, dy = result.dx_px, result.dy_px
     node_transform = node_grid_transform(pair.transform, grid.row0_px, grid.col0_px, step_px)
+    rows_px, cols_px = np.meshgrid(grid.rows_px(), grid.cols_px(), indexing="ij")
+    rows_px, cols_px = rows_px.astype(np.float64), cols_px.astype(np.float64)
+    pixel_size_m = float(np.hypot(pair.transform.a, pair.transform.d))
+
+    # 1. Outliers.
+    filt = filter_offsets(result.dx_px, result.dy_px, result.corr, result.snr, fsettings)
+    dx, dy, quality = filt.dx_px, filt.dy_px, filt.quality
+    valid = filt.valid
+
+    # 2. Stable ground.
+    buffer_m = (
+        float(ice_buffer_m) if ice_buffer_m is not None else (chip_px / 2 + step_px) * pixel_size_m
+    )
+    stable, source = _stable_ground(
+        glacier_outlines, stable_mask, pair, node_transform, grid.shape, valid, buffer_m
+    )
+    attrs_stable: dict[str, Any] = {"stable_source": source}
+    if glacier_outlines is not None:
+        attrs_stable["stable_ice_buffer_m"] = buffer_m
+
+    # 3. Co-registration, fitted on the stable nodes that passed the filter.
+    corr_err_px = np.zeros(dx.shape)
     coreg_attrs: dict[str, Any] = {"coreg_method": "none"}
-    if stable_mask is not None:
-        stable = _stable_nodes(stable_mask, pair, node_transform, grid.shape)
+    if coreg != "none":
+        model = make_coreg(coreg, nodes_per_sample=max(1.0, (chip_px / step_px) ** 2))
         try:
-            shift = ConstantShift().fit(dx, dy, stable)
+            if stable is None:
+                stable = fit_on_slowest(model, dx, dy, cols_px, rows_px)
+            else:
+                model.fit(dx, dy, stable, cols_px, rows_px)
         except ValueError as exc:
-            where = stable_mask if not isinstance(stable_mask, np.ndarray) else None
-            raise InputError(f"cannot co-register on the stable mask: {exc}", where) from exc
-        dx, dy = shift.apply(dx, dy)
-        coreg_attrs = shift.attrs()
-        coreg_attrs["stable_source"] = (
-            Path(stable_mask).name if not isinstance(stable_mask, np.ndarray) else "array"
+            where = stable_mask if isinstance(stable_mask, str | PathLike) else glacier_outlines
+            raise InputError(
+                f"cannot co-register on {source}: {exc}; give a larger stable-ground mask, or "
+                "--coreg none",
+                where,
+            ) from exc
+        dx, dy = model.apply(dx, dy, cols_px, rows_px)
+        dx, dy = dx.astype(np.float64), dy.astype(np.float64)
+        corr_err_px = model.correction_error(cols_px, rows_px)
+        coreg_attrs = model.attrs()
+    elif stable is None:
+        stable = slowest_nodes(dx, dy)
+    stable = stable & valid
+
+    # 4. Per-node error: shape from the correlation peak, scale from stable ground; plus the
+    # error from strain across the chip and from the co-registration, not calibrated.
+    err = {"chip_px": chip_px, "step_px": step_px, "coreg_sigma_px": corr_err_px}
+    try:
+        sigma_px, scale = offset_sigma_px(result.corr, dx, dy, stable, **err)
+        calibration = f"stable ground: {source}"
+    except ValueError as exc:
+        sigma_px, scale = offset_sigma_px(
+            result.corr, dx, dy, stable, scale=DEFAULT_PEAK_SIGMA_SCALE, **err
         )
+        calibration = f"default scale ({exc})"
+        log.warning("v_error uses the default scale %.2f: %s", scale, exc)
+
+    # 5. Optional hole filling, always flagged.
+    if fsettings.fill_holes:
+        (dx, dy, sigma_px), filled = fill_small_holes(
+            [dx, dy, sigma_px], valid, fsettings.max_hole_nodes
+        )
+        # An interpolated value is less certain than a measured one: twice its neighbours'.
+        sigma_px[filled] *= 2.0
+        quality[filled] |= np.uint8(Quality.FILLED)
+
     attrs = {
         "title": "Glacier surface velocity from feature tracking",
         "ref_time": ref.acquired.isoformat(),
@@ -140,9 +261,22 @@ def track_pair(
         "subpixel": subpixel,
         "secondary_reprojected": int(pair.reprojected),
         "glacierflow_version": __version__,
+        **fsettings.attrs(),
         **coreg_attrs,
+        **attrs_stable,
+        "v_error_model": (
+            "sigma_px = sqrt((scale * sqrt(1 - corr^2) / (corr * chip_px))^2 + floor_px^2 + "
+            "(deformation_factor * gradient * chip_px)^2 + coreg_sigma_px^2), gradient the "
+            "displacement gradient (px/px) at the node; v_error = sigma_px * pixel_size_m * "
+            "365.25 / dt_days"
+        ),
+        "v_error_deformation_factor": DEFORMATION_FACTOR,
+        "v_error_scale": float(scale),
+        "v_error_floor_px": PEAK_SIGMA_FLOOR_PX,
+        "v_error_calibration": calibration,
+        "v_error_calibration_nodes": int(stable.sum()),
     }
-    return velocity_dataset(
+    ds = velocity_dataset(
         dx,
         dy,
         result.corr,
@@ -154,25 +288,93 @@ def track_pair(
         crs_wkt=pair.crs.to_wkt() if pair.crs is not None else None,
         dt_days=pair.dt_days,
         attrs=attrs,
+        v_error=error_px_to_m_per_yr(sigma_px, pair.transform, pair.dt_days),
+        quality=quality,
     )
+    good_stable = stable & (quality == 0)
+    ds.attrs.update(
+        stable_statistics(
+            ds["vx"].values,
+            ds["vy"].values,
+            good_stable,
+            pixel_size_m=pixel_size_m,
+            dt_days=pair.dt_days,
+        )
+    )
+    sig = ds["v_error"].values[good_stable & np.isfinite(ds["v_error"].values)]
+    ds.attrs["stable_v_error_median_m_per_yr"] = float(np.median(sig)) if sig.size else np.nan
+    return ds
 
 
-def _stable_nodes(
-    stable_mask: str | PathLike[str] | np.ndarray,
+def _stable_ground(
+    glacier_outlines: str | PathLike[str] | None,
+    stable_mask: MaskLike | None,
     pair: Pair,
     node_transform: Any,
     shape: tuple[int, int],
-) -> np.ndarray:
-    """Stable-ground nodes from outlines or a boolean node-grid array."""
-    if isinstance(stable_mask, np.ndarray):
-        if stable_mask.shape != shape:
-            raise InputError(
-                f"stable mask array has shape {stable_mask.shape}, the node grid {shape}"
+    valid: np.ndarray,
+    buffer_m: float,
+) -> tuple[np.ndarray | None, str]:
+    """Stable nodes from outlines and/or a mask, and a description; (None, ...) for fallback."""
+    if glacier_outlines is None and stable_mask is None:
+        log.info("no outlines or stable mask given: stable ground is the %s", FALLBACK_SOURCE)
+        return None, FALLBACK_SOURCE
+    if pair.crs is None and (
+        glacier_outlines is not None or not isinstance(stable_mask, np.ndarray)
+    ):
+        raise InputError("outlines need georeferenced images", glacier_outlines or stable_mask)
+    stable = np.ones(shape, dtype=bool)
+    parts = []
+    if stable_mask is not None:
+        if isinstance(stable_mask, np.ndarray):
+            if stable_mask.shape != shape:
+                raise InputError(
+                    f"stable mask array has shape {stable_mask.shape}, the node grid {shape}"
+                )
+            stable = stable_mask.astype(bool)
+            parts.append("array")
+            where = None
+        else:
+            stable = mask_from_file(
+                stable_mask, crs=pair.crs, transform=node_transform, shape=shape
             )
-        return stable_mask.astype(bool)
-    if pair.crs is None:
-        raise InputError("outlines need georeferenced images", stable_mask)
-    return outline_mask(stable_mask, crs=pair.crs, transform=node_transform, shape=shape)
+            parts.append(Path(stable_mask).name)
+            where = stable_mask
+        n_valid = int(valid.sum())
+        covered = int((stable & valid).sum())
+        if n_valid and covered > MAX_STABLE_FRACTION * n_valid:
+            raise InputError(
+                f"the stable mask covers {covered} of the {n_valid} valid nodes: it would "
+                "take the glacier's own motion for misregistration and zero it; mark only "
+                "ice-free ground, give --glacier-outlines instead, or give neither to use the "
+                "slowest quarter of the nodes",
+                where,
+            )
+        if not covered:
+            raise InputError(
+                f"the stable mask marks {int(stable.sum())} nodes but none holds a valid "
+                "offset after filtering; give a mask over textured, ice-free ground",
+                where,
+            )
+    if glacier_outlines is not None:
+        ice = ice_mask_from_outlines(
+            glacier_outlines,
+            crs=pair.crs,
+            transform=node_transform,
+            shape=shape,
+            buffer_m=buffer_m,
+        )
+        stable = stable & ~ice
+        text = f"off-ice: outside {Path(glacier_outlines).name} grown by {buffer_m:.0f} m"
+        parts.append(text if not parts else f"minus ice of {Path(glacier_outlines).name}")
+        if not (stable & valid).any():
+            raise InputError(
+                f"no valid node is left off the ice grown by {buffer_m:.0f} m "
+                f"({int(ice.sum())} of {ice.size} nodes are ice); give a smaller buffer or "
+                "a stable-ground mask",
+                glacier_outlines,
+            )
+    return stable, " ".join(parts) if len(parts) > 1 else parts[0]
 
 
 def load_pair(
@@ -216,7 +418,13 @@ def track(
     method: str = "ncc",
     workers: int = 1,
     progress: bool | None = None,
-    stable_mask: str | PathLike[str] | np.ndarray | None = None,
+    glacier_outlines: str | PathLike[str] | None = None,
+    stable_mask: MaskLike | None = None,
+    coreg: str = "constant",
+    ice_buffer_m: float | None = None,
+    min_corr: float = FilterSettings.min_corr,
+    min_snr: float = FilterSettings.min_snr,
+    fill_holes: bool = False,
 ) -> xr.Dataset:
     """Measure glacier velocity from two images.
 
@@ -244,15 +452,15 @@ def track(
         Threads used for matching.
     progress : bool or None
         Progress bar: True, False, or None for "when stderr is a terminal".
-    stable_mask : path, ndarray of bool or None
-        Stable ground (outline file, or boolean node-grid array) on which a constant
-        misregistration is fitted and removed. None: no co-registration.
+    glacier_outlines, stable_mask, coreg, ice_buffer_m, min_corr, min_snr, fill_holes
+        Stable ground, co-registration and outlier filter: see :func:`track_pair`.
 
     Returns
     -------
     xarray.Dataset
         ``vx``, ``vy``, ``v`` in m/yr (365.25-day year), ``dx``, ``dy`` in pixels, ``corr``,
-        ``snr``, on map coordinates ``x``, ``y`` (pixel centres), with pair metadata in attrs.
+        ``snr``, ``v_error`` (m/yr, one sigma per component) and ``quality`` (bit flags), on
+        map coordinates ``x``, ``y`` (pixel centres), with pair metadata in attrs.
     """
     _check_sizes(chip_px, search_px, step_px)
     pair = load_pair(ref, sec, ref_date=ref_date, sec_date=sec_date, band=band)
@@ -265,7 +473,13 @@ def track(
         method=method,
         workers=workers,
         progress=progress,
+        glacier_outlines=glacier_outlines,
         stable_mask=stable_mask,
+        coreg=coreg,
+        ice_buffer_m=ice_buffer_m,
+        min_corr=min_corr,
+        min_snr=min_snr,
+        fill_holes=fill_holes,
     )
 
 
@@ -277,10 +491,16 @@ def track_to_products(
 ) -> tuple[xr.Dataset, dict[str, Path]]:
     """Run :func:`track` and write every product into ``out_dir``.
 
-    Returns the dataset and a mapping from product name to path.
+    ``options`` are those of :func:`track` (dates, band, and everything :func:`track_pair`
+    takes: sizes, outlines, stable mask, co-registration, filter thresholds). Returns the
+    dataset and a mapping from product name to path.
     """
     from glacierflow.products import write_products
 
+    # Sizes first: a bad option is reported before any image is read.
+    _check_sizes(
+        options.get("chip_px", 32), options.get("search_px", 16), options.get("step_px", 8)
+    )
     pair = load_pair(
         ref,
         sec,
@@ -296,6 +516,6 @@ def track_to_products(
 
 
 def valid_fraction(ds: xr.Dataset) -> float:
-    """Fraction of nodes with a finite speed."""
+    """Fraction of nodes with a finite speed (filled nodes count as valid)."""
     v = ds["v"].values
     return float(np.isfinite(v).mean()) if v.size else 0.0

@@ -1,0 +1,441 @@
+"""Outlier tests on a field of offsets, and the ``quality`` bit flags that record them.
+
+Area-based matching returns an offset for almost every node, right or wrong. Wrong offsets come
+from chips without a unique match: open water, melange, cloud, shadow, fresh snow, or ice that
+moved further than the search range. Their peak correlation is *not* reliably low: on smooth
+real texture a chance match of two unrelated 32 px chips peaks at a correlation of about 0.3 to
+0.4 (0.6 to 0.7 for one chance match in twenty), so thresholds on the correlation peak remove
+only the worst of them. What gives wrong offsets away is that they disagree with their
+neighbours, while ice and rock move coherently over many chip widths. The tests, in the order
+:func:`filter_offsets` applies them:
+
+1. ``NO_MATCH``: the matcher gave no offset (nodata, no texture, peak on the search border).
+2. ``LOW_CORR`` / ``LOW_SNR``: the correlation peak is below ``min_corr``, or does not stand
+   above the mean absolute correlation of the rest of the surface by ``min_snr``.
+3. ``MEDIAN_TEST``: the normalized median test of Westerweel & Scarano (2005) on each offset
+   component against its 3 x 3 neighbours.
+4. ``SMALL_CLUSTER``: nodes are linked to neighbours whose offset agrees within a tolerance;
+   groups of linked nodes smaller than ``min_cluster_nodes`` are removed. A field of chance
+   matches breaks into tiny groups, a glacier is one large group (linked along flow even across
+   a shear margin too steep for the tolerance).
+5. ``FILLED``: optionally, small holes are filled by interpolation from their neighbours; the
+   filled node keeps the bits that removed it, plus this one.
+
+Every node carries the OR of the flags that apply; ``quality == 0`` is a good, measured node.
+Removed nodes become NaN; filled nodes hold interpolated values.
+
+References
+----------
+.. [1] Westerweel, J. and Scarano, F. (2005). Universal outlier detection for PIV data.
+   Experiments in Fluids 39, 1096-1100. doi:10.1007/s00348-005-0016-6
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+class Quality(IntFlag):
+    """Bits of the ``quality`` layer; 0 is a good node."""
+
+    NO_MATCH = 1
+    LOW_CORR = 2
+    LOW_SNR = 4
+    MEDIAN_TEST = 8
+    SMALL_CLUSTER = 16
+    FILLED = 32
+
+
+#: CF ``flag_meanings`` words, in the order of :class:`Quality`'s bits.
+FLAG_MEANINGS: dict[Quality, str] = {
+    Quality.NO_MATCH: "no_match",
+    Quality.LOW_CORR: "low_correlation",
+    Quality.LOW_SNR: "low_snr",
+    Quality.MEDIAN_TEST: "failed_normalized_median_test",
+    Quality.SMALL_CLUSTER: "small_isolated_cluster",
+    Quality.FILLED: "filled_by_interpolation",
+}
+
+
+def quality_attrs() -> dict[str, object]:
+    """CF attributes of the ``quality`` variable (``flag_masks``, ``flag_meanings``, ...)."""
+    bits = ", ".join(f"{int(b)} = {m}" for b, m in FLAG_MEANINGS.items())
+    return {
+        "units": "1",
+        "long_name": "quality bit flags, 0 = good measured node",
+        "flag_masks": [int(b) for b in FLAG_MEANINGS],
+        "flag_meanings": " ".join(FLAG_MEANINGS.values()),
+        "description": (
+            f"OR of bits: {bits}. A node with any bit set is NaN in vx, vy, v, v_error, dx and "
+            f"dy, unless bit {int(Quality.FILLED)} is set too: then those values were "
+            "interpolated from its neighbours, and the other bits say why it was removed. corr "
+            "and snr keep the matcher's values everywhere."
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """Parameters of :func:`filter_offsets`.
+
+    Attributes
+    ----------
+    min_corr : float
+        Lowest peak normalized cross-correlation kept (dimensionless). 0.3 is about the median
+        peak of a chance match between unrelated 32 px chips of real Landsat texture: below it a
+        peak cannot be told from chance. Set to 0 to switch the test off.
+    min_snr : float
+        Lowest peak-to-mean-absolute-correlation ratio kept. Near 1 the whole surface is about
+        as high as its peak (a flat, saturated or periodic chip) and the peak position is
+        arbitrary. Well-matched chips of strongly oriented texture (crevasse fields) reach only
+        1.3 to 2, so the threshold stays low. 0 switches the test off.
+    median_threshold : float
+        Normalized median test threshold; Westerweel & Scarano (2005) recommend 2.
+    median_eps_px : float
+        Acceptable fluctuation level of the normalized median test, in pixels (0.1 in the
+        paper: the noise of a good sub-pixel match).
+    min_neighbours : int
+        Fewest valid 3 x 3 neighbours for the median test to judge a node; nodes with fewer
+        are left to the cluster test.
+    cluster_tol_px : float
+        Neighbours whose offsets differ by at most this many pixels are linked. Two chance
+        matches within a +/-16 px search agree this well about once in a hundred.
+    cluster_tol_frac : float
+        ... or by at most this fraction of the larger of their two offset magnitudes (fast ice
+        has steeper gradients between nodes).
+    min_cluster_nodes : int
+        Smallest group of linked nodes kept. Chips of neighbouring nodes overlap, so a single
+        chance feature (an iceberg, a cloud edge) moves every node whose chip holds it: up to
+        ``(chip_px / step_px)**2`` nodes (16 for 32 px chips every 8 px). A group no larger
+        than one chip's footprint has no independent confirmation;
+        :meth:`for_grid` sets this from the chip and step.
+    fill_holes : bool
+        Fill holes of at most ``max_hole_nodes`` nodes that are enclosed by valid nodes.
+    max_hole_nodes : int
+        Largest hole filled, in nodes (4-connected).
+    """
+
+    min_corr: float = 0.3
+    min_snr: float = 1.2
+    median_threshold: float = 2.0
+    median_eps_px: float = 0.1
+    min_neighbours: int = 3
+    cluster_tol_px: float = 2.0
+    cluster_tol_frac: float = 0.1
+    min_cluster_nodes: int = 16
+    fill_holes: bool = False
+    max_hole_nodes: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("min_corr", "min_snr", "median_eps_px", "cluster_tol_px", "cluster_tol_frac"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not self.median_threshold > 0:
+            raise ValueError(f"median_threshold must be > 0, got {self.median_threshold!r}")
+        for name in ("min_neighbours", "min_cluster_nodes", "max_hole_nodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+
+    @classmethod
+    def for_grid(cls, chip_px: int, step_px: int, **overrides: Any) -> FilterSettings:
+        """Settings with ``min_cluster_nodes`` = nodes in one chip footprint (at least 4).
+
+        Parameters
+        ----------
+        chip_px, step_px : int
+            Chip side and node spacing, in pixels.
+        **overrides
+            Any other field.
+        """
+        footprint = math.ceil((chip_px / step_px) ** 2)
+        return cls(**{"min_cluster_nodes": max(4, footprint), **overrides})
+
+    def attrs(self) -> dict[str, float | int]:
+        """The settings as product attributes (``filter_`` prefix)."""
+        return {
+            "filter_min_corr": float(self.min_corr),
+            "filter_min_snr": float(self.min_snr),
+            "filter_median_threshold": float(self.median_threshold),
+            "filter_median_eps_px": float(self.median_eps_px),
+            "filter_cluster_tol_px": float(self.cluster_tol_px),
+            "filter_cluster_tol_frac": float(self.cluster_tol_frac),
+            "filter_min_cluster_nodes": int(self.min_cluster_nodes),
+            "filter_fill_holes": int(self.fill_holes),
+            "filter_max_hole_nodes": int(self.max_hole_nodes),
+        }
+
+
+def _neighbours(values: np.ndarray) -> np.ndarray:
+    """The 8 neighbours of every node, shape ``values.shape + (8,)``; NaN beyond the grid."""
+    padded = np.pad(np.asarray(values, dtype=np.float64), 1, constant_values=np.nan)
+    windows = sliding_window_view(padded, (3, 3)).reshape(*values.shape, 9)
+    return np.delete(windows, 4, axis=-1)
+
+
+def _nanmedian(a: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN; NaN (without a warning) where all are NaN."""
+    out = np.full(a.shape[:-1], np.nan)
+    some = np.isfinite(a).any(axis=-1)
+    if some.any():
+        out[some] = np.nanmedian(a[some], axis=-1)
+    return out
+
+
+def normalized_median_residual(
+    u: np.ndarray, eps: float = 0.1, min_neighbours: int = 3
+) -> np.ndarray:
+    """Normalized residual of each node against its 3 x 3 neighbours (Westerweel & Scarano 2005).
+
+    ``r = |u0 - um| / (rm + eps)`` with ``um`` the median of the 8 neighbours and ``rm`` the
+    median of their residuals ``|ui - um|``: the local spread of the field sets the scale, so the
+    test adapts to smooth rock and to sheared ice alike, and ``eps`` (the measurement noise)
+    keeps it from rejecting noise-level deviations on perfectly uniform fields.
+
+    Parameters
+    ----------
+    u : ndarray, shape (ny, nx)
+        One component of the field (NaN where invalid), e.g. offsets in pixels.
+    eps : float
+        Acceptable fluctuation level, in the units of ``u``.
+    min_neighbours : int
+        Nodes with fewer valid neighbours get NaN (not judged).
+
+    Returns
+    -------
+    ndarray of float64, shape (ny, nx)
+        The normalized residual (dimensionless); NaN where ``u`` is NaN or too few neighbours.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    nb = _neighbours(u)
+    um = _nanmedian(nb)
+    rm = _nanmedian(np.abs(nb - um[..., None]))
+    r = np.abs(u - um) / (rm + eps)
+    r[np.isfinite(nb).sum(axis=-1) < min_neighbours] = np.nan
+    return r
+
+
+def median_test(
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    threshold: float = 2.0,
+    eps_px: float = 0.1,
+    min_neighbours: int = 3,
+) -> np.ndarray:
+    """Nodes failing the normalized median test in either offset component.
+
+    Parameters
+    ----------
+    dx_px, dy_px : ndarray, shape (ny, nx)
+        Offsets in pixels, NaN where invalid.
+    threshold : float
+        Largest normalized residual accepted (2 in Westerweel & Scarano 2005).
+    eps_px : float
+        Acceptable fluctuation level, in pixels.
+    min_neighbours : int
+        Nodes with fewer valid neighbours are not judged (False).
+
+    Returns
+    -------
+    ndarray of bool
+        True where a valid node fails.
+    """
+    rx = normalized_median_residual(dx_px, eps_px, min_neighbours)
+    ry = normalized_median_residual(dy_px, eps_px, min_neighbours)
+    with np.errstate(invalid="ignore"):
+        return (rx > threshold) | (ry > threshold)
+
+
+def coherent_cluster_sizes(
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    tol_px: float = 1.0,
+    tol_frac: float = 0.1,
+) -> np.ndarray:
+    """Size of the group of mutually consistent nodes each node belongs to.
+
+    Two 8-neighbours are linked when both are valid and their offsets differ by at most
+    ``max(tol_px, tol_frac * max(|d1|, |d2|))``; a group is a connected component of these links.
+
+    Parameters
+    ----------
+    dx_px, dy_px : ndarray, shape (ny, nx)
+        Offsets in pixels, NaN where invalid.
+    tol_px : float
+        Absolute tolerance, in pixels.
+    tol_frac : float
+        Tolerance as a fraction of the offset magnitude.
+
+    Returns
+    -------
+    ndarray of int, shape (ny, nx)
+        Nodes in the group (1 for an isolated valid node); 0 where invalid.
+    """
+    from scipy.sparse import coo_matrix  # scipy only when filtering (a fast command line)
+    from scipy.sparse.csgraph import connected_components
+
+    dx = np.asarray(dx_px, dtype=np.float64)
+    dy = np.asarray(dy_px, dtype=np.float64)
+    ny, nx = dx.shape
+    valid = np.isfinite(dx) & np.isfinite(dy)
+    mag = np.hypot(dx, dy)
+    index = np.arange(ny * nx).reshape(ny, nx)
+    heads, tails = [], []
+    for di, dj in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = (slice(0, ny - di), slice(max(0, -dj), nx - max(0, dj)))
+        b = (slice(di, ny), slice(max(0, dj), nx + min(0, dj)))
+        diff = np.hypot(dx[a] - dx[b], dy[a] - dy[b])
+        tol = np.maximum(tol_px, tol_frac * np.maximum(mag[a], mag[b]))
+        with np.errstate(invalid="ignore"):
+            link = valid[a] & valid[b] & (diff <= tol)
+        heads.append(index[a][link])
+        tails.append(index[b][link])
+    h, t = np.concatenate(heads), np.concatenate(tails)
+    graph = coo_matrix((np.ones(h.size, dtype=np.int8), (h, t)), shape=(ny * nx, ny * nx))
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels)[labels].reshape(ny, nx)
+    return np.where(valid, sizes, 0)
+
+
+def fill_small_holes(
+    fields: list[np.ndarray], valid: np.ndarray, max_hole_nodes: int = 4
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Fill small enclosed holes by repeated averaging of valid 8-neighbours.
+
+    A hole is a 4-connected group of invalid nodes of at most ``max_hole_nodes`` that does not
+    touch the grid border. It is filled from its rim inwards: each pass gives every hole node
+    with a valid (or already filled) neighbour the mean of those neighbours.
+
+    Parameters
+    ----------
+    fields : list of ndarray, shape (ny, nx)
+        Layers to fill (e.g. dx, dy, and a per-node error); filled in copies.
+    valid : ndarray of bool
+        Nodes holding a value.
+    max_hole_nodes : int
+        Largest hole filled.
+
+    Returns
+    -------
+    filled_fields : list of ndarray
+        Copies of ``fields`` with the holes filled.
+    filled : ndarray of bool
+        Nodes that were filled.
+    """
+    from scipy import ndimage
+
+    labels, n = ndimage.label(~valid)
+    if n == 0:
+        return [np.array(f, dtype=np.float64) for f in fields], np.zeros_like(valid)
+    sizes = np.bincount(labels.ravel())
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    small = sizes <= max_hole_nodes
+    small[0] = False
+    small[border] = False
+    todo = small[labels]
+    out = [np.where(valid, np.asarray(f, dtype=np.float64), np.nan) for f in fields]
+    have = valid.copy()
+    kernel = np.ones((3, 3))
+    kernel[1, 1] = 0
+    while todo.any():
+        count = ndimage.convolve(have.astype(float), kernel, mode="constant")
+        ready = todo & (count > 0)
+        if not ready.any():  # cannot happen for enclosed holes; guards an endless loop
+            break
+        for f in out:
+            total = ndimage.convolve(np.where(have, f, 0.0), kernel, mode="constant")
+            f[ready] = total[ready] / count[ready]
+        have |= ready
+        todo &= ~ready
+    return out, have & ~valid
+
+
+@dataclass
+class FilterResult:
+    """Output of :func:`filter_offsets`.
+
+    Attributes
+    ----------
+    dx_px, dy_px : ndarray of float64
+        Offsets with removed nodes set to NaN, in pixels.
+    quality : ndarray of uint8
+        Bit flags (see :class:`Quality`).
+    """
+
+    dx_px: np.ndarray
+    dy_px: np.ndarray
+    quality: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Nodes kept (finite offsets)."""
+        return np.isfinite(self.dx_px) & np.isfinite(self.dy_px)
+
+    def counts(self) -> dict[str, int]:
+        """Nodes carrying each flag, keyed by flag meaning, plus ``good`` and ``total``."""
+        out = {"total": int(self.quality.size), "good": int((self.quality == 0).sum())}
+        for bit, meaning in FLAG_MEANINGS.items():
+            out[meaning] = int(((self.quality & int(bit)) != 0).sum())
+        return out
+
+
+def filter_offsets(
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    corr: np.ndarray,
+    snr: np.ndarray,
+    settings: FilterSettings | None = None,
+) -> FilterResult:
+    """Run the removal tests 1 to 4 of the module docstring (hole filling is separate).
+
+    Parameters
+    ----------
+    dx_px, dy_px : ndarray, shape (ny, nx)
+        Offsets in pixels from the matcher, NaN where unmatched.
+    corr, snr : ndarray, shape (ny, nx)
+        Peak correlation and peak-to-mean-absolute-correlation ratio.
+    settings : FilterSettings, optional
+        Thresholds; defaults as documented there.
+
+    Returns
+    -------
+    FilterResult
+        Filtered offsets and the ``quality`` flags. Fill holes afterwards with
+        :func:`fill_small_holes` (and set :attr:`Quality.FILLED`), once the offsets are
+        co-registered.
+    """
+    s = settings or FilterSettings()
+    dx = np.array(dx_px, dtype=np.float64)
+    dy = np.array(dy_px, dtype=np.float64)
+    if not dx.shape == dy.shape == np.shape(corr) == np.shape(snr):
+        raise ValueError(
+            f"dx_px, dy_px, corr and snr must share one shape, got {dx.shape}, {dy.shape}, "
+            f"{np.shape(corr)}, {np.shape(snr)}"
+        )
+    quality = np.zeros(dx.shape, dtype=np.uint8)
+    matched = np.isfinite(dx) & np.isfinite(dy)
+    quality[~matched] |= np.uint8(Quality.NO_MATCH)
+    with np.errstate(invalid="ignore"):
+        quality[matched & ~(np.asarray(corr) >= s.min_corr)] |= np.uint8(Quality.LOW_CORR)
+        quality[matched & ~(np.asarray(snr) >= s.min_snr)] |= np.uint8(Quality.LOW_SNR)
+
+    def drop(mask: np.ndarray) -> None:
+        dx[mask] = np.nan
+        dy[mask] = np.nan
+
+    drop(quality != 0)
+    failed = median_test(dx, dy, s.median_threshold, s.median_eps_px, s.min_neighbours)
+    quality[failed] |= np.uint8(Quality.MEDIAN_TEST)
+    drop(failed)
+    sizes = coherent_cluster_sizes(dx, dy, s.cluster_tol_px, s.cluster_tol_frac)
+    isolated = (sizes > 0) & (sizes < s.min_cluster_nodes)
+    quality[isolated] |= np.uint8(Quality.SMALL_CLUSTER)
+    drop(isolated)
+    return FilterResult(dx, dy, quality)

@@ -1,0 +1,277 @@
+"""Per-node errors and stable-ground statistics: models, calibration, and honesty on real data.
+
+``v_error`` is the one-sigma error of each velocity component. On a pair with known motion and
+noise about 68 % of the component errors must fall within it, on ice as on rock; on the real
+Yahtse pair the stable-ground statistics in the attributes must be those of the product's own
+stable nodes, and the errors there must match their scatter.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from affine import Affine
+from scipy import ndimage
+
+from glacierflow.coregister import nmad
+from glacierflow.demo import demo_inputs, node_mask_from_outlines
+from glacierflow.filters import Quality
+from glacierflow.matching import make_grid
+from glacierflow.pair import make_pair
+from glacierflow.products import read_product, write_products
+from glacierflow.scenes import Scene
+from glacierflow.synthetic import glacier_field, warp_image
+from glacierflow.track import track, track_pair
+from glacierflow.velocity import (
+    DAYS_PER_YEAR,
+    DEFAULT_PEAK_SIGMA_SCALE,
+    PEAK_SIGMA_FLOOR_PX,
+    QUALITY_VARIABLES,
+    VARIABLES,
+    calibrate_peak_sigma,
+    displacement_gradient,
+    error_px_to_m_per_yr,
+    peak_sigma_px,
+    peak_sigma_shape,
+    stable_statistics,
+    velocity_dataset,
+)
+
+EVEREST = Path(__file__).parent / "data" / "everest" / "LE71400412000304SGS00_B4.tif"
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+def test_peak_sigma_shape_follows_the_correlation_and_curvature():
+    rho = np.array([0.3, 0.5, 0.7, 0.9, 0.99])
+    s = peak_sigma_shape(rho, chip_px=32)
+    assert np.all(np.diff(s) < 0)
+    assert s[2] == pytest.approx(np.sqrt(1 - 0.49) / (0.7 * 32))
+    # Half the chip side: twice the sigma (four times fewer pixels).
+    np.testing.assert_allclose(peak_sigma_shape(rho, chip_px=16), 2 * s)
+    # A peak twice as sharp locates its maximum sqrt(2) times better.
+    c = np.full(rho.shape, 0.2)
+    blunt = peak_sigma_shape(rho, 32, c, c)
+    sharp = peak_sigma_shape(rho, 32, 2 * c, 2 * c)
+    np.testing.assert_allclose(blunt / sharp, np.sqrt(2))
+    assert peak_sigma_px(np.zeros(3), 5.0)[0] == pytest.approx(PEAK_SIGMA_FLOOR_PX)
+
+
+def test_calibration_recovers_a_known_scale():
+    rng = np.random.default_rng(0)
+    rho = rng.uniform(0.3, 0.98, 5000)
+    shape = peak_sigma_shape(rho, 32)
+    sigma = peak_sigma_px(shape, 4.0)
+    rx, ry = rng.normal(0, sigma), rng.normal(0, sigma)
+    assert calibrate_peak_sigma(rx, ry, shape) == pytest.approx(4.0, rel=0.05)
+    # Scatter the floor alone explains: no scale at all.
+    tiny = rng.normal(0, 0.005, (2, 5000))
+    assert calibrate_peak_sigma(tiny[0], tiny[1], shape) == 0.0
+    with pytest.raises(ValueError, match="only 10 stable nodes"):
+        calibrate_peak_sigma(rx[:10], ry[:10], shape[:10])
+
+
+def test_displacement_gradient_of_a_linear_field():
+    rows, cols = np.mgrid[0:20, 0:30].astype(float)
+    step = 8.0
+    dx = 0.02 * cols * step + 0.01 * rows * step  # d(dx)/dx = 0.02, d(dx)/dy = 0.01 px/px
+    dy = -0.03 * rows * step
+    dx[5, 5] = np.nan
+    g = displacement_gradient(dx, dy, step)
+    expected = np.sqrt(0.02**2 + 0.01**2 + 0.03**2)
+    ok = np.isfinite(g)
+    assert ok.sum() == dx.size - 1
+    np.testing.assert_allclose(g[ok], expected, rtol=1e-9)
+
+
+def test_stable_statistics_units():
+    vx = np.array([[10.0, -10.0], [20.0, np.nan]])
+    vy = np.array([[0.0, 5.0], [-5.0, 1.0]])
+    stable = np.array([[True, True], [True, True]])
+    st = stable_statistics(vx, vy, stable, pixel_size_m=15.0, dt_days=16.0)
+    assert st["stable_nodes"] == 3
+    assert st["stable_vx_mean_m_per_yr"] == pytest.approx(20 / 3)
+    assert st["stable_vx_median_m_per_yr"] == pytest.approx(10.0)
+    assert st["stable_vx_std_m_per_yr"] == pytest.approx(np.std([10, -10, 20], ddof=1))
+    assert st["stable_vx_rmse_m_per_yr"] == pytest.approx(np.sqrt(600 / 3))
+    assert st["stable_vy_nmad_m_per_yr"] == pytest.approx(nmad(np.array([0.0, 5.0, -5.0])))
+    m = 16.0 / DAYS_PER_YEAR
+    assert st["stable_vx_std_m"] == pytest.approx(st["stable_vx_std_m_per_yr"] * m)
+    assert st["stable_vx_std_px"] == pytest.approx(st["stable_vx_std_m"] / 15.0)
+    transform = Affine(15, 0, 0, 0, -15, 0)
+    assert error_px_to_m_per_yr(1.0, transform, 16.0) == pytest.approx(15 * DAYS_PER_YEAR / 16)
+
+
+def test_error_and_quality_layers_follow_the_seven():
+    z = np.zeros((3, 4))
+    q = np.zeros((3, 4), dtype=np.uint8)
+    q[0, 0] = Quality.LOW_CORR
+    ds = velocity_dataset(
+        z,
+        z,
+        z,
+        z,
+        image_transform=Affine(15, 0, 0, 0, -15, 0),
+        row0_px=16,
+        col0_px=16,
+        step_px=8,
+        crs_wkt=None,
+        dt_days=16.0,
+        extra={"extra_layer": z},
+        v_error=z + 1,
+        quality=q,
+    )
+    assert list(ds.data_vars) == [*VARIABLES, "v_error", "quality", "extra_layer"]
+    assert ds["quality"].dtype == np.uint8
+    assert ds["quality"].attrs["flag_masks"] == [1, 2, 4, 8, 16, 32]
+    assert ds["v_error"].attrs["units"] == "m/yr"
+    assert "each velocity component" in ds["v_error"].attrs["long_name"]
+    assert ds.attrs["quality_flag_meanings"] == QUALITY_VARIABLES["quality"]["flag_meanings"]
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration on a pair with known motion and noise
+
+
+@pytest.fixture(scope="module")
+def noisy_pair():
+    """Everest texture, a 10 px glacier flow, and noise of 15 % of the image's spread."""
+    with rasterio.open(EVEREST) as src:
+        img, transform, crs = src.read(1).astype(np.float64), src.transform, src.crs
+    gx, gy = glacier_field(img.shape, peak_px=10.0)
+    sec = warp_image(img, gx, gy)
+    rng = np.random.default_rng(7)
+    noise = 0.15 * img.std()
+    a = img + rng.normal(0, noise, img.shape)
+    b = sec + rng.normal(0, noise, img.shape)
+
+    def scene(data, name, day):
+        return Scene(
+            Path(name),
+            data.astype(np.float32),
+            np.ones(data.shape, dtype=bool),
+            crs,
+            transform,
+            datetime(2000, 10, day, tzinfo=UTC),
+            "Landsat 7 ETM+",
+            None,
+            "option",
+        )
+
+    pair = make_pair(scene(a, "ref.tif", 1), scene(b, "sec.tif", 17))
+    g = make_grid(img.shape, chip_px=32, search_px=16, step_px=8)
+    rr, cc = np.meshgrid(g.rows_px(), g.cols_px(), indexing="ij")
+    moving = np.hypot(gx, gy) > 1e-3
+    stable = ~ndimage.binary_dilation(moving, iterations=20)[rr, cc]
+    return pair, stable, gx[rr, cc], gy[rr, cc]
+
+
+def coverage(ds: xr.Dataset, gx: np.ndarray, gy: np.ndarray, nodes: np.ndarray) -> float:
+    """Fraction of component errors (px) within the reported one-sigma ``v_error``."""
+    a = ds.attrs
+    sigma_px = ds["v_error"].values / (a["pixel_size_m"] * DAYS_PER_YEAR / a["dt_days"])
+    ok = nodes & (ds["quality"].values == 0)
+    ex = np.abs(ds["dx"].values - gx)[ok]
+    ey = np.abs(ds["dy"].values - gy)[ok]
+    return float(np.mean(np.concatenate([ex <= sigma_px[ok], ey <= sigma_px[ok]])))
+
+
+def test_v_error_is_a_calibrated_one_sigma(noisy_pair):
+    pair, stable, gx, gy = noisy_pair
+    ds = track_pair(pair, stable_mask=stable)
+    valid = ds["quality"].values == 0
+    assert valid.mean() > 0.95
+    assert ds.attrs["v_error_scale"] > 0
+    assert 0.60 <= coverage(ds, gx, gy, valid) <= 0.76
+    # It holds on the moving ice too, where the strain across a chip adds to the error.
+    ice = np.hypot(gx, gy) > 2
+    assert 0.60 <= coverage(ds, gx, gy, valid & ice) <= 0.76
+    assert np.median(ds["v_error"].values[ice & valid]) > np.median(
+        ds["v_error"].values[stable & valid]
+    )
+
+
+def test_a_wrong_scale_is_caught(noisy_pair):
+    """Halve the errors, and the coverage test fails: it can tell."""
+    pair, stable, gx, gy = noisy_pair
+    ds = track_pair(pair, stable_mask=stable)
+    halved = ds.copy()
+    halved["v_error"] = ds["v_error"] / 2
+    assert coverage(halved, gx, gy, ds["quality"].values == 0) < 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# The real pair
+
+
+@pytest.fixture(scope="module")
+def yahtse_products(tmp_path_factory):
+    ref, sec, rock = demo_inputs()
+    ds = track(ref, sec, progress=False, stable_mask=rock, workers=2)
+    out = tmp_path_factory.mktemp("yahtse")
+    paths = write_products(ds, out)
+    return ds, paths, rock
+
+
+def test_reported_stable_scatter_is_that_of_the_rock_in_the_product(yahtse_products):
+    ds, paths, rock = yahtse_products
+    back = read_product(paths["cog"])
+    attrs = back.attrs
+    rock_nodes = node_mask_from_outlines(back, rock) & (back["quality"].values == 0)
+    vx, vy = back["vx"].values[rock_nodes], back["vy"].values[rock_nodes]
+    assert attrs["stable_nodes"] == rock_nodes.sum() > 1000
+    assert attrs["stable_vx_std_m_per_yr"] == pytest.approx(np.std(vx, ddof=1), rel=1e-4)
+    assert attrs["stable_vy_std_m_per_yr"] == pytest.approx(np.std(vy, ddof=1), rel=1e-4)
+    assert attrs["stable_vx_nmad_m_per_yr"] == pytest.approx(nmad(vx), rel=1e-4)
+    assert attrs["stable_vx_median_px"] == pytest.approx(0.0, abs=0.02)  # co-registered
+    # The per-node errors there match the scatter they describe (robustly: the rock has a few
+    # mismatches that pass the filter, so the standard deviation exceeds the NMAD).
+    err = back["v_error"].values[rock_nodes]
+    inside = np.concatenate([np.abs(vx) <= err, np.abs(vy) <= err])
+    assert 0.60 <= inside.mean() <= 0.76
+    assert np.median(err) == pytest.approx(np.mean([nmad(vx), nmad(vy)]), rel=0.25)
+    # About 30 m/yr on rock for a 16-day Landsat 8 pair: 0.08 px of 15 m.
+    assert 15 < attrs["stable_vx_nmad_m_per_yr"] < 50
+
+
+def test_summary_and_netcdf_carry_the_statistics_and_flags(yahtse_products):
+    ds, paths, _ = yahtse_products
+    summary = json.loads(paths["summary"].read_text())
+    st = summary["stable_ground"]
+    assert st["source"] == "stable_rock_outlines.gpkg"
+    assert st["vx_std_m_per_yr"] == pytest.approx(ds.attrs["stable_vx_std_m_per_yr"])
+    for comp in ("vx", "vy"):
+        for stat in ("mean", "median", "std", "nmad", "rmse"):
+            for unit in ("px", "m", "m_per_yr"):
+                assert f"{comp}_{stat}_{unit}" in st
+    assert summary["coregistration"]["method"] == "constant"
+    assert summary["v_error"]["scale"] == pytest.approx(ds.attrs["v_error_scale"])
+    q = summary["quality_nodes"]
+    assert q["good"] == summary["nodes"]["valid"]
+    assert q["no_match"] + q["good"] <= summary["nodes"]["total"]
+    with xr.open_dataset(paths["netcdf"], engine="h5netcdf") as nc:
+        assert nc["quality"].dtype == np.uint8
+        assert list(nc["quality"].attrs["flag_masks"]) == [1, 2, 4, 8, 16, 32]
+        assert nc["quality"].attrs["flag_meanings"].startswith("no_match low_correlation")
+        np.testing.assert_array_equal(nc["quality"].values, ds["quality"].values)
+    with rasterio.open(paths["cog"]) as tif:
+        assert tif.descriptions == (*VARIABLES, "v_error", "quality")
+        assert json.loads(tif.tags()["quality_flag_masks"]) == [1, 2, 4, 8, 16, 32]
+
+
+def test_too_little_stable_ground_falls_back_to_the_default_scale(noisy_pair):
+    pair, stable, gx, gy = noisy_pair
+    few = np.zeros(stable.shape, dtype=bool)
+    few[np.nonzero(stable)[0][:20], np.nonzero(stable)[1][:20]] = True
+    ds = track_pair(pair, stable_mask=few)
+    assert ds.attrs["v_error_calibration"].startswith("default scale (only")
+    assert ds.attrs["v_error_scale"] == DEFAULT_PEAK_SIGMA_SCALE
+    assert np.isfinite(ds["v_error"].values[ds["quality"].values == 0]).all()
