@@ -34,7 +34,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
 
 from glacierflow import __version__
-from glacierflow.errors import InputError
+from glacierflow.errors import InputError, OutputError
 from glacierflow.velocity import DAYS_PER_YEAR, VARIABLES
 
 __all__ = [
@@ -106,7 +106,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         if isinstance(exc, OSError):
             # A full disk, a folder in the way, no permission: the user's problem to fix, said
             # in one line, not a traceback.
-            raise InputError(f"cannot write {final.name}: {exc.strerror or exc}", final) from exc
+            raise OutputError(f"cannot write {final.name}: {exc.strerror or exc}", final) from exc
         raise
 
 
@@ -734,7 +734,7 @@ def write_products(
             try:
                 os.replace(tmp, paths[kind])
             except OSError as exc:
-                raise InputError(
+                raise OutputError(
                     f"cannot write {paths[kind].name}: {exc.strerror or exc}", paths[kind]
                 ) from exc
     finally:
