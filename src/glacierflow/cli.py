@@ -6,6 +6,7 @@ Any :class:`~glacierflow.errors.GlacierflowError` becomes one line on stderr and
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -74,7 +75,30 @@ _positive = click.IntRange(min=1)
     help="Sub-pixel peak estimator.",
 )
 @click.option(
-    "--workers", default=1, show_default=True, type=_positive, help="Threads used for matching."
+    "--workers",
+    default=os.cpu_count() or 1,
+    show_default="all cores",
+    type=_positive,
+    help="Processes used for matching.",
+)
+@click.option(
+    "--tile-nodes",
+    default=None,
+    type=_positive,
+    help="Match tile by tile from the files with bounded memory, about this many nodes per "
+    "tile; a killed run resumes from its finished tiles.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    envvar="DASK_SCHEDULER_ADDRESS",
+    help="Address of a dask.distributed scheduler to run the tiles on (implies tiling).",
+)
+@click.option(
+    "--work-dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Where finished tiles are kept [default: OUT/.glacierflow-work, removed at the end].",
 )
 @click.option(
     "--progress/--no-progress",
@@ -147,6 +171,9 @@ def track(
     min_corr: float,
     min_snr: float,
     fill_holes: bool,
+    tile_nodes: int | None,
+    scheduler: str | None,
+    work_dir: Path | None,
 ) -> None:
     """Track features from REF to SEC and write velocity products to OUT.
 
@@ -176,6 +203,9 @@ def track(
             min_corr=min_corr,
             min_snr=min_snr,
             fill_holes=fill_holes,
+            tile_nodes=tile_nodes,
+            scheduler=scheduler,
+            work_dir=work_dir,
         )
     except GlacierflowError as exc:
         _fail(exc)
@@ -313,6 +343,105 @@ def serve(catalog_dir: Path, host: str, port: int) -> None:
         serve_portal(catalog_dir, host=host, port=port)
     except GlacierflowError as exc:
         _fail(exc)
+
+
+@cli.command("run")
+@click.argument("project_file", metavar="PROJECT.toml", type=click.Path(path_type=Path))
+@click.option(
+    "--workers",
+    default=None,
+    type=_positive,
+    help="Threads used for matching [default: the project's, else 1].",
+)
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+def run_command(project_file: Path, workers: int | None, no_report: bool) -> None:
+    """Process every pair of a project, then write the annual products and the report.
+
+    Pairs whose products are already complete are kept, so an interrupted run resumes.
+    """
+    from glacierflow.project import run_project
+
+    try:
+        result = run_project(project_file, workers=workers, report=not no_report, echo=click.echo)
+    except GlacierflowError as exc:
+        _fail(exc)
+        return
+    click.echo(
+        f"done: {len(result.processed)} pair(s) tracked, {len(result.skipped)} kept; "
+        f"{len(result.annual_paths)} annual product(s) in {result.project.output}"
+    )
+
+
+@cli.command("search")
+@click.option(
+    "--bbox",
+    nargs=4,
+    type=float,
+    required=True,
+    metavar="W S E N",
+    help="Longitude/latitude box, degrees.",
+)
+@click.option("--start", required=True, help="First day (ISO date).")
+@click.option("--end", required=True, help="Last day (ISO date, inclusive).")
+@click.option(
+    "--collection",
+    default="landsat-c2-l1",
+    show_default=True,
+    help="STAC collection (landsat-c2-l1: Landsat Collection 2 Level-1; on the USGS server "
+    "it is landsat-c2l1).",
+)
+@click.option(
+    "--max-cloud", default=None, type=click.FloatRange(0, 100), help="Largest cloud cover, %."
+)
+@click.option("--platform", default=None, help="Keep one platform, e.g. LANDSAT_7.")
+@click.option(
+    "--url",
+    default=None,
+    help="Root of the STAC API [default: the USGS LandsatLook STAC server].",
+)
+@click.option(
+    "-o",
+    "--out",
+    "out_path",
+    default=Path("scenes.csv"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The scene list to write (CSV; name it in a project file as [scenes] list).",
+)
+def search_command(
+    bbox: tuple[float, float, float, float],
+    start: str,
+    end: str,
+    collection: str,
+    max_cloud: float | None,
+    platform: str | None,
+    url: str | None,
+    out_path: Path,
+) -> None:
+    """Find scenes in a STAC API and write a scene list for a project file."""
+    from glacierflow.search import DEFAULT_STAC_URL, search_scenes, write_scene_list
+
+    try:
+        found = search_scenes(
+            bbox,
+            start,
+            end,
+            collection=collection,
+            max_cloud=max_cloud,
+            url=url or DEFAULT_STAC_URL,
+            platform=platform,
+        )
+        write_scene_list(found, out_path)
+    except GlacierflowError as exc:
+        _fail(exc)
+        return
+    for scene in found:
+        cloud = "?" if scene.cloud_cover is None else f"{scene.cloud_cover:g}"
+        click.echo(
+            f"{scene.datetime[:10]}  {scene.scene_id}  path/row {scene.wrs_path}/{scene.wrs_row}"
+            f"  cloud {cloud} %"
+        )
+    click.echo(f"{len(found)} scene(s) written to {out_path}")
 
 
 def main() -> None:

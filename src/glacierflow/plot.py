@@ -24,7 +24,16 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from glacierflow.errors import InputError
 
-__all__ = ["quicklook", "quicklook_figure"]
+__all__ = [
+    "annual_map_figure",
+    "change_map_figure",
+    "glacier_series_figure",
+    "profile_figure",
+    "quicklook",
+    "quicklook_figure",
+    "save_figure",
+    "speed_scale",
+]
 
 #: Resolution of saved quick looks, in dots per inch.
 QUICKLOOK_DPI = 150
@@ -311,6 +320,365 @@ def quicklook(
     fig = quicklook_figure(
         ds, background=background, background_transform=background_transform, title=title
     )
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=QUICKLOOK_DPI)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Period composites: speed maps on a common scale, change maps, profiles, glacier time series
+# --------------------------------------------------------------------------------------------
+
+#: Colour map of speed differences (diverging, blue slower, red faster).
+CHANGE_CMAP = "RdBu_r"
+#: Colours of successive years in profile and time-series plots (colour-blind safe, Okabe-Ito).
+YEAR_COLOURS = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+)
+
+
+def _map_axes(transform: Affine, shape: tuple[int, int], title: str) -> tuple[Figure, object]:
+    """A figure sized to the map's aspect, with km-labelled easting/northing axes."""
+    left, right, bottom, top = _extent(transform, *shape)
+    width_m, height_m = right - left, top - bottom
+    map_width_in = QUICKLOOK_WIDTH_IN * 0.78
+    height_in = float(np.clip(map_width_in * height_m / width_m + 1.3, 3.0, 14.0))
+    fig = Figure(figsize=(QUICKLOOK_WIDTH_IN, height_in), dpi=QUICKLOOK_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_facecolor("0.85")
+    ax.set_xlim(left, right)
+    ax.set_ylim(bottom, top)
+    ax.set_aspect("equal")
+    km = FuncFormatter(lambda value, _pos: f"{value / 1000:g}")
+    ax.xaxis.set_major_formatter(km)
+    ax.yaxis.set_major_formatter(km)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
+    ax.set_xlabel("easting (km)")
+    ax.set_ylabel("northing (km)")
+    ax.tick_params(labelsize=8)
+    ax.set_title(title, fontsize=11, loc="left")
+    return fig, ax
+
+
+def _draw_outlines(ax, outlines) -> None:
+    """Outline polygons (a GeoSeries/GeoDataFrame in the map's CRS) as thin dark lines."""
+    if outlines is None:
+        return
+    geoms = outlines.geometry if hasattr(outlines, "geometry") else outlines
+    for geom in geoms:
+        if geom is None or geom.is_empty:
+            continue
+        polys = geom.geoms if hasattr(geom, "geoms") else [geom]
+        for poly in polys:
+            if not hasattr(poly, "exterior"):
+                continue
+            x, y = poly.exterior.xy
+            ax.plot(x, y, color="black", linewidth=0.7, zorder=4)
+
+
+def speed_scale(composites, percentile: float = 99.0) -> float:
+    """A common top of the speed colour scale: a round number near the ``percentile`` of all
+    valid speeds of ``composites`` (m/yr)."""
+    values = [np.asarray(ds["v"].values, dtype=np.float64) for ds in composites]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
+    if not finite.size:
+        return 1.0
+    return _nice(float(np.percentile(finite, percentile)))
+
+
+def annual_map_figure(
+    ds: xr.Dataset,
+    *,
+    vmax: float,
+    outlines=None,
+    title: str | None = None,
+    arrows_per_width: int = ARROWS_ACROSS,
+) -> Figure:
+    """Speed map of one period composite on a fixed colour scale, with flow arrows.
+
+    Maps of several years drawn with the same ``vmax`` share colours and arrow lengths (an
+    arrow of length one arrow spacing is ``vmax / 2``), so they can be compared by eye.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A composite (``v``, ``vx``, ``vy`` in m/yr, ``count``, attrs ``transform``, ``year``).
+    vmax : float
+        Top of the colour scale, m/yr (:func:`speed_scale`).
+    outlines : geopandas.GeoDataFrame or GeoSeries, optional
+        Glacier outlines in the map's CRS, drawn as thin lines.
+    title : str, optional
+        Default: the year, the period's dates and the number of pairs.
+    arrows_per_width : int
+        About how many arrows across the map.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    transform = Affine.from_gdal(*[float(c) for c in ds.attrs["transform"]])
+    v = np.asarray(ds["v"].values, dtype=np.float64)
+    vx = np.asarray(ds["vx"].values, dtype=np.float64)
+    vy = np.asarray(ds["vy"].values, dtype=np.float64)
+    ny, nx = v.shape
+    if title is None:
+        pairs = int(ds.attrs.get("pair_count", 0))
+        title = (
+            f"{ds.attrs.get('year', '')}: speed, {_date(ds.attrs.get('start_datetime'))} to "
+            f"{_date(ds.attrs.get('end_datetime'))} ({pairs} pair{'s' if pairs != 1 else ''})"
+        )
+    fig, ax = _map_axes(transform, (ny, nx), title)
+    norm = Normalize(vmin=0.0, vmax=float(vmax))
+    cmap = colormaps[SPEED_CMAP].with_extremes(bad=(0, 0, 0, 0))
+    ax.imshow(
+        np.ma.masked_invalid(v),
+        cmap=cmap,
+        norm=norm,
+        extent=_extent(transform, ny, nx),
+        origin="upper",
+        interpolation="nearest",
+        zorder=1,
+    )
+    _draw_outlines(ax, outlines)
+    ok = np.isfinite(vx) & np.isfinite(vy)
+    if ok.any() and vmax > 0:
+        stride = max(1, round(nx / arrows_per_width))
+        rows = np.arange(stride // 2, ny, stride)
+        cols = np.arange(stride // 2, nx, stride)
+        sub = np.ix_(rows, cols)
+        keep = ok[sub] & (np.nan_to_num(v[sub]) >= 0.1 * vmax)
+        gx, gy = np.meshgrid(
+            transform.c + transform.a * (cols + 0.5), transform.f + transform.e * (rows + 0.5)
+        )
+        spacing_m = stride * abs(transform.a)
+        scale = (vmax / 2) / spacing_m
+        q = ax.quiver(
+            gx[keep],
+            gy[keep],
+            vx[sub][keep],
+            vy[sub][keep],
+            angles="xy",
+            scale_units="xy",
+            scale=scale,
+            color="white",
+            edgecolor="black",
+            linewidth=0.5,
+            width=0.0022,
+            headwidth=3.5,
+            headlength=3.5,
+            headaxislength=3.2,
+            zorder=3,
+        )
+        key = _nice(vmax / 2)
+        ax.quiverkey(
+            q,
+            0.86,
+            1.015,
+            key,
+            f"{key:g} m/yr",
+            labelpos="W",
+            coordinates="axes",
+            color="black",
+            labelsep=0.08,
+            fontproperties={"size": 8},
+        )
+    bar = fig.colorbar(
+        ScalarMappable(norm=norm, cmap=colormaps[SPEED_CMAP]),
+        ax=ax,
+        extend="max",
+        shrink=0.9,
+        pad=0.02,
+        fraction=0.04,
+    )
+    bar.set_label("speed (m/yr)")
+    bar.ax.tick_params(labelsize=8)
+    return fig
+
+
+def change_map_figure(
+    before: xr.Dataset,
+    after: xr.Dataset,
+    *,
+    limit: float | None = None,
+    outlines=None,
+    title: str | None = None,
+) -> Figure:
+    """Map of the change in speed from one composite to a later one on the same grid.
+
+    Colours show ``v_after - v_before`` (m/yr) on a diverging scale symmetric about zero
+    (red faster, blue slower); cells where the change is within twice its one-sigma error
+    (``hypot`` of the two ``v_error``) are drawn faded, so only significant change stands out.
+
+    Parameters
+    ----------
+    before, after : xarray.Dataset
+        Composites on one grid.
+    limit : float, optional
+        Half-range of the colour scale, m/yr; default a round number near the 99th
+        percentile of the absolute change.
+    outlines : geopandas.GeoDataFrame or GeoSeries, optional
+        Glacier outlines in the map's CRS.
+    title : str, optional
+        Default: "Speed change YEAR_A to YEAR_B".
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    transform = Affine.from_gdal(*[float(c) for c in after.attrs["transform"]])
+    va = np.asarray(before["v"].values, dtype=np.float64)
+    vb = np.asarray(after["v"].values, dtype=np.float64)
+    if va.shape != vb.shape:
+        raise InputError(f"composites on different grids: {va.shape} and {vb.shape}")
+    diff = vb - va
+    sigma = np.hypot(
+        np.asarray(before["v_error"].values, dtype=np.float64),
+        np.asarray(after["v_error"].values, dtype=np.float64),
+    )
+    finite = np.isfinite(diff)
+    if limit is None:
+        limit = _nice(float(np.percentile(np.abs(diff[finite]), 99))) if finite.any() else 1.0
+    ya, yb = before.attrs.get("year", "?"), after.attrs.get("year", "?")
+    fig, ax = _map_axes(
+        transform, diff.shape, title or f"Speed change {ya} to {yb} (later minus earlier)"
+    )
+    # Darker than the faded (insignificant) colours near zero, so "no data" stands apart.
+    ax.set_facecolor("0.45")
+    norm = Normalize(vmin=-float(limit), vmax=float(limit))
+    cmap = colormaps[CHANGE_CMAP].with_extremes(bad=(0, 0, 0, 0))
+    extent = _extent(transform, *diff.shape)
+    with np.errstate(invalid="ignore"):
+        significant = np.abs(diff) > 2 * sigma
+    alpha = np.where(significant, 1.0, 0.35)
+    ax.imshow(
+        np.ma.masked_invalid(diff),
+        cmap=cmap,
+        norm=norm,
+        alpha=alpha,
+        extent=extent,
+        origin="upper",
+        interpolation="nearest",
+        zorder=1,
+    )
+    _draw_outlines(ax, outlines)
+    bar = fig.colorbar(
+        ScalarMappable(norm=norm, cmap=colormaps[CHANGE_CMAP]),
+        ax=ax,
+        extend="both",
+        shrink=0.9,
+        pad=0.02,
+        fraction=0.04,
+    )
+    bar.set_label(f"speed change {yb} − {ya} (m/yr); faded: within 2σ, grey: no data")
+    bar.ax.tick_params(labelsize=8)
+    return fig
+
+
+def profile_figure(profile, *, title: str | None = None, across: bool = False) -> Figure:
+    """Speed along one line (centreline or transect), one curve per year, with ±1σ bands.
+
+    Parameters
+    ----------
+    profile : pandas.DataFrame
+        Rows of :func:`glacierflow.glaciers.sample_profiles` for one ``line_id``.
+    title : str, optional
+        Default: the line's name or id.
+    across : bool
+        A transect (x axis "distance across") rather than a centreline ("distance from the
+        line's start", down-glacier for OGGM centrelines).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if profile.empty:
+        raise InputError("the profile holds no samples")
+    fig = Figure(figsize=(QUICKLOOK_WIDTH_IN, 4.2), dpi=QUICKLOOK_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    for i, (year, grp) in enumerate(profile.groupby("year", sort=True)):
+        colour = YEAR_COLOURS[i % len(YEAR_COLOURS)]
+        d_km = grp["distance_m"].to_numpy(float) / 1000.0
+        v = grp["v"].to_numpy(float)
+        err = grp["v_error"].to_numpy(float)
+        ax.fill_between(d_km, v - err, v + err, color=colour, alpha=0.2, linewidth=0)
+        ax.plot(d_km, v, color=colour, linewidth=1.4, label=str(year))
+    ax.set_xlabel(
+        "distance across the transect (km)"
+        if across
+        else "distance along the line from its start (km)"
+    )
+    ax.set_ylabel("speed (m/yr)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, color="0.9", linewidth=0.6)
+    ax.tick_params(labelsize=8)
+    ax.legend(title="year", fontsize=8, title_fontsize=8, ncols=min(6, profile["year"].nunique()))
+    first = profile.iloc[0]
+    label = str(first["name"] or first["line_id"])
+    ax.set_title(title or f"{label}: speed profile (shaded: ±1σ)", fontsize=11, loc="left")
+    return fig
+
+
+def glacier_series_figure(stats, *, max_glaciers: int = 8, title: str | None = None) -> Figure:
+    """Mean speed of the largest glaciers per period, with one-sigma error bars.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        From :func:`glacierflow.glaciers.glacier_statistics`.
+    max_glaciers : int
+        Draw at most this many glaciers, the largest by area.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if stats.empty:
+        raise InputError("no glacier statistics to draw")
+    fig = Figure(figsize=(QUICKLOOK_WIDTH_IN, 4.6), dpi=QUICKLOOK_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    areas = stats.groupby("glacier_id")["area_km2"].first().sort_values(ascending=False)
+    for i, gid in enumerate(areas.index[:max_glaciers]):
+        grp = stats[stats["glacier_id"] == gid].sort_values("year")
+        name = str(grp["name"].iloc[0] or "")
+        label = f"{name} ({gid})" if name else str(gid)
+        ax.errorbar(
+            grp["year"],
+            grp["v_mean"],
+            yerr=grp["v_mean_error"],
+            marker="o",
+            markersize=4,
+            capsize=3,
+            linewidth=1.2,
+            color=YEAR_COLOURS[i % len(YEAR_COLOURS)],
+            label=label,
+        )
+    ax.set_xlabel("year (period)")
+    ax.set_ylabel("mean speed over the glacier (m/yr)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, color="0.9", linewidth=0.6)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(
+        title or "Mean glacier speed per period (error bars: ±1σ)", fontsize=11, loc="left"
+    )
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Save a figure as PNG at :data:`QUICKLOOK_DPI`, atomically."""
+    from glacierflow.products import atomic_write
+
+    path = Path(path)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=QUICKLOOK_DPI)
     return path

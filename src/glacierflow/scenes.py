@@ -32,6 +32,7 @@ import numpy as np
 import rasterio
 import rasterio.crs
 import rasterio.errors
+import rasterio.windows
 from rasterio.enums import MaskFlags
 
 from glacierflow.errors import InputError, NoAcquisitionTimeError
@@ -42,6 +43,8 @@ __all__ = [
     "acquisition_from_name",
     "find_mtl",
     "parse_datetime",
+    "read_header",
+    "read_preview",
     "read_scene",
 ]
 
@@ -455,6 +458,7 @@ def read_scene(
     band: int | None = None,
     acquired: datetime | date | str | None = None,
     sensor: str | None = None,
+    window: rasterio.windows.Window | None = None,
 ) -> Scene:
     """Read one band of a georeferenced image, with its valid mask, time and sensor.
 
@@ -469,6 +473,9 @@ def read_scene(
         string is parsed with :func:`parse_datetime`; naive times are UTC.
     sensor : str, optional
         Overrides the sensor found in metadata or name.
+    window : rasterio.windows.Window, optional
+        Read only this part of the image (pixel rows and columns); the scene's transform is the
+        window's. A window may hold no valid pixel; a whole image may not.
 
     Returns
     -------
@@ -514,13 +521,13 @@ def read_scene(
             )
         when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired)
         sensor_name = sensor if sensor is not None else found_sensor
-        raw = dataset.read(band)
+        raw = dataset.read(band, window=window)
         nodata = dataset.nodatavals[band - 1]
         flags = dataset.mask_flag_enums[band - 1]
         dataset_mask = None
         if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
-            dataset_mask = dataset.read_masks(band) > 0
-        transform = dataset.transform
+            dataset_mask = dataset.read_masks(band, window=window) > 0
+        transform = dataset.transform if window is None else dataset.window_transform(window)
 
     data = raw.astype(np.float32)
     valid = np.isfinite(data)
@@ -533,7 +540,7 @@ def read_scene(
         valid &= raw != 0
     if dataset_mask is not None:
         valid &= dataset_mask
-    if not valid.any():
+    if window is None and not valid.any():
         raise InputError("holds no valid pixels (all nodata, NaN or Landsat fill 0)", file_path)
     data[~valid] = 0.0
     return Scene(
@@ -547,6 +554,55 @@ def read_scene(
         scene_id=scene_id,
         time_source=time_source,
     )
+
+
+def read_header(
+    path: str | PathLike[str],
+    *,
+    band: int | None = None,
+    acquired: datetime | date | str | None = None,
+    sensor: str | None = None,
+) -> Scene:
+    """Read a scene's metadata without its pixels.
+
+    The same checks, time and sensor as :func:`read_scene`, but ``data`` and ``valid`` are
+    zero-cost broadcast views of the image's shape (all 0 and all True): for tiled processing,
+    which reads the pixels window by window. Do not pickle them (that would materialise them).
+    """
+    head = read_scene(path, band=band, acquired=acquired, sensor=sensor, window=_FIRST_PIXEL)
+    with rasterio.open(str(path)) as ds:
+        shape, transform = ds.shape, ds.transform
+    return Scene(
+        path=head.path,
+        data=np.broadcast_to(np.float32(0.0), shape),
+        valid=np.broadcast_to(True, shape),
+        crs=head.crs,
+        transform=transform,
+        acquired=head.acquired,
+        sensor=head.sensor,
+        scene_id=head.scene_id,
+        time_source=head.time_source,
+    )
+
+
+_FIRST_PIXEL = rasterio.windows.Window(0, 0, 1, 1)
+
+
+def read_preview(
+    path: str | PathLike[str], *, band: int | None = None, max_side_px: int = 2048
+) -> tuple[np.ndarray, affine.Affine]:
+    """A decimated view of a scene for pictures, at most ``max_side_px`` on its longer side.
+
+    Returns the float32 image (NaN at nodata) and its geotransform. Reads overviews when the
+    file has them, so a full scene costs a fraction of a full read.
+    """
+    with rasterio.open(str(path)) as ds:
+        b = band or 1
+        factor = max(1, int(np.ceil(max(ds.shape) / max_side_px)))
+        shape = (max(1, ds.height // factor), max(1, ds.width // factor))
+        data = ds.read(b, out_shape=shape, masked=True).astype(np.float32).filled(np.nan)
+        transform = ds.transform @ affine.Affine.scale(ds.width / shape[1], ds.height / shape[0])
+    return data, transform
 
 
 def _check_crs(crs: rasterio.crs.CRS | None, path: Path) -> None:

@@ -114,3 +114,82 @@ def glacier_field(
     speed *= peak_px / speed.max()
     mx, my = misregistration_px
     return speed * ux + mx, speed * uy + my
+
+
+def slc_off_mask(
+    shape: tuple[int, int],
+    period_lines: float = 32.0,
+    max_gap_px: float = 14.0,
+    phase: float = 0.0,
+) -> np.ndarray:
+    """Gaps of a Landsat 7 ETM+ scene acquired after the Scan Line Corrector failed (SLC-off).
+
+    Without the corrector, the scan lines zig-zag and leave wedge-shaped gaps between the scans:
+    none along the scene centre, widening to about 14 pixels of 15 m (7 of 30 m) at the scene
+    edges, repeating with every scan (16 lines of 30 m, i.e. 32 of 15 m). Scenes of two dates
+    have the gaps in other places: ``phase`` moves them along the columns.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape ``(H, W)``; the scene centre is the middle column.
+    period_lines : float
+        Gap repeat distance along the columns, in lines (pixels).
+    max_gap_px : float
+        Gap width at the left and right image edges, in pixels; it grows linearly from 0 at the
+        centre column.
+    phase : float
+        Line of the first gap centre, in pixels (shifts the pattern down).
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+        True in the gaps (nodata), False where the scanner saw the ground.
+    """
+    if period_lines <= 0 or max_gap_px < 0:
+        raise ValueError("period_lines must be positive and max_gap_px not negative")
+    if max_gap_px >= period_lines:
+        raise ValueError(f"gaps of {max_gap_px} px would fill a period of {period_lines} lines")
+    h, w = shape
+    y = np.arange(h, dtype=np.float64)[:, None]
+    x = np.arange(w, dtype=np.float64)[None, :]
+    centre = (w - 1) / 2.0
+    width = max_gap_px * np.abs(x - centre) / max(centre, 1.0)
+    # Distance of each line to the nearest gap centre.
+    d = np.abs((y - phase + period_lines / 2.0) % period_lines - period_lines / 2.0)
+    return d < width / 2.0
+
+
+def low_contrast(
+    image: np.ndarray,
+    fraction: float = 0.05,
+    noise_dn: float = 20.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Real texture made faint: contrast reduced about the mean, sensor-like noise added.
+
+    ``out = round(mean + fraction * (image - mean) + noise)``, with Gaussian noise of standard
+    deviation ``noise_dn`` (read noise of a detector, independent for every pixel and date) and
+    rounding to whole digital numbers (quantisation).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Source image, in digital numbers (DN).
+    fraction : float
+        Remaining share of the contrast (0.05 for 5 %).
+    noise_dn : float
+        Noise standard deviation, DN.
+    seed : int
+        Seed of the noise; use different seeds for the two dates.
+
+    Returns
+    -------
+    ndarray of float64
+        The faint, noisy image in DN, whole numbers.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    mean = float(img.mean())
+    rng = np.random.default_rng(seed)
+    out = mean + fraction * (img - mean) + rng.normal(0.0, noise_dn, img.shape)
+    return np.round(out)

@@ -32,7 +32,7 @@ from glacierflow.filters import FilterSettings, Quality, fill_small_holes, filte
 from glacierflow.glaciers import ice_mask_from_outlines, mask_from_file
 from glacierflow.matching import MatchSettings, make_grid, match
 from glacierflow.pair import Pair, make_pair
-from glacierflow.scenes import Scene, read_scene
+from glacierflow.scenes import Scene, read_header, read_scene
 from glacierflow.velocity import (
     DEFAULT_PEAK_SIGMA_SCALE,
     DEFORMATION_FACTOR,
@@ -89,6 +89,10 @@ def track_pair(
     min_snr: float = FilterSettings.min_snr,
     fill_holes: bool = False,
     filter_settings: FilterSettings | None = None,
+    tile_nodes: int | None = None,
+    scheduler: str | None = None,
+    work_dir: str | PathLike[str] | None = None,
+    band: int | None = None,
 ) -> xr.Dataset:
     """Match a prepared pair and return the filtered, co-registered velocity product.
 
@@ -128,6 +132,11 @@ def track_pair(
         Fill small enclosed holes by interpolation (flagged in ``quality``).
     filter_settings : FilterSettings, optional
         All filter parameters at once; overrides ``min_corr``, ``min_snr`` and ``fill_holes``.
+    tile_nodes, scheduler, work_dir : optional
+        Tiled matching from the files (see :func:`glacierflow.parallel.tiled_match`): about
+        ``tile_nodes`` nodes per task, on a Dask ``scheduler`` if given, finished tiles kept in
+        ``work_dir`` so that a killed run resumes. Any of them switches tiling on; the pair
+        must then come from :func:`load_pair_tiled`, and ``band`` names the band to read.
 
     Returns
     -------
@@ -166,6 +175,7 @@ def track_pair(
         raise InputError(f"{exc}", ref.path) from exc
     from tqdm.auto import tqdm
 
+    tiled = tile_nodes is not None or scheduler is not None or work_dir is not None
     with tqdm(
         total=grid.ny * grid.nx,
         unit="node",
@@ -173,7 +183,21 @@ def track_pair(
         disable=(not progress) if progress is not None else None,
         leave=False,
     ) as bar:
-        result = match(ref.data, sec.data, ref.valid, sec.valid, settings, progress=bar.update)
+        if tiled:
+            from glacierflow.parallel import tiled_match
+
+            result = tiled_match(
+                ref,
+                sec,
+                settings,
+                band=band,
+                tile_nodes=tile_nodes or 16384,
+                work_dir=work_dir,
+                scheduler=scheduler,
+                progress=bar.update,
+            )
+        else:
+            result = match(ref.data, sec.data, ref.valid, sec.valid, settings, progress=bar.update)
     node_transform = node_grid_transform(pair.transform, grid.row0_px, grid.col0_px, step_px)
     rows_px, cols_px = np.meshgrid(grid.rows_px(), grid.cols_px(), indexing="ij")
     rows_px, cols_px = rows_px.astype(np.float64), cols_px.astype(np.float64)
@@ -377,6 +401,40 @@ def _stable_ground(
     return stable, " ".join(parts) if len(parts) > 1 else parts[0]
 
 
+def load_pair_tiled(
+    ref: str | PathLike[str],
+    sec: str | PathLike[str],
+    *,
+    ref_date: datetime | str | None = None,
+    sec_date: datetime | str | None = None,
+    band: int | None = None,
+) -> Pair:
+    """Read the metadata of two scenes on one grid, earlier first, without their pixels.
+
+    For tiled matching, which reads the pixels window by window. Both files must share CRS,
+    transform and size; unlike :func:`load_pair`, nothing is reprojected or cropped.
+    """
+    a = read_header(ref, band=band, acquired=ref_date)
+    b = read_header(sec, band=band, acquired=sec_date)
+    if a.acquired == b.acquired:
+        raise InputError(
+            f"REF and SEC ({b.path}) were both acquired at {a.acquired.isoformat()}; the "
+            "velocity needs two different times",
+            a.path,
+        )
+    swapped = a.acquired > b.acquired
+    if swapped:
+        a, b = b, a
+        log.warning("given the later image first: using %s as reference", a.path.name)
+    if a.shape != b.shape or a.transform != b.transform or a.crs != b.crs:
+        raise InputError(
+            f"tiled processing needs both images on one grid (SEC {b.path.name} differs in "
+            "CRS, transform or size); reproject SEC onto REF first, or run untiled",
+            a.path,
+        )
+    return Pair(ref=a, sec=b, swapped=swapped, reprojected=False)
+
+
 def load_pair(
     ref: SceneLike,
     sec: SceneLike,
@@ -425,6 +483,9 @@ def track(
     min_corr: float = FilterSettings.min_corr,
     min_snr: float = FilterSettings.min_snr,
     fill_holes: bool = False,
+    tile_nodes: int | None = None,
+    scheduler: str | None = None,
+    work_dir: str | PathLike[str] | None = None,
 ) -> xr.Dataset:
     """Measure glacier velocity from two images.
 
@@ -455,6 +516,11 @@ def track(
     glacier_outlines, stable_mask, coreg, ice_buffer_m, min_corr, min_snr, fill_holes
         Stable ground, co-registration and outlier filter: see :func:`track_pair`.
 
+    tile_nodes, scheduler, work_dir : optional
+        Match tile by tile from the files, with bounded memory: about ``tile_nodes`` nodes per
+        task, on a Dask ``scheduler`` if given, finished tiles kept in ``work_dir`` for
+        resuming (see :mod:`glacierflow.parallel`). Both images must then share one grid.
+
     Returns
     -------
     xarray.Dataset
@@ -463,7 +529,9 @@ def track(
         map coordinates ``x``, ``y`` (pixel centres), with pair metadata in attrs.
     """
     _check_sizes(chip_px, search_px, step_px)
-    pair = load_pair(ref, sec, ref_date=ref_date, sec_date=sec_date, band=band)
+    tiled = tile_nodes is not None or scheduler is not None or work_dir is not None
+    loader = load_pair_tiled if tiled else load_pair
+    pair = loader(ref, sec, ref_date=ref_date, sec_date=sec_date, band=band)
     return track_pair(
         pair,
         chip_px=chip_px,
@@ -480,6 +548,10 @@ def track(
         min_corr=min_corr,
         min_snr=min_snr,
         fill_holes=fill_holes,
+        tile_nodes=tile_nodes,
+        scheduler=scheduler,
+        work_dir=work_dir,
+        band=band,
     )
 
 
@@ -501,17 +573,37 @@ def track_to_products(
     _check_sizes(
         options.get("chip_px", 32), options.get("search_px", 16), options.get("step_px", 8)
     )
-    pair = load_pair(
+    tiled = any(options.get(k) is not None for k in ("tile_nodes", "scheduler", "work_dir"))
+    band = options.pop("band", None)
+    pair = (load_pair_tiled if tiled else load_pair)(
         ref,
         sec,
         ref_date=options.pop("ref_date", None),
         sec_date=options.pop("sec_date", None),
-        band=options.pop("band", None),
+        band=band,
     )
-    ds = track_pair(pair, **options)
+    if not tiled:
+        ds = track_pair(pair, **options)
+        paths = write_products(
+            ds, out_dir, background=pair.ref.data, background_transform=pair.transform
+        )
+        return ds, paths
+    # Tiled: finished tiles live in the output folder until the products are complete, so a
+    # killed run picks up where it stopped.
+    import shutil
+
+    from glacierflow.scenes import read_preview
+
+    own_work = options.get("work_dir") is None
+    if own_work:
+        options["work_dir"] = Path(out_dir) / ".glacierflow-work"
+    ds = track_pair(pair, band=band, **options)
+    background, background_transform = read_preview(pair.ref.path, band=band)
     paths = write_products(
-        ds, out_dir, background=pair.ref.data, background_transform=pair.transform
+        ds, out_dir, background=background, background_transform=background_transform
     )
+    if own_work:
+        shutil.rmtree(options["work_dir"], ignore_errors=True)
     return ds, paths
 
 

@@ -1,6 +1,13 @@
 """Correlators: arrays in, arrays out; no files, no CRS, no globals."""
 
-from glacierflow.matching.core import METHODS, MatchResult, MatchSettings, match, match_tile
+from glacierflow.matching.core import (
+    METHODS,
+    MatchResult,
+    MatchSettings,
+    match,
+    match_nodes,
+    match_tile,
+)
 from glacierflow.matching.grid import NodeGrid, make_grid
 from glacierflow.matching.subpixel import SUBPIXEL_METHODS, refine_peak
 
@@ -12,6 +19,7 @@ __all__ = [
     "NodeGrid",
     "make_grid",
     "match",
+    "match_nodes",
     "match_tile",
     "refine_peak",
 ]

@@ -1,18 +1,34 @@
 """Area-based matching of a whole image pair on a regular node grid.
 
-Arrays in, arrays out: no files, no CRS. The work is split into batches of nodes; each batch is
-one set of FFT calls, and batches run on a thread pool (the FFTs release the GIL).
+Arrays in, arrays out: no files, no CRS. Every correlator (:data:`METHODS`) turns a tile of nodes
+into correlation surfaces, one per node over the integer offsets of its search window; the
+shared peak location (:func:`locate_peaks`) then picks the integer peak, rejects peaks on the
+border of the search range, refines the peak to sub-pixel precision (:mod:`.subpixel`, or the
+phase-domain estimator of :mod:`.phase`) and rates it (:func:`peak_snr`).
+
+Search windows need not be centred on their nodes. A *guided* search centres each node's window
+on a per-node integer offset: from a prior velocity field (``prior_dx_px``/``prior_dy_px``), from
+a first pass on images downsampled by two (``pyramid_levels``), or both. A node whose small chip
+fails can be matched again with larger chips (``retry_chip_px``); ``MatchResult.chip_px`` says
+which chip each offset came from.
+
+Tiles of nodes are matched on worker processes (forked where the platform allows, so that the
+prepared images are shared, not copied).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
 
+from glacierflow.matching import phase
 from glacierflow.matching.grid import NodeGrid, extract_chips, make_grid
 from glacierflow.matching.ncc import (
     PreparedImage,
@@ -21,9 +37,11 @@ from glacierflow.matching.ncc import (
     ncc_nodes,
     ncc_surfaces,
 )
+from glacierflow.matching.orientation import orientation_surfaces
 from glacierflow.matching.subpixel import SUBPIXEL_METHODS, refine_peak
 
-METHODS = ("ncc",)
+#: Correlators: masked normalized cross-correlation, phase correlation, orientation correlation.
+METHODS = ("ncc", "phase", "orientation")
 
 
 @dataclass(frozen=True)
@@ -35,13 +53,19 @@ class MatchSettings:
     chip_px : int
         Side of the reference chip, in pixels.
     search_px : int
-        Largest offset searched in each direction, in pixels.
+        Largest offset searched in each direction around the search centre, in pixels.
     step_px : int
         Node spacing, in pixels.
     method : str
-        Correlator: ``"ncc"``.
+        Correlator, one of :data:`METHODS`: ``"ncc"`` (masked normalized cross-correlation,
+        :mod:`.ncc`), ``"phase"`` (phase correlation, :mod:`.phase`; a node with nodata in its
+        chip or windows is matched by masked NCC instead, as phase correlation has no exact
+        masked form) or ``"orientation"`` (orientation correlation, :mod:`.orientation`; real
+        images are turned into orientation images first).
     subpixel : str
-        Peak estimator, one of :data:`~glacierflow.matching.subpixel.SUBPIXEL_METHODS`.
+        Peak estimator, one of :data:`~glacierflow.matching.subpixel.SUBPIXEL_METHODS`;
+        ``"dft"`` (maximum of the band-limited interpolation of the cross-power spectrum)
+        needs ``method="phase"``.
     min_valid_fraction : float
         Smallest fraction of valid pixels in a reference chip for its node to be matched.
     batch_nodes : int
@@ -49,6 +73,17 @@ class MatchSettings:
         CPU cache (256 measured fastest for 32 px chips and 16 px search).
     workers : int
         Processes matching tiles in parallel.
+    pyramid_levels : int
+        1: one pass. 2 or more: a first pass on images downsampled by 2 (with the same chip,
+        search and step in coarse pixels, so twice the chip footprint and twice the reach, on a
+        grid twice as coarse; recursively for more levels) centres each node's search window
+        on the median-filtered coarse offset.
+    retry_chip_px : tuple of int
+        Larger chips to try, in order, at nodes where the first chip fails (no offset, or an SNR
+        below ``retry_min_snr``).
+    retry_min_snr : float
+        Peak SNR (see :func:`peak_snr`) below which a node counts as failed for the retry; 0
+        retries only nodes without an offset.
     """
 
     chip_px: int = 32
@@ -59,9 +94,12 @@ class MatchSettings:
     min_valid_fraction: float = 0.5
     batch_nodes: int = 256
     workers: int = 1
+    pyramid_levels: int = 1
+    retry_chip_px: tuple[int, ...] = ()
+    retry_min_snr: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("chip_px", "search_px", "step_px", "batch_nodes", "workers"):
+        for name in ("chip_px", "search_px", "step_px", "batch_nodes", "workers", "pyramid_levels"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")
@@ -71,8 +109,20 @@ class MatchSettings:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.subpixel not in SUBPIXEL_METHODS:
             raise ValueError(f"subpixel must be one of {SUBPIXEL_METHODS}, got {self.subpixel!r}")
+        if self.subpixel == "dft" and self.method != "phase":
+            raise ValueError(
+                f"subpixel='dft' works on cross-power spectra: use it with method='phase', not "
+                f"{self.method!r} (or choose 'lanczos')"
+            )
         if not 0 < self.min_valid_fraction <= 1:
             raise ValueError("min_valid_fraction must be in (0, 1]")
+        retry = tuple(self.retry_chip_px)
+        object.__setattr__(self, "retry_chip_px", retry)
+        for value in retry:
+            if isinstance(value, bool) or int(value) != value or value < 4:
+                raise ValueError(f"retry_chip_px must hold chip sizes of 4 px or more, got {retry}")
+        if not self.retry_min_snr >= 0:
+            raise ValueError(f"retry_min_snr must be zero or positive, got {self.retry_min_snr}")
 
 
 @dataclass
@@ -86,9 +136,16 @@ class MatchResult:
     dx_px, dy_px : ndarray of float32
         Offset from reference to secondary, right and down, in pixels; NaN where unmatched.
     corr : ndarray of float32
-        Peak normalized cross-correlation.
+        Peak correlation: the normalized cross-correlation coefficient (``ncc``), the phase
+        correlation peak over its ideal value (``phase``) or the mean cosine of the direction
+        differences (``orientation``); 1 for a perfect match.
     snr : ndarray of float32
         Peak correlation over the mean absolute correlation away from the peak.
+    settings : MatchSettings
+        The settings used.
+    chip_px : ndarray of int16, optional
+        Side of the chip each node's offset was measured with, in pixels (``settings.chip_px``
+        unless a retry with a larger chip succeeded).
     """
 
     grid: NodeGrid
@@ -97,6 +154,7 @@ class MatchResult:
     corr: np.ndarray
     snr: np.ndarray
     settings: MatchSettings = field(default_factory=MatchSettings)
+    chip_px: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -142,67 +200,25 @@ def peak_snr(
     return peak / np.maximum(noise, 1e-6)
 
 
-def match_tile(
-    ref: PreparedImage,
-    sec: PreparedImage,
-    rows_px: np.ndarray,
-    cols_px: np.ndarray,
-    settings: MatchSettings,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Match a rectangular tile of nodes.
-
-    Parameters
-    ----------
-    ref, sec : PreparedImage
-        Reference and secondary images on one grid.
-    rows_px, cols_px : ndarray of int
-        Node rows and columns of the tile (evenly spaced by ``settings.step_px``); chips and
-        search windows must lie inside the images.
-    settings : MatchSettings
-        Chip and search sizes, correlator and peak estimator.
+def integer_peaks(surf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer maximum of each surface, and whether it can be trusted.
 
     Returns
     -------
-    dx_px, dy_px, corr, snr : ndarray, shape (len(rows_px), len(cols_px))
-        Offsets (pixels, right and down) and quality; NaN where the node could not be matched.
+    rows, cols : ndarray of int, shape (N,)
+        Peak position in each surface.
+    usable : ndarray of bool, shape (N,)
+        False for all-NaN surfaces and for peaks on the border of the search range.
     """
-    c, s = settings.chip_px, settings.search_px
-    half = c // 2
-    k = 2 * s + 1
-    rr, cc = np.meshgrid(rows_px, cols_px, indexing="ij")
-    r, col = rr.ravel(), cc.ravel()
-    n = r.size
-    top, left = r - half, col - half
-    r0, c0 = int(rows_px[0]) - half, int(cols_px[0]) - half
-    span_r = int(rows_px[-1] - rows_px[0]) + c
-    span_c = int(cols_px[-1] - cols_px[0]) + c
-    ref_tab = ref.tables(r0, c0, span_r, span_c)
-    sec_tab = sec.tables(r0 - s, c0 - s, span_r + 2 * s, span_c + 2 * s)
-    chip_bad = ref_tab.invalid_count(top, left, c)
-    win_bad = sec_tab.invalid_count(top - s, left - s, c + 2 * s)
-    usable = chip_bad <= (1.0 - settings.min_valid_fraction) * c * c
-    masked = (chip_bad > 0) | (win_bad > 0)
-    full = ~masked & usable
-    block = block_size_px(c, settings.step_px, s)
-    if block is not None and full.mean() > 0.5:
-        surf = ncc_grid(ref, sec, ref_tab, sec_tab, rows_px, cols_px, c, s, block)
-    else:
-        surf = np.full((n, k, k), np.nan, dtype=np.float32)
-        if full.any():
-            surf[full] = ncc_nodes(ref, sec, ref_tab, sec_tab, r[full], col[full], c, s)
-    part = masked & usable
-    if part.any():
-        rp, cp = r[part], col[part]
-        surf[part] = ncc_surfaces(
-            extract_chips(ref.image, rp, cp, c, half),
-            extract_chips(sec.image, rp, cp, c + 2 * s, half + s),
-            extract_chips(ref.valid, rp, cp, c, half),
-            extract_chips(sec.valid, rp, cp, c + 2 * s, half + s),
-        )
-    surf[~usable] = np.nan
-    dx, dy, corr, snr = locate_peaks(surf, settings)
-    shape = rr.shape
-    return dx.reshape(shape), dy.reshape(shape), corr.reshape(shape), snr.reshape(shape)
+    n, k, _ = surf.shape
+    finite = np.isfinite(surf)
+    usable = finite.any(axis=(1, 2))
+    flat = np.where(finite, surf, -np.inf).reshape(n, -1).argmax(axis=1)
+    pr, pc = np.divmod(flat, k)
+    # A peak on the border of the search range is a truncated peak: the true maximum may lie
+    # outside, so its position cannot be trusted.
+    usable &= (pr > 0) & (pr < k - 1) & (pc > 0) & (pc < k - 1)
+    return pr, pc, usable
 
 
 def locate_peaks(
@@ -220,16 +236,11 @@ def locate_peaks(
     Returns
     -------
     dx_px, dy_px, corr, snr : ndarray, shape (N,)
+        Offsets from the search centre (pixels) and peak quality.
     """
-    n, k, _ = surf.shape
+    n = surf.shape[0]
     s = settings.search_px
-    finite = np.isfinite(surf)
-    usable = finite.any(axis=(1, 2))
-    flat = np.where(finite, surf, -np.inf).reshape(n, -1).argmax(axis=1)
-    pr, pc = np.divmod(flat, k)
-    # A peak on the border of the search range is a truncated peak: the true maximum may lie
-    # outside, so its position cannot be trusted.
-    usable &= (pr > 0) & (pr < k - 1) & (pc > 0) & (pc < k - 1)
+    pr, pc, usable = integer_peaks(surf)
     out = np.full((4, n), np.nan, dtype=np.float32)
     if usable.any():
         u = usable
@@ -242,52 +253,302 @@ def locate_peaks(
     return out[0], out[1], out[2], out[3]
 
 
-_WORKER_STATE: dict[str, object] = {}
-
-
-def _worker_init(ref: PreparedImage, sec: PreparedImage, rows, cols, settings) -> None:
-    _WORKER_STATE.update(ref=ref, sec=sec, rows=rows, cols=cols, settings=settings)
-
-
-def _worker_tile(tile: tuple[slice, slice]):
-    st = _WORKER_STATE
-    ti, tj = tile
-    return tile, match_tile(st["ref"], st["sec"], st["rows"][ti], st["cols"][tj], st["settings"])
-
-
-def run_tiles(
+def match_nodes(
     ref: PreparedImage,
     sec: PreparedImage,
     rows_px: np.ndarray,
     cols_px: np.ndarray,
-    tiles: list[tuple[slice, slice]],
     settings: MatchSettings,
-) -> Iterator[tuple[tuple[slice, slice], tuple[np.ndarray, ...]]]:
-    """Match tiles, in this process or on ``settings.workers`` worker processes.
+    centre_dy_px: np.ndarray | None = None,
+    centre_dx_px: np.ndarray | None = None,
+    chip_px: int | None = None,
+    tile: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Match a set of nodes.
+
+    Parameters
+    ----------
+    ref, sec : PreparedImage
+        Reference and secondary images on one grid (orientation images for
+        ``method="orientation"``).
+    rows_px, cols_px : ndarray of int, shape (N,)
+        Node centres; chips and search windows must lie inside the images.
+    settings : MatchSettings
+        Chip and search sizes, correlator and peak estimator.
+    centre_dy_px, centre_dx_px : ndarray of int, shape (N,), optional
+        Search centre of each node relative to the node, in pixels (default 0).
+    chip_px : int, optional
+        Chip side to use instead of ``settings.chip_px``.
+    tile : (ndarray, ndarray), optional
+        The node rows and columns when the nodes form a rectangular tile of the grid (row-major),
+        which lets NCC share block correlations between neighbouring chips.
+
+    Returns
+    -------
+    dx_px, dy_px, corr, snr : ndarray, shape (N,)
+        Offsets (pixels, right and down, including the search centre) and quality; NaN where
+        the node could not be matched.
+    """
+    c = settings.chip_px if chip_px is None else int(chip_px)
+    s = settings.search_px
+    half = c // 2
+    k = 2 * s + 1
+    r, col = np.asarray(rows_px), np.asarray(cols_px)
+    n = r.size
+    cy = np.zeros(n, dtype=np.int64) if centre_dy_px is None else np.asarray(centre_dy_px)
+    cx = np.zeros(n, dtype=np.int64) if centre_dx_px is None else np.asarray(centre_dx_px)
+    wr, wc = r + cy, col + cx  # search window centres
+    top, left = r - half, col - half
+    method = settings.method
+    # Tables over the bounding box of the chips (phase: of the equal-sized first-stage windows)
+    # and of the search windows.
+    rext = s if method == "phase" else 0
+    r0, c0 = int(top.min()) - rext, int(left.min()) - rext
+    ref_tab = ref.tables(
+        r0,
+        c0,
+        int(top.max()) + c + rext - r0,
+        int(left.max()) + c + rext - c0,
+        sums=method == "ncc",
+    )
+    w0, v0 = int(wr.min()) - half - s, int(wc.min()) - half - s
+    sec_tab = sec.tables(
+        w0,
+        v0,
+        int(wr.max()) - half + c + s - w0,
+        int(wc.max()) - half + c + s - v0,
+        sums=method == "ncc",
+    )
+    chip_bad = ref_tab.invalid_count(top, left, c)
+    win_bad = sec_tab.invalid_count(wr - half - s, wc - half - s, c + 2 * s)
+    usable = chip_bad <= (1.0 - settings.min_valid_fraction) * c * c
+    masked = (chip_bad > 0) | (win_bad > 0)
+    if method == "phase":
+        # Phase correlation's first stage also reads the reference around the chip.
+        masked |= ref_tab.invalid_count(top - s, left - s, c + 2 * s) > 0
+    surf = np.full((n, k, k), np.nan, dtype=np.float32)
+    is_complex = np.iscomplexobj(ref.image)
+    if method == "ncc":
+        full = ~masked & usable
+        block = block_size_px(c, settings.step_px, s)
+        common = bool(np.all(cy == cy[0]) and np.all(cx == cx[0])) if n else False
+        if tile is not None and common and block is not None and full.mean() > 0.5:
+            surf = ncc_grid(
+                ref, sec, ref_tab, sec_tab, tile[0], tile[1], c, s, block, (cy[0], cx[0])
+            )
+        elif full.any():
+            surf[full] = ncc_nodes(
+                ref, sec, ref_tab, sec_tab, r[full], col[full], c, s, wr[full], wc[full]
+            )
+    elif method == "orientation":
+        full = ~masked & usable
+        if full.any():
+            surf[full] = orientation_surfaces(*_gather(ref, sec, r, col, wr, wc, full, c, s)[:2])
+    # Nodes with nodata in their chip or window: masked correlation, in which gaps take no part.
+    # Phase correlation has no exact masked form (a window's spectrum holds its gaps' pattern,
+    # and the two dates' SLC-off stripes correlate), so it hands these nodes to masked NCC (to
+    # masked orientation correlation for orientation images).
+    part = masked & usable
+    if part.any():
+        gathered = _gather(ref, sec, r, col, wr, wc, part, c, s)
+        correlate = orientation_surfaces if method == "orientation" or is_complex else ncc_surfaces
+        surf[part] = correlate(*gathered)
+        # A masked surface with holes (shifts where too few valid pixels overlap, between wide
+        # SLC-off gaps) may hide the true peak: the node is not guessed.
+        holes = ~np.isfinite(surf[part]).all(axis=(1, 2))
+        surf[np.flatnonzero(part)[holes]] = np.nan
+    surf[~usable] = np.nan
+    if method != "phase":
+        dx, dy, corr, snr = locate_peaks(surf, settings)
+        return dx + cx, dy + cy, corr, snr
+    out = np.full((4, n), np.nan, dtype=np.float32)
+    if part.any():
+        fallback = replace(settings, subpixel="lanczos") if settings.subpixel == "dft" else settings
+        out[:, part] = locate_peaks(surf[part], fallback)
+    whole = usable & ~masked
+    if whole.any():
+        out[:, whole] = _phase_nodes(
+            ref, sec, r[whole], col[whole], wr[whole], wc[whole], c, settings
+        )
+    return out[0] + cx, out[1] + cy, out[2], out[3]
+
+
+def _gather(ref, sec, r, col, wr, wc, which, c, s):
+    """Chips, windows and their validity for the selected nodes."""
+    half = c // 2
+    rp, cp, wrp, wcp = r[which], col[which], wr[which], wc[which]
+    return (
+        extract_chips(ref.image, rp, cp, c, half),
+        extract_chips(sec.image, wrp, wcp, c + 2 * s, half + s),
+        extract_chips(ref.valid, rp, cp, c, half),
+        extract_chips(sec.valid, wrp, wcp, c + 2 * s, half + s),
+    )
+
+
+def _phase_nodes(ref, sec, r, col, wr, wc, c, settings):
+    """Phase correlation of nodes with complete windows: integer search, then precision.
+
+    Returns offsets from the search centres ``(wr - r, wc - col)``, and the peak quality.
+    """
+    s = settings.search_px
+    n = r.size
+    p = c + 2 * s
+    half = c // 2
+    out = np.full((4, n), np.nan, dtype=np.float32)
+    # Stage 1: windows of the search window's size in both images, for the integer peak.
+    spec, wsum = phase.cross_power(
+        extract_chips(ref.image, r, col, p, half + s),
+        extract_chips(sec.image, wr, wc, p, half + s),
+    )
+    surf = phase.surfaces(spec, wsum, p, s)
+    del spec
+    pr, pc, ok = integer_peaks(surf)
+    if not ok.any():
+        return out
+    snr = peak_snr(surf[ok], pr[ok], pc[ok])
+    u = np.flatnonzero(ok)
+    iy, ix = pr[ok] - s, pc[ok] - s
+    # Stage 2: chip-sized windows, the secondary one moved by the integer peak; the taper of the
+    # secondary then follows the measured fraction for a second estimate.
+    ref_chips = extract_chips(ref.image, r[u], col[u], c, half)
+    sec_chips = extract_chips(sec.image, wr[u] + iy, wc[u] + ix, c, half)
+    fy = np.zeros(u.size)
+    fx = np.zeros(u.size)
+    for first in (True, False):
+        spec, wsum = phase.cross_power(
+            ref_chips, sec_chips, None, None, None if first else (fy, fx)
+        )
+        fy, fx, corr = _phase_subpixel(spec, wsum, c, settings.subpixel, fy, fx, first)
+    good = np.isfinite(fy) & np.isfinite(fx) & (np.abs(fy) < 1.5) & (np.abs(fx) < 1.5)
+    out[0, u] = np.where(good, ix + fx, np.nan)
+    out[1, u] = np.where(good, iy + fy, np.nan)
+    out[2, u] = np.where(good, corr, np.nan)
+    out[3, u] = np.where(good, snr, np.nan)
+    return out
+
+
+def _phase_subpixel(spec, wsum, c, method, fy, fx, first):
+    """Sub-pixel peak near ``(fy, fx)`` of chip-sized phase correlations.
+
+    On the first pass the integer peak may still move by a pixel in the re-centred windows: it
+    is taken from the sampled surface near the start. The second pass (taper moved with the
+    content) starts from the first pass's estimate.
+    """
+    n = spec.shape[0]
+    if method == "dft" and not first:
+        return phase.dft_peak(spec, wsum, c, fy, fx, iterations=2)
+    m = min(6, c // 2 - 1) if method != "dft" else 2
+    surf = phase.surfaces(spec, wsum, c, m)
+    pr = np.clip(np.round(fy).astype(int) + m, 1, 2 * m - 1)
+    pc = np.clip(np.round(fx).astype(int) + m, 1, 2 * m - 1)
+    if first:
+        box = np.stack([surf[np.arange(n), pr + a, pc + b] for a in (-1, 0, 1) for b in (-1, 0, 1)])
+        best = np.nan_to_num(box, nan=-np.inf).argmax(axis=0)
+        pr, pc = pr + best // 3 - 1, pc + best % 3 - 1
+    if method == "dft":
+        return phase.dft_peak(spec, wsum, c, (pr - m).astype(float), (pc - m).astype(float))
+    dr, dc = refine_peak(surf, pr, pc, method)
+    return pr - m + dr, pc - m + dc, surf[np.arange(n), pr, pc]
+
+
+def match_tile(
+    ref: PreparedImage,
+    sec: PreparedImage,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    settings: MatchSettings,
+    centre_dy_px: np.ndarray | None = None,
+    centre_dx_px: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Match a rectangular tile of nodes.
+
+    Parameters
+    ----------
+    ref, sec : PreparedImage
+        Reference and secondary images on one grid.
+    rows_px, cols_px : ndarray of int
+        Node rows and columns of the tile (evenly spaced by ``settings.step_px``); chips and
+        search windows must lie inside the images.
+    settings : MatchSettings
+        Chip and search sizes, correlator and peak estimator.
+    centre_dy_px, centre_dx_px : ndarray of int, shape (len(rows_px), len(cols_px)), optional
+        Search centres relative to the nodes, in pixels.
+
+    Returns
+    -------
+    dx_px, dy_px, corr, snr : ndarray, shape (len(rows_px), len(cols_px))
+        Offsets (pixels, right and down) and quality; NaN where the node could not be matched.
+    """
+    rr, cc = np.meshgrid(rows_px, cols_px, indexing="ij")
+    cy = None if centre_dy_px is None else np.asarray(centre_dy_px).ravel()
+    cx = None if centre_dx_px is None else np.asarray(centre_dx_px).ravel()
+    res = match_nodes(ref, sec, rr.ravel(), cc.ravel(), settings, cy, cx, tile=(rows_px, cols_px))
+    return tuple(a.reshape(rr.shape) for a in res)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running tiles on worker processes
+
+_WORKER_STATE: dict[str, object] = {}
+
+
+def _worker_init(state: dict) -> None:
+    _WORKER_STATE.update(state)
+
+
+def _do_task(state: dict, task: tuple) -> tuple:
+    """One unit of work: a rectangular tile ``("tile", ti, tj)`` or ``("nodes", idx, chip)``."""
+    rows, cols = state["rows"], state["cols"]
+    cy, cx = state["cy"], state["cx"]
+    if task[0] == "tile":
+        _, ti, tj = task
+        res = match_tile(
+            state["ref"],
+            state["sec"],
+            rows[ti],
+            cols[tj],
+            state["settings"],
+            None if cy is None else cy[ti, tj],
+            None if cx is None else cx[ti, tj],
+        )
+        return task, res
+    _, idx, chip = task
+    i, j = np.divmod(idx, cols.size)
+    res = match_nodes(
+        state["ref"],
+        state["sec"],
+        rows[i],
+        cols[j],
+        state["settings"],
+        None if cy is None else cy[i, j],
+        None if cx is None else cx[i, j],
+        chip_px=chip,
+    )
+    return task, res
+
+
+def _worker_task(task: tuple) -> tuple:
+    return _do_task(_WORKER_STATE, task)
+
+
+def _run(state: dict, tasks: list[tuple], workers: int) -> Iterator[tuple]:
+    """Run tasks in this process or on ``workers`` worker processes, yielding their results.
 
     Worker processes, not threads: a tile is many small numpy calls, and threads would queue on
     the interpreter lock between them. Where the platform can fork, workers inherit the prepared
     images without copying; elsewhere they receive them once, at start-up.
-
-    Yields
-    ------
-    tile, (dx_px, dy_px, corr, snr)
-        Each tile's slices of the node grid and its results, in completion order.
     """
-    if settings.workers == 1 or len(tiles) < 2:
-        for ti, tj in tiles:
-            yield (ti, tj), match_tile(ref, sec, rows_px[ti], cols_px[tj], settings)
+    if workers == 1 or len(tasks) < 2:
+        for task in tasks:
+            yield _do_task(state, task)
         return
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(
-        settings.workers,
-        mp_context=ctx,
-        initializer=_worker_init,
-        initargs=(ref, sec, rows_px, cols_px, settings),
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(state,)
     ) as pool:
-        chunk = max(1, len(tiles) // (8 * settings.workers))
-        yield from pool.map(_worker_tile, tiles, chunksize=chunk)
+        chunk = max(1, len(tasks) // (8 * workers))
+        yield from pool.map(_worker_task, tasks, chunksize=chunk)
 
 
 def tile_slices(grid: NodeGrid, tile_nodes: int) -> list[tuple[slice, slice]]:
@@ -300,6 +561,95 @@ def tile_slices(grid: NodeGrid, tile_nodes: int) -> list[tuple[slice, slice]]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Guided search: search centres from a prior field and from a coarse pass
+
+
+def _fill_nan(a: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+    """NaNs replaced by the nearest finite value (by ``fallback``, or 0, if there is none)."""
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return a
+    if bad.all():
+        return np.zeros_like(a) if fallback is None else fallback.copy()
+    _, (ii, jj) = ndimage.distance_transform_edt(bad, return_indices=True)
+    return a[ii, jj]
+
+
+def _nanmedian3(a: np.ndarray) -> np.ndarray:
+    """3 x 3 median ignoring NaN (NaN where the whole neighbourhood is NaN)."""
+    padded = np.pad(a, 1, mode="constant", constant_values=np.nan)
+    win = sliding_window_view(padded, (3, 3)).reshape(*a.shape, 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods stay NaN
+        return np.nanmedian(win, axis=-1)
+
+
+def _sample(field_: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a node-grid field at fractional node indices (edges held)."""
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    return ndimage.map_coordinates(field_, [rr, cc], order=1, mode="nearest")
+
+
+def _downsample2(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """2 x 2 block mean of valid pixels; a block is valid where at least 2 of its 4 are."""
+    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    img = np.asarray(image)[:h, :w]
+    ok = np.isfinite(img) if valid is None else (np.asarray(valid, bool)[:h, :w] & np.isfinite(img))
+    dtype = np.complex128 if np.iscomplexobj(img) else np.float64
+    v = np.where(ok, img, 0).astype(dtype)
+    s = v[0::2, 0::2] + v[1::2, 0::2] + v[0::2, 1::2] + v[1::2, 1::2]
+    cnt = ok[0::2, 0::2].astype(int) + ok[1::2, 0::2] + ok[0::2, 1::2] + ok[1::2, 1::2]
+    out = s / np.maximum(cnt, 1)
+    return out.astype(np.complex64 if dtype == np.complex128 else np.float32), cnt >= 2
+
+
+def _coarse_centres(ref, sec, ref_valid, sec_valid, settings, grid, prior):
+    """Search centres (integer pixels) of the fine nodes from a pass at half resolution."""
+    ref2, rv2 = _downsample2(ref, ref_valid)
+    sec2, sv2 = _downsample2(sec, sec_valid)
+    coarse = replace(
+        settings,
+        pyramid_levels=settings.pyramid_levels - 1,
+        subpixel="parabola",
+        retry_chip_px=(),
+        retry_min_snr=0.0,
+    )
+    try:
+        cgrid = make_grid(
+            ref2.shape,
+            chip_px=coarse.chip_px,
+            search_px=coarse.search_px,
+            step_px=coarse.step_px,
+        )
+    except ValueError:
+        return prior  # too small to coarsen: the prior (or nothing) must do
+    # Fine node index of each coarse node: coarse pixel i covers fine pixels 2i and 2i + 1.
+    crow = (2 * cgrid.rows_px() + 0.5 - grid.row0_px) / grid.step_px
+    ccol = (2 * cgrid.cols_px() + 0.5 - grid.col0_px) / grid.step_px
+    cprior = None
+    if prior is not None:
+        cprior = tuple(_sample(p.astype(np.float64), crow, ccol) / 2.0 for p in prior)
+    res = match(
+        ref2,
+        sec2,
+        rv2,
+        sv2,
+        coarse,
+        prior_dx_px=None if cprior is None else cprior[1],
+        prior_dy_px=None if cprior is None else cprior[0],
+    )
+    # Coarse node index of each fine node.
+    frow = ((grid.rows_px() - 0.5) / 2.0 - cgrid.row0_px) / cgrid.step_px
+    fcol = ((grid.cols_px() - 0.5) / 2.0 - cgrid.col0_px) / cgrid.step_px
+    out = []
+    for k, off in enumerate((res.dy_px, res.dx_px)):
+        fallback = None if cprior is None else cprior[k]
+        smooth = _fill_nan(_nanmedian3(off.astype(np.float64)), fallback)
+        out.append(2.0 * _sample(smooth, frow, fcol))
+    return out[0], out[1]
+
+
 def match(
     ref: np.ndarray,
     sec: np.ndarray,
@@ -307,24 +657,35 @@ def match(
     sec_valid: np.ndarray | None = None,
     settings: MatchSettings | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    prior_dx_px: np.ndarray | None = None,
+    prior_dy_px: np.ndarray | None = None,
 ) -> MatchResult:
     """Match a whole image pair on a regular node grid.
 
     Parameters
     ----------
     ref, sec : ndarray, shape (H, W)
-        Reference (earlier) and secondary (later) images on the same grid, any real dtype.
+        Reference (earlier) and secondary (later) images on the same grid, any real dtype; or
+        complex orientation images (:func:`glacierflow.prefilter.orientation`) for the
+        ``"orientation"`` and ``"phase"`` methods.
     ref_valid, sec_valid : ndarray of bool, optional
         Pixel validity; invalid pixels take no part in the correlation.
     settings : MatchSettings, optional
-        Matching parameters (defaults: chip 32 px, search +/-16 px, step 8 px).
+        Matching parameters (defaults: NCC, chip 32 px, search +/-16 px, step 8 px).
     progress : callable, optional
-        Called with the number of nodes finished after each batch.
+        Called with the number of nodes finished after each tile of the main pass.
+    prior_dx_px, prior_dy_px : ndarray, shape ``grid.shape``, optional
+        Expected offset of each node (e.g. a prior velocity times the time separation), right and
+        down, in pixels, on the node grid of :func:`~glacierflow.matching.grid.make_grid` for
+        these settings; NaN where unknown (taken as 0). Each node's search window is centred on
+        the rounded prior, so motion far beyond ``search_px`` can be measured.
 
     Returns
     -------
     MatchResult
-        Offsets from reference to secondary in pixels, with peak correlation and SNR.
+        Offsets from reference to secondary in pixels (including the search centres), with peak
+        correlation, SNR and the chip used at each node.
     """
     settings = settings or MatchSettings()
     ref = np.asarray(ref)
@@ -336,21 +697,80 @@ def match(
     for name, v in (("ref_valid", ref_valid), ("sec_valid", sec_valid)):
         if v is not None and v.shape != ref.shape:
             raise ValueError(f"{name} must have the image shape {ref.shape}, got {v.shape}")
-    ref_p = PreparedImage(ref, ref_valid)
-    sec_p = PreparedImage(sec, sec_valid)
+    is_complex = np.iscomplexobj(ref) or np.iscomplexobj(sec)
+    if is_complex and settings.method == "ncc":
+        raise ValueError(
+            "complex (orientation) images need method='orientation' or 'phase', not 'ncc'"
+        )
     grid = make_grid(
         ref.shape,
         chip_px=settings.chip_px,
         search_px=settings.search_px,
         step_px=settings.step_px,
     )
-    rows, cols = grid.rows_px(), grid.cols_px()
+    prior = None
+    if (prior_dx_px is None) != (prior_dy_px is None):
+        raise ValueError("give both prior_dx_px and prior_dy_px, or neither")
+    if prior_dx_px is not None:
+        prior = []
+        for name, p in (("prior_dy_px", prior_dy_px), ("prior_dx_px", prior_dx_px)):
+            p = np.asarray(p, dtype=np.float64)
+            if p.shape != grid.shape:
+                raise ValueError(
+                    f"{name} must be on the node grid, shape {grid.shape}, got {p.shape}"
+                )
+            prior.append(np.where(np.isfinite(p), p, 0.0))
+        prior = tuple(prior)
+    centres = prior
+    if settings.pyramid_levels > 1:
+        centres = _coarse_centres(ref, sec, ref_valid, sec_valid, settings, grid, prior)
+    cy = cx = None
+    if centres is not None:
+        cy, cx = (np.rint(a).astype(np.int64) for a in centres)
+    # Orientation correlation works on orientation images; real input is converted here.
+    if settings.method == "orientation" and not is_complex:
+        from glacierflow.prefilter import orientation
+
+        ref, ref_valid = orientation(ref, ref_valid)
+        sec, sec_valid = orientation(sec, sec_valid)
+    # Guided windows and larger retry chips may reach past the image: pad with invalid pixels,
+    # which every correlator ignores.
+    reach = 0 if cy is None else int(max(np.abs(cy).max(), np.abs(cx).max()))
+    grow = max((c - settings.chip_px) // 2 + 1 for c in (settings.chip_px, *settings.retry_chip_px))
+    pad = reach + max(grow, 0) if (reach or settings.retry_chip_px) else 0
+    ref_p = PreparedImage(*_padded(ref, ref_valid, pad))
+    sec_p = PreparedImage(*_padded(sec, sec_valid, pad))
+    rows, cols = grid.rows_px() + pad, grid.cols_px() + pad
+    state = dict(ref=ref_p, sec=sec_p, rows=rows, cols=cols, cy=cy, cx=cx, settings=settings)
     out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
-    tiles = tile_slices(grid, settings.batch_nodes)
-    for (ti, tj), res in run_tiles(ref_p, sec_p, rows, cols, tiles, settings):
+    tasks = [("tile", ti, tj) for ti, tj in tile_slices(grid, settings.batch_nodes)]
+    for (_, ti, tj), res in _run(state, tasks, settings.workers):
         for layer, values in zip(out, res, strict=True):
             layer[ti, tj] = values
         if progress:
             progress(res[0].size)
+    chip = np.full(grid.shape, settings.chip_px, dtype=np.int16)
+    for retry_chip in settings.retry_chip_px:
+        failed = ~np.isfinite(out[0]) | ~(out[3] >= settings.retry_min_snr)
+        idx = np.flatnonzero(failed)
+        if idx.size == 0:
+            break
+        tasks = [
+            ("nodes", idx[i : i + settings.batch_nodes], int(retry_chip))
+            for i in range(0, idx.size, settings.batch_nodes)
+        ]
+        flat = out.reshape(4, -1)
+        for (_, sel, _), res in _run(state, tasks, settings.workers):
+            ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
+            for layer, values in zip(flat, res, strict=True):
+                layer[sel[ok]] = values[ok]
+            chip.reshape(-1)[sel[ok]] = retry_chip
     dx, dy, corr, snr = out
-    return MatchResult(grid, dx, dy, corr, snr, settings)
+    return MatchResult(grid, dx, dy, corr, snr, settings, chip)
+
+
+def _padded(image: np.ndarray, valid: np.ndarray | None, pad: int):
+    if pad == 0:
+        return image, valid
+    ok = np.isfinite(image) if valid is None else (np.asarray(valid, bool) & np.isfinite(image))
+    return np.pad(np.where(ok, image, 0), pad), np.pad(ok, pad)

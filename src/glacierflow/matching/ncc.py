@@ -21,10 +21,15 @@ import math
 import numpy as np
 import scipy.fft as sfft
 
+from glacierflow.matching.stats import image_stats
+
 #: Smallest fraction of a chip's valid pixels that must overlap valid search pixels for a shift
 #: to count. Relative to the chip's own valid count, so that a chip crossed by a gap is not
 #: penalised twice, yet high enough that a handful of pixels cannot fake a correlation peak.
-MIN_OVERLAP_FRACTION = 0.5
+#: Not higher: where both dates have SLC-off gaps 10-14 px wide, the true shift overlaps only
+#: 25-50 % of the chip's valid pixels; at 0.5 it was cut out and every such node locked onto
+#: the stripes instead (a surface with such holes is now rejected, see ``match_nodes``).
+MIN_OVERLAP_FRACTION = 0.25
 
 
 def _box_sums(a: np.ndarray, size_px: int) -> np.ndarray:
@@ -132,9 +137,10 @@ def _ncc_full(
 class PreparedImage:
     """An image made ready for many overlapping chips and search windows.
 
-    The image is normalised once (zero mean, unit spread over its valid pixels) and rounded to
-    float32, the precision the FFTs work in. Summed-area tables for any part of it come from
-    :meth:`tables`; they are built per tile, where they fit in the CPU cache.
+    A real image is normalised once (zero mean, unit spread over its valid pixels) and rounded to
+    float32, the precision the FFTs work in; a complex one (an orientation image) is kept as
+    complex64. Summed-area tables for any part of it come from :meth:`tables`; they are built per
+    tile, where they fit in the CPU cache.
 
     Parameters
     ----------
@@ -142,24 +148,39 @@ class PreparedImage:
         The image.
     valid : ndarray of bool, optional
         Pixel validity; invalid pixels are set to zero after normalisation.
+    stats : tuple of float, optional
+        Mean and standard deviation to normalise with (those of the whole image when this is
+        a tile of it); by default the image's own (:func:`glacierflow.matching.stats.image_stats`).
     """
 
-    def __init__(self, image: np.ndarray, valid: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        image: np.ndarray,
+        valid: np.ndarray | None = None,
+        stats: tuple[float, float] | None = None,
+    ) -> None:
         img = np.asarray(image)
         finite = np.isfinite(img)
         ok = finite if valid is None else (np.asarray(valid, bool) & finite)
-        vals = img[ok].astype(np.float64)
-        mean = float(vals.mean()) if vals.size else 0.0
-        std = float(vals.std()) if vals.size else 1.0
-        norm = (img - mean) / (std if std > 0 else 1.0)
-        self.image = np.where(ok, norm, 0.0).astype(np.float32)
+        if np.iscomplexobj(img):
+            self.image = np.where(ok, img, 0).astype(np.complex64)
+        else:
+            # Statistics strip by strip (see matching.stats), or given: a tile of a larger image
+            # is then normalised exactly as the whole image would be.
+            mean, std = stats if stats is not None else image_stats(img, ok)
+            norm = (img - mean) / (std if std > 0 else 1.0)
+            self.image = np.where(ok, norm, 0.0).astype(np.float32)
         self.valid = ok
         self.shape = ok.shape
         self.all_valid = bool(ok.all())
 
-    def tables(self, top: int, left: int, rows: int, cols: int) -> SumTables:
-        """Summed-area tables of the rectangle ``[top, top+rows) x [left, left+cols)``."""
-        return SumTables(self, top, left, rows, cols)
+    def tables(self, top: int, left: int, rows: int, cols: int, sums: bool = True) -> SumTables:
+        """Summed-area tables of the rectangle ``[top, top+rows) x [left, left+cols)``.
+
+        ``sums=False`` builds only the table of invalid pixels (all that correlators other than
+        NCC need).
+        """
+        return SumTables(self, top, left, rows, cols, sums)
 
 
 class SumTables:
@@ -170,12 +191,15 @@ class SumTables:
     look-ups. Coordinates passed to the methods are those of the whole image.
     """
 
-    def __init__(self, image: PreparedImage, top: int, left: int, rows: int, cols: int) -> None:
+    def __init__(
+        self, image: PreparedImage, top: int, left: int, rows: int, cols: int, sums: bool = True
+    ) -> None:
         self.top, self.left = top, left
-        part = image.image[top : top + rows, left : left + cols].astype(np.float64)
-        self._s1 = _integral(part)
-        np.multiply(part, part, out=part)
-        self._s2 = _integral(part)
+        if sums:
+            part = image.image[top : top + rows, left : left + cols].astype(np.float64)
+            self._s1 = _integral(part)
+            np.multiply(part, part, out=part)
+            self._s2 = _integral(part)
         # Counts of invalid pixels: skipped (all zero) for the common fully valid image.
         self._bad = (
             None
@@ -265,6 +289,8 @@ def ncc_nodes(
     cols_px: np.ndarray,
     chip_px: int,
     search_px: int,
+    win_rows_px: np.ndarray | None = None,
+    win_cols_px: np.ndarray | None = None,
 ) -> np.ndarray:
     """NCC surfaces of nodes whose chips and windows hold no invalid pixel, one FFT per node.
 
@@ -278,13 +304,20 @@ def ncc_nodes(
         Node centres.
     chip_px, search_px : int
         Chip side and search radius, in pixels.
+    win_rows_px, win_cols_px : ndarray of int, shape (N,), optional
+        Centres of the search windows (the search centres of a guided search); default: the
+        nodes.
 
     Returns
     -------
     ndarray, shape (N, 2 * search_px + 1, 2 * search_px + 1), float32
+        Element ``[n, S + dy, S + dx]`` is the correlation at an offset ``(dx, dy)`` from the
+        window centre.
     """
     from glacierflow.matching.grid import extract_chips
 
+    wr = rows_px if win_rows_px is None else win_rows_px
+    wc = cols_px if win_cols_px is None else win_cols_px
     c, s = chip_px, search_px
     half = c // 2
     k = 2 * s + 1
@@ -299,13 +332,13 @@ def ncc_nodes(
     # Zero-mean chips: the window's local mean then cancels exactly in the numerator.
     chips[:, :c, :c] -= (sum_t / (c * c)).astype(np.float32)[:, None, None]
     wins = np.zeros((n, *shape), dtype=np.float32)
-    wins[:, :p, :p] = extract_chips(sec.image, rows_px, cols_px, p, half + s)
+    wins[:, :p, :p] = extract_chips(sec.image, wr, wc, p, half + s)
     num = sfft.irfft2(np.conj(sfft.rfft2(chips)) * sfft.rfft2(wins), s=shape)[:, :k, :k].astype(
         np.float64
     )
     sh = np.arange(k)
-    wt = (top - s)[:, None, None] + sh[None, :, None]
-    wl = (left - s)[:, None, None] + sh[None, None, :]
+    wt = (wr - half - s)[:, None, None] + sh[None, :, None]
+    wl = (wc - half - s)[:, None, None] + sh[None, None, :]
     s1, s2 = sec_tab.box_sums(wt, wl, c), sec_tab.box_sums(wt, wl, c, True)
     return _normalise(num, energy, s1, s2, c * c)
 
@@ -360,6 +393,7 @@ def ncc_grid(
     chip_px: int,
     search_px: int,
     block_px: int,
+    win_offset_px: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
     """NCC surfaces of a rectangular tile of nodes from shared block correlations.
 
@@ -384,6 +418,8 @@ def ncc_grid(
         Chip side and search radius, in pixels.
     block_px : int
         Block side; divides ``chip_px`` and the node step.
+    win_offset_px : (int, int)
+        Search centre of every node of the tile, relative to the node (rows, columns).
 
     Returns
     -------
@@ -393,6 +429,7 @@ def ncc_grid(
     from numpy.lib.stride_tricks import sliding_window_view
 
     c, s, b = chip_px, search_px, block_px
+    oy, ox = (int(v) for v in win_offset_px)
     half = c // 2
     k = 2 * s + 1
     step = (
@@ -413,7 +450,7 @@ def ncc_grid(
     blocks = blocks - blk_mean.astype(np.float32)[:, :, None, None]
     wins = np.zeros((nu, nv, *shape), dtype=np.float32)
     wins[:, :, :p0, :p0] = sliding_window_view(sec.image, (p0, p0))[
-        (br - s)[:, None], (bc - s)[None, :]
+        (br - s + oy)[:, None], (bc - s + ox)[None, :]
     ]
     # The block spectrum: only its first b rows are non-zero, so transform those rows first
     # and let the column transform pad (about a third less work than a padded 2-D FFT).
@@ -424,7 +461,9 @@ def ncc_grid(
     f = sfft.irfft2(spec, s=shape)[:, :, :k, :k].astype(np.float64)
     del spec
     # Put the block means back: mean * (sum of the window under the block at each shift).
-    region = sec_tab.box_region(br[0] - s, bc[0] - s, (nu - 1) * b + k, (nv - 1) * b + k, b)
+    region = sec_tab.box_region(
+        br[0] - s + oy, bc[0] - s + ox, (nu - 1) * b + k, (nv - 1) * b + k, b
+    )
     f += blk_mean[:, :, None, None] * sliding_window_view(region, (k, k))[::b, ::b]
     # A chip's numerator is the sum of its nb x nb blocks: moving sums over the block lattice
     # by pairwise doubling (log2(nb) passes per axis when nb is a power of two).
@@ -437,8 +476,8 @@ def ncc_grid(
     s1, s2 = (
         sliding_window_view(
             sec_tab.box_region(
-                top[0] - s,
-                left[0] - s,
+                top[0] - s + oy,
+                left[0] - s + ox,
                 (rows_px.size - 1) * step + k,
                 (cols_px.size - 1) * step + k,
                 c,

@@ -1,0 +1,54 @@
+"""Image statistics computed the same way whether the image is in memory or read in strips.
+
+Matching normalises each image by the mean and spread of its valid pixels. Tiled processing
+reads the image strip by strip, so the statistics are accumulated over fixed strips of
+:data:`STRIP_ROWS` rows, in order, in both cases: the floating-point sums are then identical and
+so are the normalised images, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+STRIP_ROWS = 512
+"""Rows per strip of the statistics accumulation."""
+
+
+def strip_sums(image: np.ndarray, valid: np.ndarray | None) -> tuple[int, float, float]:
+    """Count, sum and sum of squares (float64) of the finite valid pixels of one strip."""
+    ok = np.isfinite(image)
+    if valid is not None:
+        ok &= valid
+    vals = image[ok].astype(np.float64)
+    return int(vals.size), float(vals.sum()), float(np.dot(vals, vals))
+
+
+def combine(sums: Iterable[tuple[int, float, float]]) -> tuple[float, float]:
+    """Mean and standard deviation from per-strip sums taken in order.
+
+    The spread is ``sqrt(E[x^2] - E[x]^2)`` in float64: for image values (up to 16-bit DN) this
+    loses nothing that matters for a normalisation, and sums taken in a fixed order are exact to
+    repeat.
+    """
+    n, s1, s2 = 0, 0.0, 0.0
+    for cn, c1, c2 in sums:
+        n += cn
+        s1 += c1
+        s2 += c2
+    if n == 0:
+        return 0.0, 1.0
+    mean = s1 / n
+    var = max(s2 / n - mean * mean, 0.0)
+    std = float(np.sqrt(var))
+    return float(mean), std if std > 0 else 1.0
+
+
+def image_stats(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean and standard deviation of the valid pixels of an in-memory image, strip by strip."""
+    rows = image.shape[0]
+    return combine(
+        strip_sums(image[r : r + STRIP_ROWS], None if valid is None else valid[r : r + STRIP_ROWS])
+        for r in range(0, rows, STRIP_ROWS)
+    )

@@ -1,0 +1,288 @@
+"""Tiled matching with bounded memory: worker processes on one machine, or a Dask cluster.
+
+The node grid of a pair is split into tiles. Each tile task reads only its windows of both
+images (the tile's chips plus the search margin) with rasterio windowed reads, matches them and
+returns its offsets; the main process never holds the images. Tiles are multiples of the
+matcher's own internal tile, aligned on the same node lattice, and the images are normalised with
+statistics accumulated strip by strip (:mod:`glacierflow.matching.stats`), so the result is
+identical, bit for bit, to matching the whole images at once.
+
+Finished tiles are kept in a work folder (one ``.npz`` each, written atomically) keyed by the
+inputs and settings, so a killed run restarts from where it stopped. Tasks run in this process,
+on ``workers`` local processes, or on an existing ``dask.distributed`` scheduler
+(``scheduler=ADDRESS`` or the ``DASK_SCHEDULER_ADDRESS`` environment variable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from glacierflow.errors import InputError
+from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, make_grid
+from glacierflow.matching.core import match_tile, tile_slices
+from glacierflow.matching.ncc import PreparedImage
+from glacierflow.matching.stats import STRIP_ROWS, combine, strip_sums
+from glacierflow.scenes import Scene, read_scene
+
+Tile = tuple[slice, slice]
+
+
+def internal_side(settings: MatchSettings) -> int:
+    """Side, in nodes, of the matcher's own tiles (see :func:`matching.core.tile_slices`)."""
+    return max(1, int(round(np.sqrt(settings.batch_nodes))))
+
+
+def plan_tiles(grid: NodeGrid, settings: MatchSettings, tile_nodes: int) -> list[Tile]:
+    """Split the node grid into tiles of about ``tile_nodes`` nodes.
+
+    Tile sides are whole multiples of the matcher's internal tile side, starting at node 0, so
+    that every internal tile is the same as in an untiled run.
+    """
+    side = internal_side(settings)
+    mult = max(1, int(round(np.sqrt(max(tile_nodes, 1)) / side)))
+    step = side * mult
+    return [
+        (slice(i, min(i + step, grid.ny)), slice(j, min(j + step, grid.nx)))
+        for i in range(0, grid.ny, step)
+        for j in range(0, grid.nx, step)
+    ]
+
+
+def tile_window(grid: NodeGrid, tile: Tile) -> Window:
+    """Pixel window holding every chip and search window of the tile's nodes."""
+    ti, tj = tile
+    rows, cols = grid.rows_px()[ti], grid.cols_px()[tj]
+    half, c, s = grid.chip_px // 2, grid.chip_px, grid.search_px
+    r0, c0 = int(rows[0]) - half - s, int(cols[0]) - half - s
+    r1, c1 = int(rows[-1]) - half + c + s, int(cols[-1]) - half + c + s
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def file_stats(scene: Scene, band: int | None) -> tuple[float, float]:
+    """Normalisation statistics of a scene's file, read strip by strip."""
+    rows, cols = scene.shape
+
+    def strips() -> Iterator[tuple[int, float, float]]:
+        for r in range(0, rows, STRIP_ROWS):
+            part = read_scene(
+                scene.path,
+                band=band,
+                acquired=scene.acquired,
+                sensor=scene.sensor,
+                window=Window(0, r, cols, min(STRIP_ROWS, rows - r)),
+            )
+            yield strip_sums(part.data, part.valid)
+
+    return combine(strips())
+
+
+SceneRef = tuple[Path, object, str]
+"""What a tile task needs to read a scene: path, acquisition time, sensor (small to send)."""
+
+
+def scene_ref(scene: Scene) -> SceneRef:
+    """The small, picklable reference of a scene that tile tasks read from."""
+    return (scene.path, scene.acquired, scene.sensor)
+
+
+def match_file_tile(
+    ref: SceneRef,
+    sec: SceneRef,
+    band: int | None,
+    grid: NodeGrid,
+    tile: Tile,
+    settings: MatchSettings,
+    ref_stats: tuple[float, float],
+    sec_stats: tuple[float, float],
+) -> np.ndarray:
+    """Read one tile's windows of both files and match them.
+
+    Returns
+    -------
+    ndarray, shape (4, tile rows, tile columns), float32
+        ``dx_px``, ``dy_px``, ``corr``, ``snr``.
+    """
+    win = tile_window(grid, tile)
+    parts = [
+        read_scene(path, band=band, acquired=when, sensor=sensor, window=win)
+        for path, when, sensor in (ref, sec)
+    ]
+    prep = [
+        PreparedImage(p.data, p.valid, stats=st)
+        for p, st in zip(parts, (ref_stats, sec_stats), strict=True)
+    ]
+    ti, tj = tile
+    rows = grid.rows_px()[ti] - int(win.row_off)
+    cols = grid.cols_px()[tj] - int(win.col_off)
+    out = np.full((4, rows.size, cols.size), np.nan, dtype=np.float32)
+    local = NodeGrid(0, 0, grid.step_px, rows.size, cols.size, grid.chip_px, grid.search_px)
+    for si, sj in tile_slices(local, settings.batch_nodes):
+        res = match_tile(prep[0], prep[1], rows[si], cols[sj], settings)
+        for layer, values in zip(out, res, strict=True):
+            layer[si, sj] = values
+    return out
+
+
+def _work_key(ref: Scene, sec: Scene, band: int | None, settings: MatchSettings) -> str:
+    """A key that changes whenever the inputs or the settings change."""
+    info = {
+        "settings": {k: v for k, v in asdict(settings).items() if k != "workers"},
+        "band": band,
+    }
+    for name, s in (("ref", ref), ("sec", sec)):
+        st = s.path.stat()
+        info[name] = [str(s.path.resolve()), st.st_size, st.st_mtime_ns]
+    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _tile_file(folder: Path, tile: Tile) -> Path:
+    return folder / f"tile_{tile[0].start:06d}_{tile[1].start:06d}.npz"
+
+
+def _save_tile(path: Path, values: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, values=values)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _load_tile(path: Path, tile: Tile) -> np.ndarray | None:
+    try:
+        with np.load(path) as z:
+            values = z["values"]
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged leftover is simply matched again
+    ti, tj = tile
+    if values.shape != (4, ti.stop - ti.start, tj.stop - tj.start):
+        return None
+    return values
+
+
+def tiled_match(
+    ref: Scene,
+    sec: Scene,
+    settings: MatchSettings,
+    *,
+    band: int | None = None,
+    tile_nodes: int = 16384,
+    work_dir: str | os.PathLike[str] | None = None,
+    scheduler: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> MatchResult:
+    """Match two images on one grid, tile by tile, from their files.
+
+    Parameters
+    ----------
+    ref, sec : Scene
+        Scene headers (from :func:`glacierflow.scenes.read_header`); their files are read in
+        windows. Both must be on the same grid.
+    settings : MatchSettings
+        Matching parameters; ``settings.workers`` local processes run the tiles unless a
+        scheduler is given.
+    band : int, optional
+        Band of multi-band files.
+    tile_nodes : int
+        About how many nodes one tile task matches; memory per task grows with it (about
+        0.25 MB per node for 32 px chips and a 16 px search).
+    work_dir : path, optional
+        Folder for finished tiles; a rerun with the same inputs and settings reuses them.
+        Without one, nothing is kept.
+    scheduler : str, optional
+        Address of a ``dask.distributed`` scheduler; defaults to ``DASK_SCHEDULER_ADDRESS``.
+    progress : callable, optional
+        Called with the number of nodes of each finished tile.
+
+    Returns
+    -------
+    MatchResult
+        Identical to :func:`glacierflow.matching.match` on the whole images.
+    """
+    if ref.shape != sec.shape or ref.transform != sec.transform or ref.crs != sec.crs:
+        raise InputError(
+            f"tiled processing needs both images on one grid (SEC {sec.path.name} differs in "
+            "CRS, transform or size); reproject SEC onto REF first or run untiled",
+            ref.path,
+        )
+    try:
+        grid = make_grid(
+            ref.shape,
+            chip_px=settings.chip_px,
+            search_px=settings.search_px,
+            step_px=settings.step_px,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc), ref.path) from exc
+    tiles = plan_tiles(grid, settings, tile_nodes)
+    out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
+    folder = None
+    if work_dir is not None:
+        folder = Path(work_dir) / _work_key(ref, sec, band, settings)
+        folder.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for tile in tiles:
+        values = _load_tile(_tile_file(folder, tile), tile) if folder else None
+        if values is None:
+            todo.append(tile)
+            continue
+        out[:, tile[0], tile[1]] = values
+        if progress:
+            progress(values[0].size)
+    if todo:
+        ref_stats, sec_stats = file_stats(ref, band), file_stats(sec, band)
+        args = (scene_ref(ref), scene_ref(sec), band, grid)
+        for tile, values in _run(todo, args, settings, ref_stats, sec_stats, scheduler):
+            out[:, tile[0], tile[1]] = values
+            if folder:
+                _save_tile(_tile_file(folder, tile), values)
+            if progress:
+                progress(values[0].size)
+    return MatchResult(grid, out[0], out[1], out[2], out[3], settings)
+
+
+def _task(args, tile, settings, ref_stats, sec_stats) -> tuple[Tile, np.ndarray]:
+    ref, sec, band, grid = args
+    return tile, match_file_tile(ref, sec, band, grid, tile, settings, ref_stats, sec_stats)
+
+
+def _run(todo, args, settings, ref_stats, sec_stats, scheduler):
+    """Run tile tasks here, on local processes, or on a Dask scheduler; yield as they finish."""
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        from distributed import Client, as_completed
+
+        with Client(address) as client:
+            futures = [
+                client.submit(_task, args, t, settings, ref_stats, sec_stats, pure=False)
+                for t in todo
+            ]
+            for fut in as_completed(futures):
+                yield fut.result()
+        return
+    if settings.workers == 1 or len(todo) == 1:
+        for t in todo:
+            yield _task(args, t, settings, ref_stats, sec_stats)
+        return
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ProcessPoolExecutor(settings.workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_task, args, t, settings, ref_stats, sec_stats) for t in todo]
+        for fut in _as_completed(futures):
+            yield fut.result()
+
+
+def _as_completed(futures):
+    from concurrent.futures import as_completed
+
+    return as_completed(futures)
