@@ -310,10 +310,17 @@ def test_glacier_statistics_trends_and_files(series, library_run):
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") >= 4 + 3 + 1  # maps, changes, series
     assert "Candidate surges" in html and "RGI60-99.00002" in html
+    from glacierflow.portal.discover import read_product_facts
+
     for year in YEARS:
         with rasterio.open(out / f"v_{year}.tif") as src:
             assert src.descriptions == ("vx", "vy", "v", "v_error", "count")
             assert src.tags()["start_datetime"].startswith(f"{year}-07-01")
+        facts = read_product_facts(out / f"v_{year}.tif")  # what the portal publishes
+        assert facts.kind == "annual" and facts.year == year and facts.is_cog
+        assert f"{facts.start:%Y-%m-%d}" == f"{year}-07-01"
+        assert f"{facts.end:%Y-%m-%d}" == f"{year + 1}-06-30"
+        assert facts.sidecars["quicklook"] == out / f"v_{year}.png"
     import xarray as xr
 
     with xr.open_dataset(out / "velocity_cube.nc", engine="h5netcdf") as cube:

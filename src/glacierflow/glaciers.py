@@ -1,10 +1,16 @@
-"""Glacier and stable-ground outlines on an image grid.
+"""Glacier and stable-ground outlines on an image grid, and glacier analysis of velocity maps.
 
 Outlines (RGI shapefiles, GeoPackages, any CRS) are read with geopandas, reprojected to the grid's
 CRS and burnt into boolean masks with ``rasterio.features``. Stable ground comes either from
 glacier outlines (:func:`ice_mask_from_outlines`: everything off the buffered ice is stable) or
 from a file that marks stable ground directly (:func:`mask_from_file`: polygons such as the
 Yahtse rock outlines, or a raster mask whose non-zero pixels are stable).
+
+On period composites (:mod:`glacierflow.stack`): per-glacier speed statistics with errors
+(:func:`glacier_statistics`), their trends (:func:`speed_trends`), speed along centrelines and
+transects (:func:`read_lines`, :func:`sample_profiles`) and candidate surges
+(:func:`detect_surges`). These take Datasets and GeoDataFrames and return pandas tables; they
+write nothing.
 """
 
 from __future__ import annotations
@@ -747,6 +753,7 @@ def detect_surges(
         return pd.DataFrame(rows, columns=columns)
     transform, shape = _grid_of(composites[0])
     labels = label_glaciers(glaciers, transform, shape)
+    cells = np.bincount(labels.ravel(), minlength=len(glaciers) + 1)
     cell_km2 = abs(transform.a * transform.e) / 1e6
     res_km = abs(transform.a) / 1000.0
     to_lonlat = Transformer.from_crs(composites[0].attrs["crs_wkt"], "EPSG:4326", always_xy=True)
@@ -768,14 +775,21 @@ def detect_surges(
             )
         if not cand.any():
             continue
-        for gl in np.unique(labels[cand]):
-            patches, npatch = ndimage.label(cand & (labels == gl), structure=eight)
-            sizes = np.bincount(patches.ravel())[1:]
-            best = int(np.argmax(sizes)) + 1
-            area = float(sizes[best - 1] * cell_km2)
+        # Patches of surge cells, split where they cross from one glacier to another; one
+        # labelling of the whole grid, not one per glacier (RGI regions hold thousands).
+        patches, _ = ndimage.label(cand, structure=eight)
+        key = patches[cand].astype(np.int64) * (len(glaciers) + 1) + labels[cand]
+        keys, sizes = np.unique(key, return_counts=True)
+        patch_of, glacier_of = np.divmod(keys, len(glaciers) + 1)
+        boxes = ndimage.find_objects(patches)
+        for gl in np.unique(glacier_of):
+            best = int(np.argmax(np.where(glacier_of == gl, sizes, -1)))
+            area = float(sizes[best] * cell_km2)
             if area < min_area_km2:
                 continue
-            reach = patches == best
+            window = boxes[int(patch_of[best]) - 1]
+            reach = np.zeros(cand.shape, dtype=bool)
+            reach[window] = (patches[window] == patch_of[best]) & (labels[window] == gl)
             rr, cc = np.nonzero(reach)
             length = float(max(np.ptp(rr) + 1, np.ptp(cc) + 1) * res_km)
             cx, cy = transform @ (cc.mean() + 0.5, rr.mean() + 0.5)
@@ -789,7 +803,7 @@ def detect_surges(
                     "year_to": _year_of(after),
                     "reach_area_km2": area,
                     "reach_length_km": length,
-                    "reach_fraction": float(reach.sum() / max(1, (labels == gl).sum())),
+                    "reach_fraction": float(reach.sum() / max(1, cells[gl])),
                     "v_from_median": float(np.median(va[reach])),
                     "v_to_median": float(np.median(vb[reach])),
                     "ratio_median": float(np.median(vb[reach] / va[reach])),

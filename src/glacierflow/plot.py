@@ -577,7 +577,7 @@ def change_map_figure(
         pad=0.02,
         fraction=0.04,
     )
-    bar.set_label(f"speed change {yb} − {ya} (m/yr); faded: within 2σ, grey: no data")
+    bar.set_label(f"speed change {yb} − {ya} (m/yr); pale: within 2σ, dark grey: no data")
     bar.ax.tick_params(labelsize=8)
     return fig
 

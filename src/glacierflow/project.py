@@ -274,19 +274,23 @@ def _err(path: Path, lines: _Lines, key: str, problem: str) -> InputError:
     return InputError(f"line {number}: {problem}" if number else problem, path)
 
 
-def _check_keys(path: Path, lines: _Lines, table: dict, schema_key: str, where: str) -> None:
+def _check_keys(
+    path: Path, lines: _Lines, table: dict, schema_key: str, where: str, label: str | None = None
+) -> None:
+    """Refuse keys of ``table`` that the schema does not know; ``where`` is the table's dotted
+    path in the file (for the line), ``label`` how the message names it."""
     allowed = _SCHEMA[schema_key]
     for key in table:
         if key in allowed:
             continue
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        label = f"[{where}]" if where else "the top level"
+        name = label or (f"[{where}]" if where else "the top level")
         raise _err(
             path,
             lines,
             f"{where}.{key}" if where else key,
-            f"unknown key {key!r} in {label}{hint} Known keys: {', '.join(allowed)}",
+            f"unknown key {key!r} in {name}{hint} Known keys: {', '.join(allowed)}",
         )
 
 
@@ -623,7 +627,7 @@ def load_project(path: str | PathLike[str]) -> Project:
         periods = []
         for i, item in enumerate(raw_periods):
             key = f"composites.periods.{i}"
-            _check_keys(path, lines, item, "composites.periods", f"[composites.periods] #{i + 1}")
+            _check_keys(path, lines, item, "composites.periods", key, f"period #{i + 1}")
             for need in ("year", "start", "end"):
                 if need not in item:
                     raise _err(path, lines, key, f"period #{i + 1} needs year, start and end")
@@ -690,7 +694,7 @@ def load_project(path: str | PathLike[str]) -> Project:
     for i, item in enumerate(raw_tr):
         key = f"transects.{i}"
         _typed(path, lines, key, item, dict, "a [[transects]] table")
-        _check_keys(path, lines, item, "transects", f"[[transects]] #{i + 1}")
+        _check_keys(path, lines, item, "transects", key, f"[[transects]] #{i + 1}")
         if ("lonlat" in item) == ("xy" in item):
             raise _err(path, lines, key, f"transect #{i + 1} needs exactly one of lonlat or xy")
         pts = item.get("lonlat", item.get("xy"))

@@ -251,7 +251,7 @@ def render_report(
         out.append("<h2>Change between periods</h2>")
         out.append(
             '<p class="note">Later minus earlier speed; faded cells changed by less than twice '
-            "the combined one-sigma error; dark grey: no data in one of the periods.</p>"
+            "the combined one-sigma error (pale); dark grey: no data in one of the periods.</p>"
         )
         out.append(changes)
 

@@ -289,6 +289,11 @@ def match_nodes(
         Offsets (pixels, right and down, including the search centre) and quality; NaN where
         the node could not be matched.
     """
+    if settings.method == "orientation" and not np.iscomplexobj(ref.image):
+        raise ValueError(
+            "method='orientation' correlates orientation images: prepare them from "
+            "glacierflow.prefilter.orientation (match() does this itself)"
+        )
     c = settings.chip_px if chip_px is None else int(chip_px)
     s = settings.search_px
     half = c // 2
