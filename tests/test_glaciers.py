@@ -298,7 +298,7 @@ def test_cli_stable_ground_options(pair_files, tmp_path):
     assert "co-registration (affine, on off-ice" in result.stdout
     assert "stable ground:" in result.stdout
     with rasterio.open(out / "velocity.tif") as tif:
-        assert tif.descriptions[-2:] == ("v_error", "quality")
+        assert tif.descriptions[-3:] == ("v_error", "quality", "chip_px")
         assert tif.tags()["coreg_method"] == "affine"
 
 

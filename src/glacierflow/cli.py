@@ -14,7 +14,6 @@ import click
 
 from glacierflow import __version__
 from glacierflow.errors import GlacierflowError
-from glacierflow.filters import FilterSettings
 
 
 def _fail(exc: Exception) -> None:
@@ -71,8 +70,68 @@ _positive = click.IntRange(min=1)
     "--subpixel",
     default="lanczos",
     show_default=True,
-    type=click.Choice(["lanczos", "cubic", "parabola", "gaussian"]),
-    help="Sub-pixel peak estimator.",
+    type=click.Choice(["lanczos", "cubic", "parabola", "gaussian", "dft"]),
+    help="Sub-pixel peak estimator (dft: phase correlation only).",
+)
+@click.option(
+    "--method",
+    default="ncc",
+    show_default=True,
+    type=click.Choice(["ncc", "phase", "orientation"]),
+    help="Correlator: normalized, phase or orientation correlation.",
+)
+@click.option(
+    "--prefilter",
+    default="none",
+    show_default=True,
+    type=click.Choice(["none", "highpass", "wallis", "orientation"]),
+    help="Image enhancement before matching (nodata-aware).",
+)
+@click.option(
+    "--highpass-sigma-px",
+    default=3.0,
+    show_default=True,
+    type=float,
+    help="Gaussian sigma of the high-pass pre-filter, pixels.",
+)
+@click.option(
+    "--wallis-window-px",
+    default=21.0,
+    show_default=True,
+    type=float,
+    help="Window of the Wallis pre-filter, pixels.",
+)
+@click.option(
+    "--pyramid-levels",
+    default=1,
+    show_default=True,
+    type=_positive,
+    help="2: a coarse pass at half resolution centres every search window.",
+)
+@click.option(
+    "--retry-chip-px",
+    multiple=True,
+    type=_positive,
+    help="Larger chip to retry weak nodes with (repeatable).",
+)
+@click.option(
+    "--retry-min-snr",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Nodes below this SNR are retried with --retry-chip-px.",
+)
+@click.option(
+    "--prior-vx",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Prior velocity east component (m/yr raster) to centre the search.",
+)
+@click.option(
+    "--prior-vy",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Prior velocity north component (m/yr raster).",
 )
 @click.option(
     "--workers",
@@ -133,17 +192,15 @@ _positive = click.IntRange(min=1)
 )
 @click.option(
     "--min-corr",
-    default=FilterSettings.min_corr,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0, max=1),
-    help="Lowest peak correlation kept.",
+    help="Lowest peak correlation kept [default: per method, 0.3 for ncc].",
 )
 @click.option(
     "--min-snr",
-    default=FilterSettings.min_snr,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0),
-    help="Lowest correlation peak signal-to-noise ratio kept.",
+    help="Lowest correlation peak signal-to-noise ratio kept [default: per method, 1.2 for ncc].",
 )
 @click.option(
     "--fill-holes/--no-fill-holes",
@@ -168,9 +225,18 @@ def track(
     stable_mask: Path | None,
     ice_buffer_m: float | None,
     coreg: str,
-    min_corr: float,
-    min_snr: float,
+    min_corr: float | None,
+    min_snr: float | None,
     fill_holes: bool,
+    method: str,
+    prefilter: str,
+    highpass_sigma_px: float,
+    wallis_window_px: float,
+    pyramid_levels: int,
+    retry_chip_px: tuple[int, ...],
+    retry_min_snr: float,
+    prior_vx: Path | None,
+    prior_vy: Path | None,
     tile_nodes: int | None,
     scheduler: str | None,
     work_dir: Path | None,
@@ -206,6 +272,15 @@ def track(
             tile_nodes=tile_nodes,
             scheduler=scheduler,
             work_dir=work_dir,
+            method=method,
+            prefilter=prefilter,
+            prefilter_sigma_px=highpass_sigma_px,
+            wallis_window_px=wallis_window_px,
+            pyramid_levels=pyramid_levels,
+            retry_chip_px=retry_chip_px,
+            retry_min_snr=retry_min_snr,
+            prior_vx=prior_vx,
+            prior_vy=prior_vy,
         )
     except GlacierflowError as exc:
         _fail(exc)

@@ -72,6 +72,10 @@ QUALITY_VARIABLES: dict[str, dict[str, Any]] = {
         ),
     },
     "quality": quality_attrs(),
+    "chip_px": {
+        "units": "pixel",
+        "long_name": "side of the reference chip the node was measured with",
+    },
 }
 
 #: Smallest per-component sigma of a correlation peak, in pixels: the systematic error of the
