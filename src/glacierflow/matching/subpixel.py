@@ -101,7 +101,7 @@ def refine_peak(
     peak_rows: np.ndarray,
     peak_cols: np.ndarray,
     method: str = "lanczos",
-    iterations: int = 4,
+    iterations: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel peak position near an integer peak of each correlation surface.
 
