@@ -228,24 +228,7 @@ def quicklook_figure(
             # A 95th-percentile arrow is ~90 % of the arrow spacing (~3 % of the width): long
             # enough to read, short enough not to cross its neighbour.
             scale = speed_ref / (0.9 * spacing_m)  # (m/yr) per map metre of arrow
-            q = ax.quiver(
-                gx[keep],
-                gy[keep],
-                vx[sub][keep],
-                vy[sub][keep],
-                angles="xy",
-                scale_units="xy",
-                scale=scale,
-                color="white",
-                edgecolor="black",
-                linewidth=0.6,
-                width=0.0022,
-                headwidth=3.5,
-                headlength=3.5,
-                headaxislength=3.2,
-                minlength=0.5,
-                zorder=3,
-            )
+            q = _arrows(ax, gx[keep], gy[keep], vx[sub][keep], vy[sub][keep], scale, 0.6)
             key = _nice(speed_ref)
             ax.quiverkey(
                 q,
@@ -460,23 +443,7 @@ def annual_map_figure(
         )
         spacing_m = stride * abs(transform.a)
         scale = (vmax / 2) / spacing_m
-        q = ax.quiver(
-            gx[keep],
-            gy[keep],
-            vx[sub][keep],
-            vy[sub][keep],
-            angles="xy",
-            scale_units="xy",
-            scale=scale,
-            color="white",
-            edgecolor="black",
-            linewidth=0.5,
-            width=0.0022,
-            headwidth=3.5,
-            headlength=3.5,
-            headaxislength=3.2,
-            zorder=3,
-        )
+        q = _arrows(ax, gx[keep], gy[keep], vx[sub][keep], vy[sub][keep], scale, 0.5)
         key = _nice(vmax / 2)
         ax.quiverkey(
             q,
@@ -682,3 +649,25 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=QUICKLOOK_DPI)
     return path
+
+
+def _arrows(ax, x, y, u, v, scale: float, edge_width: float):
+    """White flow arrows with a black edge, ``scale`` (m/yr) per map metre of arrow."""
+    return ax.quiver(
+        x,
+        y,
+        u,
+        v,
+        angles="xy",
+        scale_units="xy",
+        scale=scale,
+        color="white",
+        edgecolor="black",
+        linewidth=edge_width,
+        width=0.0022,
+        headwidth=3.5,
+        headlength=3.5,
+        headaxislength=3.2,
+        minlength=0.5,
+        zorder=3,
+    )
