@@ -256,17 +256,7 @@ def quicklook_figure(
     ax.tick_params(labelsize=8)
     ax.set_title(title if title is not None else _default_title(ds), fontsize=11, loc="left")
 
-    # The colour bar gets its own opaque mappable: the layer's transparency would wash it out.
-    bar = fig.colorbar(
-        ScalarMappable(norm=norm, cmap=colormaps[SPEED_CMAP]),
-        ax=ax,
-        extend="max",
-        shrink=0.9,
-        pad=0.02,
-        fraction=0.04,
-    )
-    bar.set_label("speed (m/yr)")
-    bar.ax.tick_params(labelsize=8)
+    _speed_colourbar(fig, ax, norm)
     return fig
 
 
@@ -457,16 +447,7 @@ def annual_map_figure(
             labelsep=0.08,
             fontproperties={"size": 8},
         )
-    bar = fig.colorbar(
-        ScalarMappable(norm=norm, cmap=colormaps[SPEED_CMAP]),
-        ax=ax,
-        extend="max",
-        shrink=0.9,
-        pad=0.02,
-        fraction=0.04,
-    )
-    bar.set_label("speed (m/yr)")
-    bar.ax.tick_params(labelsize=8)
+    _speed_colourbar(fig, ax, norm)
     return fig
 
 
@@ -671,3 +652,18 @@ def _arrows(ax, x, y, u, v, scale: float, edge_width: float):
         minlength=0.5,
         zorder=3,
     )
+
+
+def _speed_colourbar(fig, ax, norm) -> None:
+    """Opaque speed colour bar in m/yr (its own mappable: a layer's transparency would wash
+    it out)."""
+    bar = fig.colorbar(
+        ScalarMappable(norm=norm, cmap=colormaps[SPEED_CMAP]),
+        ax=ax,
+        extend="max",
+        shrink=0.9,
+        pad=0.02,
+        fraction=0.04,
+    )
+    bar.set_label("speed (m/yr)")
+    bar.ax.tick_params(labelsize=8)
