@@ -426,18 +426,58 @@ def serve(catalog_dir: Path, host: str, port: int) -> None:
     "--workers",
     default=None,
     type=_positive,
-    help="Threads used for matching [default: the project's, else 1].",
+    help="Processes used for matching [default: the project's, else 1; with "
+    "--concurrent-pairs, the number of CPUs, shared out between the pairs running at once].",
+)
+@click.option(
+    "--concurrent-pairs",
+    default=None,
+    type=_positive,
+    metavar="N",
+    help="Pairs processed at once on local worker processes [default: the project's "
+    "[matching] concurrent_pairs, else 1]. The products are the same as one pair at a time.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    envvar="DASK_SCHEDULER_ADDRESS",
+    help="Address of a running dask.distributed scheduler: every pair is one task on its "
+    "workers, which must see the scenes and the output folder at the same paths "
+    "[default: DASK_SCHEDULER_ADDRESS].",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars over the pairs and each pair's nodes (default: when stderr is a terminal).",
 )
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
-def run_command(project_file: Path, workers: int | None, no_report: bool) -> None:
+def run_command(
+    project_file: Path,
+    workers: int | None,
+    concurrent_pairs: int | None,
+    scheduler: str | None,
+    progress: bool | None,
+    no_report: bool,
+) -> None:
     """Process every pair of a project, then write the annual products and the report.
 
-    Pairs whose products are already complete are kept, so an interrupted run resumes.
+    Pairs whose products are already complete are kept, so an interrupted run resumes. Pairs
+    run one after another, N at a time with --concurrent-pairs N, or on a Dask cluster with
+    --scheduler ADDRESS; the annual products are composed once every pair is done.
     """
     from glacierflow.project import run_project
 
     try:
-        result = run_project(project_file, workers=workers, report=not no_report, echo=click.echo)
+        result = run_project(
+            project_file,
+            workers=workers,
+            concurrent_pairs=concurrent_pairs,
+            scheduler=scheduler,
+            report=not no_report,
+            progress=progress,
+            echo=click.echo,
+        )
     except GlacierflowError as exc:
         _fail(exc)
         return

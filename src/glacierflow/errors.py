@@ -52,3 +52,8 @@ class OutputError(GlacierflowError, OSError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
+
+    def __reduce__(self) -> tuple:
+        # Rebuilt from (problem, path) when sent back from a worker process or a Dask task;
+        # OSError's own reduction would call __init__ with the message alone.
+        return (type(self), (self.problem, self.path), self.__dict__)

@@ -24,6 +24,9 @@ products were renamed into place (they are written as one set), so a run killed 
 leaves every pair either complete or redone on the next run. Composites, tables, figures and
 the report are recomputed from the pair products on every run; each file is written atomically.
 
+Pairs run one after another, several at a time on local worker processes, or one task each on a
+``dask.distributed`` cluster (:func:`run_project`); their products do not depend on which.
+
 This module is orchestration: it reads the project file and scene headers and writes the
 products through :mod:`glacierflow.products`; the computations live in :mod:`glacierflow.track`,
 :mod:`glacierflow.stack`, :mod:`glacierflow.glaciers` and :mod:`glacierflow.plot`.
@@ -36,11 +39,13 @@ import difflib
 import hashlib
 import json
 import logging
+import multiprocessing as mp
+import os
 import re
 import time
 import tomllib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from os import PathLike
@@ -51,7 +56,7 @@ import numpy as np
 import xarray as xr
 
 from glacierflow import __version__
-from glacierflow.errors import InputError
+from glacierflow.errors import GlacierflowError, InputError
 
 log = logging.getLogger("glacierflow")
 
@@ -99,7 +104,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "scenes": ("folder", "pattern", "paths", "list", "band", "path_row", "dates"),
     "pairs": ("explicit", "min_days", "max_days", "same_path_row"),
     "grid": ("crs", "resolution_m", "bounds_lonlat", "bounds"),
-    "matching": ("chip_px", "search_px", "step_px", "subpixel", "workers"),
+    "matching": ("chip_px", "search_px", "step_px", "subpixel", "workers", "concurrent_pairs"),
     "filtering": ("min_corr", "min_snr", "fill_holes", "coreg", "ice_buffer_m"),
     "outlines": (
         "glaciers",
@@ -236,6 +241,7 @@ class Project:
     assign: str
     analysis: dict[str, float]
     transects: tuple[Transect, ...] = ()
+    concurrent_pairs: int = 1
     _lines: _Lines | None = field(default=None, repr=False, compare=False)
 
     def line(self, dotted: str) -> int | None:
@@ -547,6 +553,21 @@ def load_project(path: str | PathLike[str]) -> Project:
         if value < 1:
             raise _err(path, lines, f"matching.{key}", f"{key} must be 1 or more, got {value}")
         matching[key] = value
+    concurrent_pairs = _typed(
+        path,
+        lines,
+        "matching.concurrent_pairs",
+        mt.get("concurrent_pairs", 1),
+        int,
+        "a whole number",
+    )
+    if concurrent_pairs < 1:
+        raise _err(
+            path,
+            lines,
+            "matching.concurrent_pairs",
+            f"concurrent_pairs must be 1 or more, got {concurrent_pairs}",
+        )
     matching["subpixel"] = str(
         _typed(path, lines, "matching.subpixel", mt.get("subpixel", "lanczos"), str, "a name")
     )
@@ -749,6 +770,7 @@ def load_project(path: str | PathLike[str]) -> Project:
         assign=assign,
         analysis=analysis,
         transects=tuple(transects),
+        concurrent_pairs=concurrent_pairs,
         _lines=lines,
     )
 
@@ -1146,9 +1168,28 @@ def _crop(scene, grid, margin_px: int):
 
 
 def process_pair(
-    project: Project, plan: PairPlan, folder: Path, workers: int | None = None
+    project: Project,
+    plan: PairPlan,
+    folder: Path,
+    workers: int | None = None,
+    *,
+    progress: bool | None = False,
 ) -> xr.Dataset:
     """Track one pair (cropped to the grid) and write its products, then ``done.json``.
+
+    Parameters
+    ----------
+    project : Project
+        The project: grid, band, matching and filtering settings.
+    plan : PairPlan
+        The pair.
+    folder : Path
+        The pair's output folder; leftovers of a killed run there are removed first.
+    workers : int, optional
+        Matching processes; overrides ``[matching] workers`` (the result does not depend on it).
+    progress : bool or None
+        A progress bar over the pair's nodes: True always, False never, None when stderr is a
+        terminal.
 
     Returns
     -------
@@ -1182,7 +1223,7 @@ def process_pair(
         raise InputError(
             f"the scenes share no valid pixel inside the grid (SEC: {sec.path})", ref.path
         )
-    ds = track_pair(pair, progress=False, **opts)
+    ds = track_pair(pair, progress=progress, **opts)
     ds.attrs["pair_id"] = plan.pair_id
     ds.attrs["project"] = project.name
     write_products(ds, folder, background=pair.ref.data, background_transform=pair.transform)
@@ -1504,58 +1545,240 @@ def _transect_lines(project: Project, crs_wkt: str):
     )
 
 
+# --------------------------------------------------------------------------------------------
+# Running many pairs: one after another, on local processes or on a Dask cluster
+# --------------------------------------------------------------------------------------------
+
+
+def _track_one(
+    project: Project, plan: PairPlan, folder: Path, workers: int | None, progress: bool | None
+) -> dict[str, float]:
+    """Process one pair; what its progress line says (small, to send back from a worker)."""
+    t0 = time.perf_counter()
+    ds = process_pair(project, plan, folder, workers=workers, progress=progress)
+    v = ds["v"].values
+    return {
+        "valid": float(np.isfinite(v).mean()),
+        "nodes": int(v.size),
+        "stable_vx": float(ds.attrs.get("stable_vx_nmad_m_per_yr", float("nan"))),
+        "stable_vy": float(ds.attrs.get("stable_vy_nmad_m_per_yr", float("nan"))),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+PairOutcome = tuple[int, dict[str, float] | None, BaseException | None]
+"""Index of a pair in the plan, its summary (None if it failed) and its error (None if not)."""
+
+
+def _run_pairs(
+    project: Project,
+    jobs: list[tuple[int, PairPlan, Path]],
+    *,
+    workers: int | None,
+    concurrent_pairs: int,
+    scheduler: str | None,
+    progress: bool | None,
+) -> Iterator[PairOutcome]:
+    """Process pairs here, on local processes or on a Dask scheduler; yield them as they finish.
+
+    One after another (``concurrent_pairs`` 1, no scheduler), the first error is raised at once,
+    so no later pair starts. Concurrently, the first error cancels the pairs not yet started;
+    pairs already running finish (and stay finished) and are yielded, with the error, before
+    the generator ends.
+    """
+    if not jobs:
+        return
+    if scheduler:
+        yield from _run_pairs_dask(project, jobs, scheduler)
+        return
+    if concurrent_pairs == 1 or len(jobs) == 1:
+        if concurrent_pairs > 1:
+            workers = workers or os.cpu_count() or 1
+        for i, plan, folder in jobs:
+            yield i, _track_one(project, plan, folder, workers, progress), None
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    n = min(concurrent_pairs, len(jobs))
+    per_pair = max(1, (workers or os.cpu_count() or 1) // n)
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+        futures = {
+            pool.submit(_track_one, project, plan, folder, per_pair, False): i
+            for i, plan, folder in jobs
+        }
+        failed = False
+        for fut in as_completed(futures):
+            if fut.cancelled():
+                continue
+            exc = fut.exception()
+            if exc is not None and not failed:
+                failed = True
+                for other in futures:
+                    other.cancel()  # only those not started; running pairs finish
+            yield futures[fut], None if exc is not None else fut.result(), exc
+
+
+def _run_pairs_dask(
+    project: Project, jobs: list[tuple[int, PairPlan, Path]], scheduler: str
+) -> Iterator[PairOutcome]:
+    """One task per pair on a ``dask.distributed`` scheduler, one matching process each."""
+    from distributed import Client, as_completed
+
+    try:
+        client = Client(scheduler)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(
+            f"cannot reach the dask scheduler at {scheduler!r} ({exc}); start it, fix the "
+            "address, or run without --scheduler (and DASK_SCHEDULER_ADDRESS)"
+        ) from exc
+    with client:
+        futures = {
+            client.submit(_track_one, project, plan, folder, 1, False, pure=False): i
+            for i, plan, folder in jobs
+        }
+        for fut in as_completed(list(futures)):
+            if fut.status == "error":
+                # Pairs not started are cancelled; running ones still finish on their workers.
+                client.cancel([f for f in futures if not f.done()])
+                yield futures[fut], None, fut.exception()
+                return
+            if fut.status == "finished":
+                yield futures[fut], fut.result(), None
+
+
 def run_project(
     project: Project | str | PathLike[str],
     *,
     workers: int | None = None,
+    concurrent_pairs: int | None = None,
+    scheduler: str | None = None,
     report: bool = True,
+    progress: bool | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> ProjectResult:
     """Process every pair of a project (skipping complete ones), then compose the products.
+
+    Pairs run one after another, several at a time on local worker processes
+    (``concurrent_pairs``), or as one task each on a ``dask.distributed`` cluster
+    (``scheduler``). The products are the same either way, value for value, and the progress
+    lines and the result list the pairs in plan order. Composites are made once every pair is
+    done.
 
     Parameters
     ----------
     project : Project or path
         A loaded project or the path of its TOML file.
     workers : int, optional
-        Matching threads; overrides ``[matching] workers`` (the result does not depend on it).
+        Matching processes; overrides ``[matching] workers`` (the result does not depend on it).
+        With ``concurrent_pairs`` above 1, the processes of the whole run (default: the number
+        of CPUs), shared out between the pairs running at once (at least one each).
+    concurrent_pairs : int, optional
+        How many pairs run at once on local processes; overrides ``[matching]
+        concurrent_pairs`` (default 1: one after another, in this process).
+    scheduler : str, optional
+        Address of a ``dask.distributed`` scheduler (default: ``DASK_SCHEDULER_ADDRESS``, if
+        set) to run the pairs on, one task and one matching process per pair; its workers must
+        see the scene files and the output folder at the same paths.
     report : bool
         Write ``report.html``.
+    progress : bool or None
+        Progress bars on stderr (over the pairs and, one pair at a time, over each pair's
+        nodes): True always, False never, None when stderr is a terminal.
     echo : callable, optional
         Receives one line of progress per step (the CLI prints them).
 
     Returns
     -------
     ProjectResult
+
+    Raises
+    ------
+    GlacierflowError
+        The first error of a pair, in plan order (the same as a sequential run gives); the
+        pairs that finished are kept, so a rerun resumes.
     """
+    from tqdm.auto import tqdm
+
     if not isinstance(project, Project):
         project = load_project(project)
-    say = echo or (lambda _msg: None)
+    concurrent_pairs = project.concurrent_pairs if concurrent_pairs is None else concurrent_pairs
+    if concurrent_pairs < 1:
+        raise InputError(f"concurrent_pairs must be 1 or more, got {concurrent_pairs}")
+    if scheduler is None:
+        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+    def say(msg: str) -> None:
+        if echo is not None:
+            with tqdm.external_write_mode():
+                echo(msg)
+
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs: dict[str, Path] = {}
-    processed, skipped = [], []
-    for i, plan in enumerate(plans, start=1):
+    heads: list[str] = []
+    lines: dict[int, str] = {}
+    jobs: list[tuple[int, PairPlan, Path]] = []
+    for i, plan in enumerate(plans):
         folder = project.output / "pairs" / plan.pair_id
         pair_dirs[plan.pair_id] = folder
-        head = (
-            f"pair {i}/{len(plans)} {plan.ref.acquired:%Y-%m-%d} -> {plan.sec.acquired:%Y-%m-%d} "
-            f"({plan.dt_days:.0f} d)"
+        heads.append(
+            f"pair {i + 1}/{len(plans)} {plan.ref.acquired:%Y-%m-%d} -> "
+            f"{plan.sec.acquired:%Y-%m-%d} ({plan.dt_days:.0f} d)"
         )
         if pair_is_complete(folder, _fingerprint(project, plan)):
-            skipped.append(plan.pair_id)
-            say(f"{head}: complete, kept")
-            continue
-        t0 = time.perf_counter()
-        ds = process_pair(project, plan, folder, workers=workers)
-        processed.append(plan.pair_id)
-        v = ds["v"].values
-        stable = ds.attrs.get("stable_vx_nmad_m_per_yr", float("nan"))
-        stable_y = ds.attrs.get("stable_vy_nmad_m_per_yr", float("nan"))
-        say(
-            f"{head}: tracked, {np.isfinite(v).mean():.0%} of {v.size} nodes valid, stable "
-            f"ground NMAD vx {stable:.1f} vy {stable_y:.1f} m/yr ({time.perf_counter() - t0:.1f} s)"
+            lines[i] = f"{heads[i]}: complete, kept"
+        else:
+            jobs.append((i, plan, folder))
+
+    next_line = 0
+
+    def say_in_order() -> None:
+        nonlocal next_line
+        while next_line in lines:
+            say(lines.pop(next_line))
+            next_line += 1
+
+    done: set[int] = set()
+    errors: dict[int, BaseException] = {}
+    with tqdm(
+        total=len(plans),
+        initial=len(plans) - len(jobs),
+        unit="pair",
+        desc="pairs",
+        disable=(not progress) if progress is not None else None,
+    ) as bar:
+        say_in_order()
+        outcomes = _run_pairs(
+            project,
+            jobs,
+            workers=workers,
+            concurrent_pairs=concurrent_pairs,
+            scheduler=scheduler,
+            progress=progress,
         )
+        for i, summary, error in outcomes:
+            bar.update(1)
+            if error is not None or summary is None:
+                errors[i] = error or GlacierflowError(f"pair {plans[i].pair_id} gave no result")
+                lines[i] = f"{heads[i]}: failed"
+            else:
+                done.add(i)
+                lines[i] = (
+                    f"{heads[i]}: tracked, {summary['valid']:.0%} of {summary['nodes']} nodes "
+                    f"valid, stable ground NMAD vx {summary['stable_vx']:.1f} vy "
+                    f"{summary['stable_vy']:.1f} m/yr ({summary['seconds']:.1f} s)"
+                )
+            say_in_order()
+    if errors:
+        # Concurrent pairs only (one after another, the error is raised as it happens): say
+        # which pairs finished, then raise the error the sequential run would have raised.
+        for i in sorted(lines):
+            say(lines[i])
+        raise errors[min(errors)]
+    processed = [plan.pair_id for i, plan in enumerate(plans) if i in done]
+    skipped = [plan.pair_id for i, plan in enumerate(plans) if i not in done]
     say("composites:")
     result = compose_products(project, pair_dirs, report=report, echo=say)
     result.pairs, result.processed, result.skipped = plans, processed, skipped
