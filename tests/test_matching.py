@@ -167,3 +167,43 @@ def test_workers_give_identical_results(yahtse_crop: np.ndarray) -> None:
     two = match(yahtse_crop, sec, settings=MatchSettings(workers=2, batch_nodes=256))
     np.testing.assert_array_equal(one.dx_px, two.dx_px)
     np.testing.assert_array_equal(one.snr, two.snr)
+
+
+@pytest.mark.parametrize("step", [2, 8])
+def test_ncc_paths_agree_with_brute_force(yahtse_crop: np.ndarray, step: int) -> None:
+    """Per-node FFT, shared block FFT and dense box-filtered products: one coefficient.
+
+    The three NCC paths are chosen by grid density; on a tile of real texture with a shifted
+    search centre each must give the float64 correlation coefficient of chip and window.
+    """
+    from math import gcd
+
+    from glacierflow.matching.ncc import PreparedImage, ncc_dense, ncc_grid, ncc_nodes
+
+    c, s, off = 32, 16, (2, -3)
+    sec_img = warp_image(yahtse_crop, *glacier_field(yahtse_crop.shape, peak_px=4.0))
+    ref, sec = PreparedImage(yahtse_crop), PreparedImage(sec_img)
+    rows = 60 + step * np.arange(9)
+    cols = 70 + step * np.arange(7)
+    ref_tab = ref.tables(0, 0, *ref.shape)
+    sec_tab = sec.tables(0, 0, *sec.shape)
+    rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+    surfaces = {
+        "dense": ncc_dense(ref, sec, ref_tab, sec_tab, rows, cols, c, s, off),
+        "grid": ncc_grid(ref, sec, ref_tab, sec_tab, rows, cols, c, s, gcd(c, step), off),
+        "nodes": ncc_nodes(ref, sec, ref_tab, sec_tab, rr, cc, c, s, rr + off[0], cc + off[1]),
+    }
+    rng = np.random.default_rng(3)
+    for n in rng.choice(rr.size, 12, replace=False):
+        t = ref.image[rr[n] - 16 : rr[n] + 16, cc[n] - 16 : cc[n] + 16].astype(np.float64)
+        for ky, kx in ((0, 0), (16, 16), (15, 18), (32, 5), (7, 32)):
+            r0 = rr[n] - 16 - s + off[0] + ky
+            c0 = cc[n] - 16 - s + off[1] + kx
+            w = sec.image[r0 : r0 + c, c0 : c0 + c].astype(np.float64)
+            expected = np.corrcoef(t.ravel(), w.ravel())[0, 1]
+            for name, surf in surfaces.items():
+                assert abs(surf[n, ky, kx] - expected) < 1e-4, (name, n, ky, kx)
+    # And the same integer peak everywhere.
+    peaks = {k: v.reshape(v.shape[0], -1).argmax(1) for k, v in surfaces.items()}
+    np.testing.assert_array_equal(peaks["dense"], peaks["nodes"])
+    np.testing.assert_array_equal(peaks["grid"], peaks["nodes"])

@@ -73,6 +73,26 @@ def test_tiled_equals_untiled_bit_for_bit(crops, tile_nodes):
     _assert_identical(tiled, whole)
 
 
+@pytest.mark.parametrize("tile_nodes", [50, 4096])
+def test_tiled_dense_kernel_equals_untiled(crops, tile_nodes):
+    # Step 2 takes the dense kernel (box-filtered products per offset) with its own large
+    # internal tiles; 50 nodes per task cuts those into tiles that do not divide the grid.
+    settings = MatchSettings(step_px=2, search_px=8, batch_nodes=None if tile_nodes > 50 else 25)
+    assert settings.dense
+    whole = _untiled(*crops, settings)
+    assert whole.valid.mean() > 0.9
+    tiled = tiled_match(
+        read_header(crops[0]), read_header(crops[1]), settings, tile_nodes=tile_nodes
+    )
+    _assert_identical(tiled, whole)
+    # And the dense kernel finds what the FFT kernel finds.
+    fft = _untiled(*crops, MatchSettings(step_px=2, search_px=8, ncc_kernel="fft"))
+    both = fft.valid & whole.valid
+    assert both.mean() > 0.9
+    assert np.abs(fft.dx_px - whole.dx_px)[both].max() < 2e-3
+    assert np.abs(fft.dy_px - whole.dy_px)[both].max() < 2e-3
+
+
 def test_tiled_on_worker_processes_and_resume(crops, tmp_path):
     settings = MatchSettings(batch_nodes=16, workers=2)
     whole = _untiled(*crops, settings)

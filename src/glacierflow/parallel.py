@@ -39,7 +39,7 @@ Tile = tuple[slice, slice]
 
 def internal_side(settings: MatchSettings) -> int:
     """Side, in nodes, of the matcher's own tiles (see :func:`matching.core.tile_slices`)."""
-    return max(1, int(round(np.sqrt(settings.batch_nodes))))
+    return max(1, int(round(np.sqrt(settings.tile_nodes))))
 
 
 def plan_tiles(grid: NodeGrid, settings: MatchSettings, tile_nodes: int) -> list[Tile]:
@@ -126,7 +126,7 @@ def match_file_tile(
     cols = grid.cols_px()[tj] - int(win.col_off)
     out = np.full((4, rows.size, cols.size), np.nan, dtype=np.float32)
     local = NodeGrid(0, 0, grid.step_px, rows.size, cols.size, grid.chip_px, grid.search_px)
-    for si, sj in tile_slices(local, settings.batch_nodes):
+    for si, sj in tile_slices(local, settings.tile_nodes):
         res = match_tile(prep[0], prep[1], rows[si], cols[sj], settings)
         for layer, values in zip(out, res, strict=True):
             layer[si, sj] = values

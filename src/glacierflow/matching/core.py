@@ -33,6 +33,8 @@ from glacierflow.matching.grid import NodeGrid, extract_chips, make_grid
 from glacierflow.matching.ncc import (
     PreparedImage,
     block_size_px,
+    dense_is_faster,
+    ncc_dense,
     ncc_grid,
     ncc_nodes,
     ncc_surfaces,
@@ -42,6 +44,8 @@ from glacierflow.matching.subpixel import SUBPIXEL_METHODS, refine_peak
 
 #: Correlators: masked normalized cross-correlation, phase correlation, orientation correlation.
 METHODS = ("ncc", "phase", "orientation")
+#: Ways of computing NCC surfaces (see ``MatchSettings.ncc_kernel``).
+NCC_KERNELS = ("auto", "fft", "dense")
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,16 @@ class MatchSettings:
         needs ``method="phase"``.
     min_valid_fraction : float
         Smallest fraction of valid pixels in a reference chip for its node to be matched.
-    batch_nodes : int
-        Nodes per tile, matched in one set of FFT calls. Small tiles keep the working set in the
-        CPU cache (256 measured fastest for 32 px chips and 16 px search).
+    batch_nodes : int, optional
+        Nodes per tile, matched in one set of calls. By default (None) :attr:`tile_nodes` picks
+        it for the NCC kernel in use: 256 for the FFT kernels (small tiles keep the working set
+        in the CPU cache) and 4096 for the dense kernel (whose per-offset calls need large tiles
+        to pay off).
+    ncc_kernel : str
+        How NCC surfaces are computed, one of :data:`NCC_KERNELS`: ``"auto"`` picks by grid
+        density (:func:`~glacierflow.matching.ncc.dense_is_faster`); ``"fft"`` uses block FFTs
+        shared between neighbouring chips (one FFT per node where blocks do not pay);
+        ``"dense"`` sums box-filtered products per offset. All give the same coefficients.
     workers : int
         Processes matching tiles in parallel.
     pyramid_levels : int
@@ -92,7 +103,8 @@ class MatchSettings:
     method: str = "ncc"
     subpixel: str = "lanczos"
     min_valid_fraction: float = 0.5
-    batch_nodes: int = 256
+    batch_nodes: int | None = None
+    ncc_kernel: str = "auto"
     workers: int = 1
     pyramid_levels: int = 1
     retry_chip_px: tuple[int, ...] = ()
@@ -101,6 +113,8 @@ class MatchSettings:
     def __post_init__(self) -> None:
         for name in ("chip_px", "search_px", "step_px", "batch_nodes", "workers", "pyramid_levels"):
             value = getattr(self, name)
+            if value is None and name == "batch_nodes":
+                continue
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")
         if self.chip_px < 4:
@@ -114,6 +128,8 @@ class MatchSettings:
                 f"subpixel='dft' works on cross-power spectra: use it with method='phase', not "
                 f"{self.method!r} (or choose 'lanczos')"
             )
+        if self.ncc_kernel not in NCC_KERNELS:
+            raise ValueError(f"ncc_kernel must be one of {NCC_KERNELS}, got {self.ncc_kernel!r}")
         if not 0 < self.min_valid_fraction <= 1:
             raise ValueError("min_valid_fraction must be in (0, 1]")
         retry = tuple(self.retry_chip_px)
@@ -123,6 +139,22 @@ class MatchSettings:
                 raise ValueError(f"retry_chip_px must hold chip sizes of 4 px or more, got {retry}")
         if not self.retry_min_snr >= 0:
             raise ValueError(f"retry_min_snr must be zero or positive, got {self.retry_min_snr}")
+
+    @property
+    def dense(self) -> bool:
+        """Whether NCC tiles use the dense kernel (box-filtered products per offset)."""
+        if self.method != "ncc" or self.ncc_kernel == "fft":
+            return False
+        return self.ncc_kernel == "dense" or dense_is_faster(
+            self.chip_px, self.step_px, self.search_px
+        )
+
+    @property
+    def tile_nodes(self) -> int:
+        """Nodes per internal tile: ``batch_nodes``, or the kernel's own default."""
+        if self.batch_nodes is not None:
+            return int(self.batch_nodes)
+        return 4096 if self.dense else 256
 
 
 @dataclass
@@ -182,10 +214,16 @@ def peak_snr(
         Signal-to-noise ratio (dimensionless); large for a sharp, unique peak.
     """
     n, k, _ = surfaces.shape
-    finite = np.isfinite(surfaces)
-    a = np.abs(np.where(finite, surfaces, 0.0))
+    a = np.abs(surfaces)
+    # Sums over the whole surface; surfaces holding NaN (rare: flat or masked shifts) are summed
+    # again without them.
     total = a.reshape(n, -1).sum(axis=1, dtype=np.float64)
-    count = finite.reshape(n, -1).sum(axis=1)
+    count = np.full(n, k * k, dtype=np.int64)
+    holes = np.flatnonzero(np.isnan(total))
+    if holes.size:
+        finite = np.isfinite(a[holes])
+        total[holes] = np.where(finite, a[holes], 0.0).reshape(holes.size, -1).sum(axis=1)
+        count[holes] = finite.reshape(holes.size, -1).sum(axis=1)
     # Remove the box around the peak (clipped at the surface border) from sum and count.
     offs = np.arange(-exclude_px, exclude_px + 1)
     rr = rows[:, None] + offs[None, :]
@@ -193,8 +231,10 @@ def peak_snr(
     inside = ((rr >= 0) & (rr < k))[:, :, None] & ((cc >= 0) & (cc < k))[:, None, :]
     idx = np.arange(n)[:, None, None]
     rc, ccl = np.clip(rr, 0, k - 1)[:, :, None], np.clip(cc, 0, k - 1)[:, None, :]
-    box = np.where(inside, a[idx, rc, ccl], 0.0).reshape(n, -1).sum(axis=1)
-    fbox = (inside & finite[idx, rc, ccl]).reshape(n, -1).sum(axis=1)
+    near = a[idx, rc, ccl]
+    ok = inside & np.isfinite(near)
+    box = np.where(ok, near, 0.0).reshape(n, -1).sum(axis=1)
+    fbox = ok.reshape(n, -1).sum(axis=1)
     noise = (total - box) / np.maximum(count - fbox, 1)
     peak = surfaces[np.arange(n), rows, cols]
     return peak / np.maximum(noise, 1e-6)
@@ -211,9 +251,15 @@ def integer_peaks(surf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         False for all-NaN surfaces and for peaks on the border of the search range.
     """
     n, k, _ = surf.shape
-    finite = np.isfinite(surf)
-    usable = finite.any(axis=(1, 2))
-    flat = np.where(finite, surf, -np.inf).reshape(n, -1).argmax(axis=1)
+    flat = surf.reshape(n, -1).argmax(axis=1)
+    # argmax stops at the first NaN: those surfaces (rare) are searched again without them.
+    usable = np.ones(n, dtype=bool)
+    holes = np.flatnonzero(np.isnan(surf.reshape(n, -1)[np.arange(n), flat]))
+    if holes.size:
+        part = surf[holes].reshape(holes.size, -1)
+        finite = np.isfinite(part)
+        usable[holes] = finite.any(axis=1)
+        flat[holes] = np.where(finite, part, -np.inf).argmax(axis=1)
     pr, pc = np.divmod(flat, k)
     # A peak on the border of the search range is a truncated peak: the true maximum may lie
     # outside, so its position cannot be trusted.
@@ -337,7 +383,10 @@ def match_nodes(
         full = ~masked & usable
         block = block_size_px(c, settings.step_px, s)
         common = bool(np.all(cy == cy[0]) and np.all(cx == cx[0])) if n else False
-        if tile is not None and common and block is not None and full.mean() > 0.5:
+        shared = tile is not None and common and full.mean() > 0.5
+        if shared and settings.dense:
+            surf = ncc_dense(ref, sec, ref_tab, sec_tab, tile[0], tile[1], c, s, (cy[0], cx[0]))
+        elif shared and block is not None:
             surf = ncc_grid(
                 ref, sec, ref_tab, sec_tab, tile[0], tile[1], c, s, block, (cy[0], cx[0])
             )
@@ -748,7 +797,7 @@ def match(
     rows, cols = grid.rows_px() + pad, grid.cols_px() + pad
     state = dict(ref=ref_p, sec=sec_p, rows=rows, cols=cols, cy=cy, cx=cx, settings=settings)
     out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
-    tasks = [("tile", ti, tj) for ti, tj in tile_slices(grid, settings.batch_nodes)]
+    tasks = [("tile", ti, tj) for ti, tj in tile_slices(grid, settings.tile_nodes)]
     for (_, ti, tj), res in _run(state, tasks, settings.workers):
         for layer, values in zip(out, res, strict=True):
             layer[ti, tj] = values
@@ -760,10 +809,7 @@ def match(
         idx = np.flatnonzero(failed)
         if idx.size == 0:
             break
-        tasks = [
-            ("nodes", idx[i : i + settings.batch_nodes], int(retry_chip))
-            for i in range(0, idx.size, settings.batch_nodes)
-        ]
+        tasks = [("nodes", idx[i : i + 256], int(retry_chip)) for i in range(0, idx.size, 256)]
         flat = out.reshape(4, -1)
         for (_, sel, _), res in _run(state, tasks, settings.workers):
             ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)

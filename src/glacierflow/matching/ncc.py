@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import scipy.fft as sfft
+from numpy.lib.stride_tricks import sliding_window_view
 
 from glacierflow.matching.stats import image_stats
 
@@ -195,16 +197,19 @@ class SumTables:
         self, image: PreparedImage, top: int, left: int, rows: int, cols: int, sums: bool = True
     ) -> None:
         self.top, self.left = top, left
+        part = image.image[top : top + rows, left : left + cols]
         if sums:
-            part = image.image[top : top + rows, left : left + cols].astype(np.float64)
-            self._s1 = _integral(part)
-            np.multiply(part, part, out=part)
-            self._s2 = _integral(part)
+            # OpenCV sums float32 values and their squares in float64: the same tables as
+            # cumulative sums in numpy, bit for bit, several times faster.
+            self._s1, self._s2 = cv2.integral2(part, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
         # Counts of invalid pixels: skipped (all zero) for the common fully valid image.
         self._bad = (
             None
             if image.all_valid
-            else _integral(~image.valid[top : top + rows, left : left + cols])
+            else cv2.integral(
+                (~image.valid[top : top + rows, left : left + cols]).view(np.uint8),
+                sdepth=cv2.CV_32S,
+            )
         )
 
     def box_sums(
@@ -239,14 +244,6 @@ class SumTables:
             - t[r0 + s : r0 + s + rows, c0 : c0 + cols]
             + t[r0 : r0 + rows, c0 : c0 + cols]
         )
-
-
-def _integral(a: np.ndarray) -> np.ndarray:
-    """Summed-area table, float64, with a leading row and column of zeros."""
-    out = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype=np.float64)
-    np.cumsum(a, axis=1, out=out[1:, 1:])
-    np.cumsum(out[1:, 1:], axis=0, out=out[1:, 1:])
-    return out
 
 
 def _rect(table: np.ndarray, top: np.ndarray, left: np.ndarray, size_px: int) -> np.ndarray:
@@ -378,6 +375,26 @@ def block_size_px(chip_px: int, step_px: int, search_px: int) -> int | None:
     return b if per_node_blocks < 0.8 * per_node else None
 
 
+def dense_is_faster(chip_px: int, step_px: int, search_px: int) -> bool:
+    """Whether :func:`ncc_dense` beats the FFT kernels for this grid density.
+
+    A cost model with constants measured on a laptop CPU (``benchmarks/speed.py --kernels``
+    prints the measurement): the dense kernel costs about 1.4 ns per pixel and offset, so
+    ``1.4 ns * step_px**2 * (2 * search_px + 1)**2`` per node; the FFT kernels about 1.7 ns per
+    ``n log2 n`` of their transforms for shared blocks (:func:`block_size_px`), 1.1 ns for one
+    FFT per node. Everything else (normalisation, peak, sub-pixel refinement) costs the same in
+    both. The crossover for 32 px chips and a 16 px search lies between steps 4 and 6 px.
+    """
+    k = 2 * search_px + 1
+    dense_ns = 1.4 * step_px * step_px * k * k
+    b = block_size_px(chip_px, step_px, search_px)
+    if b is None:
+        fft_ns = 1.1 * _fft_work(chip_px + 2 * search_px)
+    else:
+        fft_ns = 1.7 * (step_px // b) ** 2 * _fft_work(b + 2 * search_px)
+    return dense_ns < fft_ns
+
+
 def _fft_work(p: int) -> float:
     n = sfft.next_fast_len(p, real=True) ** 2
     return n * math.log2(n)
@@ -426,17 +443,12 @@ def ncc_grid(
     ndarray, shape (NY * NX, 2 * search_px + 1, 2 * search_px + 1), float32
         Surfaces of the nodes in row-major order.
     """
-    from numpy.lib.stride_tricks import sliding_window_view
 
     c, s, b = chip_px, search_px, block_px
     oy, ox = (int(v) for v in win_offset_px)
     half = c // 2
     k = 2 * s + 1
-    step = (
-        int(rows_px[1] - rows_px[0])
-        if rows_px.size > 1
-        else (int(cols_px[1] - cols_px[0]) if cols_px.size > 1 else b)
-    )
+    step = _tile_step(rows_px, cols_px, b)
     st, nb = step // b, c // b
     nu = (rows_px.size - 1) * st + nb
     nv = (cols_px.size - 1) * st + nb
@@ -448,47 +460,170 @@ def ncc_grid(
     blk_mean = ref_tab.box_sums(br[:, None], bc[None, :], b) / (b * b)
     blocks = sliding_window_view(ref.image, (b, b))[br[:, None], bc[None, :]]
     blocks = blocks - blk_mean.astype(np.float32)[:, :, None, None]
+    # Windows less the secondary's mean over the tile ``m_w``: smaller values, smaller FFT
+    # rounding (sum (t - t_mean) w is unchanged by a constant taken off w).
+    r0, c0 = int(br[0]) - s + oy, int(bc[0]) - s + ox
+    r1, c1 = int(br[-1]) + b + s + oy, int(bc[-1]) + b + s + ox
+    m_w = float(sec.image[r0:r1, c0:c1].mean(dtype=np.float64))
     wins = np.zeros((nu, nv, *shape), dtype=np.float32)
     wins[:, :, :p0, :p0] = sliding_window_view(sec.image, (p0, p0))[
         (br - s + oy)[:, None], (bc - s + ox)[None, :]
     ]
+    wins[:, :, :p0, :p0] -= np.float32(m_w)
     # The block spectrum: only its first b rows are non-zero, so transform those rows first
     # and let the column transform pad (about a third less work than a padded 2-D FFT).
     spec = sfft.fft(sfft.rfft(blocks, n=shape[1], axis=-1), n=shape[0], axis=-2)
     np.conjugate(spec, out=spec)
     spec *= sfft.rfft2(wins)
     del wins
-    f = sfft.irfft2(spec, s=shape)[:, :, :k, :k].astype(np.float64)
+    f0 = sfft.irfft2(spec, s=shape)[:, :, :k, :k]
     del spec
-    # Put the block means back: mean * (sum of the window under the block at each shift).
-    region = sec_tab.box_region(
-        br[0] - s + oy, bc[0] - s + ox, (nu - 1) * b + k, (nv - 1) * b + k, b
+    # Put the block means back, relative to the tile's mean ``m``: a block contributes
+    # (mean_b - m) * (sum of the window under the block) at each shift. Those deviations are
+    # small, so the sums stay accurate in float32; ``m`` is put back per node below.
+    m = float(blk_mean.mean())
+    region = sec_tab.box_region(r0, c0, (nu - 1) * b + k, (nv - 1) * b + k, b) - b * b * m_w
+    region = region.astype(np.float32)
+    f = np.multiply(
+        (blk_mean - m).astype(np.float32)[:, :, None, None],
+        sliding_window_view(region, (k, k))[::b, ::b],
     )
-    f += blk_mean[:, :, None, None] * sliding_window_view(region, (k, k))[::b, ::b]
+    f += f0
+    del f0
     # A chip's numerator is the sum of its nb x nb blocks: moving sums over the block lattice
     # by pairwise doubling (log2(nb) passes per axis when nb is a power of two).
     raw = _lattice_sums(_lattice_sums(f, nb, st, axis=0), nb, st, axis=1)
-    raw = raw.reshape(-1, k, k)
+    del f
+    return _finish_tile(raw, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox))
+
+
+def _tile_step(rows_px: np.ndarray, cols_px: np.ndarray, default: int) -> int:
+    """Node spacing of a tile, in pixels (``default`` for a tile of one node)."""
+    if rows_px.size > 1:
+        return int(rows_px[1] - rows_px[0])
+    return int(cols_px[1] - cols_px[0]) if cols_px.size > 1 else default
+
+
+def _finish_tile(
+    raw: np.ndarray,
+    m: float,
+    m_w: float,
+    ref_tab: SumTables,
+    sec_tab: SumTables,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    chip_px: int,
+    search_px: int,
+    step_px: int,
+    win_offset_px: tuple[int, int],
+) -> np.ndarray:
+    """Correlation coefficients of a tile from its raw products, in place.
+
+    ``raw`` holds, for every node and shift, the sum over the chip of ``(t - m) * (w - m_w)``:
+    the reference and the window less constants (their means over the tile, which keep the
+    float32 sums small), shape (NY, NX, K, K) or anything that reshapes to it, float32.
+
+    Returns
+    -------
+    ndarray, shape (NY * NX, K, K), float32
+    """
+    c, s, step = chip_px, search_px, step_px
+    oy, ox = win_offset_px
+    half, k = c // 2, 2 * s + 1
+    ny, nx = rows_px.size, cols_px.size
+    n_px = c * c
     rr, cc = np.meshgrid(rows_px, cols_px, indexing="ij")
     top, left = rr.ravel() - half, cc.ravel() - half
     sum_t = ref_tab.box_sums(top, left, c)
-    energy = ref_tab.box_sums(top, left, c, squared=True) - sum_t * sum_t / (c * c)
-    s1, s2 = (
-        sliding_window_view(
-            sec_tab.box_region(
-                top[0] - s + oy,
-                left[0] - s + ox,
-                (rows_px.size - 1) * step + k,
-                (cols_px.size - 1) * step + k,
-                c,
-                squared=sq,
-            ),
-            (k, k),
-        )[::step, ::step].reshape(-1, k, k)
-        for sq in (False, True)
-    )
-    num = raw - (sum_t / (c * c))[:, None, None] * s1
-    return _normalise(num, energy, s1, s2, c * c)
+    energy = ref_tab.box_sums(top, left, c, squared=True) - sum_t * sum_t / n_px
+    # Window sums under the chip at every shift, for the whole tile at once: each node's are a
+    # strided view of these dense maps.
+    t0, l0 = top[0] - s + oy, left[0] - s + ox
+    rows_d, cols_d = (ny - 1) * step + k, (nx - 1) * step + k
+    s1 = sec_tab.box_region(t0, l0, rows_d, cols_d, c)
+    s2 = sec_tab.box_region(t0, l0, rows_d, cols_d, c, squared=True)
+    inv_w = _inverse_spread(s2 - s1 * (s1 / n_px), n_px)
+    s1_w = (s1 - n_px * m_w).astype(raw.dtype)
+    s1v, inv_wv = (sliding_window_view(a, (k, k))[::step, ::step] for a in (s1_w, inv_w))
+    # Numerator: sum (t - mean_t) w = sum (t - mean_t) (w - m_w)
+    #                               = raw + (m - mean_t) * (sum of w - m_w under the chip).
+    raw = raw.reshape(ny, nx, k, k)
+    dm = (m - sum_t / n_px).astype(raw.dtype).reshape(ny, nx)
+    raw += dm[:, :, None, None] * s1v
+    raw = raw.astype(np.float32, copy=False)
+    inv_t = _inverse_spread(energy, n_px).reshape(ny, nx)
+    raw *= inv_t[:, :, None, None] * inv_wv
+    return raw.reshape(-1, k, k)
+
+
+def ncc_dense(
+    ref: PreparedImage,
+    sec: PreparedImage,
+    ref_tab: SumTables,
+    sec_tab: SumTables,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    chip_px: int,
+    search_px: int,
+    win_offset_px: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """NCC surfaces of a dense rectangular tile of nodes by box-filtered products per offset.
+
+    For each of the ``(2 S + 1)^2`` offsets, the reference is multiplied by the shifted
+    secondary over the whole tile and the products are summed over every chip with a box
+    filter (OpenCV's running sums, accumulated in float64). The cost grows with pixels times
+    offsets, not with nodes: on dense grids, where neighbouring chips share almost all their
+    pixels, it is far cheaper than one FFT per node or per block (see :func:`dense_is_faster`).
+
+    Parameters and returns are those of :func:`ncc_grid`, without the block size.
+    """
+    c, s = chip_px, search_px
+    oy, ox = (int(v) for v in win_offset_px)
+    half, k = c // 2, 2 * s + 1
+    ny, nx = rows_px.size, cols_px.size
+    step = _tile_step(rows_px, cols_px, 1)
+    top0, left0 = int(rows_px[0]) - half, int(cols_px[0]) - half
+    h, w = (ny - 1) * step + c, (nx - 1) * step + c
+    # The reference less its mean over the tile: smaller products, exact enough in float32.
+    m = float(ref.image[top0 : top0 + h, left0 : left0 + w].mean(dtype=np.float64))
+    a = ref.image[top0 : top0 + h, left0 : left0 + w] - np.float32(m)
+    t0, l0 = top0 - s + oy, left0 - s + ox
+    bsec = sec.image[t0 : t0 + h + k - 1, l0 : l0 + w + k - 1]
+    m_w = float(bsec.mean(dtype=np.float64))
+    bsec = bsec - np.float32(m_w)
+    raw = np.empty((k, k, ny, nx), dtype=np.float64)
+    prod = np.empty((h, w), dtype=np.float32)
+    box = np.empty((h, w), dtype=np.float64)
+    for sy in range(k):
+        for sx in range(k):
+            cv2.multiply(a, bsec[sy : sy + h, sx : sx + w], dst=prod)
+            cv2.boxFilter(
+                prod,
+                cv2.CV_64F,
+                (c, c),
+                dst=box,
+                anchor=(0, 0),
+                normalize=False,
+                borderType=cv2.BORDER_CONSTANT,
+            )
+            raw[sy, sx] = box[: h - c + 1 : step, : w - c + 1 : step]
+    # Offsets-major to nodes-major (OpenCV's cache-blocked transpose: many times numpy's).
+    raw = cv2.transpose(raw.reshape(k * k, ny * nx))
+    return _finish_tile(raw, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox))
+
+
+def _inverse_spread(energy: np.ndarray, n_px: int) -> np.ndarray:
+    """``1 / sqrt(energy)`` in float32, NaN where the energy is that of a flat patch.
+
+    A flat chip or window has no defined correlation: a floor relative to the pixel count marks
+    those, and every correlation they take part in becomes NaN (a textureless patch must not be
+    matched).
+    """
+    e = np.asarray(energy, dtype=np.float64)
+    floor = 1e-6 * n_px
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(e > floor, 1.0 / np.sqrt(np.maximum(e, floor)), np.nan)
+    return out.astype(np.float32)
 
 
 def _ncc_masked(
