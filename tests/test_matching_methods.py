@@ -308,3 +308,36 @@ def test_slc_off_mask_geometry() -> None:
     np.testing.assert_array_equal(moved[13:], gap[:-13])
     with pytest.raises(ValueError, match="fill a period"):
         slc_off_mask((10, 10), period_lines=8, max_gap_px=9)
+
+
+@pytest.mark.parametrize(("step", "kernel"), [(8, "fft"), (2, "dense"), (4, "auto")])
+def test_guided_tiles_share_a_wider_search(crop, step, kernel) -> None:
+    """Nodes of a tile with different search centres (a prior on a glacier field) get from the
+    shared kernels, through one wider search, what one FFT per node gives them."""
+    from glacierflow.matching.core import _ncc_kernel, match_nodes, match_tile
+    from glacierflow.matching.ncc import PreparedImage
+
+    # A smooth ramp (2 to 10 px right, -1 to -5 px down): centres differ across a tile, and
+    # a chip's mean motion is its centre's, so the result can be checked against the field.
+    yy, xx = np.mgrid[: crop.shape[0], : crop.shape[1]].astype(float)
+    tx, ty = 2.0 + 0.016 * xx, -1.0 - 0.01 * yy
+    sec = warp_image(crop, tx, ty)
+    settings = MatchSettings(step_px=step, search_px=6, ncc_kernel=kernel)
+    ref_p, sec_p = PreparedImage(crop), PreparedImage(sec)
+    rows = 150 + step * np.arange(10)
+    cols = 150 + step * np.arange(30)
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    # Search centres from the true field, rounded: they differ by several pixels in the tile.
+    cy, cx = np.rint(ty[rr, cc]).astype(int), np.rint(tx[rr, cc]).astype(int)
+    reach = (max(np.ptp(cx), np.ptp(cy)) + 1) // 2
+    assert reach >= 1
+    expected = {"fft": ("grid",), "dense": ("dense",), "auto": ("grid", "dense")}[kernel]
+    assert _ncc_kernel(settings, 32, reach) in expected
+    shared = match_tile(ref_p, sec_p, rows, cols, settings, cy, cx)
+    alone = match_nodes(ref_p, sec_p, rr.ravel(), cc.ravel(), settings, cy.ravel(), cx.ravel())
+    for a, b in zip(shared, alone, strict=True):
+        np.testing.assert_allclose(a.ravel(), b, atol=2e-3)
+    # And both follow the field (up to 10 px of motion with a 6 px radius).
+    err = np.hypot(shared[0] - tx[rr, cc], shared[1] - ty[rr, cc])
+    assert np.isfinite(err).mean() > 0.9
+    assert np.nanmedian(err) < 0.1

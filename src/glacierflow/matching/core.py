@@ -34,6 +34,7 @@ from glacierflow.matching.ncc import (
     PreparedImage,
     block_size_px,
     dense_is_faster,
+    kernel_costs_ns,
     ncc_dense,
     ncc_grid,
     ncc_nodes,
@@ -362,14 +363,28 @@ def match_nodes(
         int(left.max()) + c + rext - c0,
         sums=method == "ncc",
     )
-    w0, v0 = int(wr.min()) - half - s, int(wc.min()) - half - s
+    # A shared NCC kernel needs one search centre per tile: where the nodes' centres differ, it
+    # searches ``reach`` px further around the tile's middle centre and each node keeps its own
+    # window of the wider surface (while that costs less than one FFT per node).
+    kernel, reach = "nodes", 0
+    if method == "ncc" and tile is not None and n:
+        cy0 = (int(cy.min()) + int(cy.max())) // 2
+        cx0 = (int(cx.min()) + int(cx.max())) // 2
+        reach = int(max(cy.max() - cy0, cy0 - cy.min(), cx.max() - cx0, cx0 - cx.min()))
+        kernel = _ncc_kernel(settings, c, reach)
+    if kernel == "nodes":
+        reach = 0
+    else:
+        wr, wc = r + cy0, col + cx0
+    w0, v0 = int(wr.min()) - half - s - reach, int(wc.min()) - half - s - reach
     sec_tab = sec.tables(
         w0,
         v0,
-        int(wr.max()) - half + c + s - w0,
-        int(wc.max()) - half + c + s - v0,
+        int(wr.max()) - half + c + s + reach - w0,
+        int(wc.max()) - half + c + s + reach - v0,
         sums=method == "ncc",
     )
+    wr, wc = r + cy, col + cx
     chip_bad = ref_tab.invalid_count(top, left, c)
     win_bad = sec_tab.invalid_count(wr - half - s, wc - half - s, c + 2 * s)
     usable = chip_bad <= (1.0 - settings.min_valid_fraction) * c * c
@@ -381,15 +396,17 @@ def match_nodes(
     is_complex = np.iscomplexobj(ref.image)
     if method == "ncc":
         full = ~masked & usable
-        block = block_size_px(c, settings.step_px, s)
-        common = bool(np.all(cy == cy[0]) and np.all(cx == cx[0])) if n else False
-        shared = tile is not None and common and full.mean() > 0.5
-        if shared and settings.dense:
-            surf = ncc_dense(ref, sec, ref_tab, sec_tab, tile[0], tile[1], c, s, (cy[0], cx[0]))
-        elif shared and block is not None:
-            surf = ncc_grid(
-                ref, sec, ref_tab, sec_tab, tile[0], tile[1], c, s, block, (cy[0], cx[0])
-            )
+        if kernel != "nodes" and full.mean() > 0.5:
+            args = (ref, sec, ref_tab, sec_tab, tile[0], tile[1], c, s + reach)
+            if kernel == "dense":
+                surf = ncc_dense(*args, (cy0, cx0))
+            else:
+                block = block_size_px(c, settings.step_px, s + reach)
+                surf = ncc_grid(*args, block, (cy0, cx0))
+            if reach:
+                # Each node's own (2 S + 1)^2 window of the wider surface.
+                own = sliding_window_view(surf, (k, k), axis=(1, 2))
+                surf = own[np.arange(n), cy - cy0 + reach, cx - cx0 + reach]
         elif full.any():
             surf[full] = ncc_nodes(
                 ref, sec, ref_tab, sec_tab, r[full], col[full], c, s, wr[full], wc[full]
@@ -425,6 +442,19 @@ def match_nodes(
             ref, sec, r[whole], col[whole], wr[whole], wc[whole], c, settings
         )
     return out[0] + cx, out[1] + cy, out[2], out[3]
+
+
+def _ncc_kernel(settings: MatchSettings, chip_px: int, reach_px: int) -> str:
+    """The NCC kernel for a tile: ``"dense"``, ``"grid"`` (shared block FFTs) or ``"nodes"``."""
+    s = settings.search_px
+    if reach_px > 2 * s:
+        return "nodes"  # centres too spread for one wider search: memory and work explode
+    costs = kernel_costs_ns(chip_px, settings.step_px, s, reach_px)
+    if settings.ncc_kernel == "dense":
+        return "dense"
+    if settings.ncc_kernel == "fft":
+        del costs["dense"]
+    return min(costs, key=costs.__getitem__)
 
 
 def _gather(ref, sec, r, col, wr, wc, which, c, s):

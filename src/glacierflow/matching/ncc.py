@@ -375,24 +375,57 @@ def block_size_px(chip_px: int, step_px: int, search_px: int) -> int | None:
     return b if per_node_blocks < 0.8 * per_node else None
 
 
+#: Measured costs of the NCC kernels on a laptop CPU (``benchmarks/speed.py --kernels`` prints
+#: the measurement), in nanoseconds: the dense kernel per pixel and offset, the block-FFT kernel
+#: and one FFT per node per ``n log2 n`` of their transforms, and the finishing work (spread,
+#: numerator, layout) per element of a correlation surface.
+DENSE_NS, BLOCK_FFT_NS, NODE_FFT_NS, SURFACE_NS = 1.4, 1.7, 1.1, 4.0
+
+
+def kernel_costs_ns(
+    chip_px: int, step_px: int, search_px: int, reach_px: int = 0
+) -> dict[str, float]:
+    """Estimated cost per node of each NCC kernel, in nanoseconds.
+
+    Parameters
+    ----------
+    chip_px, step_px, search_px : int
+        Chip side, node spacing and search radius, in pixels.
+    reach_px : int
+        How far the search centres of a tile's nodes lie from the tile's middle centre, in
+        pixels: the shared kernels (``"dense"``, ``"grid"``) then search ``search_px + reach_px``
+        around the middle and each node keeps its own window; one FFT per node (``"nodes"``)
+        searches each node's own window.
+
+    Returns
+    -------
+    dict
+        ``"nodes"`` and ``"dense"`` always, ``"grid"`` where shared blocks pay
+        (:func:`block_size_px`). What all kernels share (peak location, sub-pixel refinement)
+        is left out.
+    """
+    k, s_ext = 2 * search_px + 1, search_px + reach_px
+    k_ext = 2 * s_ext + 1
+    wider = SURFACE_NS * (k_ext * k_ext - k * k)
+    costs = {
+        "nodes": NODE_FFT_NS * _fft_work(chip_px + 2 * search_px),
+        "dense": DENSE_NS * step_px * step_px * k_ext * k_ext + wider,
+    }
+    b = block_size_px(chip_px, step_px, s_ext)
+    if b is not None:
+        costs["grid"] = BLOCK_FFT_NS * (step_px // b) ** 2 * _fft_work(b + 2 * s_ext) + wider
+    return costs
+
+
 def dense_is_faster(chip_px: int, step_px: int, search_px: int) -> bool:
     """Whether :func:`ncc_dense` beats the FFT kernels for this grid density.
 
-    A cost model with constants measured on a laptop CPU (``benchmarks/speed.py --kernels``
-    prints the measurement): the dense kernel costs about 1.4 ns per pixel and offset, so
-    ``1.4 ns * step_px**2 * (2 * search_px + 1)**2`` per node; the FFT kernels about 1.7 ns per
-    ``n log2 n`` of their transforms for shared blocks (:func:`block_size_px`), 1.1 ns for one
-    FFT per node. Everything else (normalisation, peak, sub-pixel refinement) costs the same in
-    both. The crossover for 32 px chips and a 16 px search lies between steps 4 and 6 px.
+    By :func:`kernel_costs_ns`: the dense kernel costs about ``step_px**2 * (2 search_px + 1)**2``
+    multiply-adds per node, the FFT kernels about one block FFT per node. The crossover for
+    32 px chips and a 16 px search lies between steps 4 and 6 px.
     """
-    k = 2 * search_px + 1
-    dense_ns = 1.4 * step_px * step_px * k * k
-    b = block_size_px(chip_px, step_px, search_px)
-    if b is None:
-        fft_ns = 1.1 * _fft_work(chip_px + 2 * search_px)
-    else:
-        fft_ns = 1.7 * (step_px // b) ** 2 * _fft_work(b + 2 * search_px)
-    return dense_ns < fft_ns
+    costs = kernel_costs_ns(chip_px, step_px, search_px)
+    return costs.pop("dense") < min(costs.values())
 
 
 def _fft_work(p: int) -> float:
