@@ -1,6 +1,6 @@
 """Matching speed on a real-texture pair, against a per-node OpenCV loop in the same run.
 
-Usage: ``python benchmarks/speed.py [--size 2048]``
+Usage: ``python benchmarks/speed.py [--size 2048] [--kernels]``
 
 Both matchers use chip 32 px, search +/-16 px, step 8 px on the same pair: a 2048 x 2048 px image
 mirrored from the Yahtse Landsat 8 scene and its copy warped by a known glacier-like field (up to
@@ -8,6 +8,10 @@ mirrored from the Yahtse Landsat 8 scene and its copy warped by a known glacier-
 ``cv2.matchTemplate(TM_CCOEFF_NORMED)`` call per node, ``cv2.minMaxLoc`` and a three-point
 parabola for the sub-pixel peak. Printed: nodes per second, the ratio to the baseline, and the
 accuracy of both against the known field (median and 95th percentile error, in pixels).
+
+``--kernels`` adds the measured crossover of the two NCC kernels (shared block FFTs and dense
+box-filtered products per offset) at several node steps, next to the kernel that the cost model
+of :func:`glacierflow.matching.ncc.kernel_costs_ns` picks.
 """
 
 from __future__ import annotations
@@ -65,6 +69,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--size", type=int, default=2048, help="image side, pixels")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs, best kept")
+    ap.add_argument(
+        "--kernels",
+        action="store_true",
+        help="also time each NCC kernel (block FFT, dense) at several steps: the crossover",
+    )
+    ap.add_argument("--kernel-size", type=int, default=1024, help="image side for --kernels")
+    ap.add_argument("--steps", type=int, nargs="+", default=[2, 3, 4, 6, 8], help="--kernels steps")
     args = ap.parse_args()
     chip, search, step = 32, 16, 8
     ref = large_texture(args.size)
@@ -104,7 +115,7 @@ def main() -> None:
         rate = n / best
         rows.append(
             dict(
-                matcher="glacierflow ncc (block FFT, lanczos)",
+                matcher=f"glacierflow ncc ({settings.dense and 'dense' or 'block FFT'}, lanczos)",
                 workers=workers,
                 nodes=n,
                 seconds=f"{best:.2f}",
@@ -130,6 +141,64 @@ def main() -> None:
                 "ratio",
                 "median_err_px",
                 "p95_err_px",
+            ],
+        )
+    )
+    if args.kernels:
+        print()
+        kernel_table(ref32[: args.kernel_size, : args.kernel_size], tx, ty, chip, search, args)
+
+
+def kernel_table(ref, tx, ty, chip: int, search: int, args) -> None:
+    """Each NCC kernel at several grid densities, one worker: the measured crossover.
+
+    ``ratio`` is the FFT kernel's time over the dense kernel's; ``auto`` is the kernel the cost
+    model (:func:`glacierflow.matching.ncc.kernel_costs_ns`) picks for that step.
+    """
+    from glacierflow.matching.ncc import dense_is_faster
+
+    sec = warp_image(ref, tx[: ref.shape[0], : ref.shape[1]], ty[: ref.shape[0], : ref.shape[1]])
+    sec = sec.astype(np.float32)
+    rows = []
+    for step in args.steps:
+        rate, err = {}, {}
+        for kernel in ("fft", "dense"):
+            settings = MatchSettings(
+                chip_px=chip, search_px=search, step_px=step, workers=1, ncc_kernel=kernel
+            )
+            best = np.inf
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                res = match(ref, sec, settings=settings)
+                best = min(best, time.perf_counter() - t0)
+            rate[kernel] = res.dx_px.size / best
+            err[kernel] = errors(res.grid, res.dx_px, res.dy_px, tx, ty)[0]
+        rows.append(
+            dict(
+                step_px=step,
+                fft_nodes_per_s=f"{rate['fft']:,.0f}",
+                dense_nodes_per_s=f"{rate['dense']:,.0f}",
+                dense_over_fft=f"{rate['dense'] / rate['fft']:.2f}",
+                faster="dense" if rate["dense"] > rate["fft"] else "fft",
+                auto="dense" if dense_is_faster(chip, step, search) else "fft",
+                median_err_px=f"{err['fft']:.3f} / {err['dense']:.3f}",
+            )
+        )
+    print(
+        f"NCC kernels by grid density: {ref.shape[0]} x {ref.shape[1]} px, chip {chip}, "
+        f"search +/-{search}, 1 worker (median error fft / dense)"
+    )
+    print(
+        table(
+            rows,
+            [
+                "step_px",
+                "fft_nodes_per_s",
+                "dense_nodes_per_s",
+                "dense_over_fft",
+                "faster",
+                "auto",
+                "median_err_px",
             ],
         )
     )

@@ -20,7 +20,7 @@ import json
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -240,7 +240,9 @@ def tiled_match(
         if progress:
             progress(values[0].size)
     if todo:
-        ref_stats, sec_stats = file_stats(ref, band), file_stats(sec, band)
+        # Both files' statistics at once: GDAL decodes and numpy sums without the GIL.
+        with ThreadPoolExecutor(2) as pool:
+            ref_stats, sec_stats = pool.map(file_stats, (ref, sec), (band, band))
         args = (scene_ref(ref), scene_ref(sec), band, grid)
         for tile, values in _run(todo, args, settings, ref_stats, sec_stats, scheduler):
             out[:, tile[0], tile[1]] = values

@@ -31,6 +31,7 @@ from scipy import ndimage
 from glacierflow.matching import phase
 from glacierflow.matching.grid import NodeGrid, extract_chips, make_grid
 from glacierflow.matching.ncc import (
+    GRID_TILE_SIDE,
     PreparedImage,
     block_size_px,
     dense_is_faster,
@@ -155,7 +156,11 @@ class MatchSettings:
         """Nodes per internal tile: ``batch_nodes``, or the kernel's own default."""
         if self.batch_nodes is not None:
             return int(self.batch_nodes)
-        return 4096 if self.dense else 256
+        if not self.dense:
+            return GRID_TILE_SIDE**2
+        # 64 x 64 nodes for a +/-16 px search (about 70 MB of surfaces), fewer for larger ones.
+        k = 2 * self.search_px + 1
+        return int(np.clip(4096 * (33 / k) ** 2, 1024, 4096))
 
 
 @dataclass

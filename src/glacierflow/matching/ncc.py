@@ -376,10 +376,13 @@ def block_size_px(chip_px: int, step_px: int, search_px: int) -> int | None:
 
 
 #: Measured costs of the NCC kernels on a laptop CPU (``benchmarks/speed.py --kernels`` prints
-#: the measurement), in nanoseconds: the dense kernel per pixel and offset, the block-FFT kernel
-#: and one FFT per node per ``n log2 n`` of their transforms, and the finishing work (spread,
-#: numerator, layout) per element of a correlation surface.
-DENSE_NS, BLOCK_FFT_NS, NODE_FFT_NS, SURFACE_NS = 1.4, 1.7, 1.1, 4.0
+#: the crossover), in nanoseconds: the dense kernel per pixel and offset, the block-FFT kernel
+#: (per block, margins of its 16 x 16-node tiles included) and one FFT per node per ``n log2 n``
+#: of their transforms, and the finishing work (spread, numerator, layout) per element of a
+#: correlation surface.
+DENSE_NS, BLOCK_FFT_NS, NODE_FFT_NS, SURFACE_NS = 1.1, 0.45, 1.0, 4.0
+#: Side, in nodes, of the tiles the block-FFT kernel works on (``MatchSettings.tile_nodes``).
+GRID_TILE_SIDE = 16
 
 
 def kernel_costs_ns(
@@ -413,7 +416,10 @@ def kernel_costs_ns(
     }
     b = block_size_px(chip_px, step_px, s_ext)
     if b is not None:
-        costs["grid"] = BLOCK_FFT_NS * (step_px // b) ** 2 * _fft_work(b + 2 * s_ext) + wider
+        # Blocks per node, the tile's margin included: ((side - 1) * step / b + chip / b)^2.
+        side = GRID_TILE_SIDE
+        blocks = ((side - 1) * (step_px // b) + chip_px // b) ** 2 / side**2
+        costs["grid"] = BLOCK_FFT_NS * blocks * _fft_work(b + 2 * s_ext) + wider
     return costs
 
 
@@ -509,7 +515,8 @@ def ncc_grid(
     np.conjugate(spec, out=spec)
     spec *= sfft.rfft2(wins)
     del wins
-    f0 = sfft.irfft2(spec, s=shape)[:, :, :k, :k]
+    # Inverse transform of the rows that hold shifts 0..K-1 only (a sixth less work).
+    f0 = sfft.irfft(sfft.ifft(spec, axis=-2)[:, :, :k], n=shape[1], axis=-1)[..., :k]
     del spec
     # Put the block means back, relative to the tile's mean ``m``: a block contributes
     # (mean_b - m) * (sum of the window under the block) at each shift. Those deviations are
