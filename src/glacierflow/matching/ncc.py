@@ -495,15 +495,14 @@ def ncc_grid(
     bc = cols_px[0] - half + b * np.arange(nv)
     p0 = b + 2 * s
     shape = (sfft.next_fast_len(p0, real=True),) * 2
-    # Blocks of the reference, zero-mean; their means in float64.
-    blk_mean = ref_tab.box_sums(br[:, None], bc[None, :], b) / (b * b)
-    blocks = sliding_window_view(ref.image, (b, b))[br[:, None], bc[None, :]]
-    blocks = blocks - blk_mean.astype(np.float32)[:, :, None, None]
-    # Windows less the secondary's mean over the tile ``m_w``: smaller values, smaller FFT
-    # rounding (sum (t - t_mean) w is unchanged by a constant taken off w).
+    # Blocks of the reference less its mean over the tile ``m``, windows less the secondary's
+    # ``m_w``: sum (t - t_mean) w is unchanged by constants taken off t and w (they are put back
+    # per node in float64), and the smaller values keep the float32 FFTs accurate.
     r0, c0 = int(br[0]) - s + oy, int(bc[0]) - s + ox
     r1, c1 = int(br[-1]) + b + s + oy, int(bc[-1]) + b + s + ox
+    m = float(ref.image[br[0] : br[-1] + b, bc[0] : bc[-1] + b].mean(dtype=np.float64))
     m_w = float(sec.image[r0:r1, c0:c1].mean(dtype=np.float64))
+    blocks = sliding_window_view(ref.image, (b, b))[br[:, None], bc[None, :]] - np.float32(m)
     wins = np.zeros((nu, nv, *shape), dtype=np.float32)
     wins[:, :, :p0, :p0] = sliding_window_view(sec.image, (p0, p0))[
         (br - s + oy)[:, None], (bc - s + ox)[None, :]
@@ -515,21 +514,9 @@ def ncc_grid(
     np.conjugate(spec, out=spec)
     spec *= sfft.rfft2(wins)
     del wins
-    # Inverse transform of the rows that hold shifts 0..K-1 only (a sixth less work).
-    f0 = sfft.irfft(sfft.ifft(spec, axis=-2)[:, :, :k], n=shape[1], axis=-1)[..., :k]
+    # Inverse transform of the rows that hold shifts 0..K-1 only.
+    f = sfft.irfft(sfft.ifft(spec, axis=-2)[:, :, :k], n=shape[1], axis=-1)[..., :k]
     del spec
-    # Put the block means back, relative to the tile's mean ``m``: a block contributes
-    # (mean_b - m) * (sum of the window under the block) at each shift. Those deviations are
-    # small, so the sums stay accurate in float32; ``m`` is put back per node below.
-    m = float(blk_mean.mean())
-    region = sec_tab.box_region(r0, c0, (nu - 1) * b + k, (nv - 1) * b + k, b) - b * b * m_w
-    region = region.astype(np.float32)
-    f = np.multiply(
-        (blk_mean - m).astype(np.float32)[:, :, None, None],
-        sliding_window_view(region, (k, k))[::b, ::b],
-    )
-    f += f0
-    del f0
     # A chip's numerator is the sum of its nb x nb blocks: moving sums over the block lattice
     # by pairwise doubling (log2(nb) passes per axis when nb is a power of two).
     raw = _lattice_sums(_lattice_sums(f, nb, st, axis=0), nb, st, axis=1)
