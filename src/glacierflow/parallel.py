@@ -19,7 +19,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +31,7 @@ from glacierflow.errors import InputError
 from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, make_grid
 from glacierflow.matching.core import match_tile, tile_slices
 from glacierflow.matching.ncc import PreparedImage
-from glacierflow.matching.stats import STRIP_ROWS, combine, strip_sums
+from glacierflow.matching.stats import STRIP_ROWS, stats_from_strips, strip_sums
 from glacierflow.scenes import Scene, read_scene
 
 Tile = tuple[slice, slice]
@@ -69,21 +69,21 @@ def tile_window(grid: NodeGrid, tile: Tile) -> Window:
 
 
 def file_stats(scene: Scene, band: int | None) -> tuple[float, float]:
-    """Normalisation statistics of a scene's file, read strip by strip."""
+    """Normalisation statistics of a scene's file, read strip by strip (as
+    :func:`glacierflow.matching.stats.image_stats` takes them from an image in memory)."""
     rows, cols = scene.shape
 
-    def strips() -> Iterator[tuple[int, float, float]]:
-        for r in range(0, rows, STRIP_ROWS):
-            part = read_scene(
-                scene.path,
-                band=band,
-                acquired=scene.acquired,
-                sensor=scene.sensor,
-                window=Window(0, r, cols, min(STRIP_ROWS, rows - r)),
-            )
-            yield strip_sums(part.data, part.valid)
+    def sums(r: int) -> tuple[int, float, float]:
+        part = read_scene(
+            scene.path,
+            band=band,
+            acquired=scene.acquired,
+            sensor=scene.sensor,
+            window=Window(0, r, cols, min(STRIP_ROWS, rows - r)),
+        )
+        return strip_sums(part.data, part.valid)
 
-    return combine(strips())
+    return stats_from_strips(rows, sums)
 
 
 SceneRef = tuple[Path, object, str]
