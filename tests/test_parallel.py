@@ -93,6 +93,31 @@ def test_tiled_dense_kernel_equals_untiled(crops, tile_nodes):
     assert np.abs(fft.dy_px - whole.dy_px)[both].max() < 2e-3
 
 
+@pytest.mark.parametrize("step", [8, 2])
+def test_tiled_with_a_prior_equals_untiled(crops, step):
+    # Search centres that differ across tiles and push windows past the image edge.
+    settings = MatchSettings(step_px=step, search_px=8, batch_nodes=64 if step == 8 else 400)
+    a, b = read_scene(crops[0]), read_scene(crops[1])
+    grid = match(a.data, b.data, a.valid, b.valid, settings).grid
+    yy, xx = np.meshgrid(np.arange(grid.ny), np.arange(grid.nx), indexing="ij")
+    prior_dx = -2.0 + 6.0 * xx / grid.nx
+    prior_dy = 3.0 - 4.0 * yy / grid.ny
+    prior_dx[0, :3] = np.nan  # unknown: searched around zero
+    whole = match(
+        a.data, b.data, a.valid, b.valid, settings, prior_dx_px=prior_dx, prior_dy_px=prior_dy
+    )
+    assert whole.valid.mean() > 0.8
+    tiled = tiled_match(
+        read_header(crops[0]),
+        read_header(crops[1]),
+        settings,
+        tile_nodes=500,
+        prior_dx_px=prior_dx,
+        prior_dy_px=prior_dy,
+    )
+    _assert_identical(tiled, whole)
+
+
 def test_tiled_on_worker_processes_and_resume(crops, tmp_path):
     settings = MatchSettings(batch_nodes=16, workers=2)
     whole = _untiled(*crops, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+import xarray as xr
 from click.testing import CliRunner
 
 from glacierflow.cli import cli
@@ -98,6 +99,12 @@ def test_prior_velocity_centres_a_small_search(tmp_path):
     )
     assert np.median(diff[both]) <= 0.1
     assert guided.attrs["prior_source"] == "prior_vx.tif, prior_vy.tif"
+    # Tile by tile from the files, the prior centres the same searches.
+    tiled = track(ref, sec, prior_vx=paths[0], prior_vy=paths[1], tile_nodes=2000, **small)
+    a, b = xr.align(guided[["dx", "dy"]], tiled[["dx", "dy"]], join="inner")
+    assert a.sizes["x"] * a.sizes["y"] >= 0.9 * guided.sizes["x"] * guided.sizes["y"]
+    for name in ("dx", "dy"):
+        np.testing.assert_allclose(a[name].values, b[name].values, atol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window
 
 from glacierflow.errors import InputError
@@ -58,11 +59,12 @@ def plan_tiles(grid: NodeGrid, settings: MatchSettings, tile_nodes: int) -> list
     ]
 
 
-def tile_window(grid: NodeGrid, tile: Tile) -> Window:
-    """Pixel window holding every chip and search window of the tile's nodes."""
+def tile_window(grid: NodeGrid, tile: Tile, reach_px: int = 0) -> Window:
+    """Pixel window holding every chip and search window of the tile's nodes, with search
+    centres up to ``reach_px`` pixels from the nodes (a guided search)."""
     ti, tj = tile
     rows, cols = grid.rows_px()[ti], grid.cols_px()[tj]
-    half, c, s = grid.chip_px // 2, grid.chip_px, grid.search_px
+    half, c, s = grid.chip_px // 2, grid.chip_px, grid.search_px + reach_px
     r0, c0 = int(rows[0]) - half - s, int(cols[0]) - half - s
     r1, c1 = int(rows[-1]) - half + c + s, int(cols[-1]) - half + c + s
     return Window(c0, r0, c1 - c0, r1 - r0)
@@ -104,22 +106,31 @@ def match_file_tile(
     settings: MatchSettings,
     ref_stats: tuple[float, float],
     sec_stats: tuple[float, float],
+    centres: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Read one tile's windows of both files and match them.
+
+    Parameters
+    ----------
+    centres : (ndarray, ndarray), optional
+        Search centres of the tile's nodes relative to the nodes (rows, columns), in whole
+        pixels, shape of the tile; the windows read reach that much further (past the image
+        edge, pixels count as nodata).
 
     Returns
     -------
     ndarray, shape (4, tile rows, tile columns), float32
         ``dx_px``, ``dy_px``, ``corr``, ``snr``.
     """
-    win = tile_window(grid, tile)
-    parts = [
-        read_scene(path, band=band, acquired=when, sensor=sensor, window=win)
-        for path, when, sensor in (ref, sec)
-    ]
+    # One pixel more than the farthest centre: a shared kernel searches around the middle of
+    # the tile's centres, rounded down (as the padding of an untiled run allows).
+    reach = 0
+    if centres is not None:
+        reach = int(max(np.abs(centres[0]).max(), np.abs(centres[1]).max())) + 1
+    win = tile_window(grid, tile, reach)
     prep = [
-        PreparedImage(p.data, p.valid, stats=st)
-        for p, st in zip(parts, (ref_stats, sec_stats), strict=True)
+        _read_padded(path, when, sensor, band, win, grid, st)
+        for (path, when, sensor), st in ((ref, ref_stats), (sec, sec_stats))
     ]
     ti, tj = tile
     rows = grid.rows_px()[ti] - int(win.row_off)
@@ -127,18 +138,51 @@ def match_file_tile(
     out = np.full((4, rows.size, cols.size), np.nan, dtype=np.float32)
     local = NodeGrid(0, 0, grid.step_px, rows.size, cols.size, grid.chip_px, grid.search_px)
     for si, sj in tile_slices(local, settings.tile_nodes):
-        res = match_tile(prep[0], prep[1], rows[si], cols[sj], settings)
+        cy = cx = None
+        if centres is not None:
+            cy, cx = centres[0][si, sj], centres[1][si, sj]
+        res = match_tile(prep[0], prep[1], rows[si], cols[sj], settings, cy, cx)
         for layer, values in zip(out, res, strict=True):
             layer[si, sj] = values
     return out
 
 
-def _work_key(ref: Scene, sec: Scene, band: int | None, settings: MatchSettings) -> str:
-    """A key that changes whenever the inputs or the settings change."""
+def _read_padded(path, when, sensor, band, win: Window, grid: NodeGrid, stats) -> PreparedImage:
+    """A window of a file as a prepared image; parts past the image edge are nodata."""
+    with rasterio.open(path) as ds:
+        height, width = ds.height, ds.width
+    r0, c0 = max(0, int(win.row_off)), max(0, int(win.col_off))
+    r1 = min(height, int(win.row_off + win.height))
+    c1 = min(width, int(win.col_off + win.width))
+    part = read_scene(
+        path, band=band, acquired=when, sensor=sensor, window=Window(c0, r0, c1 - c0, r1 - r0)
+    )
+    if (r0, c0, r1 - r0, c1 - c0) == (win.row_off, win.col_off, win.height, win.width):
+        return PreparedImage(part.data, part.valid, stats=stats)
+    data = np.zeros((int(win.height), int(win.width)), dtype=np.float32)
+    valid = np.zeros(data.shape, dtype=bool)
+    at = (
+        slice(r0 - int(win.row_off), r1 - int(win.row_off)),
+        slice(c0 - int(win.col_off), c1 - int(win.col_off)),
+    )
+    data[at], valid[at] = part.data, part.valid
+    return PreparedImage(data, valid, stats=stats)
+
+
+def _work_key(
+    ref: Scene,
+    sec: Scene,
+    band: int | None,
+    settings: MatchSettings,
+    centres: tuple[np.ndarray, np.ndarray] | None = None,
+) -> str:
+    """A key that changes whenever the inputs, the settings or the search centres change."""
     info = {
         "settings": {k: v for k, v in asdict(settings).items() if k != "workers"},
         "band": band,
     }
+    if centres is not None:
+        info["centres"] = hashlib.sha256(np.stack(centres).tobytes()).hexdigest()
     for name, s in (("ref", ref), ("sec", sec)):
         st = s.path.stat()
         info[name] = [str(s.path.resolve()), st.st_size, st.st_mtime_ns]
@@ -180,6 +224,8 @@ def tiled_match(
     work_dir: str | os.PathLike[str] | None = None,
     scheduler: str | None = None,
     progress: Callable[[int], None] | None = None,
+    prior_dx_px: np.ndarray | None = None,
+    prior_dy_px: np.ndarray | None = None,
 ) -> MatchResult:
     """Match two images on one grid, tile by tile, from their files.
 
@@ -203,6 +249,9 @@ def tiled_match(
         Address of a ``dask.distributed`` scheduler; defaults to ``DASK_SCHEDULER_ADDRESS``.
     progress : callable, optional
         Called with the number of nodes of each finished tile.
+    prior_dx_px, prior_dy_px : ndarray, optional
+        Expected offsets on the node grid, in pixels (NaN: unknown, taken as 0), as for
+        :func:`glacierflow.matching.match`: each node's search is centred on the rounded prior.
 
     Returns
     -------
@@ -225,10 +274,20 @@ def tiled_match(
     except ValueError as exc:
         raise InputError(str(exc), ref.path) from exc
     tiles = plan_tiles(grid, settings, tile_nodes)
+    centres = None
+    if (prior_dx_px is None) != (prior_dy_px is None):
+        raise ValueError("give both prior_dx_px and prior_dy_px, or neither")
+    if prior_dx_px is not None:
+        centres = tuple(
+            np.rint(np.where(np.isfinite(a), a, 0.0)).astype(np.int64)
+            for a in (np.asarray(prior_dy_px, float), np.asarray(prior_dx_px, float))
+        )
+        if centres[0].shape != grid.shape or centres[1].shape != grid.shape:
+            raise ValueError(f"prior offsets must be on the node grid, shape {grid.shape}")
     out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
     folder = None
     if work_dir is not None:
-        folder = Path(work_dir) / _work_key(ref, sec, band, settings)
+        folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres)
         folder.mkdir(parents=True, exist_ok=True)
     todo = []
     for tile in tiles:
@@ -244,7 +303,8 @@ def tiled_match(
         with ThreadPoolExecutor(2) as pool:
             ref_stats, sec_stats = pool.map(file_stats, (ref, sec), (band, band))
         args = (scene_ref(ref), scene_ref(sec), band, grid)
-        for tile, values in _run(todo, args, settings, ref_stats, sec_stats, scheduler):
+        jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
+        for tile, values in _run(jobs, args, settings, ref_stats, sec_stats, scheduler):
             out[:, tile[0], tile[1]] = values
             if folder:
                 _save_tile(_tile_file(folder, tile), values)
@@ -253,9 +313,12 @@ def tiled_match(
     return MatchResult(grid, out[0], out[1], out[2], out[3], settings)
 
 
-def _task(args, tile, settings, ref_stats, sec_stats) -> tuple[Tile, np.ndarray]:
+def _task(args, job, settings, ref_stats, sec_stats) -> tuple[Tile, np.ndarray]:
     ref, sec, band, grid = args
-    return tile, match_file_tile(ref, sec, band, grid, tile, settings, ref_stats, sec_stats)
+    tile, centres = job
+    return tile, match_file_tile(
+        ref, sec, band, grid, tile, settings, ref_stats, sec_stats, centres
+    )
 
 
 def _run(todo, args, settings, ref_stats, sec_stats, scheduler):

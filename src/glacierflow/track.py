@@ -220,16 +220,10 @@ def track_pair(
     from tqdm.auto import tqdm
 
     tiled = tile_nodes is not None or scheduler is not None or work_dir is not None
-    if tiled and (
-        method != "ncc"
-        or prefilter != "none"
-        or pyramid_levels > 1
-        or retry_chip_px
-        or prior_vx is not None
-    ):
+    if tiled and (method != "ncc" or prefilter != "none" or pyramid_levels > 1 or retry_chip_px):
         raise InputError(
-            "tiled processing (--tile-nodes, --scheduler, --work-dir) supports the default NCC "
-            "matching only, without pre-filter, coarse pass, retries or prior; run untiled"
+            "tiled processing (--tile-nodes, --scheduler, --work-dir) supports NCC matching, with "
+            "or without a prior velocity, but no pre-filter, coarse pass or retries; run untiled"
         )
     prior: dict[str, np.ndarray] = {}
     if prior_vx is not None:
@@ -264,6 +258,7 @@ def track_pair(
                 work_dir=work_dir,
                 scheduler=scheduler,
                 progress=bar.update,
+                **prior,
             )
         else:
             from glacierflow.prefilter import prefilter as apply_prefilter

@@ -42,6 +42,7 @@ from glacierflow.matching.ncc import (
     ncc_surfaces,
 )
 from glacierflow.matching.orientation import orientation_surfaces
+from glacierflow.matching.stats import image_stats
 from glacierflow.matching.subpixel import SUBPIXEL_METHODS, refine_peak
 
 #: Correlators: masked normalized cross-correlation, phase correlation, orientation correlation.
@@ -827,8 +828,15 @@ def match(
     reach = 0 if cy is None else int(max(np.abs(cy).max(), np.abs(cx).max()))
     grow = max((c - settings.chip_px) // 2 + 1 for c in (settings.chip_px, *settings.retry_chip_px))
     pad = reach + max(grow, 0) if (reach or settings.retry_chip_px) else 0
-    ref_p = PreparedImage(*_padded(ref, ref_valid, pad))
-    sec_p = PreparedImage(*_padded(sec, sec_valid, pad))
+    # Statistics of the images themselves, not of their padding (whose rows would shift the
+    # strips): the same normalisation as a tiled run from the files.
+    ref_p, sec_p = (
+        PreparedImage(
+            *_padded(img, ok, pad),
+            stats=None if pad == 0 or np.iscomplexobj(img) else image_stats(img, ok),
+        )
+        for img, ok in ((ref, ref_valid), (sec, sec_valid))
+    )
     rows, cols = grid.rows_px() + pad, grid.cols_px() + pad
     state = dict(ref=ref_p, sec=sec_p, rows=rows, cols=cols, cy=cy, cx=cx, settings=settings)
     out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
