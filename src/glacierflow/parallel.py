@@ -25,7 +25,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from glacierflow.errors import InputError
@@ -71,9 +70,10 @@ def tile_window(grid: NodeGrid, tile: Tile, reach_px: int = 0) -> Window:
 
 
 def file_stats(scene: Scene, band: int | None) -> tuple[float, float]:
-    """Normalisation statistics of a scene's file, read strip by strip (as
-    :func:`glacierflow.matching.stats.image_stats` takes them from an image in memory)."""
+    """Normalisation statistics of a scene (its part of the file), read strip by strip, as
+    :func:`glacierflow.matching.stats.image_stats` takes them from an image in memory."""
     rows, cols = scene.shape
+    r0, c0 = scene.file_offset_px
 
     def sums(r: int) -> tuple[int, float, float]:
         part = read_scene(
@@ -81,20 +81,21 @@ def file_stats(scene: Scene, band: int | None) -> tuple[float, float]:
             band=band,
             acquired=scene.acquired,
             sensor=scene.sensor,
-            window=Window(0, r, cols, min(STRIP_ROWS, rows - r)),
+            window=Window(c0, r0 + r, cols, min(STRIP_ROWS, rows - r)),
         )
         return strip_sums(part.data, part.valid)
 
     return stats_from_strips(rows, sums)
 
 
-SceneRef = tuple[Path, object, str]
-"""What a tile task needs to read a scene: path, acquisition time, sensor (small to send)."""
+SceneRef = tuple[Path, object, str, tuple[int, int], tuple[int, int]]
+"""What a tile task needs to read a scene: path, acquisition time, sensor, the scene's first
+pixel in the file and its shape (small to send)."""
 
 
 def scene_ref(scene: Scene) -> SceneRef:
     """The small, picklable reference of a scene that tile tasks read from."""
-    return (scene.path, scene.acquired, scene.sensor)
+    return (scene.path, scene.acquired, scene.sensor, scene.file_offset_px, scene.shape)
 
 
 def match_file_tile(
@@ -129,8 +130,7 @@ def match_file_tile(
         reach = int(max(np.abs(centres[0]).max(), np.abs(centres[1]).max())) + 1
     win = tile_window(grid, tile, reach)
     prep = [
-        _read_padded(path, when, sensor, band, win, grid, st)
-        for (path, when, sensor), st in ((ref, ref_stats), (sec, sec_stats))
+        _read_padded(scene, band, win, st) for scene, st in ((ref, ref_stats), (sec, sec_stats))
     ]
     ti, tj = tile
     rows = grid.rows_px()[ti] - int(win.row_off)
@@ -147,15 +147,18 @@ def match_file_tile(
     return out
 
 
-def _read_padded(path, when, sensor, band, win: Window, grid: NodeGrid, stats) -> PreparedImage:
-    """A window of a file as a prepared image; parts past the image edge are nodata."""
-    with rasterio.open(path) as ds:
-        height, width = ds.height, ds.width
+def _read_padded(scene: SceneRef, band: int | None, win: Window, stats) -> PreparedImage:
+    """A window of a scene as a prepared image; parts past the scene's edge are nodata."""
+    path, when, sensor, (fr, fc), (height, width) = scene
     r0, c0 = max(0, int(win.row_off)), max(0, int(win.col_off))
     r1 = min(height, int(win.row_off + win.height))
     c1 = min(width, int(win.col_off + win.width))
     part = read_scene(
-        path, band=band, acquired=when, sensor=sensor, window=Window(c0, r0, c1 - c0, r1 - r0)
+        path,
+        band=band,
+        acquired=when,
+        sensor=sensor,
+        window=Window(fc + c0, fr + r0, c1 - c0, r1 - r0),
     )
     if (r0, c0, r1 - r0, c1 - c0) == (win.row_off, win.col_off, win.height, win.width):
         return PreparedImage(part.data, part.valid, stats=stats)
@@ -185,7 +188,13 @@ def _work_key(
         info["centres"] = hashlib.sha256(np.stack(centres).tobytes()).hexdigest()
     for name, s in (("ref", ref), ("sec", sec)):
         st = s.path.stat()
-        info[name] = [str(s.path.resolve()), st.st_size, st.st_mtime_ns]
+        info[name] = [
+            str(s.path.resolve()),
+            st.st_size,
+            st.st_mtime_ns,
+            list(s.file_offset_px),
+            list(s.shape),
+        ]
     return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 

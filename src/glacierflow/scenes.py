@@ -19,6 +19,7 @@ and granule band files ``T45RVL_20200407T044659_B08.jp2``; both carry the sensin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -82,6 +83,9 @@ class Scene:
         Landsat scene or product ID, or Sentinel-2 product (or granule) name, when found.
     time_source : str
         Where ``acquired`` came from: ``"option"``, ``"MTL"`` or ``"filename"``.
+    file_offset_px : (int, int)
+        Row and column, in the file, of the scene's first pixel: (0, 0) unless the scene is a
+        window of its file (see :func:`header_window`).
     """
 
     path: Path
@@ -93,6 +97,7 @@ class Scene:
     sensor: str
     scene_id: str | None
     time_source: str
+    file_offset_px: tuple[int, int] = (0, 0)
 
     @property
     def pixel_size_m(self) -> float:
@@ -586,6 +591,22 @@ def read_header(
 
 
 _FIRST_PIXEL = rasterio.windows.Window(0, 0, 1, 1)
+
+
+def header_window(scene: Scene, row0: int, col0: int, rows: int, cols: int) -> Scene:
+    """The header (from :func:`read_header`) of a window of a scene, in pixels of the scene.
+
+    Its transform is the window's and ``file_offset_px`` says where it starts in the file, so
+    that windowed reads of the new header read the right pixels.
+    """
+    r0, c0 = scene.file_offset_px
+    return dataclasses.replace(
+        scene,
+        data=np.broadcast_to(np.float32(0.0), (rows, cols)),
+        valid=np.broadcast_to(True, (rows, cols)),
+        transform=scene.transform @ affine.Affine.translation(col0, row0),
+        file_offset_px=(r0 + row0, c0 + col0),
+    )
 
 
 def read_preview(

@@ -16,6 +16,7 @@ between neighbours unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 from os import PathLike
@@ -32,7 +33,7 @@ from glacierflow.filters import FilterSettings, Quality, fill_small_holes, filte
 from glacierflow.glaciers import ice_mask_from_outlines, mask_from_file
 from glacierflow.matching import MatchSettings, make_grid, match
 from glacierflow.pair import Pair, make_pair
-from glacierflow.scenes import Scene, read_header, read_scene
+from glacierflow.scenes import Scene, header_window, read_header, read_scene
 from glacierflow.velocity import (
     DEFAULT_PEAK_SIGMA_SCALE,
     DEFORMATION_FACTOR,
@@ -498,10 +499,11 @@ def load_pair_tiled(
     sec_date: datetime | str | None = None,
     band: int | None = None,
 ) -> Pair:
-    """Read the metadata of two scenes on one grid, earlier first, without their pixels.
+    """Read the metadata of two scenes on one pixel lattice, earlier first, without their pixels.
 
-    For tiled matching, which reads the pixels window by window. Both files must share CRS,
-    transform and size; unlike :func:`load_pair`, nothing is reprojected or cropped.
+    For tiled matching, which reads the pixels window by window. Both files must share CRS and
+    pixel size and be offset by whole pixels (as scenes of one Landsat path/row or Sentinel-2
+    tile are); the pair covers their overlap. Unlike :func:`load_pair`, nothing is reprojected.
     """
     a = read_header(ref, band=band, acquired=ref_date)
     b = read_header(sec, band=band, acquired=sec_date)
@@ -515,13 +517,38 @@ def load_pair_tiled(
     if swapped:
         a, b = b, a
         log.warning("given the later image first: using %s as reference", a.path.name)
-    if a.shape != b.shape or a.transform != b.transform or a.crs != b.crs:
+    offset = _lattice_offset(a, b)
+    if offset is None:
         raise InputError(
-            f"tiled processing needs both images on one grid (SEC {b.path.name} differs in "
-            "CRS, transform or size); reproject SEC onto REF first, or run untiled",
+            f"tiled processing needs both images on one pixel lattice (SEC {b.path.name} differs "
+            "in CRS or pixel size, or is offset by a fraction of a pixel); reproject SEC onto REF "
+            "first, or run untiled",
             a.path,
         )
+    dr, dc = offset  # SEC's first pixel in REF's pixels
+    r0, c0 = max(0, dr), max(0, dc)
+    r1, c1 = min(a.shape[0], dr + b.shape[0]), min(a.shape[1], dc + b.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        raise InputError(f"REF and SEC ({b.path.name}) do not overlap", a.path)
+    if (r0, c0, r1, c1) != (0, 0, *a.shape) or b.shape != a.shape:
+        a = header_window(a, r0, c0, r1 - r0, c1 - c0)
+        # One transform for both (SEC's own equals it up to rounding of the offsets).
+        b = dataclasses.replace(
+            header_window(b, r0 - dr, c0 - dc, r1 - r0, c1 - c0), transform=a.transform
+        )
     return Pair(ref=a, sec=b, swapped=swapped, reprojected=False)
+
+
+def _lattice_offset(a: Scene, b: Scene) -> tuple[int, int] | None:
+    """Whole-pixel offset (rows, cols) of ``b``'s first pixel in ``a``, or None when the two are
+    not on one pixel lattice (CRS, pixel size, rotation or a fractional offset differ)."""
+    ta, tb = a.transform, b.transform
+    if a.crs != b.crs or (ta.a, ta.b, ta.d, ta.e) != (tb.a, tb.b, tb.d, tb.e) or ta.b or ta.d:
+        return None
+    dc, dr = (tb.c - ta.c) / ta.a, (tb.f - ta.f) / ta.e
+    if abs(dc - round(dc)) > 1e-6 or abs(dr - round(dr)) > 1e-6:
+        return None
+    return int(round(dr)), int(round(dc))
 
 
 def load_pair(
