@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import rasterio
@@ -341,3 +343,43 @@ def test_guided_tiles_share_a_wider_search(crop, step, kernel) -> None:
     err = np.hypot(shared[0] - tx[rr, cc], shared[1] - ty[rr, cc])
     assert np.isfinite(err).mean() > 0.9
     assert np.nanmedian(err) < 0.1
+
+
+def test_masked_dense_kernel_is_the_masked_coefficient(slc_pair) -> None:
+    """Box-filtered masked NCC (dense SLC-off grids) equals the per-node masked correlation."""
+    from glacierflow.matching.grid import extract_chips
+    from glacierflow.matching.ncc import PreparedImage, ncc_dense_masked, ncc_surfaces
+
+    p = slc_pair
+    ref = PreparedImage(p["ref"], ~p["gap_ref"])
+    sec = PreparedImage(p["sec"], ~p["gap_sec"])
+    c, s, off = 32, 8, (1, -2)
+    rows = 100 + 2 * np.arange(8)
+    cols = 120 + 2 * np.arange(9)
+    dense = ncc_dense_masked(ref, sec, rows, cols, c, s, off)
+    rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+    chips, cv = (extract_chips(a, rr, cc, c, 16) for a in (ref.image, ref.valid))
+    wr, wc = rr + off[0], cc + off[1]
+    wins, wv = (extract_chips(a, wr, wc, c + 2 * s, 16 + s) for a in (sec.image, sec.valid))
+    per_node = ncc_surfaces(chips, wins, cv, wv)
+    assert cv.mean() < 0.9  # the chips do hold gaps
+    np.testing.assert_array_equal(np.isnan(dense), np.isnan(per_node))
+    np.testing.assert_allclose(dense, per_node, atol=1e-4, equal_nan=True)
+
+
+def test_slc_off_dense_grid_takes_the_masked_dense_kernel(slc_pair) -> None:
+    """At step 2 on an SLC-off pair the tile goes to the masked dense kernel and finds what the
+    per-node masked path finds."""
+    from glacierflow.matching.core import _masked_dense_pays
+
+    p = slc_pair
+    settings = MatchSettings(step_px=2, search_px=8)
+    assert _masked_dense_pays(settings, 32, 0, "dense", 10, 90)
+    crop = (slice(60, 220), slice(80, 300))
+    args = (p["ref"][crop], p["sec"][crop], ~p["gap_ref"][crop], ~p["gap_sec"][crop])
+    tiled = match(*args, settings=settings)
+    one_by_one = match(*args, settings=replace(settings, ncc_kernel="fft"))
+    both = tiled.valid & one_by_one.valid
+    assert both.mean() > 0.8
+    assert np.abs(tiled.dx_px - one_by_one.dx_px)[both].max() < 2e-3
+    assert np.abs(tiled.dy_px - one_by_one.dy_px)[both].max() < 2e-3

@@ -37,6 +37,7 @@ from glacierflow.matching.ncc import (
     dense_is_faster,
     kernel_costs_ns,
     ncc_dense,
+    ncc_dense_masked,
     ncc_grid,
     ncc_nodes,
     ncc_surfaces,
@@ -372,11 +373,12 @@ def match_nodes(
     # A shared NCC kernel needs one search centre per tile: where the nodes' centres differ, it
     # searches ``reach`` px further around the tile's middle centre and each node keeps its own
     # window of the wider surface (while that costs less than one FFT per node).
-    kernel, reach = "nodes", 0
+    kernel, reach, spread = "nodes", 0, 0
     if method == "ncc" and tile is not None and n:
         cy0 = (int(cy.min()) + int(cy.max())) // 2
         cx0 = (int(cx.min()) + int(cx.max())) // 2
-        reach = int(max(cy.max() - cy0, cy0 - cy.min(), cx.max() - cx0, cx0 - cx.min()))
+        spread = int(max(cy.max() - cy0, cy0 - cy.min(), cx.max() - cx0, cx0 - cx.min()))
+        reach = spread
         kernel = _ncc_kernel(settings, c, reach)
     if kernel == "nodes":
         reach = 0
@@ -400,7 +402,19 @@ def match_nodes(
         masked |= ref_tab.invalid_count(top - s, left - s, c + 2 * s) > 0
     surf = np.full((n, k, k), np.nan, dtype=np.float32)
     is_complex = np.iscomplexobj(ref.image)
-    if method == "ncc":
+    part = masked & usable
+    dense_masked = method == "ncc" and tile is not None and n > 0
+    dense_masked = dense_masked and _masked_dense_pays(
+        settings, c, spread, kernel, int((~masked & usable).sum()), int(part.sum())
+    )
+    if dense_masked:
+        # Most chips hold nodata on a dense grid (SLC-off): the masked formulation for the whole
+        # tile by box filters, which gives plain NCC where nothing is missing.
+        surf = ncc_dense_masked(ref, sec, tile[0], tile[1], c, s + spread, (cy0, cx0))
+        if spread:
+            own = sliding_window_view(surf, (k, k), axis=(1, 2))
+            surf = own[np.arange(n), cy - cy0 + spread, cx - cx0 + spread]
+    elif method == "ncc":
         full = ~masked & usable
         if kernel != "nodes" and full.mean() > 0.5:
             args = (ref, sec, ref_tab, sec_tab, tile[0], tile[1], c, s + reach)
@@ -425,11 +439,13 @@ def match_nodes(
     # Phase correlation has no exact masked form (a window's spectrum holds its gaps' pattern,
     # and the two dates' SLC-off stripes correlate), so it hands these nodes to masked NCC (to
     # masked orientation correlation for orientation images).
-    part = masked & usable
     if part.any():
-        gathered = _gather(ref, sec, r, col, wr, wc, part, c, s)
-        correlate = orientation_surfaces if method == "orientation" or is_complex else ncc_surfaces
-        surf[part] = correlate(*gathered)
+        if not dense_masked:
+            gathered = _gather(ref, sec, r, col, wr, wc, part, c, s)
+            correlate = (
+                orientation_surfaces if method == "orientation" or is_complex else ncc_surfaces
+            )
+            surf[part] = correlate(*gathered)
         # A masked surface with holes (shifts where too few valid pixels overlap, between wide
         # SLC-off gaps) may hide the true peak: the node is not guessed.
         holes = ~np.isfinite(surf[part]).all(axis=(1, 2))
@@ -460,7 +476,20 @@ def _ncc_kernel(settings: MatchSettings, chip_px: int, reach_px: int) -> str:
         return "dense"
     if settings.ncc_kernel == "fft":
         del costs["dense"]
-    return min(costs, key=costs.__getitem__)
+    return min(("nodes", "dense", "grid"), key=lambda key: costs.get(key, np.inf))
+
+
+def _masked_dense_pays(
+    settings: MatchSettings, chip_px: int, spread_px: int, kernel: str, n_full: int, n_masked: int
+) -> bool:
+    """Whether one masked dense pass over the whole tile beats the masked path per node."""
+    s = settings.search_px
+    if settings.ncc_kernel == "fft" or spread_px > 2 * s or n_masked == 0:
+        return False
+    costs = kernel_costs_ns(chip_px, settings.step_px, s, spread_px)
+    n = n_full + n_masked
+    main = n * costs[kernel] if kernel != "nodes" and n_full > n / 2 else n_full * costs["nodes"]
+    return n * costs["masked_dense"] < n_masked * costs["masked_nodes"] + main
 
 
 def _gather(ref, sec, r, col, wr, wc, which, c, s):

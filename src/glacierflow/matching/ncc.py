@@ -381,6 +381,11 @@ def block_size_px(chip_px: int, step_px: int, search_px: int) -> int | None:
 #: of their transforms, and the finishing work (spread, numerator, layout) per element of a
 #: correlation surface.
 DENSE_NS, BLOCK_FFT_NS, NODE_FFT_NS, SURFACE_NS = 1.1, 0.45, 1.0, 4.0
+#: The masked kernels: :func:`ncc_dense_masked` costs about ten dense passes per pixel and
+#: offset (six products and box filters, and their samples) plus its float64 combination per
+#: node and offset; the masked path per node six float64 correlations, per ``n log2 n`` of one
+#: transform (measured on Landsat 7 SLC-off gaps at steps 2 and 8).
+MASKED_BOXES, MASKED_NS, MASKED_FFT_NS = 10, 10.0, 10.0
 #: Side, in nodes, of the tiles the block-FFT kernel works on (``MatchSettings.tile_nodes``).
 GRID_TILE_SIDE = 16
 
@@ -404,8 +409,9 @@ def kernel_costs_ns(
     -------
     dict
         ``"nodes"`` and ``"dense"`` always, ``"grid"`` where shared blocks pay
-        (:func:`block_size_px`). What all kernels share (peak location, sub-pixel refinement)
-        is left out.
+        (:func:`block_size_px`); and for chips or windows with nodata, ``"masked_nodes"`` (per
+        such node) and ``"masked_dense"`` (per node of the tile). What all kernels share (peak
+        location, sub-pixel refinement) is left out.
     """
     k, s_ext = 2 * search_px + 1, search_px + reach_px
     k_ext = 2 * s_ext + 1
@@ -414,6 +420,8 @@ def kernel_costs_ns(
         "nodes": NODE_FFT_NS * _fft_work(chip_px + 2 * search_px),
         "dense": DENSE_NS * step_px * step_px * k_ext * k_ext + wider,
     }
+    costs["masked_dense"] = (MASKED_BOXES * DENSE_NS * step_px * step_px + MASKED_NS) * k_ext**2
+    costs["masked_nodes"] = MASKED_FFT_NS * _fft_work(chip_px + 2 * search_px)
     b = block_size_px(chip_px, step_px, s_ext)
     if b is not None:
         # Blocks per node, the tile's margin included: ((side - 1) * step / b + chip / b)^2.
@@ -431,7 +439,7 @@ def dense_is_faster(chip_px: int, step_px: int, search_px: int) -> bool:
     32 px chips and a 16 px search lies between steps 4 and 6 px.
     """
     costs = kernel_costs_ns(chip_px, step_px, search_px)
-    return costs.pop("dense") < min(costs.values())
+    return costs["dense"] < min(v for key, v in costs.items() if key in ("nodes", "grid"))
 
 
 def _fft_work(p: int) -> float:
@@ -637,6 +645,87 @@ def ncc_dense(
     # Offsets-major to nodes-major (OpenCV's cache-blocked transpose: many times numpy's).
     raw = cv2.transpose(raw.reshape(k * k, ny * nx))
     return _finish_tile(raw, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox))
+
+
+def ncc_dense_masked(
+    ref: PreparedImage,
+    sec: PreparedImage,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    chip_px: int,
+    search_px: int,
+    win_offset_px: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Masked NCC surfaces of a dense rectangular tile of nodes, by box-filtered products.
+
+    The masked formulation of :func:`ncc_surfaces` (Padfield 2012: every sum over the pixels
+    valid in both chip and window) computed like :func:`ncc_dense`: for each offset, six
+    products of the tile (validity and values of both images) summed over every chip with a
+    box filter. About six times the dense kernel's work, and many times cheaper than six FFTs
+    per node where most chips hold nodata (Landsat 7 SLC-off gaps) on a dense grid.
+
+    Returns
+    -------
+    ndarray, shape (NY * NX, 2 * search_px + 1, 2 * search_px + 1), float32
+        As :func:`ncc_surfaces`: NaN where too little valid data overlaps or a side is flat.
+    """
+    c, s = chip_px, search_px
+    oy, ox = (int(v) for v in win_offset_px)
+    half, k = c // 2, 2 * s + 1
+    ny, nx = rows_px.size, cols_px.size
+    step = _tile_step(rows_px, cols_px, 1)
+    top0, left0 = int(rows_px[0]) - half, int(cols_px[0]) - half
+    h, w = (ny - 1) * step + c, (nx - 1) * step + c
+    t0, l0 = top0 - s + oy, left0 - s + ox
+
+    def centred(img: PreparedImage, r0: int, c0: int, rows: int, cols: int):
+        ok = img.valid[r0 : r0 + rows, c0 : c0 + cols]
+        vals = img.image[r0 : r0 + rows, c0 : c0 + cols]
+        mean = float(vals[ok].mean(dtype=np.float64)) if ok.any() else 0.0
+        a = np.where(ok, vals - np.float32(mean), np.float32(0.0))
+        return ok.astype(np.float32), a, a * a
+
+    mt, a, a2 = centred(ref, top0, left0, h, w)
+    mw, b, b2 = centred(sec, t0, l0, h + k - 1, w + k - 1)
+    prod = np.empty((h, w), dtype=np.float32)
+    box = np.empty((h, w), dtype=np.float64)
+    sample = (slice(0, h - c + 1, step), slice(0, w - c + 1, step))
+
+    def box_sum(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        cv2.multiply(x, y, dst=prod)
+        cv2.boxFilter(
+            prod,
+            cv2.CV_64F,
+            (c, c),
+            dst=box,
+            anchor=(0, 0),
+            normalize=False,
+            borderType=cv2.BORDER_CONSTANT,
+        )
+        return box[sample].copy()
+
+    chip_count = cv2.boxFilter(
+        mt, cv2.CV_64F, (c, c), anchor=(0, 0), normalize=False, borderType=cv2.BORDER_CONSTANT
+    )[sample]
+    need = np.maximum(MIN_OVERLAP_FRACTION * chip_count, 16.0)
+    out = np.empty((k, k, ny, nx), dtype=np.float32)
+    for sy in range(k):
+        for sx in range(k):
+            win = (slice(sy, sy + h), slice(sx, sx + w))
+            mwd, bd, b2d = mw[win], b[win], b2[win]
+            cnt = np.rint(box_sum(mt, mwd))
+            st, sw = box_sum(a, mwd), box_sum(mt, bd)
+            st2, sw2, stw = box_sum(a2, mwd), box_sum(mt, b2d), box_sum(a, bd)
+            enough = cnt >= need
+            safe = np.where(enough, cnt, 1.0)
+            vt = st2 - st * st / safe
+            vw = sw2 - sw * sw / safe
+            floor = 1e-6 * safe
+            ok = enough & (vt > floor) & (vw > floor)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = (stw - st * sw / safe) / np.sqrt(np.where(ok, vt * vw, 1.0))
+            out[sy, sx] = np.where(ok, np.clip(r, -1.0, 1.0), np.nan)
+    return cv2.transpose(out.reshape(k * k, ny * nx)).reshape(-1, k, k)
 
 
 def _inverse_spread(energy: np.ndarray, n_px: int) -> np.ndarray:
