@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -176,6 +177,27 @@ def test_two_pairs_at_a_time_give_the_sequential_products(sequential, tmp_path, 
     assert [line for line in again if line.startswith("pair ")] == [
         f"{head}: complete, kept" for head in heads
     ]
+
+
+def test_concurrent_pairs_each_show_a_node_bar(sequential, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    path, _, reference = sequential
+    result = run_project(
+        _copy_project(path, tmp_path, "bars"),
+        concurrent_pairs=2,
+        workers=2,
+        report=False,
+        progress=True,
+    )
+    _assert_same_pairs(result, reference)
+    err = capsys.readouterr().err
+    assert "pairs:" in err
+    # One bar per pair, fed with node counts from its worker process, up to its total.
+    for i in (1, 2):
+        shown = re.findall(rf"pair {i}: +\d+%.*?(\d+)/(\d+) \[", err)
+        assert shown, err[-2000:]
+        done, total = (int(v) for v in shown[-1])
+        assert total > 100 and done == total
 
 
 def test_a_dask_local_cluster_gives_the_sequential_products(sequential, tmp_path):

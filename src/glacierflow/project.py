@@ -34,6 +34,7 @@ products through :mod:`glacierflow.products`; the computations live in :mod:`gla
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -42,6 +43,7 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import sys
 import time
 import tomllib
 import warnings
@@ -57,6 +59,7 @@ import xarray as xr
 
 from glacierflow import __version__
 from glacierflow.errors import GlacierflowError, InputError
+from glacierflow.track import ProgressSink
 
 log = logging.getLogger("glacierflow")
 
@@ -1173,7 +1176,7 @@ def process_pair(
     folder: Path,
     workers: int | None = None,
     *,
-    progress: bool | None = False,
+    progress: bool | None | ProgressSink = False,
 ) -> xr.Dataset:
     """Track one pair (cropped to the grid) and write its products, then ``done.json``.
 
@@ -1551,7 +1554,11 @@ def _transect_lines(project: Project, crs_wkt: str):
 
 
 def _track_one(
-    project: Project, plan: PairPlan, folder: Path, workers: int | None, progress: bool | None
+    project: Project,
+    plan: PairPlan,
+    folder: Path,
+    workers: int | None,
+    progress: bool | None | ProgressSink,
 ) -> dict[str, float]:
     """Process one pair; what its progress line says (small, to send back from a worker)."""
     t0 = time.perf_counter()
@@ -1597,27 +1604,91 @@ def _run_pairs(
         for i, plan, folder in jobs:
             yield i, _track_one(project, plan, folder, workers, progress), None
         return
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     n = min(concurrent_pairs, len(jobs))
     per_pair = max(1, (workers or os.cpu_count() or 1) // n)
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+    show = bool(progress) or (progress is None and sys.stderr.isatty())
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ProcessPoolExecutor(n, mp_context=ctx))
+        bars = _PairBars(stack.enter_context(ctx.Manager()).Queue(), n) if show else None
         futures = {
-            pool.submit(_track_one, project, plan, folder, per_pair, False): i
+            pool.submit(
+                _track_one,
+                project,
+                plan,
+                folder,
+                per_pair,
+                False if bars is None else _QueueProgress(bars.queue, i),
+            ): i
             for i, plan, folder in jobs
         }
         failed = False
-        for fut in as_completed(futures):
-            if fut.cancelled():
-                continue
-            exc = fut.exception()
-            if exc is not None and not failed:
-                failed = True
-                for other in futures:
-                    other.cancel()  # only those not started; running pairs finish
-            yield futures[fut], None if exc is not None else fut.result(), exc
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            if bars is not None:
+                bars.drain()
+            for fut in finished:
+                if bars is not None:
+                    bars.close(futures[fut])
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if exc is not None and not failed:
+                    failed = True
+                    for other in futures:
+                        other.cancel()  # only those not started; running pairs finish
+                yield futures[fut], None if exc is not None else fut.result(), exc
+
+
+class _QueueProgress(ProgressSink):
+    """Sends one pair's node counts from its worker process to the main process's bars."""
+
+    def __init__(self, queue: Any, index: int) -> None:
+        self.queue, self.index = queue, index
+
+    def start(self, total_nodes: int) -> None:
+        self.queue.put((self.index, "start", total_nodes))
+
+    def update(self, nodes: int) -> None:
+        self.queue.put((self.index, "update", nodes))
+
+
+class _PairBars:
+    """One node progress bar per running pair, below the overall pairs bar."""
+
+    def __init__(self, queue: Any, slots: int) -> None:
+        self.queue = queue
+        self.free = list(range(1, slots + 1))
+        self.bars: dict[int, Any] = {}
+
+    def drain(self) -> None:
+        from tqdm.auto import tqdm
+
+        while not self.queue.empty():
+            index, kind, value = self.queue.get()
+            if kind == "start":
+                self.close(index)
+                self.bars[index] = tqdm(
+                    total=value,
+                    unit="node",
+                    desc=f"pair {index + 1}",
+                    position=self.free.pop(0) if self.free else None,
+                    leave=False,
+                )
+            elif index in self.bars:
+                self.bars[index].update(value)
+
+    def close(self, index: int) -> None:
+        bar = self.bars.pop(index, None)
+        if bar is not None:
+            if bar.pos:
+                self.free.append(abs(bar.pos))
+            bar.refresh()  # the final count, which the bar's rate limit may not have shown
+            bar.close()
 
 
 def _run_pairs_dask(

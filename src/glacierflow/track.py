@@ -16,6 +16,7 @@ between neighbours unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from datetime import datetime
@@ -81,6 +82,21 @@ def _check_sizes(chip_px: int, search_px: int, step_px: int) -> None:
         raise InputError(f"--chip-px must be at least 4 pixels, got {chip_px}")
 
 
+class ProgressSink:
+    """Receives a pair's matching progress instead of a progress bar.
+
+    Subclasses override :meth:`start` (called once with the number of nodes) and :meth:`update`
+    (called with the nodes finished since the last call); they must pickle when the pair runs
+    in another process.
+    """
+
+    def start(self, total_nodes: int) -> None:
+        """The pair has ``total_nodes`` nodes to match."""
+
+    def update(self, nodes: int) -> None:
+        """``nodes`` more nodes are matched."""
+
+
 def track_pair(
     pair: Pair,
     *,
@@ -90,7 +106,7 @@ def track_pair(
     subpixel: str = "lanczos",
     method: str = "ncc",
     workers: int = 1,
-    progress: bool | None = None,
+    progress: bool | None | ProgressSink = None,
     glacier_outlines: str | PathLike[str] | None = None,
     stable_mask: MaskLike | None = None,
     coreg: str = "constant",
@@ -126,8 +142,9 @@ def track_pair(
         Correlator.
     workers : int
         Threads for matching.
-    progress : bool or None
-        Show a progress bar: True always, False never, None when stderr is a terminal.
+    progress : bool, None or ProgressSink
+        Show a progress bar: True always, False never, None when stderr is a terminal; or send
+        the node counts to a :class:`ProgressSink` (e.g. to a bar in another process).
     glacier_outlines : path, optional
         Glacier (ice) outlines, any CRS: stable ground is every node off the ice grown by
         ``ice_buffer_m``.
@@ -240,13 +257,18 @@ def track_pair(
             dt_days=pair.dt_days,
         )
         prior = {"prior_dx_px": pdx, "prior_dy_px": pdy}
-    with tqdm(
-        total=grid.ny * grid.nx,
-        unit="node",
-        desc="matching",
-        disable=(not progress) if progress is not None else None,
-        leave=False,
-    ) as bar:
+    if isinstance(progress, ProgressSink):
+        progress.start(grid.ny * grid.nx)
+        bar_context: Any = contextlib.nullcontext(progress)
+    else:
+        bar_context = tqdm(
+            total=grid.ny * grid.nx,
+            unit="node",
+            desc="matching",
+            disable=(not progress) if progress is not None else None,
+            leave=False,
+        )
+    with bar_context as bar:
         if tiled:
             from glacierflow.parallel import tiled_match
 
@@ -591,7 +613,7 @@ def track(
     subpixel: str = "lanczos",
     method: str = "ncc",
     workers: int = 1,
-    progress: bool | None = None,
+    progress: bool | None | ProgressSink = None,
     glacier_outlines: str | PathLike[str] | None = None,
     stable_mask: MaskLike | None = None,
     coreg: str = "constant",
