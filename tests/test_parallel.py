@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -168,6 +169,39 @@ def test_tiled_slc_off_dense_equals_untiled(crops, tmp_path):
     assert whole.valid.mean() > 0.7
     tiled = tiled_match(read_header(painted[0]), read_header(painted[1]), settings, tile_nodes=3000)
     _assert_identical(tiled, whole)
+
+
+def test_large_scenes_are_tiled_by_default(crops, monkeypatch):
+    # Above AUTO_TILE_PIXELS, `track` matches tile by tile unless the options need the whole
+    # images: the same product as an explicit tiled run.
+    import glacierflow.parallel
+
+    track_module = importlib.import_module("glacierflow.track")  # `glacierflow.track`: a function
+
+    calls = []
+    real = glacierflow.parallel.tiled_match
+    monkeypatch.setattr(
+        glacierflow.parallel, "tiled_match", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    opts = dict(coreg="none", progress=False)
+    small = track_module.track(*crops, **opts)
+    assert calls == []
+    monkeypatch.setattr(track_module, "AUTO_TILE_PIXELS", 10_000)
+    auto = track_module.track(*crops, **opts)
+    assert len(calls) == 1
+    explicit = track_module.track(*crops, tile_nodes=16384, **opts)
+    assert len(calls) == 2
+    for name in ("dx", "dy", "v"):
+        np.testing.assert_array_equal(auto[name].values, explicit[name].values)
+    np.testing.assert_allclose(auto["v"].values, small["v"].values, atol=1e-3, equal_nan=True)
+    # A pre-filter needs the whole images: untiled whatever the size.
+    track_module.track(*crops, prefilter="highpass", **opts)
+    assert len(calls) == 2
+    # And from the command line's entry point, which writes the products.
+    out = crops[0].parent / "auto_products"
+    ds, paths = track_module.track_to_products(*crops, out, **opts)
+    assert len(calls) == 3 and paths and not (out / ".glacierflow-work").exists()
+    np.testing.assert_array_equal(ds["v"].values, auto["v"].values)
 
 
 def test_tiled_on_worker_processes_and_resume(crops, tmp_path):

@@ -29,7 +29,7 @@ import xarray as xr
 
 from glacierflow import __version__
 from glacierflow.coregister import COREG_METHODS, fit_on_slowest, make_coreg, slowest_nodes
-from glacierflow.errors import InputError
+from glacierflow.errors import GlacierflowError, InputError
 from glacierflow.filters import FilterSettings, Quality, fill_small_holes, filter_offsets
 from glacierflow.glaciers import ice_mask_from_outlines, mask_from_file
 from glacierflow.matching import MatchSettings, make_grid, match
@@ -277,7 +277,7 @@ def track_pair(
                 sec,
                 settings,
                 band=band,
-                tile_nodes=tile_nodes or 16384,
+                tile_nodes=tile_nodes or DEFAULT_TILE_NODES,
                 work_dir=work_dir,
                 scheduler=scheduler,
                 progress=bar.update,
@@ -680,6 +680,10 @@ def track(
     """
     _check_sizes(chip_px, search_px, step_px)
     tiled = tile_nodes is not None or scheduler is not None or work_dir is not None
+    if not tiled and _auto_tiles(
+        ref, sec, band, ref_date, sec_date, method, prefilter, pyramid_levels, retry_chip_px
+    ):
+        tiled, tile_nodes = True, DEFAULT_TILE_NODES
     loader = load_pair_tiled if tiled else load_pair
     pair = loader(ref, sec, ref_date=ref_date, sec_date=sec_date, band=band)
     return track_pair(
@@ -713,6 +717,53 @@ def track(
     )
 
 
+#: Nodes per tile task of tiled matching unless chosen (``--tile-nodes``).
+DEFAULT_TILE_NODES = 16384
+#: Scenes with more pixels than this are matched tile by tile by :func:`track` when the options
+#: allow it (about 6,300 x 6,300 px; a Landsat panchromatic scene holds about 220 million).
+AUTO_TILE_PIXELS = 40_000_000
+
+
+def _auto_tiles(
+    ref: SceneLike,
+    sec: SceneLike,
+    band: int | None,
+    ref_date: datetime | str | None,
+    sec_date: datetime | str | None,
+    method: str,
+    prefilter: str,
+    pyramid_levels: int,
+    retry_chip_px: tuple[int, ...],
+) -> bool:
+    """Whether to match tile by tile though no tiling option was given: large files on one
+    pixel lattice, with options that tiled matching supports."""
+    if method != "ncc" or prefilter != "none" or pyramid_levels != 1 or retry_chip_px:
+        return False
+    if not _large_pair_on_one_lattice(ref, sec, band, ref_date, sec_date):
+        return False
+    log.info("large scenes on one pixel lattice: matching tile by tile (bounded memory)")
+    return True
+
+
+def _large_pair_on_one_lattice(
+    ref: SceneLike,
+    sec: SceneLike,
+    band: int | None,
+    ref_date: datetime | str | None = None,
+    sec_date: datetime | str | None = None,
+) -> bool:
+    """Whether two files are large enough for tiled matching by default, and allow it."""
+    if isinstance(ref, Scene) or isinstance(sec, Scene):
+        return False
+    try:
+        a = read_header(ref, band=band, acquired=ref_date)
+        b = read_header(sec, band=band, acquired=sec_date)
+    except GlacierflowError:
+        return False  # the untiled reader gives the full error
+    big = a.shape[0] * a.shape[1] > AUTO_TILE_PIXELS or b.shape[0] * b.shape[1] > AUTO_TILE_PIXELS
+    return big and _lattice_offset(a, b) is not None
+
+
 def track_to_products(
     ref: SceneLike,
     sec: SceneLike,
@@ -732,6 +783,18 @@ def track_to_products(
         options.get("chip_px", 32), options.get("search_px", 16), options.get("step_px", 8)
     )
     tiled = any(options.get(k) is not None for k in ("tile_nodes", "scheduler", "work_dir"))
+    if not tiled and _auto_tiles(
+        ref,
+        sec,
+        options.get("band"),
+        options.get("ref_date"),
+        options.get("sec_date"),
+        options.get("method", "ncc"),
+        options.get("prefilter", "none"),
+        options.get("pyramid_levels", 1),
+        options.get("retry_chip_px", ()),
+    ):
+        tiled, options["tile_nodes"] = True, DEFAULT_TILE_NODES
     band = options.pop("band", None)
     pair = (load_pair_tiled if tiled else load_pair)(
         ref,
