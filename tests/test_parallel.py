@@ -194,14 +194,36 @@ def test_large_scenes_are_tiled_by_default(crops, monkeypatch):
     for name in ("dx", "dy", "v"):
         np.testing.assert_array_equal(auto[name].values, explicit[name].values)
     np.testing.assert_allclose(auto["v"].values, small["v"].values, atol=1e-3, equal_nan=True)
-    # A pre-filter needs the whole images: untiled whatever the size.
-    track_module.track(*crops, prefilter="highpass", **opts)
+    # The Wallis filter needs image-wide medians: untiled whatever the size.
+    track_module.track(*crops, prefilter="wallis", **opts)
     assert len(calls) == 2
     # And from the command line's entry point, which writes the products.
     out = crops[0].parent / "auto_products"
     ds, paths = track_module.track_to_products(*crops, out, **opts)
     assert len(calls) == 3 and paths and not (out / ".glacierflow-work").exists()
     np.testing.assert_array_equal(ds["v"].values, auto["v"].values)
+
+
+@pytest.mark.parametrize("step", [8, 2])
+def test_tiled_highpass_equals_untiled(crops, step):
+    # The Gaussian high-pass, tile by tile (its reach read around every window), bit for bit
+    # as on the whole images.
+    from glacierflow.prefilter import highpass
+
+    settings = MatchSettings(step_px=step, search_px=8, batch_nodes=64 if step == 8 else None)
+    a, b = read_scene(crops[0]), read_scene(crops[1])
+    ra, va = highpass(a.data, a.valid, 2.5)
+    rb, vb = highpass(b.data, b.valid, 2.5)
+    whole = match(ra, rb, va, vb, settings)
+    assert whole.valid.mean() > 0.9
+    tiled = tiled_match(
+        read_header(crops[0]),
+        read_header(crops[1]),
+        settings,
+        tile_nodes=700,
+        highpass_sigma_px=2.5,
+    )
+    _assert_identical(tiled, whole)
 
 
 def test_tiled_on_worker_processes_and_resume(crops, tmp_path):

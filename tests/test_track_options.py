@@ -107,12 +107,25 @@ def test_prior_velocity_centres_a_small_search(tmp_path):
         np.testing.assert_allclose(a[name].values, b[name].values, atol=1e-6, equal_nan=True)
 
 
+def test_highpass_tile_by_tile_is_the_whole_image_highpass():
+    ref, sec, _ = demo_inputs()
+    opts = dict(prefilter="highpass", prefilter_sigma_px=4.0, coreg="none", progress=False)
+    whole = track(ref, sec, **opts)
+    tiled = track(ref, sec, tile_nodes=3000, **opts)
+    a, b = xr.align(whole[["dx", "dy"]], tiled[["dx", "dy"]], join="inner")
+    assert a.sizes["x"] * a.sizes["y"] >= 0.9 * whole.sizes["x"] * whole.sizes["y"]
+    assert np.isfinite(a["dx"].values).mean() > 0.5
+    for name in ("dx", "dy"):
+        np.testing.assert_allclose(a[name].values, b[name].values, atol=1e-6, equal_nan=True)
+
+
 @pytest.mark.parametrize(
     ("args", "phrase"),
     [
         (["--method", "ncc", "--subpixel", "dft"], "dft"),
         (["--prior-vx", "nowhere.tif"], "--prior-vy"),
         (["--method", "phase", "--tile-nodes", "1000"], "tiled processing"),
+        (["--prefilter", "wallis", "--tile-nodes", "1000"], "tiled processing"),
     ],
 )
 def test_bad_option_combinations_fail_cleanly(args, phrase, tmp_path):

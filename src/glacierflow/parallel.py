@@ -69,21 +69,19 @@ def tile_window(grid: NodeGrid, tile: Tile, reach_px: int = 0) -> Window:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def file_stats(scene: Scene, band: int | None) -> tuple[float, float]:
+def file_stats(
+    scene: Scene, band: int | None, highpass_sigma_px: float | None = None
+) -> tuple[float, float]:
     """Normalisation statistics of a scene (its part of the file), read strip by strip, as
-    :func:`glacierflow.matching.stats.image_stats` takes them from an image in memory."""
+    :func:`glacierflow.matching.stats.image_stats` takes them from an image in memory (of the
+    high-passed image when ``highpass_sigma_px`` is given)."""
     rows, cols = scene.shape
-    r0, c0 = scene.file_offset_px
+    ref = scene_ref(scene)
 
     def sums(r: int) -> tuple[int, float, float]:
-        part = read_scene(
-            scene.path,
-            band=band,
-            acquired=scene.acquired,
-            sensor=scene.sensor,
-            window=Window(c0, r0 + r, cols, min(STRIP_ROWS, rows - r)),
-        )
-        return strip_sums(part.data, part.valid)
+        win = Window(0, r, cols, min(STRIP_ROWS, rows - r))
+        data, valid = _read_filtered(ref, band, win, highpass_sigma_px)
+        return strip_sums(data, valid)
 
     return stats_from_strips(rows, sums)
 
@@ -108,6 +106,7 @@ def match_file_tile(
     ref_stats: tuple[float, float],
     sec_stats: tuple[float, float],
     centres: tuple[np.ndarray, np.ndarray] | None = None,
+    highpass_sigma_px: float | None = None,
 ) -> np.ndarray:
     """Read one tile's windows of both files and match them.
 
@@ -117,6 +116,9 @@ def match_file_tile(
         Search centres of the tile's nodes relative to the nodes (rows, columns), in whole
         pixels, shape of the tile; the windows read reach that much further (past the image
         edge, pixels count as nodata).
+    highpass_sigma_px : float, optional
+        High-pass both images first (:func:`glacierflow.prefilter.highpass`), reading the
+        Gaussian's reach around the windows so that the result is the whole image's.
 
     Returns
     -------
@@ -130,7 +132,8 @@ def match_file_tile(
         reach = int(max(np.abs(centres[0]).max(), np.abs(centres[1]).max())) + 1
     win = tile_window(grid, tile, reach)
     prep = [
-        _read_padded(scene, band, win, st) for scene, st in ((ref, ref_stats), (sec, sec_stats))
+        PreparedImage(*_read_filtered(scene, band, win, highpass_sigma_px), stats=st)
+        for scene, st in ((ref, ref_stats), (sec, sec_stats))
     ]
     ti, tj = tile
     rows = grid.rows_px()[ti] - int(win.row_off)
@@ -147,8 +150,8 @@ def match_file_tile(
     return out
 
 
-def _read_padded(scene: SceneRef, band: int | None, win: Window, stats) -> PreparedImage:
-    """A window of a scene as a prepared image; parts past the scene's edge are nodata."""
+def _read_padded(scene: SceneRef, band: int | None, win: Window) -> tuple[np.ndarray, np.ndarray]:
+    """A window of a scene, data and validity; parts past the scene's edge are nodata."""
     path, when, sensor, (fr, fc), (height, width) = scene
     r0, c0 = max(0, int(win.row_off)), max(0, int(win.col_off))
     r1 = min(height, int(win.row_off + win.height))
@@ -158,18 +161,35 @@ def _read_padded(scene: SceneRef, band: int | None, win: Window, stats) -> Prepa
         band=band,
         acquired=when,
         sensor=sensor,
-        window=Window(fc + c0, fr + r0, c1 - c0, r1 - r0),
+        window=Window(fc + c0, fr + r0, max(c1 - c0, 0), max(r1 - r0, 0)),
     )
     if (r0, c0, r1 - r0, c1 - c0) == (win.row_off, win.col_off, win.height, win.width):
-        return PreparedImage(part.data, part.valid, stats=stats)
+        return part.data, part.valid
     data = np.zeros((int(win.height), int(win.width)), dtype=np.float32)
     valid = np.zeros(data.shape, dtype=bool)
-    at = (
-        slice(r0 - int(win.row_off), r1 - int(win.row_off)),
-        slice(c0 - int(win.col_off), c1 - int(win.col_off)),
-    )
-    data[at], valid[at] = part.data, part.valid
-    return PreparedImage(data, valid, stats=stats)
+    if r1 > r0 and c1 > c0:
+        at = (
+            slice(r0 - int(win.row_off), r1 - int(win.row_off)),
+            slice(c0 - int(win.col_off), c1 - int(win.col_off)),
+        )
+        data[at], valid[at] = part.data, part.valid
+    return data, valid
+
+
+def _read_filtered(
+    scene: SceneRef, band: int | None, win: Window, highpass_sigma_px: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A window of a scene, high-passed as the whole scene would be when a sigma is given: the
+    Gaussian's reach is read around the window (nodata past the scene's edge) and cut off."""
+    if highpass_sigma_px is None:
+        return _read_padded(scene, band, win)
+    from glacierflow.prefilter import highpass, highpass_reach_px
+
+    m = highpass_reach_px(highpass_sigma_px)
+    wide = Window(win.col_off - m, win.row_off - m, win.width + 2 * m, win.height + 2 * m)
+    data, valid = highpass(*_read_padded(scene, band, wide), highpass_sigma_px)
+    inner = (slice(m, m + int(win.height)), slice(m, m + int(win.width)))
+    return data[inner], valid[inner]
 
 
 def _work_key(
@@ -178,11 +198,13 @@ def _work_key(
     band: int | None,
     settings: MatchSettings,
     centres: tuple[np.ndarray, np.ndarray] | None = None,
+    highpass_sigma_px: float | None = None,
 ) -> str:
     """A key that changes whenever the inputs, the settings or the search centres change."""
     info = {
         "settings": {k: v for k, v in asdict(settings).items() if k != "workers"},
         "band": band,
+        "highpass_sigma_px": highpass_sigma_px,
     }
     if centres is not None:
         info["centres"] = hashlib.sha256(np.stack(centres).tobytes()).hexdigest()
@@ -235,6 +257,7 @@ def tiled_match(
     progress: Callable[[int], None] | None = None,
     prior_dx_px: np.ndarray | None = None,
     prior_dy_px: np.ndarray | None = None,
+    highpass_sigma_px: float | None = None,
 ) -> MatchResult:
     """Match two images on one grid, tile by tile, from their files.
 
@@ -249,8 +272,7 @@ def tiled_match(
     band : int, optional
         Band of multi-band files.
     tile_nodes : int
-        About how many nodes one tile task matches; memory per task grows with it (about
-        0.25 MB per node for 32 px chips and a 16 px search).
+        About how many nodes one tile task matches; memory per task grows with it.
     work_dir : path, optional
         Folder for finished tiles; a rerun with the same inputs and settings reuses them.
         Without one, nothing is kept.
@@ -261,6 +283,9 @@ def tiled_match(
     prior_dx_px, prior_dy_px : ndarray, optional
         Expected offsets on the node grid, in pixels (NaN: unknown, taken as 0), as for
         :func:`glacierflow.matching.match`: each node's search is centred on the rounded prior.
+    highpass_sigma_px : float, optional
+        Match high-passed images (:func:`glacierflow.prefilter.highpass` with this sigma, in
+        pixels), filtered tile by tile exactly as the whole images would be.
 
     Returns
     -------
@@ -296,7 +321,7 @@ def tiled_match(
     out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
     folder = None
     if work_dir is not None:
-        folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres)
+        folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres, highpass_sigma_px)
         folder.mkdir(parents=True, exist_ok=True)
     todo = []
     for tile in tiles:
@@ -310,8 +335,10 @@ def tiled_match(
     if todo:
         # Both files' statistics at once: GDAL decodes and numpy sums without the GIL.
         with ThreadPoolExecutor(2) as pool:
-            ref_stats, sec_stats = pool.map(file_stats, (ref, sec), (band, band))
-        args = (scene_ref(ref), scene_ref(sec), band, grid)
+            ref_stats, sec_stats = pool.map(
+                file_stats, (ref, sec), (band, band), (highpass_sigma_px,) * 2
+            )
+        args = (scene_ref(ref), scene_ref(sec), band, grid, highpass_sigma_px)
         jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
         for tile, values in _run(jobs, args, settings, ref_stats, sec_stats, scheduler):
             out[:, tile[0], tile[1]] = values
@@ -323,10 +350,10 @@ def tiled_match(
 
 
 def _task(args, job, settings, ref_stats, sec_stats) -> tuple[Tile, np.ndarray]:
-    ref, sec, band, grid = args
+    ref, sec, band, grid, sigma = args
     tile, centres = job
     return tile, match_file_tile(
-        ref, sec, band, grid, tile, settings, ref_stats, sec_stats, centres
+        ref, sec, band, grid, tile, settings, ref_stats, sec_stats, centres, sigma
     )
 
 

@@ -35,7 +35,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["PREFILTERS", "highpass", "local_mean", "orientation", "prefilter", "wallis"]
+__all__ = [
+    "PREFILTERS",
+    "highpass",
+    "highpass_reach_px",
+    "local_mean",
+    "orientation",
+    "prefilter",
+    "wallis",
+]
 
 #: Pre-filters understood by :func:`prefilter`.
 PREFILTERS = ("none", "highpass", "wallis", "orientation")
@@ -43,6 +51,10 @@ PREFILTERS = ("none", "highpass", "wallis", "orientation")
 #: Soft normalisation floor of :func:`orientation`, as a share of the median gradient; see there
 #: why it is not 0 as in the original method.
 ORIENTATION_SOFT = 1.0
+
+#: Gaussian kernels are cut off this many standard deviations from their centre (scipy's
+#: default, stated here because tiled matching reads exactly that far around each window).
+TRUNCATE = 4.0
 
 #: A pixel whose valid neighbourhood carries less than this share of the Gaussian weight has no
 #: reliable local mean (it sits deep inside a gap): it becomes invalid.
@@ -95,11 +107,18 @@ def local_mean(
     ok = np.isfinite(img) if valid is None else (np.asarray(valid, bool) & np.isfinite(img))
     w = ok.astype(np.float64)
     # mode="constant": outside the image is missing data, like a gap.
-    num = ndimage.gaussian_filter(np.where(ok, img, 0.0), sigma_px, mode="constant")
-    den = ndimage.gaussian_filter(w, sigma_px, mode="constant")
+    num = ndimage.gaussian_filter(
+        np.where(ok, img, 0.0), sigma_px, mode="constant", truncate=TRUNCATE
+    )
+    den = ndimage.gaussian_filter(w, sigma_px, mode="constant", truncate=TRUNCATE)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(den > 1e-12, num / den, 0.0)
     return mean, den
+
+
+def highpass_reach_px(sigma_px: float) -> int:
+    """How far, in pixels, :func:`highpass` reads around a pixel (the Gaussian's radius)."""
+    return int(TRUNCATE * float(sigma_px) + 0.5)
 
 
 def highpass(

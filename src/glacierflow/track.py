@@ -238,10 +238,11 @@ def track_pair(
     from tqdm.auto import tqdm
 
     tiled = tile_nodes is not None or scheduler is not None or work_dir is not None
-    if tiled and (method != "ncc" or prefilter != "none" or pyramid_levels > 1 or retry_chip_px):
+    if tiled and not _tiling_supports(method, prefilter, pyramid_levels, retry_chip_px):
         raise InputError(
             "tiled processing (--tile-nodes, --scheduler, --work-dir) supports NCC matching, with "
-            "or without a prior velocity, but no pre-filter, coarse pass or retries; run untiled"
+            "or without a prior velocity or the high-pass pre-filter, but no other pre-filter, "
+            "coarse pass or retries; run untiled"
         )
     prior: dict[str, np.ndarray] = {}
     if prior_vx is not None:
@@ -281,6 +282,7 @@ def track_pair(
                 work_dir=work_dir,
                 scheduler=scheduler,
                 progress=bar.update,
+                highpass_sigma_px=prefilter_sigma_px if prefilter == "highpass" else None,
                 **prior,
             )
         else:
@@ -724,6 +726,18 @@ DEFAULT_TILE_NODES = 16384
 AUTO_TILE_PIXELS = 40_000_000
 
 
+def _tiling_supports(
+    method: str, prefilter: str, pyramid_levels: int, retry_chip_px: tuple[int, ...]
+) -> bool:
+    """Whether tiled matching can do what these options ask."""
+    return (
+        method == "ncc"
+        and prefilter in ("none", "highpass")
+        and pyramid_levels == 1
+        and not retry_chip_px
+    )
+
+
 def _auto_tiles(
     ref: SceneLike,
     sec: SceneLike,
@@ -737,7 +751,7 @@ def _auto_tiles(
 ) -> bool:
     """Whether to match tile by tile though no tiling option was given: large files on one
     pixel lattice, with options that tiled matching supports."""
-    if method != "ncc" or prefilter != "none" or pyramid_levels != 1 or retry_chip_px:
+    if not _tiling_supports(method, prefilter, pyramid_levels, retry_chip_px):
         return False
     if not _large_pair_on_one_lattice(ref, sec, band, ref_date, sec_date):
         return False
