@@ -80,7 +80,7 @@ class MatchSettings:
         Nodes per tile, matched in one set of calls. By default (None) :attr:`tile_nodes` picks
         it for the NCC kernel in use: 256 for the FFT kernels (small tiles keep the working set
         in the CPU cache) and 4096 for the dense kernel (whose per-offset calls need large tiles
-        to pay off).
+        to pay off), fewer (down to 1024) for searches wider than +/-16 px.
     ncc_kernel : str
         How NCC surfaces are computed, one of :data:`NCC_KERNELS`: ``"auto"`` picks by grid
         density (:func:`~glacierflow.matching.ncc.dense_is_faster`); ``"fft"`` uses block FFTs

@@ -463,9 +463,9 @@ def ncc_grid(
 
     Every chip is cut into ``block_px`` blocks on the node lattice; the correlation of each block
     with its search window is computed once (one small FFT) and the chip's numerator is the sum
-    of its blocks' correlations, taken from a summed-area table over the block lattice. To keep
-    float32 FFTs exact enough, blocks are made zero-mean before the transform and their means
-    are put back in float64 through summed-area tables of the window.
+    of its blocks' correlations, moving sums over the block lattice. To keep the float32 FFTs
+    exact enough, blocks and windows are taken less their means over the tile; each chip's own
+    mean is put back in float64 from summed-area tables of the window.
 
     Parameters
     ----------
