@@ -226,6 +226,15 @@ def test_tiled_highpass_equals_untiled(crops, step):
     _assert_identical(tiled, whole)
 
 
+@pytest.mark.parametrize("subpixel", ["dft", "lanczos"])
+def test_tiled_phase_correlation_equals_untiled(crops, subpixel):
+    settings = MatchSettings(method="phase", subpixel=subpixel, batch_nodes=16)
+    whole = _untiled(*crops, settings)
+    assert whole.valid.mean() > 0.8
+    tiled = tiled_match(read_header(crops[0]), read_header(crops[1]), settings, tile_nodes=37)
+    _assert_identical(tiled, whole)
+
+
 def test_tiled_on_worker_processes_and_resume(crops, tmp_path):
     settings = MatchSettings(batch_nodes=16, workers=2)
     whole = _untiled(*crops, settings)

@@ -124,7 +124,7 @@ def test_highpass_tile_by_tile_is_the_whole_image_highpass():
     [
         (["--method", "ncc", "--subpixel", "dft"], "dft"),
         (["--prior-vx", "nowhere.tif"], "--prior-vy"),
-        (["--method", "phase", "--tile-nodes", "1000"], "tiled processing"),
+        (["--method", "orientation", "--tile-nodes", "1000"], "tiled processing"),
         (["--prefilter", "wallis", "--tile-nodes", "1000"], "tiled processing"),
     ],
 )

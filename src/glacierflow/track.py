@@ -240,9 +240,9 @@ def track_pair(
     tiled = tile_nodes is not None or scheduler is not None or work_dir is not None
     if tiled and not _tiling_supports(method, prefilter, pyramid_levels, retry_chip_px):
         raise InputError(
-            "tiled processing (--tile-nodes, --scheduler, --work-dir) supports NCC matching, with "
-            "or without a prior velocity or the high-pass pre-filter, but no other pre-filter, "
-            "coarse pass or retries; run untiled"
+            "tiled processing (--tile-nodes, --scheduler, --work-dir) supports NCC and phase "
+            "correlation, with or without a prior velocity or the high-pass pre-filter, but no "
+            "other pre-filter, coarse pass or retries; run untiled"
         )
     prior: dict[str, np.ndarray] = {}
     if prior_vx is not None:
@@ -731,7 +731,7 @@ def _tiling_supports(
 ) -> bool:
     """Whether tiled matching can do what these options ask."""
     return (
-        method == "ncc"
+        method in ("ncc", "phase")
         and prefilter in ("none", "highpass")
         and pyramid_levels == 1
         and not retry_chip_px
