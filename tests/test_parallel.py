@@ -235,6 +235,31 @@ def test_tiled_phase_correlation_equals_untiled(crops, subpixel):
     _assert_identical(tiled, whole)
 
 
+@pytest.mark.parametrize(("step", "sigma"), [(8, None), (2, 2.5)])
+def test_tiled_coarse_pass_equals_untiled(crops, step, sigma):
+    # The coarse pass on both scenes downsampled strip by strip (high-passed first, if asked),
+    # then the fine pass tile by tile around its centres: bit for bit the whole-image run.
+    from glacierflow.prefilter import highpass
+
+    settings = MatchSettings(step_px=step, search_px=8, pyramid_levels=2)
+    a, b = read_scene(crops[0]), read_scene(crops[1])
+    if sigma is None:
+        images = (a.data, b.data, a.valid, b.valid)
+    else:
+        (ra, va), (rb, vb) = highpass(a.data, a.valid, sigma), highpass(b.data, b.valid, sigma)
+        images = (ra, rb, va, vb)
+    whole = match(*images, settings)
+    assert whole.valid.mean() > 0.9
+    tiled = tiled_match(
+        read_header(crops[0]),
+        read_header(crops[1]),
+        settings,
+        tile_nodes=900,
+        highpass_sigma_px=sigma,
+    )
+    _assert_identical(tiled, whole)
+
+
 def test_tiled_on_worker_processes_and_resume(crops, tmp_path):
     settings = MatchSettings(batch_nodes=16, workers=2)
     whole = _untiled(*crops, settings)

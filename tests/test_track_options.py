@@ -107,9 +107,14 @@ def test_prior_velocity_centres_a_small_search(tmp_path):
         np.testing.assert_allclose(a[name].values, b[name].values, atol=1e-6, equal_nan=True)
 
 
-def test_highpass_tile_by_tile_is_the_whole_image_highpass():
+@pytest.mark.parametrize(
+    "extra",
+    [dict(prefilter="highpass", prefilter_sigma_px=4.0), dict(pyramid_levels=2, search_px=6)],
+    ids=["highpass", "coarse-pass"],
+)
+def test_tile_by_tile_is_the_whole_image_run(extra):
     ref, sec, _ = demo_inputs()
-    opts = dict(prefilter="highpass", prefilter_sigma_px=4.0, coreg="none", progress=False)
+    opts = dict(coreg="none", progress=False, **extra)
     whole = track(ref, sec, **opts)
     tiled = track(ref, sec, tile_nodes=3000, **opts)
     a, b = xr.align(whole[["dx", "dy"]], tiled[["dx", "dy"]], join="inner")

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from glacierflow.errors import InputError
 from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, make_grid
-from glacierflow.matching.core import match_tile, tile_slices
+from glacierflow.matching.core import coarse_centres, downsample2, match_tile, tile_slices
 from glacierflow.matching.ncc import PreparedImage
 from glacierflow.matching.stats import STRIP_ROWS, stats_from_strips, strip_sums
 from glacierflow.scenes import Scene, read_scene
@@ -192,6 +192,23 @@ def _read_filtered(
     return data[inner], valid[inner]
 
 
+def _read_downsampled(
+    scene: Scene, band: int | None, highpass_sigma_px: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A scene (high-passed if asked) downsampled by two, strip by strip."""
+    rows, cols = scene.shape
+    ref = scene_ref(scene)
+    parts = [
+        downsample2(
+            *_read_filtered(
+                ref, band, Window(0, r, cols, min(STRIP_ROWS, rows - r)), highpass_sigma_px
+            )
+        )
+        for r in range(0, rows, STRIP_ROWS)
+    ]
+    return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+
+
 def _work_key(
     ref: Scene,
     sec: Scene,
@@ -308,16 +325,23 @@ def tiled_match(
     except ValueError as exc:
         raise InputError(str(exc), ref.path) from exc
     tiles = plan_tiles(grid, settings, tile_nodes)
-    centres = None
+    prior = None
     if (prior_dx_px is None) != (prior_dy_px is None):
         raise ValueError("give both prior_dx_px and prior_dy_px, or neither")
     if prior_dx_px is not None:
-        centres = tuple(
-            np.rint(np.where(np.isfinite(a), a, 0.0)).astype(np.int64)
+        prior = tuple(
+            np.where(np.isfinite(a), a, 0.0)
             for a in (np.asarray(prior_dy_px, float), np.asarray(prior_dx_px, float))
         )
-        if centres[0].shape != grid.shape or centres[1].shape != grid.shape:
+        if prior[0].shape != grid.shape or prior[1].shape != grid.shape:
             raise ValueError(f"prior offsets must be on the node grid, shape {grid.shape}")
+    if settings.pyramid_levels > 1:
+        # The coarse pass on both scenes at half resolution, downsampled strip by strip (a
+        # quarter of the pixels in memory), as match() does on whole images.
+        halves = [_read_downsampled(s, band, highpass_sigma_px) for s in (ref, sec)]
+        prior = coarse_centres(*halves[0], *halves[1], settings, grid, prior)
+        del halves
+    centres = None if prior is None else tuple(np.rint(a).astype(np.int64) for a in prior)
     out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
     folder = None
     if work_dir is not None:

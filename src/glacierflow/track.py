@@ -241,8 +241,8 @@ def track_pair(
     if tiled and not _tiling_supports(method, prefilter, pyramid_levels, retry_chip_px):
         raise InputError(
             "tiled processing (--tile-nodes, --scheduler, --work-dir) supports NCC and phase "
-            "correlation, with or without a prior velocity or the high-pass pre-filter, but no "
-            "other pre-filter, coarse pass or retries; run untiled"
+            "correlation, with a prior velocity, a coarse pass or the high-pass pre-filter, but "
+            "no other pre-filter and no retries; run untiled"
         )
     prior: dict[str, np.ndarray] = {}
     if prior_vx is not None:
@@ -730,12 +730,8 @@ def _tiling_supports(
     method: str, prefilter: str, pyramid_levels: int, retry_chip_px: tuple[int, ...]
 ) -> bool:
     """Whether tiled matching can do what these options ask."""
-    return (
-        method in ("ncc", "phase")
-        and prefilter in ("none", "highpass")
-        and pyramid_levels == 1
-        and not retry_chip_px
-    )
+    del pyramid_levels  # the coarse pass runs on strips downsampled from the files
+    return method in ("ncc", "phase") and prefilter in ("none", "highpass") and not retry_chip_px
 
 
 def _auto_tiles(

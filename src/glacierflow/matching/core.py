@@ -710,8 +710,12 @@ def _sample(field_: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarra
     return ndimage.map_coordinates(field_, [rr, cc], order=1, mode="nearest")
 
 
-def _downsample2(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """2 x 2 block mean of valid pixels; a block is valid where at least 2 of its 4 are."""
+def downsample2(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """2 x 2 block mean of valid pixels; a block is valid where at least 2 of its 4 are.
+
+    Row by row blocks never cross an even row boundary: an image downsampled strip by strip
+    (strips of an even number of rows) is the whole image downsampled, exactly.
+    """
     h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
     img = np.asarray(image)[:h, :w]
     ok = np.isfinite(img) if valid is None else (np.asarray(valid, bool)[:h, :w] & np.isfinite(img))
@@ -725,8 +729,41 @@ def _downsample2(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarra
 
 def _coarse_centres(ref, sec, ref_valid, sec_valid, settings, grid, prior):
     """Search centres (integer pixels) of the fine nodes from a pass at half resolution."""
-    ref2, rv2 = _downsample2(ref, ref_valid)
-    sec2, sv2 = _downsample2(sec, sec_valid)
+    ref2, rv2 = downsample2(ref, ref_valid)
+    sec2, sv2 = downsample2(sec, sec_valid)
+    return coarse_centres(ref2, rv2, sec2, sv2, settings, grid, prior)
+
+
+def coarse_centres(
+    ref2: np.ndarray,
+    ref2_valid: np.ndarray,
+    sec2: np.ndarray,
+    sec2_valid: np.ndarray,
+    settings: MatchSettings,
+    grid: NodeGrid,
+    prior: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Search centres of the fine nodes from a matching pass on images at half resolution.
+
+    Parameters
+    ----------
+    ref2, ref2_valid, sec2, sec2_valid : ndarray
+        The images downsampled by two (:func:`downsample2`) and their validity.
+    settings : MatchSettings
+        The fine settings; the coarse pass uses the same chip, search and step in coarse
+        pixels, ``pyramid_levels - 1`` levels below it.
+    grid : NodeGrid
+        The fine node grid.
+    prior : (ndarray, ndarray), optional
+        Expected offsets (rows, columns) of the fine nodes, in fine pixels, NaN-free.
+
+    Returns
+    -------
+    (ndarray, ndarray) or None
+        Row and column offsets of the fine nodes' search centres, in fine pixels (not rounded);
+        the prior (or None) where the images are too small for a coarse grid.
+    """
+    rv2, sv2 = ref2_valid, sec2_valid
     coarse = replace(
         settings,
         pyramid_levels=settings.pyramid_levels - 1,
