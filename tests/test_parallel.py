@@ -194,8 +194,8 @@ def test_large_scenes_are_tiled_by_default(crops, monkeypatch):
     for name in ("dx", "dy", "v"):
         np.testing.assert_array_equal(auto[name].values, explicit[name].values)
     np.testing.assert_allclose(auto["v"].values, small["v"].values, atol=1e-3, equal_nan=True)
-    # The Wallis filter needs image-wide medians: untiled whatever the size.
-    track_module.track(*crops, prefilter="wallis", **opts)
+    # Retries with larger chips run on the whole images: untiled whatever the size.
+    track_module.track(*crops, retry_chip_px=(48,), **opts)
     assert len(calls) == 2
     # And from the command line's entry point, which writes the products.
     out = crops[0].parent / "auto_products"
@@ -221,7 +221,8 @@ def test_tiled_highpass_equals_untiled(crops, step):
         read_header(crops[1]),
         settings,
         tile_nodes=700,
-        highpass_sigma_px=2.5,
+        prefilter="highpass",
+        prefilter_sigma_px=2.5,
     )
     _assert_identical(tiled, whole)
 
@@ -255,7 +256,27 @@ def test_tiled_coarse_pass_equals_untiled(crops, step, sigma):
         read_header(crops[1]),
         settings,
         tile_nodes=900,
-        highpass_sigma_px=sigma,
+        prefilter="none" if sigma is None else "highpass",
+        prefilter_sigma_px=sigma or 3.0,
+    )
+    _assert_identical(tiled, whole)
+
+
+@pytest.mark.parametrize(
+    ("kind", "method"), [("wallis", "ncc"), ("none", "orientation"), ("wallis", "orientation")]
+)
+def test_tiled_wallis_and_orientation_equal_untiled(crops, kind, method):
+    # Filters with an image-wide constant (Wallis target spread, typical gradient): the
+    # constant from the file's sampled strips, the filter tile by tile with its reach.
+    from glacierflow.prefilter import prefilter
+
+    settings = MatchSettings(method=method, batch_nodes=16)
+    a, b = read_scene(crops[0]), read_scene(crops[1])
+    (ra, va), (rb, vb) = prefilter(a.data, a.valid, kind), prefilter(b.data, b.valid, kind)
+    whole = match(ra, rb, va, vb, settings)
+    assert whole.valid.mean() > 0.8
+    tiled = tiled_match(
+        read_header(crops[0]), read_header(crops[1]), settings, tile_nodes=100, prefilter=kind
     )
     _assert_identical(tiled, whole)
 

@@ -109,8 +109,13 @@ def test_prior_velocity_centres_a_small_search(tmp_path):
 
 @pytest.mark.parametrize(
     "extra",
-    [dict(prefilter="highpass", prefilter_sigma_px=4.0), dict(pyramid_levels=2, search_px=6)],
-    ids=["highpass", "coarse-pass"],
+    [
+        dict(prefilter="highpass", prefilter_sigma_px=4.0),
+        dict(pyramid_levels=2, search_px=6),
+        dict(prefilter="wallis"),
+        dict(method="orientation"),
+    ],
+    ids=["highpass", "coarse-pass", "wallis", "orientation"],
 )
 def test_tile_by_tile_is_the_whole_image_run(extra):
     ref, sec, _ = demo_inputs()
@@ -129,8 +134,8 @@ def test_tile_by_tile_is_the_whole_image_run(extra):
     [
         (["--method", "ncc", "--subpixel", "dft"], "dft"),
         (["--prior-vx", "nowhere.tif"], "--prior-vy"),
-        (["--method", "orientation", "--tile-nodes", "1000"], "tiled processing"),
-        (["--prefilter", "wallis", "--tile-nodes", "1000"], "tiled processing"),
+        (["--prefilter", "orientation", "--tile-nodes", "1000"], "tiled processing"),
+        (["--retry-chip-px", "48", "--tile-nodes", "1000"], "tiled processing"),
     ],
 )
 def test_bad_option_combinations_fail_cleanly(args, phrase, tmp_path):

@@ -21,7 +21,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,20 +70,123 @@ def tile_window(grid: NodeGrid, tile: Tile, reach_px: int = 0) -> Window:
 
 
 def file_stats(
-    scene: Scene, band: int | None, highpass_sigma_px: float | None = None
+    scene: Scene, band: int | None, tile_filter: TileFilter | None = None
 ) -> tuple[float, float]:
     """Normalisation statistics of a scene (its part of the file), read strip by strip, as
     :func:`glacierflow.matching.stats.image_stats` takes them from an image in memory (of the
-    high-passed image when ``highpass_sigma_px`` is given)."""
+    filtered image when a filter is given)."""
     rows, cols = scene.shape
     ref = scene_ref(scene)
 
     def sums(r: int) -> tuple[int, float, float]:
         win = Window(0, r, cols, min(STRIP_ROWS, rows - r))
-        data, valid = _read_filtered(ref, band, win, highpass_sigma_px)
+        data, valid = _read_filtered(ref, band, win, tile_filter)
         return strip_sums(data, valid)
 
     return stats_from_strips(rows, sums)
+
+
+@dataclass(frozen=True)
+class TileFilter:
+    """What a scene's pixels go through before matching, with its image-wide constants fixed.
+
+    The pre-filters of :mod:`glacierflow.prefilter` (``"highpass"`` or ``"wallis"``) and, for
+    orientation correlation, the orientation image. Each is local but for one constant taken
+    over the whole scene (the Wallis target spread, the typical gradient); fixed here from the
+    same sampled strips of the file, they make a tile's filtered pixels the scene's.
+    """
+
+    kind: str = "none"
+    sigma_px: float = 3.0
+    window_px: float = 21.0
+    contrast: float = 0.9
+    target: float | None = None
+    orientation: bool = False
+    typical: float | None = None
+
+    def reach_px(self) -> int:
+        """How far the filters read around a pixel."""
+        from glacierflow.prefilter import ORIENTATION_REACH_PX, highpass_reach_px, wallis_reach_px
+
+        reach = 0
+        if self.kind == "highpass":
+            reach = highpass_reach_px(self.sigma_px)
+        elif self.kind == "wallis":
+            reach = wallis_reach_px(self.window_px)
+        return reach + (ORIENTATION_REACH_PX if self.orientation else 0)
+
+    def apply(self, data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Filter an image (a window of the scene with the filters' reach around it)."""
+        from glacierflow import prefilter as pf
+
+        if self.kind == "highpass":
+            data, valid = pf.highpass(data, valid, self.sigma_px)
+        elif self.kind == "wallis":
+            data, valid = pf.wallis(data, valid, self.window_px, self.contrast, self.target)
+        if self.orientation:
+            data, valid = pf.orientation(data, valid, typical=self.typical)
+        return data, valid
+
+    def without_orientation(self) -> TileFilter:
+        """The pre-filter alone (what statistics and the coarse pass see)."""
+        return replace(self, orientation=False, typical=None)
+
+
+def fix_constants(scene: Scene, band: int | None, tile_filter: TileFilter) -> TileFilter:
+    """The filter with the scene's image-wide constants, taken from sampled strips of its file
+    as :func:`glacierflow.prefilter.sampled_median` takes them from the scene in memory."""
+    from glacierflow import prefilter as pf
+
+    f = tile_filter
+    if f.kind == "wallis" and f.target is None:
+
+        def spread(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            _, values, ok = pf.wallis_spread(data, valid, f.window_px)
+            return values, ok
+
+        reach = pf.wallis_reach_px(f.window_px)
+        f = replace(f, target=_sampled_median(scene, band, spread, TileFilter(), reach))
+    if f.orientation and f.typical is None:
+
+        def magnitude(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            g, ok = pf.gradient(data, valid)
+            return np.abs(g), ok
+
+        pre = f.without_orientation()
+        reach = pre.reach_px() + pf.ORIENTATION_REACH_PX
+        f = replace(f, typical=_sampled_median(scene, band, magnitude, pre, reach))
+    return f
+
+
+def _sampled_median(
+    scene: Scene,
+    band: int | None,
+    values: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    pre: TileFilter,
+    reach: int,
+) -> float | None:
+    """Median of ``values`` (an image-sized array and where it counts) over the sampled strips
+    of a scene, all strips when the sample holds too few pixels; each strip is pre-filtered by
+    ``pre`` and computed with ``reach`` pixels around it (nodata past the scene's edge)."""
+    from glacierflow.matching.stats import MIN_SAMPLE_PX, sampled_strips
+
+    rows, cols = scene.shape
+    ref = scene_ref(scene)
+
+    def strip(r: int) -> np.ndarray:
+        n = min(STRIP_ROWS, rows - r)
+        wide = Window(-reach, r - reach, cols + 2 * reach, n + 2 * reach)
+        data, valid = _read_filtered(ref, band, wide, pre)
+        v, ok = values(data, valid)
+        inner = (slice(reach, reach + n), slice(reach, reach + cols))
+        return v[inner][ok[inner]]
+
+    sample, rest = sampled_strips(rows)
+    got = [strip(r) for r in sample]
+    if sum(v.size for v in got) < MIN_SAMPLE_PX and rest:
+        got = [strip(r) for r in sorted(sample + rest)]
+    every = np.concatenate(got) if got else np.zeros(0)
+    return float(np.median(every)) if every.size else None
 
 
 SceneRef = tuple[Path, object, str, tuple[int, int], tuple[int, int]]
@@ -106,7 +209,7 @@ def match_file_tile(
     ref_stats: tuple[float, float],
     sec_stats: tuple[float, float],
     centres: tuple[np.ndarray, np.ndarray] | None = None,
-    highpass_sigma_px: float | None = None,
+    filters: tuple[TileFilter, TileFilter] | None = None,
 ) -> np.ndarray:
     """Read one tile's windows of both files and match them.
 
@@ -116,9 +219,10 @@ def match_file_tile(
         Search centres of the tile's nodes relative to the nodes (rows, columns), in whole
         pixels, shape of the tile; the windows read reach that much further (past the image
         edge, pixels count as nodata).
-    highpass_sigma_px : float, optional
-        High-pass both images first (:func:`glacierflow.prefilter.highpass`), reading the
-        Gaussian's reach around the windows so that the result is the whole image's.
+    filters : (TileFilter, TileFilter), optional
+        Pre-filters (and orientation images) of both scenes, their constants fixed
+        (:func:`fix_constants`); each tile reads their reach around its windows, so that its
+        filtered pixels are the whole scene's.
 
     Returns
     -------
@@ -131,9 +235,10 @@ def match_file_tile(
     if centres is not None:
         reach = int(max(np.abs(centres[0]).max(), np.abs(centres[1]).max())) + 1
     win = tile_window(grid, tile, reach)
+    ref_f, sec_f = filters if filters is not None else (None, None)
     prep = [
-        PreparedImage(*_read_filtered(scene, band, win, highpass_sigma_px), stats=st)
-        for scene, st in ((ref, ref_stats), (sec, sec_stats))
+        PreparedImage(*_read_filtered(scene, band, win, f), stats=st)
+        for scene, f, st in ((ref, ref_f, ref_stats), (sec, sec_f, sec_stats))
     ]
     ti, tj = tile
     rows = grid.rows_px()[ti] - int(win.row_off)
@@ -177,32 +282,28 @@ def _read_padded(scene: SceneRef, band: int | None, win: Window) -> tuple[np.nda
 
 
 def _read_filtered(
-    scene: SceneRef, band: int | None, win: Window, highpass_sigma_px: float | None
+    scene: SceneRef, band: int | None, win: Window, tile_filter: TileFilter | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A window of a scene, high-passed as the whole scene would be when a sigma is given: the
-    Gaussian's reach is read around the window (nodata past the scene's edge) and cut off."""
-    if highpass_sigma_px is None:
+    """A window of a scene, filtered as the whole scene would be: the filters' reach is read
+    around the window (nodata past the scene's edge) and cut off again."""
+    if tile_filter is None or (tile_filter.kind == "none" and not tile_filter.orientation):
         return _read_padded(scene, band, win)
-    from glacierflow.prefilter import highpass, highpass_reach_px
-
-    m = highpass_reach_px(highpass_sigma_px)
+    m = tile_filter.reach_px()
     wide = Window(win.col_off - m, win.row_off - m, win.width + 2 * m, win.height + 2 * m)
-    data, valid = highpass(*_read_padded(scene, band, wide), highpass_sigma_px)
+    data, valid = tile_filter.apply(*_read_padded(scene, band, wide))
     inner = (slice(m, m + int(win.height)), slice(m, m + int(win.width)))
     return data[inner], valid[inner]
 
 
 def _read_downsampled(
-    scene: Scene, band: int | None, highpass_sigma_px: float | None
+    scene: Scene, band: int | None, tile_filter: TileFilter | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A scene (high-passed if asked) downsampled by two, strip by strip."""
+    """A scene (pre-filtered if asked) downsampled by two, strip by strip."""
     rows, cols = scene.shape
     ref = scene_ref(scene)
     parts = [
         downsample2(
-            *_read_filtered(
-                ref, band, Window(0, r, cols, min(STRIP_ROWS, rows - r)), highpass_sigma_px
-            )
+            *_read_filtered(ref, band, Window(0, r, cols, min(STRIP_ROWS, rows - r)), tile_filter)
         )
         for r in range(0, rows, STRIP_ROWS)
     ]
@@ -215,13 +316,13 @@ def _work_key(
     band: int | None,
     settings: MatchSettings,
     centres: tuple[np.ndarray, np.ndarray] | None = None,
-    highpass_sigma_px: float | None = None,
+    filters: tuple[TileFilter, TileFilter] | None = None,
 ) -> str:
     """A key that changes whenever the inputs, the settings or the search centres change."""
     info = {
         "settings": {k: v for k, v in asdict(settings).items() if k != "workers"},
         "band": band,
-        "highpass_sigma_px": highpass_sigma_px,
+        "filters": None if filters is None else [asdict(f) for f in filters],
     }
     if centres is not None:
         info["centres"] = hashlib.sha256(np.stack(centres).tobytes()).hexdigest()
@@ -274,7 +375,9 @@ def tiled_match(
     progress: Callable[[int], None] | None = None,
     prior_dx_px: np.ndarray | None = None,
     prior_dy_px: np.ndarray | None = None,
-    highpass_sigma_px: float | None = None,
+    prefilter: str = "none",
+    prefilter_sigma_px: float = 3.0,
+    wallis_window_px: float = 21.0,
 ) -> MatchResult:
     """Match two images on one grid, tile by tile, from their files.
 
@@ -300,9 +403,10 @@ def tiled_match(
     prior_dx_px, prior_dy_px : ndarray, optional
         Expected offsets on the node grid, in pixels (NaN: unknown, taken as 0), as for
         :func:`glacierflow.matching.match`: each node's search is centred on the rounded prior.
-    highpass_sigma_px : float, optional
-        Match high-passed images (:func:`glacierflow.prefilter.highpass` with this sigma, in
-        pixels), filtered tile by tile exactly as the whole images would be.
+    prefilter : {"none", "highpass", "wallis"}
+        Pre-filter both scenes (:mod:`glacierflow.prefilter`; ``prefilter_sigma_px`` for the
+        high-pass, ``wallis_window_px`` for the Wallis filter), tile by tile exactly as whole
+        scenes; ``settings.method = "orientation"`` matches their orientation images.
 
     Returns
     -------
@@ -335,17 +439,31 @@ def tiled_match(
         )
         if prior[0].shape != grid.shape or prior[1].shape != grid.shape:
             raise ValueError(f"prior offsets must be on the node grid, shape {grid.shape}")
+    if prefilter not in ("none", "highpass", "wallis"):
+        raise ValueError(
+            f"tiled pre-filters are 'none', 'highpass' and 'wallis', not {prefilter!r}"
+        )
+    base = TileFilter(
+        kind=prefilter,
+        sigma_px=prefilter_sigma_px,
+        window_px=wallis_window_px,
+        orientation=settings.method == "orientation",
+    )
+    filters = tuple(fix_constants(s, band, base) for s in (ref, sec))
     if settings.pyramid_levels > 1:
         # The coarse pass on both scenes at half resolution, downsampled strip by strip (a
         # quarter of the pixels in memory), as match() does on whole images.
-        halves = [_read_downsampled(s, band, highpass_sigma_px) for s in (ref, sec)]
+        halves = [
+            _read_downsampled(s, band, f.without_orientation())
+            for s, f in zip((ref, sec), filters, strict=True)
+        ]
         prior = coarse_centres(*halves[0], *halves[1], settings, grid, prior)
         del halves
     centres = None if prior is None else tuple(np.rint(a).astype(np.int64) for a in prior)
     out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
     folder = None
     if work_dir is not None:
-        folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres, highpass_sigma_px)
+        folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres, filters)
         folder.mkdir(parents=True, exist_ok=True)
     todo = []
     for tile in tiles:
@@ -360,9 +478,9 @@ def tiled_match(
         # Both files' statistics at once: GDAL decodes and numpy sums without the GIL.
         with ThreadPoolExecutor(2) as pool:
             ref_stats, sec_stats = pool.map(
-                file_stats, (ref, sec), (band, band), (highpass_sigma_px,) * 2
+                file_stats, (ref, sec), (band, band), [f.without_orientation() for f in filters]
             )
-        args = (scene_ref(ref), scene_ref(sec), band, grid, highpass_sigma_px)
+        args = (scene_ref(ref), scene_ref(sec), band, grid, filters)
         jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
         for tile, values in _run(jobs, args, settings, ref_stats, sec_stats, scheduler):
             out[:, tile[0], tile[1]] = values
@@ -374,10 +492,10 @@ def tiled_match(
 
 
 def _task(args, job, settings, ref_stats, sec_stats) -> tuple[Tile, np.ndarray]:
-    ref, sec, band, grid, sigma = args
+    ref, sec, band, grid, filters = args
     tile, centres = job
     return tile, match_file_tile(
-        ref, sec, band, grid, tile, settings, ref_stats, sec_stats, centres, sigma
+        ref, sec, band, grid, tile, settings, ref_stats, sec_stats, centres, filters
     )
 
 

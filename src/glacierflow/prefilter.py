@@ -37,12 +37,16 @@ from scipy import ndimage
 
 __all__ = [
     "PREFILTERS",
+    "gradient",
     "highpass",
     "highpass_reach_px",
     "local_mean",
     "orientation",
     "prefilter",
+    "sampled_median",
     "wallis",
+    "wallis_reach_px",
+    "wallis_spread",
 ]
 
 #: Pre-filters understood by :func:`prefilter`.
@@ -77,6 +81,25 @@ def _inputs(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np
     # uint16 DN levels (1e-12 of 10,000 DN), and a filtered window of a scene is then the
     # scene's filtered window, bit for bit (tiled matching relies on it).
     return np.where(ok, img, 0.0).astype(np.float64), ok
+
+
+def sampled_median(values: np.ndarray, mask: np.ndarray) -> float | None:
+    """Median of ``values`` where ``mask`` holds, over the rows of the sampled strips
+    (:func:`glacierflow.matching.stats.sampled_strips`), or over all rows when the sample holds
+    too few pixels; None where there is none.
+
+    Image-wide constants of the filters come from here, so that a scene filtered tile by tile
+    (the constant taken from the same strips of its file) is the scene filtered whole.
+    """
+    from glacierflow.matching.stats import MIN_SAMPLE_PX, STRIP_ROWS, sampled_strips
+
+    rows = np.zeros(mask.shape[0], dtype=bool)
+    for r in sampled_strips(mask.shape[0])[0]:
+        rows[r : r + STRIP_ROWS] = True
+    picked = mask & rows[:, None]
+    if picked.sum() < MIN_SAMPLE_PX:
+        picked = mask
+    return float(np.median(values[picked])) if picked.any() else None
 
 
 def local_mean(
@@ -153,11 +176,12 @@ def wallis(
     valid: np.ndarray | None = None,
     window_px: float = 21.0,
     contrast: float = 0.9,
+    target: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Wallis filter: local mean removed, local contrast equalised, nodata-aware.
 
     ``out = (f - m) * c * s_t / (c * s + (1 - c) * s_t)`` with ``m`` and ``s`` the local mean
-    and standard deviation of the valid pixels, ``s_t`` their median over the image (the target
+    and standard deviation of the valid pixels, ``s_t`` the median of ``s`` (the target
     spread) and ``c`` the contrast expansion constant. ``c`` bounds the gain where the local
     spread vanishes (at most ``c / (1 - c)``), so flat snow is brightened but its noise is not
     blown up without limit.
@@ -173,6 +197,9 @@ def wallis(
         about the same footprint as a box of this side, without its ringing).
     contrast : float
         Contrast expansion constant ``c`` in (0, 1): 1 equalises fully, smaller values less.
+    target : float, optional
+        The target spread ``s_t``; by default the median of ``s`` over the valid pixels of the
+        sampled strips (:func:`sampled_median`).
 
     Returns
     -------
@@ -185,27 +212,74 @@ def wallis(
     ----------
     .. [1] R. Wallis, 1976; E. P. Baltsavias, 1991 (see the module docstring).
     """
-    if not window_px > 0:
-        raise ValueError(f"window_px must be positive, got {window_px}")
     if not 0 < contrast < 1:
         raise ValueError(f"contrast must be in (0, 1), got {contrast}")
+    dev, spread, ok = wallis_spread(image, valid, window_px)
+    if target is None:
+        target = sampled_median(spread, ok)
+    target = target if target is not None and target > 0 else 1.0
+    gain = contrast / (contrast * spread / target + (1.0 - contrast))
+    return np.where(ok, dev * gain, 0.0).astype(np.float32), ok
+
+
+def wallis_spread(
+    image: np.ndarray, valid: np.ndarray | None = None, window_px: float = 21.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local deviation from the mean, local standard deviation and validity of the Wallis filter.
+
+    Returns
+    -------
+    dev, spread : ndarray of float64
+        ``f - m`` and ``s`` of :func:`wallis`, in the image's units.
+    valid : ndarray of bool
+        Pixels with enough valid neighbours.
+    """
+    if not window_px > 0:
+        raise ValueError(f"window_px must be positive, got {window_px}")
     img, ok = _inputs(image, valid)
     sigma = window_px / 4.0
     mean, support = local_mean(img, ok, sigma)
     ok = ok & (support >= MIN_SUPPORT)
     dev = np.where(ok, img - mean, 0.0)
     var, _ = local_mean(dev * dev, ok, sigma)
-    spread = np.sqrt(np.maximum(var, 0.0))
-    target = float(np.median(spread[ok])) if ok.any() else 1.0
-    target = target if target > 0 else 1.0
-    gain = contrast / (contrast * spread / target + (1.0 - contrast))
-    return np.where(ok, dev * gain, 0.0).astype(np.float32), ok
+    return dev, np.sqrt(np.maximum(var, 0.0)), ok
+
+
+def wallis_reach_px(window_px: float) -> int:
+    """How far, in pixels, :func:`wallis` reads around a pixel (two Gaussian local means)."""
+    return 2 * highpass_reach_px(window_px / 4.0)
+
+
+def gradient(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sobel gradient ``df/dx + i df/dy`` (x right, y down) and where its stencil is valid.
+
+    Returns
+    -------
+    gradient : ndarray of complex128
+        The gradient, in image units per pixel.
+    valid : ndarray of bool
+        Pixels whose whole 3 x 3 stencil is valid.
+    """
+    img, ok = _inputs(image, valid)
+    stencil = ndimage.binary_erosion(ok, np.ones((3, 3), bool), border_value=0)
+    g = np.zeros(img.shape, dtype=np.complex128)
+    # Sobel: central difference along the axis, [1, 2, 1] / 4 smoothing across it.
+    across = 0.25 * img[:-2] + 0.5 * img[1:-1] + 0.25 * img[2:]  # rows smoothed
+    g.real[1:-1, 1:-1] = 0.5 * (across[:, 2:] - across[:, :-2])
+    across = 0.25 * img[:, :-2] + 0.5 * img[:, 1:-1] + 0.25 * img[:, 2:]  # columns smoothed
+    g.imag[1:-1, 1:-1] = 0.5 * (across[2:] - across[:-2])
+    return g, stencil
+
+
+#: How far, in pixels, :func:`orientation` reads around a pixel (the Sobel stencil).
+ORIENTATION_REACH_PX = 1
 
 
 def orientation(
     image: np.ndarray,
     valid: np.ndarray | None = None,
     soft: float = ORIENTATION_SOFT,
+    typical: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Orientation image: the unit vector of the intensity gradient, as a complex number.
 
@@ -236,6 +310,9 @@ def orientation(
     soft : float
         Floor of the normalisation as a share of the median gradient magnitude; 0 for the hard
         unit vectors of the original method.
+    typical : float, optional
+        The median gradient magnitude; by default over the valid pixels of the sampled strips
+        (:func:`sampled_median`).
 
     Returns
     -------
@@ -246,22 +323,17 @@ def orientation(
     """
     if not soft >= 0:
         raise ValueError(f"soft must not be negative, got {soft}")
-    img, ok = _inputs(image, valid)
-    stencil = ndimage.binary_erosion(ok, np.ones((3, 3), bool), border_value=0)
-    g = np.zeros(img.shape, dtype=np.complex128)
-    # Sobel: central difference along the axis, [1, 2, 1] / 4 smoothing across it.
-    across = 0.25 * img[:-2] + 0.5 * img[1:-1] + 0.25 * img[2:]  # rows smoothed
-    g.real[1:-1, 1:-1] = 0.5 * (across[:, 2:] - across[:, :-2])
-    across = 0.25 * img[:, :-2] + 0.5 * img[:, 1:-1] + 0.25 * img[:, 2:]  # columns smoothed
-    g.imag[1:-1, 1:-1] = 0.5 * (across[2:] - across[:-2])
+    g, stencil = gradient(image, valid)
     mag = np.abs(g)
-    typical = float(np.median(mag[stencil])) if stencil.any() else 0.0
-    # Exact zeros (flat, saturated or quantised areas) have no direction; a relative floor keeps
-    # float round-off from inventing one.
-    tiny = 1e-9 * (float(mag[stencil].max()) if stencil.any() else 1.0)
+    if typical is None:
+        typical = sampled_median(mag, stencil)
+    typical = typical if typical is not None else 0.0
+    # Exact zeros (flat, saturated or quantised areas) have no direction; a floor relative to the
+    # typical gradient keeps float round-off from inventing one.
+    tiny = 1e-9 * typical if typical > 0 else 0.0
     use = stencil & (mag > tiny)
     eps = soft * typical
-    out = np.zeros(img.shape, dtype=np.complex64)
+    out = np.zeros(g.shape, dtype=np.complex64)
     out[use] = (g[use] / np.sqrt(mag[use] ** 2 + eps * eps)).astype(np.complex64)
     return out, stencil
 

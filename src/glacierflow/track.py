@@ -240,9 +240,9 @@ def track_pair(
     tiled = tile_nodes is not None or scheduler is not None or work_dir is not None
     if tiled and not _tiling_supports(method, prefilter, pyramid_levels, retry_chip_px):
         raise InputError(
-            "tiled processing (--tile-nodes, --scheduler, --work-dir) supports NCC and phase "
-            "correlation, with a prior velocity, a coarse pass or the high-pass pre-filter, but "
-            "no other pre-filter and no retries; run untiled"
+            "tiled processing (--tile-nodes, --scheduler, --work-dir) supports every correlator "
+            "with a prior velocity, a coarse pass and the high-pass or Wallis pre-filter, but not "
+            "the orientation pre-filter (use --method orientation) or retries; run untiled"
         )
     prior: dict[str, np.ndarray] = {}
     if prior_vx is not None:
@@ -282,7 +282,9 @@ def track_pair(
                 work_dir=work_dir,
                 scheduler=scheduler,
                 progress=bar.update,
-                highpass_sigma_px=prefilter_sigma_px if prefilter == "highpass" else None,
+                prefilter=prefilter,
+                prefilter_sigma_px=prefilter_sigma_px,
+                wallis_window_px=wallis_window_px,
                 **prior,
             )
         else:
@@ -731,7 +733,11 @@ def _tiling_supports(
 ) -> bool:
     """Whether tiled matching can do what these options ask."""
     del pyramid_levels  # the coarse pass runs on strips downsampled from the files
-    return method in ("ncc", "phase") and prefilter in ("none", "highpass") and not retry_chip_px
+    return (
+        method in ("ncc", "phase", "orientation")
+        and prefilter in ("none", "highpass", "wallis")
+        and not retry_chip_px
+    )
 
 
 def _auto_tiles(
