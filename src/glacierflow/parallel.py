@@ -96,12 +96,18 @@ class TileFilter:
     same sampled strips of the file, they make a tile's filtered pixels the scene's.
     """
 
+    #: Pre-filter: ``"none"``, ``"highpass"`` or ``"wallis"``.
     kind: str = "none"
+    #: High-pass Gaussian standard deviation, pixels.
     sigma_px: float = 3.0
+    #: Wallis window side, pixels, and contrast constant (dimensionless).
     window_px: float = 21.0
     contrast: float = 0.9
+    #: Wallis target spread, in the image's units (None: not fixed yet).
     target: float | None = None
+    #: Turn the (pre-filtered) scene into orientation images.
     orientation: bool = False
+    #: Typical (median) gradient magnitude of the pre-filtered scene, image units per pixel.
     typical: float | None = None
 
     def reach_px(self) -> int:
@@ -477,9 +483,11 @@ def tiled_match(
     if todo:
         # Both files' statistics at once: GDAL decodes and numpy sums without the GIL.
         with ThreadPoolExecutor(2) as pool:
-            ref_stats, sec_stats = pool.map(
-                file_stats, (ref, sec), (band, band), [f.without_orientation() for f in filters]
-            )
+            if settings.method == "orientation":
+                # Orientation images are complex: they take no normalisation statistics.
+                ref_stats = sec_stats = (0.0, 1.0)
+            else:
+                ref_stats, sec_stats = pool.map(file_stats, (ref, sec), (band, band), filters)
         args = (scene_ref(ref), scene_ref(sec), band, grid, filters)
         jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
         for tile, values in _run(jobs, args, settings, ref_stats, sec_stats, scheduler):

@@ -373,16 +373,14 @@ def match_nodes(
     # A shared NCC kernel needs one search centre per tile: where the nodes' centres differ, it
     # searches ``reach`` px further around the tile's middle centre and each node keeps its own
     # window of the wider surface (while that costs less than one FFT per node).
-    kernel, reach, spread = "nodes", 0, 0
+    kernel, spread = "nodes", 0
     if method == "ncc" and tile is not None and n:
         cy0 = (int(cy.min()) + int(cy.max())) // 2
         cx0 = (int(cx.min()) + int(cx.max())) // 2
         spread = int(max(cy.max() - cy0, cy0 - cy.min(), cx.max() - cx0, cx0 - cx.min()))
-        reach = spread
-        kernel = _ncc_kernel(settings, c, reach)
-    if kernel == "nodes":
-        reach = 0
-    else:
+        kernel = _ncc_kernel(settings, c, spread)
+    reach = 0 if kernel == "nodes" else spread  # how much wider the tables must be
+    if kernel != "nodes":
         wr, wc = r + cy0, col + cx0
     w0, v0 = int(wr.min()) - half - s - reach, int(wc.min()) - half - s - reach
     sec_tab = sec.tables(
@@ -411,9 +409,7 @@ def match_nodes(
         # Most chips hold nodata on a dense grid (SLC-off): the masked formulation for the whole
         # tile by box filters, which gives plain NCC where nothing is missing.
         surf = ncc_dense_masked(ref, sec, tile[0], tile[1], c, s + spread, (cy0, cx0))
-        if spread:
-            own = sliding_window_view(surf, (k, k), axis=(1, 2))
-            surf = own[np.arange(n), cy - cy0 + spread, cx - cx0 + spread]
+        surf = _own_windows(surf, cy - cy0 + spread, cx - cx0 + spread, k)
     elif method == "ncc":
         full = ~masked & usable
         if kernel != "nodes" and full.mean() > 0.5:
@@ -423,10 +419,7 @@ def match_nodes(
             else:
                 block = block_size_px(c, settings.step_px, s + reach)
                 surf = ncc_grid(*args, block, (cy0, cx0))
-            if reach:
-                # Each node's own (2 S + 1)^2 window of the wider surface.
-                own = sliding_window_view(surf, (k, k), axis=(1, 2))
-                surf = own[np.arange(n), cy - cy0 + reach, cx - cx0 + reach]
+            surf = _own_windows(surf, cy - cy0 + reach, cx - cx0 + reach, k)
         elif full.any():
             surf[full] = ncc_nodes(
                 ref, sec, ref_tab, sec_tab, r[full], col[full], c, s, wr[full], wc[full]
@@ -477,6 +470,14 @@ def _ncc_kernel(settings: MatchSettings, chip_px: int, reach_px: int) -> str:
     if settings.ncc_kernel == "fft":
         del costs["dense"]
     return min(("nodes", "dense", "grid"), key=lambda key: costs.get(key, np.inf))
+
+
+def _own_windows(surf: np.ndarray, top: np.ndarray, left: np.ndarray, k: int) -> np.ndarray:
+    """Each node's own ``k x k`` window of a wider surface, first shift at ``(top, left)``."""
+    if surf.shape[1] == k:
+        return surf
+    own = sliding_window_view(surf, (k, k), axis=(1, 2))
+    return own[np.arange(surf.shape[0]), top, left]
 
 
 def _masked_dense_pays(

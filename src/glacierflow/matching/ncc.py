@@ -632,19 +632,26 @@ def ncc_dense(
     for sy in range(k):
         for sx in range(k):
             cv2.multiply(a, bsec[sy : sy + h, sx : sx + w], dst=prod)
-            cv2.boxFilter(
-                prod,
-                cv2.CV_64F,
-                (c, c),
-                dst=box,
-                anchor=(0, 0),
-                normalize=False,
-                borderType=cv2.BORDER_CONSTANT,
-            )
+            _box_sums_px(prod, c, box)
             raw[sy, sx] = box[: h - c + 1 : step, : w - c + 1 : step]
     # Offsets-major to nodes-major (OpenCV's cache-blocked transpose: many times numpy's).
     raw = cv2.transpose(raw.reshape(k * k, ny * nx))
     return _finish_tile(raw, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox))
+
+
+def _box_sums_px(src: np.ndarray, size_px: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Sums of ``src`` (float32) over every ``size_px`` square, in float64 (OpenCV's running
+    sums); element ``[i, j]`` is the square whose first pixel is ``(i, j)`` (zeros past the
+    edge)."""
+    return cv2.boxFilter(
+        src,
+        cv2.CV_64F,
+        (size_px, size_px),
+        dst=out,
+        anchor=(0, 0),
+        normalize=False,
+        borderType=cv2.BORDER_CONSTANT,
+    )
 
 
 def ncc_dense_masked(
@@ -693,20 +700,10 @@ def ncc_dense_masked(
 
     def box_sum(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         cv2.multiply(x, y, dst=prod)
-        cv2.boxFilter(
-            prod,
-            cv2.CV_64F,
-            (c, c),
-            dst=box,
-            anchor=(0, 0),
-            normalize=False,
-            borderType=cv2.BORDER_CONSTANT,
-        )
+        _box_sums_px(prod, c, box)
         return box[sample].copy()
 
-    chip_count = cv2.boxFilter(
-        mt, cv2.CV_64F, (c, c), anchor=(0, 0), normalize=False, borderType=cv2.BORDER_CONSTANT
-    )[sample]
+    chip_count = _box_sums_px(mt, c)[sample]
     need = np.maximum(MIN_OVERLAP_FRACTION * chip_count, 16.0)
     out = np.empty((k, k, ny, nx), dtype=np.float32)
     for sy in range(k):
