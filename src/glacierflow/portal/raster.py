@@ -24,8 +24,8 @@ from typing import Any
 import morecantile
 import numpy as np
 import rasterio
-from pyproj import Transformer
 from affine import Affine
+from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
@@ -101,16 +101,19 @@ def render_tile(
         c0, r0, c1, r1 = window
         dst_transform = Affine(px_m, 0.0, left + c0 * px_m, 0.0, -px_m, top - r0 * px_m)
         level = _overview_level(src, dst_transform, c1 - c0, r1 - r0)
-    with rasterio.open(path, overview_level=level) as src, WarpedVRT(
-        src,
-        crs=_MERCATOR,
-        transform=dst_transform,
-        width=c1 - c0,
-        height=r1 - r0,
-        resampling=Resampling.nearest,
-        src_nodata=src.nodata if src.nodata is not None else float("nan"),
-        nodata=float("nan"),
-    ) as vrt:
+    with (
+        rasterio.open(path, overview_level=level) as src,
+        WarpedVRT(
+            src,
+            crs=_MERCATOR,
+            transform=dst_transform,
+            width=c1 - c0,
+            height=r1 - r0,
+            resampling=Resampling.nearest,
+            src_nodata=src.nodata if src.nodata is not None else float("nan"),
+            nodata=float("nan"),
+        ) as vrt,
+    ):
         part = vrt.read(band).astype(np.float32)
     data = np.ma.masked_all((1, TILE_PX, TILE_PX), dtype=np.float32)
     data[0, r0:r1, c0:c1] = np.ma.masked_invalid(part)
