@@ -106,12 +106,18 @@ def _wants_json(request: Request) -> bool:
     return path.startswith(("/api/", "/files/", "/static/")) or path == "/openapi.json"
 
 
-def _error(request: Request, status: int, detail: Any) -> Response:
+def _error(
+    request: Request, status: int, detail: Any, headers: dict[str, str] | None = None
+) -> Response:
     if _wants_json(request):
         body = {"status": status, "error": _REASONS.get(status, "error"), "detail": detail}
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers=headers)
     return templates.TemplateResponse(
-        request, "error.html", {"status": status, "detail": detail}, status_code=status
+        request,
+        "error.html",
+        {"status": status, "detail": detail},
+        status_code=status,
+        headers=headers,
     )
 
 
@@ -140,7 +146,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.tile_pool = TilePool(limits.tile_workers, limits.tile_timeout_s)
-        app.state.tile_pool.start()
+        await app.state.tile_pool.start()
         app.state.tile_cache = TileCache(cache_dir, limits.cache_max_mb)
         try:
             yield
@@ -166,7 +172,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error(request, exc.status_code, exc.detail)
+        return _error(request, exc.status_code, exc.detail, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

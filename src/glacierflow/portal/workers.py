@@ -4,7 +4,7 @@ GDAL cannot be interrupted inside a read, and a thread cannot be killed, so a ti
 for a minute would keep a core busy for a minute after its client left. Here each render runs
 in a worker process of a small pool; when the request is cancelled (the client disconnected,
 the server shuts down) or exceeds its time budget, that worker is killed (SIGKILL), which frees
-its CPU and memory at once, and a fresh worker takes its place.
+its CPU and memory at once; a fresh worker takes its place when the next tile needs one.
 
 Workers die with the server: they set a parent-death signal (Linux) and exit when the pipe to
 the server closes.
@@ -51,6 +51,10 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
     os.environ.setdefault("GDAL_CACHEMAX", str(WORKER_GDAL_CACHE_MB))
     from glacierflow.portal import raster
 
+    try:
+        conn.send(("ready", None))
+    except (BrokenPipeError, OSError):
+        return
     while True:
         try:
             args = conn.recv()
@@ -103,15 +107,22 @@ class TilePool:
         self._all: set[_Worker] = set()
         self._closed = False
 
-    def start(self) -> None:
-        """Start the workers (they import GDAL in the background)."""
-        for _ in range(self.size):
-            worker = _Worker(self._ctx)
-            self._all.add(worker)
+    async def start(self, timeout_s: float = 120.0) -> None:
+        """Start the workers and wait until each has imported GDAL (so a first tile is quick)."""
+        loop = asyncio.get_running_loop()
+        workers = [_Worker(self._ctx) for _ in range(self.size)]
+        self._all.update(workers)
+        for worker in workers:
+            ready = await asyncio.wait_for(loop.run_in_executor(None, worker.conn.recv), timeout_s)
+            assert ready[0] == "ready", ready
             self._idle.append(worker)
 
     async def _acquire(self) -> _Worker:
         while not self._idle:
+            if len(self._all) < self.size:  # one was killed: start its successor now
+                worker = _Worker(self._ctx)
+                self._all.add(worker)
+                return worker
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -126,10 +137,8 @@ class TilePool:
             if worker is not None:
                 worker.kill()
             return
-        if worker is None:  # killed: a fresh one takes its place
-            worker = _Worker(self._ctx)
-            self._all.add(worker)
-        self._idle.append(worker)
+        if worker is not None:  # (a killed one is replaced when next needed, by _acquire)
+            self._idle.append(worker)
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -158,7 +167,9 @@ class TilePool:
             if done.done():
                 return
             try:
-                done.set_result(worker.conn.recv())
+                message = worker.conn.recv()
+                if message[0] != "ready":  # a fresh worker says so first
+                    done.set_result(message)
             except (EOFError, OSError) as exc:
                 done.set_exception(WorkerError(f"the render worker died ({exc!r})"))
 
