@@ -1,0 +1,328 @@
+"""Composing: annual maps, the cube, glacier statistics, figures and the report."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from glacierflow import __version__
+from glacierflow.project.config import Project
+from glacierflow.project.plan import PairPlan
+
+#: The time-series cube of all periods.
+CUBE_NAME = "velocity_cube.nc"
+#: Layers of the annual GeoTIFFs, in band order (the portal reads them by these names).
+ANNUAL_BANDS = ("vx", "vy", "v", "v_error", "count")
+#: At most this many profile figures are drawn (all profiles are in profiles.csv).
+MAX_PROFILE_FIGURES = 20
+
+# --------------------------------------------------------------------------------------------
+# Composites, analysis, figures, report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProjectResult:
+    """What :func:`run_project` did and wrote."""
+
+    project: Project
+    pairs: list[PairPlan]
+    pair_dirs: dict[str, Path]
+    processed: list[str]
+    skipped: list[str]
+    composites: list[xr.Dataset] = field(default_factory=list)
+    annual_paths: dict[int, Path] = field(default_factory=dict)
+    cube_path: Path | None = None
+    glacier_stats: Any = None
+    trends: Any = None
+    profiles: Any = None
+    surges: Any = None
+    files: dict[str, Path] = field(default_factory=dict)
+    report_path: Path | None = None
+
+
+def _periods(project: Project):
+    from glacierflow.stack import Period
+
+    if project.periods is None:
+        return None
+    return [Period(y, s, e) for y, s, e in project.periods]
+
+
+def _write_netcdf_cube(cube: xr.Dataset, path: Path) -> Path:
+    """The cube as CF-1.8 NetCDF-4 with a grid mapping, atomically."""
+    from pyproj import CRS
+
+    from glacierflow.products import atomic_write
+
+    out = cube.copy()
+    crs = CRS.from_wkt(cube.attrs["crs_wkt"])
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.attrs = {
+        "Conventions": "CF-1.8",
+        "title": cube.attrs["title"],
+        "source": f"glacierflow {__version__}: pair products combined per period",
+        "history": f"{now}: written by glacierflow {__version__}",
+        "years": list(cube.attrs["years"]),
+        "composite_assign": cube.attrs.get("composite_assign", ""),
+        "composite_weights": cube.attrs.get("composite_weights", ""),
+        "composite_v_error": cube.attrs.get("composite_v_error", ""),
+        "crs_wkt": cube.attrs["crs_wkt"],
+        "GeoTransform": " ".join(repr(float(c)) for c in cube.attrs["transform"]),
+    }
+    out["x"].attrs.update(
+        standard_name="projection_x_coordinate", long_name="x (easting)", units="m", axis="X"
+    )
+    out["y"].attrs.update(
+        standard_name="projection_y_coordinate", long_name="y (northing)", units="m", axis="Y"
+    )
+    out["time"].attrs.update(axis="T", long_name="middle of the period")
+    encoding: dict[str, dict[str, Any]] = {
+        "x": {"_FillValue": None},
+        "y": {"_FillValue": None},
+        "time": {
+            "units": "days since 1970-01-01 00:00:00",
+            "calendar": "standard",
+            "dtype": "float64",
+        },
+        "time_bnds": {
+            "units": "days since 1970-01-01 00:00:00",
+            "calendar": "standard",
+            "dtype": "float64",
+        },
+    }
+    for name in ("v", "vx", "vy", "v_error", "count"):
+        out[name].attrs["grid_mapping"] = "spatial_ref"
+        integer = name == "count"
+        encoding[name] = {
+            "_FillValue": None if integer else np.float32(np.nan),
+            "dtype": "int16" if integer else "float32",
+            "zlib": True,
+            "complevel": 4,
+            "shuffle": True,
+        }
+    gm = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in crs.to_cf().items()}
+    gm.update(
+        crs_wkt=crs.to_wkt(), spatial_ref=crs.to_wkt(), GeoTransform=out.attrs["GeoTransform"]
+    )
+    out["spatial_ref"] = xr.DataArray(np.int32(0), attrs=gm)
+    with atomic_write(path) as tmp:
+        out.to_netcdf(tmp, engine="h5netcdf", format="NETCDF4", encoding=encoding)
+    return path
+
+
+def _write_table(df, path: Path) -> Path:
+    from glacierflow.products import atomic_write
+
+    with atomic_write(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.7g")
+    return path
+
+
+def _write_gpkg(gdf, path: Path) -> Path:
+    from glacierflow.products import atomic_write
+
+    with atomic_write(path) as tmp, warnings.catch_warnings():
+        # The temporary name does not end in .gpkg; the final one does.
+        warnings.filterwarnings("ignore", message=".*extension should be 'gpkg'")
+        gdf.to_file(tmp, driver="GPKG", layer=path.stem)
+    return path
+
+
+def compose_products(
+    project: Project,
+    pair_dirs: dict[str, Path],
+    *,
+    report: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> ProjectResult:
+    """Annual composites, cube, glacier analysis, figures and report from finished pairs.
+
+    Reads every pair's ``velocity.tif``; writes (atomically) everything listed in the module
+    docstring except the pair folders. Returns a :class:`ProjectResult` with ``processed`` and
+    ``skipped`` empty (filled by :func:`run_project`).
+    """
+    from glacierflow import plot
+    from glacierflow.glaciers import (
+        detect_surges,
+        glacier_statistics,
+        glacier_table,
+        read_lines,
+        read_outlines,
+        sample_profiles,
+        speed_trends,
+    )
+    from glacierflow.products import read_product, write_cog
+    from glacierflow.stack import annual_composites, cube_dataset
+
+    say = echo or (lambda _msg: None)
+    out = project.output
+    out.mkdir(parents=True, exist_ok=True)
+    grid = project.grid()
+    products = {pid: read_product(folder / "velocity.tif") for pid, folder in pair_dirs.items()}
+    composites = annual_composites(list(products.values()), grid, _periods(project), project.assign)
+    result = ProjectResult(project, [], dict(pair_dirs), [], [], composites=composites)
+    if not composites:
+        raise project.error(
+            "no pair falls in any composite period; check [composites] periods", "composites"
+        )
+
+    outlines = None
+    glaciers = None
+    if project.glaciers is not None:
+        outlines = read_outlines(project.glaciers, grid.crs_wkt)
+        glaciers = glacier_table(
+            outlines,
+            id_field=project.id_field,
+            name_field=project.name_field,
+            source=project.glaciers,
+        )
+    vmax = plot.speed_scale(composites)
+    for comp in composites:
+        year = int(comp.attrs["year"])
+        comp.attrs["project"] = project.name
+        comp.attrs["glacierflow_version"] = __version__
+        tif = write_cog(comp, out / f"v_{year}.tif", variables=list(ANNUAL_BANDS))
+        result.annual_paths[year] = tif
+        plot.save_figure(
+            plot.annual_map_figure(comp, vmax=vmax, outlines=glaciers), out / f"v_{year}.png"
+        )
+        say(
+            f"  v_{year}.tif: {comp.attrs['pair_count']} pair(s), "
+            f"{int((comp['count'].values > 0).sum())} cells with data"
+        )
+    cube = cube_dataset(composites)
+    result.cube_path = _write_netcdf_cube(cube, out / CUBE_NAME)
+
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    for before, after in zip(composites[:-1], composites[1:], strict=True):
+        ya, yb = before.attrs["year"], after.attrs["year"]
+        result.files[f"change_{ya}_{yb}"] = plot.save_figure(
+            plot.change_map_figure(before, after, outlines=glaciers),
+            figures / f"change_{ya}_{yb}.png",
+        )
+
+    gdir = out / "glaciers"
+    if glaciers is not None:
+        gdir.mkdir(exist_ok=True)
+        stats = glacier_statistics(composites, glaciers)
+        trends = speed_trends(stats)
+        a = project.analysis
+        surges = detect_surges(
+            composites,
+            glaciers,
+            factor=a["surge_factor"],
+            min_area_km2=a["surge_min_area_km2"],
+            min_speed_m_per_yr=a["surge_min_speed_m_per_yr"],
+            n_sigma=a["surge_n_sigma"],
+        )
+        result.glacier_stats, result.trends, result.surges = stats, trends, surges
+        result.files["glacier_statistics"] = _write_table(stats, gdir / "glacier_statistics.csv")
+        result.files["glacier_trends"] = _write_table(trends, gdir / "glacier_trends.csv")
+        result.files["surges"] = _write_table(surges, gdir / "surges.csv")
+        wide = glaciers.copy()
+        for year, grp in stats.groupby("year"):
+            g = grp.set_index("glacier_id")
+            for col in ("v_mean", "v_mean_error", "v_median", "v_max", "valid_fraction"):
+                wide[f"{col}_{year}"] = wide["glacier_id"].map(g[col]).to_numpy()
+        t = trends.set_index("glacier_id")
+        for col in ("trend", "trend_error", "trend_percent_per_yr"):
+            wide[col] = wide["glacier_id"].map(t[col]).to_numpy()
+        wide["surge_candidate"] = wide["glacier_id"].isin(set(surges["glacier_id"])).astype(int)
+        result.files["glaciers_gpkg"] = _write_gpkg(wide, gdir / "glaciers.gpkg")
+        if not stats.empty and np.isfinite(stats["v_mean"]).any():
+            result.files["glacier_series"] = plot.save_figure(
+                plot.glacier_series_figure(stats), figures / "glacier_speeds.png"
+            )
+        for _, row in surges.iterrows():
+            say(
+                f"  candidate surge: {row['name'] or row['glacier_id']} {row['year_from']} -> "
+                f"{row['year_to']}: x{row['ratio_median']:.1f} over {row['reach_area_km2']:.1f} km2"
+            )
+
+    lines_frames = []
+    if project.centrelines is not None:
+        lines_frames.append(
+            (read_lines(project.centrelines, grid.crs_wkt, where=project.centreline_where), False)
+        )
+    if project.transects:
+        lines_frames.append((_transect_lines(project, grid.crs_wkt), True))
+    profile_frames = []
+    drawn = 0
+    for lines, across in lines_frames:
+        prof = sample_profiles(composites, lines, project.analysis["profile_spacing_m"])
+        if prof.empty:
+            continue
+        prof["kind"] = "transect" if across else "centreline"
+        profile_frames.append(prof)
+        for line_id, grp in prof.groupby("line_id", sort=False):
+            if drawn >= MAX_PROFILE_FIGURES or not np.isfinite(grp["v"]).any():
+                continue
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(line_id))
+            result.files[f"profile_{safe}"] = plot.save_figure(
+                plot.profile_figure(grp, across=across), figures / f"profile_{safe}.png"
+            )
+            drawn += 1
+    if profile_frames:
+        import pandas as pd
+
+        result.profiles = pd.concat(profile_frames, ignore_index=True)
+        gdir.mkdir(exist_ok=True)
+        result.files["profiles"] = _write_table(result.profiles, gdir / "profiles.csv")
+
+    if report:
+        from glacierflow.products import atomic_write
+        from glacierflow.report import render_report
+
+        images = {f"map_{y}": (out / f"v_{y}.png").read_bytes() for y in result.annual_paths}
+        images.update({k: v.read_bytes() for k, v in result.files.items() if v.suffix == ".png"})
+        x0, y0, x1, y1 = grid.bounds
+        grid_text = (
+            f"{project.grid_crs}, {grid.resolution_m:g} m cells, {grid.shape[1]} x "
+            f"{grid.shape[0]}, x {x0:.0f} to {x1:.0f} m, y {y0:.0f} to {y1:.0f} m"
+        )
+        html = render_report(
+            project_name=project.name,
+            settings_text=project.text,
+            pairs=products,
+            composites=composites,
+            images=images,
+            stats=result.glacier_stats,
+            trends=result.trends,
+            surges=result.surges,
+            grid_text=grid_text,
+        )
+        result.report_path = out / "report.html"
+        with atomic_write(result.report_path) as tmp:
+            tmp.write_text(html, encoding="utf-8")
+    return result
+
+
+def _transect_lines(project: Project, crs_wkt: str):
+    import geopandas as gpd
+    from pyproj import Transformer
+    from shapely.geometry import LineString
+
+    to_grid = Transformer.from_crs("EPSG:4326", crs_wkt, always_xy=True)
+    geoms = []
+    for t in project.transects:
+        pts = [to_grid.transform(x, y) if t.lonlat else (x, y) for x, y in t.points]
+        geoms.append(LineString(pts))
+    return gpd.GeoDataFrame(
+        {
+            "line_id": [re.sub(r"\s+", "_", t.name) for t in project.transects],
+            "name": [t.name for t in project.transects],
+        },
+        geometry=geoms,
+        crs=crs_wkt,
+    )
