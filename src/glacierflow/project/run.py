@@ -11,7 +11,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -370,29 +370,15 @@ def run_project(
 
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
-    pair_dirs: dict[str, Path] = {}
-    heads: list[str] = []
-    lines: dict[int, str] = {}
+    pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
+    lines = _PairLines(plans, say)
     jobs: list[tuple[int, PairPlan, Path]] = []
     for i, plan in enumerate(plans):
-        folder = project.output / "pairs" / plan.pair_id
-        pair_dirs[plan.pair_id] = folder
-        heads.append(
-            f"pair {i + 1}/{len(plans)} {plan.ref.acquired:%Y-%m-%d} -> "
-            f"{plan.sec.acquired:%Y-%m-%d} ({plan.dt_days:.0f} d)"
-        )
+        folder = pair_dirs[plan.pair_id]
         if pair_is_complete(folder, _fingerprint(project, plan)):
-            lines[i] = f"{heads[i]}: complete, kept"
+            lines.finish(i, "complete, kept")
         else:
             jobs.append((i, plan, folder))
-
-    next_line = 0
-
-    def say_in_order() -> None:
-        nonlocal next_line
-        while next_line in lines:
-            say(lines.pop(next_line))
-            next_line += 1
 
     done: set[int] = set()
     errors: dict[int, BaseException] = {}
@@ -403,7 +389,7 @@ def run_project(
         desc="pairs",
         disable=(not progress) if progress is not None else None,
     ) as bar:
-        say_in_order()
+        lines.say_in_order()
         outcomes = _run_pairs(
             project,
             jobs,
@@ -416,20 +402,15 @@ def run_project(
             bar.update(1)
             if error is not None or summary is None:
                 errors[i] = error or GlacierflowError(f"pair {plans[i].pair_id} gave no result")
-                lines[i] = f"{heads[i]}: failed"
+                lines.finish(i, "failed")
             else:
                 done.add(i)
-                lines[i] = (
-                    f"{heads[i]}: tracked, {summary['valid']:.0%} of {summary['nodes']} nodes "
-                    f"valid, stable ground NMAD vx {summary['stable_vx']:.1f} vy "
-                    f"{summary['stable_vy']:.1f} m/yr ({summary['seconds']:.1f} s)"
-                )
-            say_in_order()
+                lines.finish(i, _tracked_line(summary))
+            lines.say_in_order()
     if errors:
         # Concurrent pairs only (one after another, the error is raised as it happens): say
         # which pairs finished, then raise the error the sequential run would have raised.
-        for i in sorted(lines):
-            say(lines[i])
+        lines.say_all()
         raise errors[min(errors)]
     processed = [plan.pair_id for i, plan in enumerate(plans) if i in done]
     skipped = [plan.pair_id for i, plan in enumerate(plans) if i not in done]
@@ -439,3 +420,40 @@ def run_project(
     if result.report_path is not None:
         say(f"report: {result.report_path}")
     return result
+
+
+def _tracked_line(summary: dict[str, float]) -> str:
+    return (
+        f"tracked, {summary['valid']:.0%} of {summary['nodes']} nodes "
+        f"valid, stable ground NMAD vx {summary['stable_vx']:.1f} vy "
+        f"{summary['stable_vy']:.1f} m/yr ({summary['seconds']:.1f} s)"
+    )
+
+
+class _PairLines:
+    """One progress line per pair, said in plan order as the pairs finish."""
+
+    def __init__(self, plans: Sequence[PairPlan], say: Callable[[str], None]) -> None:
+        self.say = say
+        self.heads = [
+            f"pair {i + 1}/{len(plans)} {plan.ref.acquired:%Y-%m-%d} -> "
+            f"{plan.sec.acquired:%Y-%m-%d} ({plan.dt_days:.0f} d)"
+            for i, plan in enumerate(plans)
+        ]
+        self.waiting: dict[int, str] = {}
+        self.next = 0
+
+    def finish(self, index: int, outcome: str) -> None:
+        """Pair ``index`` ended with ``outcome``; its line waits for those before it."""
+        self.waiting[index] = f"{self.heads[index]}: {outcome}"
+
+    def say_in_order(self) -> None:
+        """Say the waiting lines that every earlier pair's line precedes."""
+        while self.next in self.waiting:
+            self.say(self.waiting.pop(self.next))
+            self.next += 1
+
+    def say_all(self) -> None:
+        """Say every waiting line, in plan order, gaps or not."""
+        for index in sorted(self.waiting):
+            self.say(self.waiting.pop(index))
