@@ -175,7 +175,8 @@ class Executor:
         if self._client is not None:
             from distributed import as_completed
 
-            return iter(as_completed(list(futures), timeout=timeout_s))
+            # The client is not the default one (set_as_default=False): pass its loop.
+            return iter(as_completed(list(futures), loop=self._client.loop, timeout=timeout_s))
         return cf.as_completed(list(futures), timeout=timeout_s)
 
     def wait(self, futures: Iterable[Any], timeout_s: float | None = None) -> tuple[set, set]:
@@ -185,7 +186,8 @@ class Executor:
             from distributed import wait
 
             try:
-                done, pending = wait(futures, timeout=timeout_s, return_when="FIRST_COMPLETED")
+                with self._client.as_current():  # not the default client
+                    done, pending = wait(futures, timeout=timeout_s, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 return {f for f in futures if f.done()}, {f for f in futures if not f.done()}
             return set(done), set(pending)

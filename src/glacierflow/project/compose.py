@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,86 +53,6 @@ def _periods(project: Project):
     if project.periods is None:
         return None
     return [Period(y, s, e) for y, s, e in project.periods]
-
-
-def _write_netcdf_cube(cube: xr.Dataset, path: Path) -> Path:
-    """The cube as CF-1.8 NetCDF-4 with a grid mapping, atomically."""
-    from pyproj import CRS
-
-    from glacierflow.products import atomic_write
-
-    out = cube.copy()
-    crs = CRS.from_wkt(cube.attrs["crs_wkt"])
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out.attrs = {
-        "Conventions": "CF-1.8",
-        "title": cube.attrs["title"],
-        "source": f"glacierflow {__version__}: pair products combined per period",
-        "history": f"{now}: written by glacierflow {__version__}",
-        "years": list(cube.attrs["years"]),
-        "composite_assign": cube.attrs.get("composite_assign", ""),
-        "composite_weights": cube.attrs.get("composite_weights", ""),
-        "composite_v_error": cube.attrs.get("composite_v_error", ""),
-        "crs_wkt": cube.attrs["crs_wkt"],
-        "GeoTransform": " ".join(repr(float(c)) for c in cube.attrs["transform"]),
-    }
-    out["x"].attrs.update(
-        standard_name="projection_x_coordinate", long_name="x (easting)", units="m", axis="X"
-    )
-    out["y"].attrs.update(
-        standard_name="projection_y_coordinate", long_name="y (northing)", units="m", axis="Y"
-    )
-    out["time"].attrs.update(axis="T", long_name="middle of the period")
-    encoding: dict[str, dict[str, Any]] = {
-        "x": {"_FillValue": None},
-        "y": {"_FillValue": None},
-        "time": {
-            "units": "days since 1970-01-01 00:00:00",
-            "calendar": "standard",
-            "dtype": "float64",
-        },
-        "time_bnds": {
-            "units": "days since 1970-01-01 00:00:00",
-            "calendar": "standard",
-            "dtype": "float64",
-        },
-    }
-    for name in ("v", "vx", "vy", "v_error", "count"):
-        out[name].attrs["grid_mapping"] = "spatial_ref"
-        integer = name == "count"
-        encoding[name] = {
-            "_FillValue": None if integer else np.float32(np.nan),
-            "dtype": "int16" if integer else "float32",
-            "zlib": True,
-            "complevel": 4,
-            "shuffle": True,
-        }
-    gm = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in crs.to_cf().items()}
-    gm.update(
-        crs_wkt=crs.to_wkt(), spatial_ref=crs.to_wkt(), GeoTransform=out.attrs["GeoTransform"]
-    )
-    out["spatial_ref"] = xr.DataArray(np.int32(0), attrs=gm)
-    with atomic_write(path) as tmp:
-        out.to_netcdf(tmp, engine="h5netcdf", format="NETCDF4", encoding=encoding)
-    return path
-
-
-def _write_table(df, path: Path) -> Path:
-    from glacierflow.products import atomic_write
-
-    with atomic_write(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.7g")
-    return path
-
-
-def _write_gpkg(gdf, path: Path) -> Path:
-    from glacierflow.products import atomic_write
-
-    with atomic_write(path) as tmp, warnings.catch_warnings():
-        # The temporary name does not end in .gpkg; the final one does.
-        warnings.filterwarnings("ignore", message=".*extension should be 'gpkg'")
-        gdf.to_file(tmp, driver="GPKG", layer=path.stem)
-    return path
 
 
 def compose_products(
@@ -199,7 +116,7 @@ def _write_annual(
 ) -> None:
     """One COG and one speed map per period, then the cube of all periods."""
     from glacierflow import plot
-    from glacierflow.products import write_cog
+    from glacierflow.products import write_cog, write_netcdf_cube
     from glacierflow.stack import cube_dataset
 
     out = project.output
@@ -219,7 +136,7 @@ def _write_annual(
             f"{int((comp['count'].values > 0).sum())} cells with data"
         )
     cube = cube_dataset(composites)
-    result.cube_path = _write_netcdf_cube(cube, out / CUBE_NAME)
+    result.cube_path = write_netcdf_cube(cube, out / CUBE_NAME)
 
 
 def _glacier_analysis(
@@ -228,6 +145,7 @@ def _glacier_analysis(
     """Per-glacier statistics, trends and candidate surges: tables, GeoPackage, figure."""
     from glacierflow import plot
     from glacierflow.glaciers import detect_surges, glacier_statistics, speed_trends
+    from glacierflow.products import write_gpkg, write_table
 
     gdir = project.output / "glaciers"
     gdir.mkdir(exist_ok=True)
@@ -244,10 +162,10 @@ def _glacier_analysis(
         n_sigma=a["surge_n_sigma"],
     )
     result.glacier_stats, result.trends, result.surges = stats, trends, surges
-    result.files["glacier_statistics"] = _write_table(stats, gdir / "glacier_statistics.csv")
-    result.files["glacier_trends"] = _write_table(trends, gdir / "glacier_trends.csv")
-    result.files["surges"] = _write_table(surges, gdir / "surges.csv")
-    result.files["glaciers_gpkg"] = _write_gpkg(
+    result.files["glacier_statistics"] = write_table(stats, gdir / "glacier_statistics.csv")
+    result.files["glacier_trends"] = write_table(trends, gdir / "glacier_trends.csv")
+    result.files["surges"] = write_table(surges, gdir / "surges.csv")
+    result.files["glaciers_gpkg"] = write_gpkg(
         _glaciers_wide(glaciers, stats, trends, surges), gdir / "glaciers.gpkg"
     )
     if not stats.empty and np.isfinite(stats["v_mean"]).any():
@@ -279,6 +197,7 @@ def _profiles(project: Project, result: ProjectResult, crs_wkt: str) -> None:
     """Speed profiles along the centrelines and the transects: a table and a few figures."""
     from glacierflow import plot
     from glacierflow.glaciers import read_lines, sample_profiles
+    from glacierflow.products import write_table
 
     lines_frames = []
     if project.centrelines is not None:
@@ -310,12 +229,12 @@ def _profiles(project: Project, result: ProjectResult, crs_wkt: str) -> None:
         result.profiles = pd.concat(profile_frames, ignore_index=True)
         gdir = project.output / "glaciers"
         gdir.mkdir(exist_ok=True)
-        result.files["profiles"] = _write_table(result.profiles, gdir / "profiles.csv")
+        result.files["profiles"] = write_table(result.profiles, gdir / "profiles.csv")
 
 
 def _write_report(project: Project, result: ProjectResult, products: dict[str, Any]) -> None:
     """``report.html``: every figure, table and the settings on one page."""
-    from glacierflow.products import atomic_write
+    from glacierflow.atomic import atomic_write
     from glacierflow.report import render_report
 
     out = project.output

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +20,7 @@ import xarray as xr
 
 from glacierflow import __version__
 from glacierflow.errors import GlacierflowError, InputError
+from glacierflow.execute import Executor, available_cpus
 from glacierflow.project.compose import ProjectResult, compose_products
 from glacierflow.project.config import Project, load_project
 from glacierflow.project.plan import PairPlan, plan_pairs
@@ -85,8 +85,9 @@ def process_pair(
     xarray.Dataset
         The pair product.
     """
+    from glacierflow.atomic import atomic_write
     from glacierflow.pair import make_pair
-    from glacierflow.products import PRODUCT_NAMES, atomic_write, write_products
+    from glacierflow.products import PRODUCT_NAMES, write_products
     from glacierflow.scenes import read_scene
     from glacierflow.track import track_pair
 
@@ -183,22 +184,32 @@ def _run_pairs(
         return
     if concurrent_pairs == 1 or len(jobs) == 1:
         if concurrent_pairs > 1:
-            workers = workers or os.cpu_count() or 1
+            workers = workers or available_cpus()
         for i, plan, folder in jobs:
             yield i, _track_one(project, plan, folder, workers, progress), None
         return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    yield from _run_pairs_local(
+        project, jobs, workers=workers, concurrent_pairs=concurrent_pairs, progress=progress
+    )
 
+
+def _run_pairs_local(
+    project: Project,
+    jobs: list[tuple[int, PairPlan, Path]],
+    *,
+    workers: int | None,
+    concurrent_pairs: int,
+    progress: bool | None,
+) -> Iterator[PairOutcome]:
+    """Several pairs at a time on local worker processes, each with its share of ``workers``."""
     n = min(concurrent_pairs, len(jobs))
-    per_pair = max(1, (workers or os.cpu_count() or 1) // n)
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    per_pair = max(1, (workers or available_cpus()) // n)
     show = bool(progress) or (progress is None and sys.stderr.isatty())
     with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(ProcessPoolExecutor(n, mp_context=ctx))
-        bars = _PairBars(stack.enter_context(ctx.Manager()).Queue(), n) if show else None
+        ex = stack.enter_context(Executor(workers=n))
+        bars = _PairBars(stack.enter_context(_manager()).Queue(), n) if show else None
         futures = {
-            pool.submit(
+            ex.submit(
                 _track_one,
                 project,
                 plan,
@@ -211,7 +222,7 @@ def _run_pairs(
         failed = False
         pending = set(futures)
         while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            finished, pending = ex.wait(pending, timeout_s=0.2)
             if bars is not None:
                 bars.drain()
             for fut in finished:
@@ -225,6 +236,12 @@ def _run_pairs(
                     for other in futures:
                         other.cancel()  # only those not started; running pairs finish
                 yield futures[fut], None if exc is not None else fut.result(), exc
+
+
+def _manager() -> Any:
+    """A multiprocessing manager (its queue carries node counts from the worker processes)."""
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn").Manager()
 
 
 class _QueueProgress(ProgressSink):
@@ -278,24 +295,16 @@ def _run_pairs_dask(
     project: Project, jobs: list[tuple[int, PairPlan, Path]], scheduler: str
 ) -> Iterator[PairOutcome]:
     """One task per pair on a ``dask.distributed`` scheduler, one matching process each."""
-    from distributed import Client, as_completed
-
-    try:
-        client = Client(scheduler)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(
-            f"cannot reach the dask scheduler at {scheduler!r} ({exc}); start it, fix the "
-            "address, or run without --scheduler (and DASK_SCHEDULER_ADDRESS)"
-        ) from exc
-    with client:
+    with Executor(scheduler=scheduler) as ex:
         futures = {
-            client.submit(_track_one, project, plan, folder, 1, False, pure=False): i
-            for i, plan, folder in jobs
+            ex.submit(_track_one, project, plan, folder, 1, False): i for i, plan, folder in jobs
         }
-        for fut in as_completed(list(futures)):
+        for fut in ex.as_completed(futures):
             if fut.status == "error":
                 # Pairs not started are cancelled; running ones still finish on their workers.
-                client.cancel([f for f in futures if not f.done()])
+                for other in futures:
+                    if not other.done():
+                        other.cancel()
                 yield futures[fut], None, fut.exception()
                 return
             if fut.status == "finished":
@@ -332,9 +341,11 @@ def run_project(
         How many pairs run at once on local processes; overrides ``[matching]
         concurrent_pairs`` (default 1: one after another, in this process).
     scheduler : str, optional
-        Address of a ``dask.distributed`` scheduler (default: ``DASK_SCHEDULER_ADDRESS``, if
-        set) to run the pairs on, one task and one matching process per pair; its workers must
-        see the scene files and the output folder at the same paths.
+        Address of a ``dask.distributed`` scheduler to run the pairs on, one task and one
+        matching process per pair; its workers must see the scene files and the output folder
+        at the same paths. Always explicit: the library does not read
+        ``DASK_SCHEDULER_ADDRESS`` (``glacierflow run`` takes it as the default of
+        ``--scheduler``).
     report : bool
         Write ``report.html``.
     progress : bool or None
@@ -360,8 +371,6 @@ def run_project(
     concurrent_pairs = project.concurrent_pairs if concurrent_pairs is None else concurrent_pairs
     if concurrent_pairs < 1:
         raise InputError(f"concurrent_pairs must be 1 or more, got {concurrent_pairs}")
-    if scheduler is None:
-        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
 
     def say(msg: str) -> None:
         if echo is not None:
