@@ -46,6 +46,7 @@ __all__ = [
     "parse_datetime",
     "read_header",
     "read_preview",
+    "read_raster_band",
     "read_scene",
 ]
 
@@ -624,6 +625,45 @@ def read_preview(
         data = ds.read(b, out_shape=shape, masked=True).astype(np.float32).filled(np.nan)
         transform = ds.transform @ affine.Affine.scale(ds.width / shape[1], ds.height / shape[0])
     return data, transform
+
+
+def read_raster_band(
+    path: str | PathLike[str], *, band: int = 1, what: str = "raster"
+) -> tuple[np.ndarray, affine.Affine, rasterio.crs.CRS]:
+    """One band of a georeferenced raster as float64, NaN where it has no value.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Any raster GDAL reads (GeoTIFF, VRT, ...), local or a GDAL URL.
+    band : int
+        The band, 1-based.
+    what : str
+        What the raster is, for error messages ("prior vx raster").
+
+    Returns
+    -------
+    data : ndarray of float64
+        The band, NaN at nodata and masked cells.
+    transform : affine.Affine
+        Pixel (col, row) to map (x, y) transform.
+    crs : rasterio.crs.CRS
+        The raster's CRS.
+
+    Raises
+    ------
+    InputError
+        If the raster cannot be read or has no CRS.
+    """
+    try:
+        ds = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot read the {what}: {exc}", path) from None
+    with ds:
+        if ds.crs is None or not ds.crs.to_wkt():
+            raise InputError(f"the {what} has no CRS", path)
+        data = ds.read(band, masked=True).astype(np.float64).filled(np.nan)
+        return data, ds.transform, ds.crs
 
 
 def _check_crs(crs: rasterio.crs.CRS | None, path: Path) -> None:
