@@ -54,7 +54,8 @@ _DATE_HELP = "expected an ISO date or date-time, e.g. 2016-07-18 or 2016-07-18T2
 
 _NO_TIME_HELP = (
     "cannot find the acquisition time (no MTL file beside it, no Landsat or Sentinel-2 ID in its "
-    "name); pass it with --ref-date or --sec-date (ISO date, e.g. 2016-07-18)"
+    "name); give it as ref_date or sec_date (the acquired time of read_scene; ISO date, e.g. "
+    "2016-07-18)"
 )
 
 
@@ -514,17 +515,7 @@ def read_scene(
     with dataset:
         crs = dataset.crs
         _check_crs(crs, file_path)
-        count = dataset.count
-        if band is None:
-            if count != 1:
-                raise InputError(f"has {count} bands; choose one with --band", file_path)
-            band = 1
-        elif not 1 <= band <= count:
-            raise InputError(
-                f"has {count} band{'s' if count != 1 else ''}; --band {band} is out of range "
-                f"(1 to {count})",
-                file_path,
-            )
+        band = _choose_band(dataset.count, band, file_path)
         when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired)
         sensor_name = sensor if sensor is not None else found_sensor
         raw = dataset.read(band, window=window)
@@ -536,16 +527,7 @@ def read_scene(
         transform = dataset.transform if window is None else dataset.window_transform(window)
 
     data = raw.astype(np.float32)
-    valid = np.isfinite(data)
-    if nodata is not None and not math.isnan(nodata):
-        # Compare in the file's own dtype: a float32 nodata such as -3.4028235e38 matches
-        # exactly there, and a value the dtype cannot hold matches no pixel.
-        valid &= raw != float(nodata)
-    integer = np.issubdtype(raw.dtype, np.integer)
-    if sensor_name.startswith("Landsat") or (integer and nodata is None):
-        valid &= raw != 0
-    if dataset_mask is not None:
-        valid &= dataset_mask
+    valid = _valid_pixels(raw, data, nodata, sensor_name, dataset_mask)
     if window is None and not valid.any():
         raise InputError("holds no valid pixels (all nodata, NaN or Landsat fill 0)", file_path)
     data[~valid] = 0.0
@@ -560,6 +542,42 @@ def read_scene(
         scene_id=scene_id,
         time_source=time_source,
     )
+
+
+def _choose_band(count: int, band: int | None, file_path: Path) -> int:
+    """The 1-based band to read: the only one, or ``band`` if the file has it."""
+    if band is None:
+        if count != 1:
+            raise InputError(f"has {count} bands; choose one with band (1-based)", file_path)
+        return 1
+    if not 1 <= band <= count:
+        raise InputError(
+            f"has {count} band{'s' if count != 1 else ''}; band {band} is out of range "
+            f"(1 to {count})",
+            file_path,
+        )
+    return band
+
+
+def _valid_pixels(
+    raw: np.ndarray,
+    data: np.ndarray,
+    nodata: float | None,
+    sensor_name: str,
+    dataset_mask: np.ndarray | None,
+) -> np.ndarray:
+    """Pixels with a value: finite, not nodata, not Landsat fill 0, not masked by the file."""
+    valid = np.isfinite(data)
+    if nodata is not None and not math.isnan(nodata):
+        # Compare in the file's own dtype: a float32 nodata such as -3.4028235e38 matches
+        # exactly there, and a value the dtype cannot hold matches no pixel.
+        valid &= raw != float(nodata)
+    integer = np.issubdtype(raw.dtype, np.integer)
+    if sensor_name.startswith("Landsat") or (integer and nodata is None):
+        valid &= raw != 0
+    if dataset_mask is not None:
+        valid &= dataset_mask
+    return valid
 
 
 def read_header(
