@@ -6,6 +6,8 @@ command line turns any :class:`GlacierflowError` into a one-line message and exi
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from os import PathLike
 
 
@@ -22,38 +24,87 @@ class InputError(GlacierflowError, ValueError):
         What is wrong, and what to do about it.
     path : str or PathLike, optional
         The file the problem is about; it leads the message.
+    key : str or iterable of str, optional
+        The settings the problem is about, as dotted keys of the settings tree
+        (``"matching.chip_px"``; see :mod:`glacierflow.settings`). The message names them by
+        these keys; :func:`render` renames them for the command line or a project file.
     """
 
-    def __init__(self, problem: str, path: str | PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        problem: str,
+        path: str | PathLike[str] | None = None,
+        *,
+        key: str | Iterable[str] | None = None,
+    ) -> None:
         self.path = None if path is None else str(path)
         self.problem = problem
+        self.keys: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key or ())
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
+    @property
+    def key(self) -> str | None:
+        """The first setting the problem is about (a dotted key), or None."""
+        return self.keys[0] if self.keys else None
 
-class NoAcquisitionTimeError(InputError):
-    """The acquisition time of a scene cannot be found in its metadata or name."""
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its parts when sent back from a worker process or a Dask task.
+        return (_rebuild, (type(self), self.__dict__))
 
 
-class OutputError(GlacierflowError, OSError):
-    """A product cannot be written (no space, no permission, a folder in the way).
+def _rebuild(cls: type, state: dict) -> GlacierflowError:
+    exc = cls.__new__(cls)
+    exc.__dict__.update(state)
+    message = f"{state['path']}: {state['problem']}" if state.get("path") else state["problem"]
+    exc.args = (message,)
+    return exc
+
+
+class SettingsError(InputError):
+    """A setting with a value glacierflow cannot use, or an unknown setting.
 
     Parameters
     ----------
+    key : str
+        Dotted key of the setting (``"matching.chip_px"``).
     problem : str
-        What went wrong.
-    path : str or PathLike
-        The file that could not be written; it leads the message.
+        What is wrong with it, starting after its name (``"must be a positive whole number, got
+        0"``); the message is ``f"{key} {problem}"``.
+    allowed : iterable, optional
+        The values it may take, when they are a short list.
+    path : str or PathLike, optional
+        The file the setting came from.
     """
 
-    def __init__(self, problem: str, path: str | PathLike[str]) -> None:
-        self.path = str(path)
-        self.problem = problem
-        Exception.__init__(self, f"{self.path}: {problem}")
+    def __init__(
+        self,
+        key: str,
+        problem: str,
+        *,
+        allowed: Iterable[object] | None = None,
+        path: str | PathLike[str] | None = None,
+    ) -> None:
+        self.allowed = None if allowed is None else tuple(allowed)
+        super().__init__(f"{key} {problem}", path, key=key)
 
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
 
-    def __reduce__(self) -> tuple:
-        # Rebuilt from (problem, path) when sent back from a worker process or a Dask task;
-        # OSError's own reduction would call __init__ with the message alone.
-        return (type(self), (self.problem, self.path), self.__dict__)
+def render(exc: BaseException, name: Callable[[str], str], known: Iterable[str] = ()) -> str:
+    """The message of ``exc`` with the settings it names renamed by ``name``.
+
+    The command line passes a function giving a setting's flag (``"matching.chip_px"`` ->
+    ``"--chip-px"``), a project runner one giving its table key (``"[matching] chip_px"``). The
+    settings the error carries (``exc.keys``) are recognised by their dotted key or by its last
+    part standing alone; the ``known`` dotted keys by their dotted form only.
+    """
+    names: dict[str, str] = {}
+    for key in getattr(exc, "keys", ()):
+        new = name(key)
+        names.setdefault(key, new)
+        names.setdefault(key.rsplit(".", 1)[-1], new)
+    for key in known:
+        names.setdefault(key, name(key))
+    if not names:
+        return str(exc)
+    # One pass, longest names first, so that a renamed setting is not renamed again.
+    words = "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))
+    return re.sub(rf"(?<![\w.\-])({words})(?!\w)", lambda m: names[m.group(1)], str(exc))
