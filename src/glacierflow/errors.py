@@ -60,6 +60,35 @@ def _rebuild(cls: type, state: dict) -> GlacierflowError:
     return exc
 
 
+class NoAcquisitionTimeError(InputError):
+    """The acquisition time of a scene cannot be found in its metadata or name."""
+
+
+class OutputError(GlacierflowError, OSError):
+    """A product cannot be written (no space, no permission, a folder in the way).
+
+    Parameters
+    ----------
+    problem : str
+        What went wrong.
+    path : str or PathLike
+        The file that could not be written; it leads the message.
+    """
+
+    def __init__(self, problem: str, path: str | PathLike[str]) -> None:
+        self.path = str(path)
+        self.problem = problem
+        Exception.__init__(self, f"{self.path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+    def __reduce__(self) -> tuple:
+        # Rebuilt from (problem, path) when sent back from a worker process or a Dask task;
+        # OSError's own reduction would call __init__ with the message alone.
+        return (type(self), (self.problem, self.path), self.__dict__)
+
+
 class SettingsError(InputError):
     """A setting with a value glacierflow cannot use, or an unknown setting.
 
