@@ -122,18 +122,24 @@ def render(exc: BaseException, name: Callable[[str], str], known: Iterable[str] 
 
     The command line passes a function giving a setting's flag (``"matching.chip_px"`` ->
     ``"--chip-px"``), a project runner one giving its table key (``"[matching] chip_px"``). The
-    settings the error carries (``exc.keys``) are recognised by their dotted key or by its last
-    part standing alone; the ``known`` dotted keys by their dotted form only.
+    settings the error carries (``exc.keys``) are recognised by their dotted key, or by its last
+    part standing alone when that is an identifier with an underscore (``chip_px``, not
+    ``method``); the ``known`` dotted keys by their dotted form only. The file name that leads
+    the message is left as it is.
     """
     names: dict[str, str] = {}
     for key in getattr(exc, "keys", ()):
         new = name(key)
         names.setdefault(key, new)
-        names.setdefault(key.rsplit(".", 1)[-1], new)
+        leaf = key.rsplit(".", 1)[-1]
+        if "_" in leaf:
+            names.setdefault(leaf, new)
     for key in known:
         names.setdefault(key, name(key))
-    if not names:
-        return str(exc)
-    # One pass, longest names first, so that a renamed setting is not renamed again.
-    words = "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))
-    return re.sub(rf"(?<![\w.\-])({words})(?!\w)", lambda m: names[m.group(1)], str(exc))
+    path = getattr(exc, "path", None)
+    text = exc.problem if isinstance(exc, InputError) else str(exc)
+    if names:
+        # One pass, longest names first, so that a renamed setting is not renamed again.
+        words = "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))
+        text = re.sub(rf"(?<![\w.\-/])({words})(?![\w/])", lambda m: names[m.group(1)], text)
+    return f"{path}: {text}" if path and isinstance(exc, InputError) else text

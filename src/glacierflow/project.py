@@ -584,10 +584,16 @@ def load_project(path: str | PathLike[str]) -> Project:
     ft = data.get("filtering", {})
     filtering: dict[str, Any] = {
         "min_corr": _number(
-            path, lines, "filtering.min_corr", ft.get("min_corr", FilterSettings.min_corr)
+            path,
+            lines,
+            "filtering.min_corr",
+            ft.get("min_corr", FilterSettings.model_fields["min_corr"].default),
         ),
         "min_snr": _number(
-            path, lines, "filtering.min_snr", ft.get("min_snr", FilterSettings.min_snr)
+            path,
+            lines,
+            "filtering.min_snr",
+            ft.get("min_snr", FilterSettings.model_fields["min_snr"].default),
         ),
         "fill_holes": _typed(
             path, lines, "filtering.fill_holes", ft.get("fill_holes", False), bool, "true or false"

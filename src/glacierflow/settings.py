@@ -262,11 +262,14 @@ class TrackSettings(_Group):
     @model_validator(mode="after")
     def _tiling_can_do_it(self) -> TrackSettings:
         if self.tiling.enabled and not self.tiling_supported():
-            raise ValueError(
-                "tiling (tiling.tile_nodes, tiling.scheduler, tiling.work_dir) supports every "
-                "correlator with a prior velocity, a coarse pass and the high-pass or Wallis "
-                "pre-filter, but not prefilter.method 'orientation' (use matching.method "
-                "'orientation') or retries (matching.retry_chip_px); run untiled"
+            raise SettingsError(
+                "tiling",
+                "settings: tiled processing (tiling.tile_nodes, tiling.scheduler, "
+                "tiling.work_dir) supports every correlator with a prior velocity, a coarse pass "
+                "and the high-pass or Wallis pre-filter, but not prefilter.method 'orientation' "
+                "(use matching.method 'orientation') or retries (matching.retry_chip_px); run "
+                "untiled",
+                allowed=TILED_PREFILTERS,
             )
         return self
 
@@ -506,6 +509,9 @@ def settings_error(
         Dotted key of ``cls`` in the tree (``"matching."``), when it is a branch.
     """
     err = exc.errors()[0]
+    raised = err.get("ctx", {}).get("error")
+    if isinstance(raised, SettingsError):
+        return raised
     loc = tuple(p for p in err["loc"] if isinstance(p, str))
     key = prefix + ".".join(loc)
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
