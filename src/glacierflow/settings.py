@@ -390,7 +390,7 @@ def _doc_help(cls: type) -> dict[str, str]:
         elif indent <= 4:
             current = None
     out = {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v).replace("``", "") for k, v in out.items()}
-    return {k: re.split(r"[.;:] ", v)[0].rstrip(".") + "." if v else "" for k, v in out.items()}
+    return {k: v.split(". ")[0].rstrip(".") + "." if v else "" for k, v in out.items()}
 
 
 def _group_leaves(prefix: str, cls: type) -> Iterator[Leaf]:
@@ -521,7 +521,9 @@ def settings_error(
     # A check of a whole group (a dataclass's __post_init__, a model validator) that names one
     # of its fields first: the error is about that field.
     first, _, rest = problem.partition(" ")
-    if first in _known_at(cls, loc) and rest:
+    if loc and first == loc[-1] and rest:
+        problem = rest  # a field's own check that names the field
+    elif first in _known_at(cls, loc) and rest:
         key, problem = (f"{key}.{first}" if key else first), rest
     elif key not in LEAVES:
         problem = f"settings: {problem}"

@@ -9,7 +9,8 @@ its settings: ``chip_px=48``, ``coreg="none"``), and the command line is a thin 
 1. :func:`match_pair`: match the nodes, in memory or tile by tile from the files.
 2. :func:`~glacierflow.filters.filter_offsets`: remove outliers (correlation and SNR thresholds,
    normalized median test, small isolated clusters).
-3. :func:`stable_ground`: outlines, a mask, or the slowest quarter of valid nodes.
+3. :func:`~glacierflow.stable.stable_ground`: outlines, a mask, or the slowest quarter of
+   valid nodes.
 4. :func:`coregister_offsets`: fit the co-registration on the stable nodes that survived
    filtering and remove it from every node (:mod:`glacierflow.coregister`).
 5. :func:`error_model`: calibrate the per-node error on the same stable nodes.
@@ -45,12 +46,12 @@ from glacierflow.filters import (
     fill_small_holes,
     filter_offsets,
 )
-from glacierflow.glaciers import ice_mask_from_outlines, mask_from_file
 from glacierflow.matching import MatchResult, NodeGrid, make_grid, match
 from glacierflow.pair import Pair, SceneLike, lattice_offset, load_pair, load_pair_tiled
 from glacierflow.progress import Progress, ProgressSink, node_bar
 from glacierflow.scenes import Scene, read_header
 from glacierflow.settings import COREG_CHOICES, TrackSettings
+from glacierflow.stable import FALLBACK_SOURCE, stable_ground
 from glacierflow.velocity import (
     DEFAULT_PEAK_SIGMA_SCALE,
     DEFORMATION_FACTOR,
@@ -78,12 +79,7 @@ __all__ = [
 
 log = logging.getLogger("glacierflow")
 
-MaskLike = str | PathLike[str] | np.ndarray
 
-#: ``stable_source`` of products whose stable ground is the fallback.
-FALLBACK_SOURCE = "slowest quarter of valid nodes (no outlines given)"
-#: A stable mask covering more than this fraction of the valid nodes is refused.
-MAX_STABLE_FRACTION = 0.99
 #: Nodes per tile task of tiled matching unless chosen (``tiling.tile_nodes``).
 DEFAULT_TILE_NODES = 16384
 #: Scenes with more pixels than this are matched tile by tile by :func:`track` when the settings
@@ -200,7 +196,9 @@ def track_pair(
     result = match_pair(pair, geo, s, progress=progress, band=band)
     fsettings = s.filter_settings()
     filt = filter_offsets(result.dx_px, result.dy_px, result.corr, result.snr, fsettings)
-    stable, stable_attrs = stable_ground(pair, geo, s, filt.valid)
+    stable, stable_attrs = stable_ground(
+        pair, geo.transform, geo.grid.shape, geo.pixel_size_m, s, filt.valid
+    )
     dx, dy, stable, coreg_sigma_px, coreg_attrs = coregister_offsets(
         filt, stable, geo, s, stable_attrs["stable_source"]
     )
@@ -306,22 +304,6 @@ def _match_in_memory(
         return match(ref_img, sec_img, ref_ok, sec_ok, settings.matching, progress=update, **prior)
     except ValueError as exc:
         raise InputError(f"matching settings: {exc}", key="matching") from exc
-
-
-def stable_ground(
-    pair: Pair, geo: NodeGeometry, settings: TrackSettings, valid: np.ndarray
-) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """Step 3: stable nodes from outlines and/or a mask (None: the fallback, chosen when
-    co-registering), and the ``stable_*`` attributes (``stable_source`` says which)."""
-    st, m = settings.stable, settings.matching
-    buffer_m = st.buffer_m(m.chip_px, m.step_px, geo.pixel_size_m)
-    stable, source = _stable_ground(
-        st.glacier_outlines, st.stable_mask, pair, geo.transform, geo.grid.shape, valid, buffer_m
-    )
-    attrs: dict[str, Any] = {"stable_source": source}
-    if st.glacier_outlines is not None:
-        attrs["stable_ice_buffer_m"] = buffer_m
-    return stable, attrs
 
 
 def coregister_offsets(
@@ -506,85 +488,6 @@ def product_dataset(
     sig = ds["v_error"].values[good_stable & np.isfinite(ds["v_error"].values)]
     ds.attrs["stable_v_error_median_m_per_yr"] = float(np.median(sig)) if sig.size else np.nan
     return ds
-
-
-def _stable_ground(
-    glacier_outlines: str | PathLike[str] | None,
-    stable_mask: MaskLike | None,
-    pair: Pair,
-    node_transform: Any,
-    shape: tuple[int, int],
-    valid: np.ndarray,
-    buffer_m: float,
-) -> tuple[np.ndarray | None, str]:
-    """Stable nodes from outlines and/or a mask, and a description; (None, ...) for fallback."""
-    if glacier_outlines is None and stable_mask is None:
-        log.info("no outlines or stable mask given: stable ground is the %s", FALLBACK_SOURCE)
-        return None, FALLBACK_SOURCE
-    if pair.crs is None and (
-        glacier_outlines is not None or not isinstance(stable_mask, np.ndarray)
-    ):
-        raise InputError(
-            "outlines need georeferenced images",
-            glacier_outlines or stable_mask,
-            key=("stable.glacier_outlines", "stable.stable_mask"),
-        )
-    stable = np.ones(shape, dtype=bool)
-    parts = []
-    if stable_mask is not None:
-        if isinstance(stable_mask, np.ndarray):
-            if stable_mask.shape != shape:
-                raise InputError(
-                    f"stable mask array has shape {stable_mask.shape}, the node grid {shape}",
-                    key="stable.stable_mask",
-                )
-            stable = stable_mask.astype(bool)
-            parts.append("array")
-            where = None
-        else:
-            stable = mask_from_file(
-                stable_mask, crs=pair.crs, transform=node_transform, shape=shape
-            )
-            parts.append(Path(stable_mask).name)
-            where = stable_mask
-        n_valid = int(valid.sum())
-        covered = int((stable & valid).sum())
-        if n_valid and covered > MAX_STABLE_FRACTION * n_valid:
-            raise InputError(
-                f"the stable mask covers {covered} of the {n_valid} valid nodes: it would "
-                "take the glacier's own motion for misregistration and zero it; mark only "
-                "ice-free ground, give stable.glacier_outlines instead, or give neither to use "
-                "the slowest quarter of the nodes",
-                where,
-                key=("stable.stable_mask", "stable.glacier_outlines"),
-            )
-        if not covered:
-            raise InputError(
-                f"the stable mask marks {int(stable.sum())} nodes but none holds a valid "
-                "offset after filtering; give a mask over textured, ice-free ground",
-                where,
-                key="stable.stable_mask",
-            )
-    if glacier_outlines is not None:
-        ice = ice_mask_from_outlines(
-            glacier_outlines,
-            crs=pair.crs,
-            transform=node_transform,
-            shape=shape,
-            buffer_m=buffer_m,
-        )
-        stable = stable & ~ice
-        text = f"off-ice: outside {Path(glacier_outlines).name} grown by {buffer_m:.0f} m"
-        parts.append(text if not parts else f"minus ice of {Path(glacier_outlines).name}")
-        if not (stable & valid).any():
-            raise InputError(
-                f"no valid node is left off the ice grown by {buffer_m:.0f} m "
-                f"({int(ice.sum())} of {ice.size} nodes are ice); give a smaller "
-                "stable.ice_buffer_m or a stable.stable_mask",
-                glacier_outlines,
-                key=("stable.ice_buffer_m", "stable.stable_mask"),
-            )
-    return stable, " ".join(parts) if len(parts) > 1 else parts[0]
 
 
 def track(
