@@ -1,68 +1,43 @@
-"""The project file: TOML parsing and validation into a :class:`Project`."""
+"""The project file: a TOML document read, validated and turned into a :class:`Project`.
+
+The tables of the file are pydantic models (:mod:`glacierflow.project.tables`); ``[matching]``
+and ``[filtering]`` validate into the one settings tree,
+:class:`glacierflow.settings.TrackSettings`, so their keys, defaults and allowed values are
+those of ``glacierflow track``. Every error names the file, the line and the key, with the
+closest known key for a misspelt one.
+"""
 
 from __future__ import annotations
 
 import difflib
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import datetime
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from glacierflow.errors import InputError
+from glacierflow.project.tables import DEFAULT_PATTERNS, ProjectFile, RunningTable
+from glacierflow.settings import TrackSettings, leaves
 
-#: Scene file patterns scanned in a folder when the project gives none.
-DEFAULT_PATTERNS = ("*.tif", "*.TIF", "*.tiff", "*.TIFF")
+__all__ = ["DEFAULT_PATTERNS", "Project", "Transect", "load_project"]
 
-# --------------------------------------------------------------------------------------------
-# Schema of the project file: allowed keys per table
-# --------------------------------------------------------------------------------------------
-
-_SCHEMA: dict[str, tuple[str, ...]] = {
-    "": (
-        "name",
-        "output",
-        "scenes",
-        "pairs",
-        "grid",
-        "matching",
-        "filtering",
-        "outlines",
-        "composites",
-        "analysis",
-        "transects",
-    ),
-    "scenes": ("folder", "pattern", "paths", "list", "band", "path_row", "dates"),
-    "pairs": ("explicit", "min_days", "max_days", "same_path_row"),
-    "grid": ("crs", "resolution_m", "bounds_lonlat", "bounds"),
-    "matching": ("chip_px", "search_px", "step_px", "subpixel", "workers", "concurrent_pairs"),
-    "filtering": ("min_corr", "min_snr", "fill_holes", "coreg", "ice_buffer_m"),
-    "outlines": (
-        "glaciers",
-        "stable_mask",
-        "id_field",
-        "name_field",
-        "centrelines",
-        "centreline_where",
-    ),
-    "composites": ("periods", "assign"),
-    "composites.periods": ("year", "start", "end"),
-    "analysis": (
-        "surge_factor",
-        "surge_min_area_km2",
-        "surge_min_speed_m_per_yr",
-        "surge_n_sigma",
-        "profile_spacing_m",
-    ),
-    "transects": ("name", "lonlat", "xy"),
+#: Where the project file puts settings of the tree outside the table of their group:
+#: project key -> dotted key of :class:`~glacierflow.settings.TrackSettings`.
+FILE_KEYS = {
+    "filtering.coreg": "coreg.method",
+    "filtering.ice_buffer_m": "stable.ice_buffer_m",
+    "outlines.glaciers": "stable.glacier_outlines",
+    "outlines.stable_mask": "stable.stable_mask",
 }
-# Tables whose keys are free (file names, attribute names).
-_FREE_TABLES = ("scenes.dates", "outlines.centreline_where")
-
+#: Tables of the file that hold settings of the tree, with the keys they add for the run.
+TREE_TABLES = {"matching": tuple(RunningTable.model_fields), "filtering": ()}
 
 # --------------------------------------------------------------------------------------------
 # Where a key sits in the file: line numbers for error messages
@@ -124,7 +99,7 @@ class _Lines:
 
 
 # --------------------------------------------------------------------------------------------
-# Settings
+# The project
 # --------------------------------------------------------------------------------------------
 
 
@@ -141,8 +116,10 @@ class Transect:
 class Project:
     """A parsed and checked project file. Paths are absolute.
 
-    See the README section "Projects and annual maps" for every key; defaults are those of
-    ``glacierflow track``.
+    See the README section "Projects and annual maps" for every key. The tracking settings of
+    every pair are :attr:`track_settings` (the tree of ``glacierflow track``, with its
+    defaults); the rest describes the scenes, the pairing, the grid, the outlines, the
+    composites and the analysis.
     """
 
     path: Path
@@ -164,10 +141,8 @@ class Project:
     resolution_m: float
     bounds: tuple[float, float, float, float]
     bounds_lonlat: bool
-    matching: dict[str, Any]
-    filtering: dict[str, Any]
+    track_settings: TrackSettings
     glaciers: Path | None
-    stable_mask: Path | None
     id_field: str | None
     name_field: str | None
     centrelines: Path | None
@@ -200,76 +175,22 @@ class Project:
             bounds_crs="EPSG:4326" if self.bounds_lonlat else None,
         )
 
-    def track_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`glacierflow.track.track_pair` for every pair."""
-        options: dict[str, Any] = {**self.matching, **self.filtering}
-        if self.glaciers is not None:
-            options["glacier_outlines"] = self.glaciers
-        if self.stable_mask is not None:
-            options["stable_mask"] = self.stable_mask
-        return options
+    def file_key(self, dotted: str) -> str:
+        """How the project file names a setting of the tree (``"coreg.method"`` ->
+        ``"[filtering] coreg"``), for messages."""
+        return file_key(dotted)
 
 
-def _err(path: Path, lines: _Lines, key: str, problem: str) -> InputError:
-    number = lines.line(key)
-    return InputError(f"line {number}: {problem}" if number else problem, path)
+def file_key(dotted: str) -> str:
+    """The project file's name of a settings-tree key, as ``[table] key``."""
+    inverse = {tree: key for key, tree in FILE_KEYS.items()}
+    table, _, leaf = inverse.get(dotted, dotted).partition(".")
+    return f"[{table}] {leaf}" if leaf else dotted
 
 
-def _check_keys(
-    path: Path, lines: _Lines, table: dict, schema_key: str, where: str, label: str | None = None
-) -> None:
-    """Refuse keys of ``table`` that the schema does not know; ``where`` is the table's dotted
-    path in the file (for the line), ``label`` how the message names it."""
-    allowed = _SCHEMA[schema_key]
-    for key in table:
-        if key in allowed:
-            continue
-        close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        name = label or (f"[{where}]" if where else "the top level")
-        raise _err(
-            path,
-            lines,
-            f"{where}.{key}" if where else key,
-            f"unknown key {key!r} in {name}{hint} Known keys: {', '.join(allowed)}",
-        )
-
-
-def _typed(path: Path, lines: _Lines, key: str, value: Any, kind: type | tuple, what: str) -> Any:
-    if isinstance(value, bool) and kind is not bool and bool not in np.atleast_1d(kind):
-        raise _err(path, lines, key, f"{key.split('.')[-1]} must be {what}, got {value!r}")
-    if not isinstance(value, kind):
-        raise _err(path, lines, key, f"{key.split('.')[-1]} must be {what}, got {value!r}")
-    return value
-
-
-def _number(path: Path, lines: _Lines, key: str, value: Any, *, positive: bool = False) -> float:
-    _typed(path, lines, key, value, (int, float), "a number")
-    if positive and not value > 0:
-        raise _err(path, lines, key, f"{key.split('.')[-1]} must be positive, got {value!r}")
-    return float(value)
-
-
-def _date(path: Path, lines: _Lines, key: str, value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, str):
-        from glacierflow.scenes import parse_datetime
-
-        try:
-            return parse_datetime(value)
-        except InputError:
-            pass
-    raise _err(
-        path, lines, key, f"{key.split('.')[-1]} must be a date such as 2001-07-21, got {value!r}"
-    )
-
-
-def _rel(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p)
+# --------------------------------------------------------------------------------------------
+# Reading and checking
+# --------------------------------------------------------------------------------------------
 
 
 def load_project(path: str | PathLike[str]) -> Project:
@@ -290,7 +211,7 @@ def load_project(path: str | PathLike[str]) -> Project:
         Naming the file and line: TOML syntax errors, unknown keys (with the closest known
         one), wrong types, missing required keys, impossible values (non-positive sizes or
         separations, ``max_days < min_days``, inverted bounds, periods that end before they
-        start).
+        start), files that are not there.
     """
     path = Path(path).resolve()
     if not path.is_file():
@@ -301,410 +222,329 @@ def load_project(path: str | PathLike[str]) -> Project:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", path) from None
     lines = _Lines(text)
-    base = path.parent
-    _check_keys(path, lines, data, "", "")
-    for table in ("scenes", "pairs", "grid", "matching", "filtering", "outlines", "composites"):
-        if table in data:
-            _typed(path, lines, table, data[table], dict, f"a table [{table}]")
-            _check_keys(path, lines, data[table], table, table)
-    if "analysis" in data:
-        _typed(path, lines, "analysis", data["analysis"], dict, "a table [analysis]")
-        _check_keys(path, lines, data["analysis"], "analysis", "analysis")
-
     for required in ("scenes", "grid"):
+        if not isinstance(data.get(required, {}), dict):
+            break  # the validation below names the key and the type
         if required not in data:
             raise InputError(
                 f"has no [{required}] table; see examples/karakoram_1999_2003.toml", path
             )
-
-    # Output and name.
-    name = str(_typed(path, lines, "name", data.get("name", path.stem), str, "a string"))
-    output = _rel(base, _typed(path, lines, "output", data.get("output", path.stem), str, "a path"))
-
-    # Scenes.
-    sc = data["scenes"]
-    folder = sc.get("folder")
-    if folder is not None:
-        folder = _rel(base, _typed(path, lines, "scenes.folder", folder, str, "a folder path"))
-        if not folder.is_dir():
-            raise _err(path, lines, "scenes.folder", f"scene folder {folder} does not exist")
-    pattern = sc.get("pattern")
-    if pattern is None:
-        patterns = DEFAULT_PATTERNS
-    elif isinstance(pattern, str):
-        patterns = (pattern,)
-    else:
-        _typed(path, lines, "scenes.pattern", pattern, list, "a glob or a list of globs")
-        patterns = tuple(str(p) for p in pattern)
-    scene_paths: list[Path] = []
-    for item in _typed(path, lines, "scenes.paths", sc.get("paths", []), list, "a list"):
-        _typed(path, lines, "scenes.paths", item, str, "a list of file paths")
-        p = _rel(base, item)
-        if not p.is_file():
-            number = lines.line_containing(lines.line("scenes.paths"), item)
-            raise InputError(
-                f"line {number or lines.line('scenes.paths')}: scene {item!r} not found "
-                f"(looked for {p}); fix the path or remove it from scenes.paths",
-                path,
-            )
-        scene_paths.append(p)
-    scene_list = sc.get("list")
-    if scene_list is not None:
-        scene_list = _rel(base, _typed(path, lines, "scenes.list", scene_list, str, "a file path"))
-        if not scene_list.is_file():
-            raise _err(
-                path,
-                lines,
-                "scenes.list",
-                f"scene list {scene_list} not found; write one with glacierflow search",
-            )
-    if folder is None and not scene_paths and scene_list is None:
-        raise _err(
-            path, lines, "scenes", "[scenes] needs folder, paths or list: where are the images?"
-        )
-    band = sc.get("band")
-    if band is not None:
-        _typed(path, lines, "scenes.band", band, int, "a band number (1-based)")
-        if band < 1:
-            raise _err(path, lines, "scenes.band", f"band must be 1 or more, got {band}")
-    path_row = sc.get("path_row")
-    if path_row is not None:
-        path_row = str(path_row).replace("/", "").replace("_", "").zfill(6)
-        if not re.fullmatch(r"\d{6}", path_row):
-            raise _err(
-                path,
-                lines,
-                "scenes.path_row",
-                'path_row must be WRS path and row as PPPRRR, e.g. "148035", got '
-                f"{sc['path_row']!r}",
-            )
-    dates_table = sc.get("dates", {})
-    _typed(path, lines, "scenes.dates", dates_table, dict, "a table of file name = date")
-    scene_dates = {
-        str(k): _date(path, lines, f"scenes.dates.{k}", v) for k, v in dates_table.items()
-    }
-
-    # Pairs.
-    pr = data.get("pairs", {})
-    explicit: list[tuple[str, str, int | None]] = []
-    raw_explicit = pr.get("explicit")
-    if raw_explicit is not None:
-        _typed(path, lines, "pairs.explicit", raw_explicit, list, "a list of [first, second]")
-        start = lines.line("pairs.explicit")
-        for item in raw_explicit:
-            if not (
-                isinstance(item, list)
-                and len(item) == 2
-                and all(isinstance(s, str | date) for s in item)
-            ):
-                raise _err(
-                    path,
-                    lines,
-                    "pairs.explicit",
-                    f'every explicit pair must be ["first", "second"] (dates, scene IDs or '
-                    f"file names), got {item!r}",
-                )
-            a, b = (s.isoformat() if isinstance(s, date) else s for s in item)
-            explicit.append((a, b, lines.line_containing(start, a, b) or start))
-    min_days = _number(path, lines, "pairs.min_days", pr.get("min_days", 1), positive=False)
-    if not min_days > 0:
-        raise _err(
-            path,
-            lines,
-            "pairs.min_days",
-            f"min_days must be positive (a pair needs time between its images), got {min_days:g}",
-        )
-    max_days = _number(path, lines, "pairs.max_days", pr.get("max_days", 366 * 5))
-    if max_days < min_days:
-        raise _err(
-            path,
-            lines,
-            "pairs.max_days",
-            f"max_days ({max_days:g}) is below min_days ({min_days:g})",
-        )
-    same_path_row = _typed(
-        path, lines, "pairs.same_path_row", pr.get("same_path_row", True), bool, "true or false"
-    )
-
-    # Grid.
-    gr = data["grid"]
-    for key in ("crs", "resolution_m"):
-        if key not in gr:
-            raise _err(path, lines, "grid", f"[grid] needs {key}")
-    grid_crs = str(_typed(path, lines, "grid.crs", gr["crs"], str, 'a CRS such as "EPSG:32643"'))
+    _check_tree_tables(data, path, lines)
     try:
-        from pyproj import CRS
-
-        crs = CRS.from_user_input(grid_crs)
-    except Exception as exc:  # pyproj raises CRSError and others for bad text
-        raise _err(path, lines, "grid.crs", f"unknown CRS {grid_crs!r} ({exc})") from None
-    if not crs.is_projected:
-        raise _err(
-            path,
-            lines,
-            "grid.crs",
-            f"the grid CRS must be projected in metres (e.g. UTM, EPSG:326NN), got {grid_crs}",
+        spec = ProjectFile.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, path, lines) from None
+    try:
+        running = RunningTable.model_validate(
+            {k: v for k, v in spec.matching.items() if k in RunningTable.model_fields}
         )
-    resolution_m = _number(path, lines, "grid.resolution_m", gr["resolution_m"], positive=True)
-    if ("bounds" in gr) == ("bounds_lonlat" in gr):
-        raise _err(
-            path,
-            lines,
-            "grid",
-            "[grid] needs exactly one of bounds_lonlat = [west, south, east, north] (degrees) "
-            "or bounds = [xmin, ymin, xmax, ymax] (grid CRS, metres)",
-        )
-    bkey = "grid.bounds_lonlat" if "bounds_lonlat" in gr else "grid.bounds"
-    braw = gr.get("bounds_lonlat", gr.get("bounds"))
-    if not (
-        isinstance(braw, list) and len(braw) == 4 and all(isinstance(b, int | float) for b in braw)
-    ):
-        raise _err(path, lines, bkey, f"{bkey.split('.')[-1]} must be 4 numbers, got {braw!r}")
-    bounds = tuple(float(b) for b in braw)
-    if not (bounds[2] > bounds[0] and bounds[3] > bounds[1]):
-        raise _err(
-            path,
-            lines,
-            bkey,
-            f"bounds must be [xmin, ymin, xmax, ymax] (west, south, east, north) with max > min, "
-            f"got {braw}",
-        )
-    if bkey == "grid.bounds_lonlat" and not (
-        -180 <= bounds[0] <= 180
-        and -180 <= bounds[2] <= 180
-        and -90 <= bounds[1] <= 90
-        and -90 <= bounds[3] <= 90
-    ):
-        raise _err(path, lines, bkey, f"bounds_lonlat must be degrees, got {braw}")
+    except ValidationError as exc:
+        raise _validation_error(exc, path, lines, under=("matching",)) from None
+    files = _Files(path, lines)
+    return _project(path, text, lines, spec, running, files)
 
-    # Matching and filtering.
-    from glacierflow.filters import FilterSettings
-    from glacierflow.track import COREG_CHOICES
 
-    mt = data.get("matching", {})
-    matching: dict[str, Any] = {}
-    for key, default in (("chip_px", 32), ("search_px", 16), ("step_px", 8), ("workers", 1)):
-        value = _typed(path, lines, f"matching.{key}", mt.get(key, default), int, "a whole number")
-        if value < 1:
-            raise _err(path, lines, f"matching.{key}", f"{key} must be 1 or more, got {value}")
-        matching[key] = value
-    concurrent_pairs = _typed(
-        path,
-        lines,
-        "matching.concurrent_pairs",
-        mt.get("concurrent_pairs", 1),
-        int,
-        "a whole number",
+def _project(
+    path: Path,
+    text: str,
+    lines: _Lines,
+    spec: ProjectFile,
+    running: RunningTable,
+    files: _Files,
+) -> Project:
+    """The :class:`Project` of a validated file (its paths resolved and checked)."""
+    sc, pr, gr, ol = spec.scenes, spec.pairs, spec.grid, spec.outlines
+    glaciers = files.existing("outlines.glaciers", ol.glaciers)
+    stable_mask = files.existing("outlines.stable_mask", ol.stable_mask)
+    start = lines.line("pairs.explicit")
+    explicit = tuple(
+        (a, b, lines.line_containing(start, a, b) or start) for a, b in pr.explicit or ()
     )
-    if concurrent_pairs < 1:
-        raise _err(
-            path,
-            lines,
-            "matching.concurrent_pairs",
-            f"concurrent_pairs must be 1 or more, got {concurrent_pairs}",
-        )
-    matching["subpixel"] = str(
-        _typed(path, lines, "matching.subpixel", mt.get("subpixel", "lanczos"), str, "a name")
-    )
-    if matching["subpixel"] not in ("lanczos", "cubic", "parabola", "gaussian"):
-        raise _err(
-            path,
-            lines,
-            "matching.subpixel",
-            f"subpixel must be lanczos, cubic, parabola or gaussian, got {matching['subpixel']!r}",
-        )
-    ft = data.get("filtering", {})
-    filtering: dict[str, Any] = {
-        "min_corr": _number(
-            path, lines, "filtering.min_corr", ft.get("min_corr", FilterSettings.min_corr)
-        ),
-        "min_snr": _number(
-            path, lines, "filtering.min_snr", ft.get("min_snr", FilterSettings.min_snr)
-        ),
-        "fill_holes": _typed(
-            path, lines, "filtering.fill_holes", ft.get("fill_holes", False), bool, "true or false"
-        ),
-        "coreg": _typed(path, lines, "filtering.coreg", ft.get("coreg", "constant"), str, "a name"),
-    }
-    if filtering["coreg"] not in COREG_CHOICES:
-        raise _err(
-            path,
-            lines,
-            "filtering.coreg",
-            f"coreg must be one of {', '.join(COREG_CHOICES)}, got {filtering['coreg']!r}",
-        )
-    if "ice_buffer_m" in ft:
-        filtering["ice_buffer_m"] = _number(
-            path, lines, "filtering.ice_buffer_m", ft["ice_buffer_m"]
-        )
-
-    # Outlines.
-    ol = data.get("outlines", {})
-
-    def _file(key: str) -> Path | None:
-        if key not in ol:
-            return None
-        p = _rel(base, _typed(path, lines, f"outlines.{key}", ol[key], str, "a file path"))
-        if not p.exists():
-            raise _err(path, lines, f"outlines.{key}", f"{key} file {p} not found")
-        return p
-
-    glaciers = _file("glaciers")
-    stable_mask = _file("stable_mask")
-    centrelines = _file("centrelines")
-    where = ol.get("centreline_where", {})
-    _typed(path, lines, "outlines.centreline_where", where, dict, "a table of attribute = value")
-    id_field = ol.get("id_field")
-    name_field = ol.get("name_field")
-
-    # Composites.
-    cp = data.get("composites", {})
-    assign = str(
-        _typed(path, lines, "composites.assign", cp.get("assign", "overlap"), str, "a rule")
-    )
-    from glacierflow.stack import ASSIGN_RULES
-
-    if assign not in ASSIGN_RULES:
-        raise _err(
-            path,
-            lines,
-            "composites.assign",
-            f"assign must be one of {', '.join(ASSIGN_RULES)}, got {assign!r}",
-        )
-    raw_periods = cp.get("periods", "calendar")
-    periods: list[tuple[int, datetime, datetime]] | None
-    if raw_periods == "calendar":
-        periods = None
-    elif (
-        isinstance(raw_periods, list)
-        and raw_periods
-        and all(isinstance(p, dict) for p in raw_periods)
-    ):
-        periods = []
-        for i, item in enumerate(raw_periods):
-            key = f"composites.periods.{i}"
-            _check_keys(path, lines, item, "composites.periods", key, f"period #{i + 1}")
-            for need in ("year", "start", "end"):
-                if need not in item:
-                    raise _err(path, lines, key, f"period #{i + 1} needs year, start and end")
-            year = _typed(path, lines, f"{key}.year", item["year"], int, "a year such as 1999")
-            start = _date(path, lines, f"{key}.start", item["start"])
-            end = _date(path, lines, f"{key}.end", item["end"])
-            if not end > start:
-                raise _err(
-                    path,
-                    lines,
-                    f"{key}.end",
-                    f"period {year} ends ({end:%Y-%m-%d}) before it starts ({start:%Y-%m-%d})",
-                )
-            if any(p[0] == year for p in periods):
-                raise _err(path, lines, f"{key}.year", f"two periods are named {year}")
-            periods.append((year, start, end))
-    else:
-        raise _err(
-            path,
-            lines,
-            "composites.periods",
-            'periods must be "calendar" or a list of [[composites.periods]] tables with year, '
-            "start and end",
-        )
-
-    # Analysis.
-    an = data.get("analysis", {})
-    analysis = {
-        "surge_factor": _number(
-            path, lines, "analysis.surge_factor", an.get("surge_factor", 2.0), positive=True
-        ),
-        "surge_min_area_km2": _number(
-            path, lines, "analysis.surge_min_area_km2", an.get("surge_min_area_km2", 0.5)
-        ),
-        "surge_min_speed_m_per_yr": _number(
-            path,
-            lines,
-            "analysis.surge_min_speed_m_per_yr",
-            an.get("surge_min_speed_m_per_yr", 10.0),
-        ),
-        "surge_n_sigma": _number(
-            path, lines, "analysis.surge_n_sigma", an.get("surge_n_sigma", 3.0)
-        ),
-        "profile_spacing_m": _number(
-            path,
-            lines,
-            "analysis.profile_spacing_m",
-            an.get("profile_spacing_m", resolution_m),
-            positive=True,
-        ),
-    }
-    if not analysis["surge_factor"] > 1:
-        raise _err(
-            path,
-            lines,
-            "analysis.surge_factor",
-            f"surge_factor must be above 1, got {analysis['surge_factor']:g}",
-        )
-
-    # Transects.
-    transects = []
-    raw_tr = data.get("transects", [])
-    _typed(path, lines, "transects", raw_tr, list, "a list of [[transects]] tables")
-    for i, item in enumerate(raw_tr):
-        key = f"transects.{i}"
-        _typed(path, lines, key, item, dict, "a [[transects]] table")
-        _check_keys(path, lines, item, "transects", key, f"[[transects]] #{i + 1}")
-        if ("lonlat" in item) == ("xy" in item):
-            raise _err(path, lines, key, f"transect #{i + 1} needs exactly one of lonlat or xy")
-        pts = item.get("lonlat", item.get("xy"))
-        if not (
-            isinstance(pts, list)
-            and len(pts) >= 2
-            and all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(c, int | float) for c in p)
-                for p in pts
-            )
-        ):
-            raise _err(
-                path, lines, key, f"transect #{i + 1}: give two or more [x, y] points, got {pts!r}"
-            )
-        transects.append(
-            Transect(
-                name=str(item.get("name", f"transect {i + 1}")),
-                points=tuple((float(p[0]), float(p[1])) for p in pts),
-                lonlat="lonlat" in item,
-            )
-        )
-
     return Project(
         path=path,
         text=text,
-        name=name,
-        output=output,
-        scene_folder=folder,
-        scene_patterns=patterns,
-        scene_paths=tuple(scene_paths),
-        scene_list=scene_list,
-        band=band,
-        path_row=path_row,
-        scene_dates=scene_dates,
-        explicit_pairs=tuple(explicit),
-        min_days=min_days,
-        max_days=max_days,
-        same_path_row=bool(same_path_row),
-        grid_crs=grid_crs,
-        resolution_m=resolution_m,
-        bounds=bounds,  # type: ignore[arg-type]
-        bounds_lonlat=bkey == "grid.bounds_lonlat",
-        matching=matching,
-        filtering=filtering,
+        name=spec.name if spec.name is not None else path.stem,
+        output=files.rel(spec.output if spec.output is not None else path.stem),
+        scene_folder=files.folder("scenes.folder", sc.folder),
+        scene_patterns=sc.patterns,
+        scene_paths=tuple(files.scene(p) for p in sc.paths),
+        scene_list=files.scene_list(sc.list_),
+        band=sc.band,
+        path_row=sc.wrs_path_row,
+        scene_dates=dict(sc.dates),
+        explicit_pairs=explicit,
+        min_days=pr.min_days,
+        max_days=pr.max_days,
+        same_path_row=pr.same_path_row,
+        grid_crs=gr.crs,
+        resolution_m=gr.resolution_m,
+        bounds=gr.box,
+        bounds_lonlat=gr.lonlat,
+        track_settings=_track_settings(spec, glaciers, stable_mask, path, lines),
         glaciers=glaciers,
-        stable_mask=stable_mask,
-        id_field=id_field,
-        name_field=name_field,
-        centrelines=centrelines,
-        centreline_where=dict(where),
-        periods=tuple(periods) if periods is not None else None,
-        assign=assign,
-        analysis=analysis,
-        transects=tuple(transects),
-        concurrent_pairs=concurrent_pairs,
+        id_field=ol.id_field,
+        name_field=ol.name_field,
+        centrelines=files.existing("outlines.centrelines", ol.centrelines),
+        centreline_where=dict(ol.centreline_where),
+        periods=spec.composites.spans,
+        assign=spec.composites.assign,
+        analysis=spec.analysis.values(default_spacing_m=gr.resolution_m),
+        transects=tuple(
+            Transect(
+                name=t.name if t.name is not None else f"transect {i + 1}",
+                points=t.lonlat if t.lonlat is not None else t.xy,  # type: ignore[arg-type]
+                lonlat=t.lonlat is not None,
+            )
+            for i, t in enumerate(spec.transects)
+        ),
+        concurrent_pairs=running.concurrent_pairs,
         _lines=lines,
     )
+
+
+class _Files:
+    """Paths of the project file, relative to its folder, checked to exist."""
+
+    def __init__(self, path: Path, lines: _Lines) -> None:
+        self.path, self.lines, self.base = path, lines, path.parent
+
+    def rel(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+    def error(self, key: str, problem: str) -> InputError:
+        return _error(self.path, self.lines.line(key), problem)
+
+    def folder(self, key: str, value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = self.rel(value)
+        if not p.is_dir():
+            raise self.error(key, f"scene folder {p} does not exist")
+        return p
+
+    def scene(self, value: str) -> Path:
+        p = self.rel(value)
+        if not p.is_file():
+            start = self.lines.line("scenes.paths")
+            raise _error(
+                self.path,
+                self.lines.line_containing(start, value) or start,
+                f"scene {value!r} not found (looked for {p}); fix the path or remove it from "
+                "scenes.paths",
+            )
+        return p
+
+    def scene_list(self, value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = self.rel(value)
+        if not p.is_file():
+            raise self.error(
+                "scenes.list", f"scene list {p} not found; write one with glacierflow search"
+            )
+        return p
+
+    def existing(self, key: str, value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = self.rel(value)
+        if not p.exists():
+            raise self.error(key, f"{key.rsplit('.', 1)[-1]} file {p} not found")
+        return p
+
+
+def _error(path: Path, line: int | None, problem: str) -> InputError:
+    return InputError(f"line {line}: {problem}" if line else problem, path)
+
+
+# --------------------------------------------------------------------------------------------
+# The tracking settings: [matching] and [filtering] into the settings tree
+# --------------------------------------------------------------------------------------------
+
+
+def _tree_fields(group: str) -> list[str]:
+    """The settings of one group of the tree (``"matching"``), by their leaf names."""
+    return [key.split(".", 1)[1] for key, _ in leaves() if key.startswith(f"{group}.")]
+
+
+def _table_keys(table: str) -> list[str]:
+    """The keys a tree table of the project file may hold."""
+    moved = [k.split(".", 1)[1] for k in FILE_KEYS if k.startswith(f"{table}.")]
+    return [*_tree_fields(table), *moved, *TREE_TABLES[table]]
+
+
+def _check_tree_tables(data: dict[str, Any], path: Path, lines: _Lines) -> None:
+    """Refuse unknown keys of ``[matching]`` and ``[filtering]``, and values of the wrong TOML
+    type (``"32"`` or ``true`` for a size): the tree would convert them."""
+    tree = dict(leaves())
+    for table in TREE_TABLES:
+        values = data.get(table, {})
+        if not isinstance(values, dict):
+            continue  # the validation names the type
+        known = _table_keys(table)
+        for key, value in values.items():
+            where = lines.line(f"{table}.{key}")
+            if key not in known:
+                raise _error(path, where, _unknown(key, f"[{table}]", known))
+            leaf = tree.get(FILE_KEYS.get(f"{table}.{key}", f"{table}.{key}"))
+            wrong = None if leaf is None else _toml_type_problem(value, leaf.annotation)
+            if wrong:
+                raise _error(path, where, f"{key} {wrong}")
+
+
+def _toml_type_problem(value: Any, annotation: Any) -> str | None:
+    """Why a TOML value cannot be a setting of this type (None if it can)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kinds = [a for a in args if a is not type(None)]
+        problems = [_toml_type_problem(value, kind) for kind in kinds]
+        return None if None in problems else problems[0]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    checks: list[tuple[bool, bool, str]] = [
+        (annotation is bool, isinstance(value, bool), "true or false"),
+        (annotation is int, number and isinstance(value, int), "a whole number"),
+        (annotation is float, number, "a number"),
+        (annotation is str or origin is Literal, isinstance(value, str), "text (in quotes)"),
+        (annotation is Path, isinstance(value, str), "a file path (in quotes)"),
+    ]
+    for applies, ok, what in checks:
+        if applies:
+            return None if ok else f"must be {what}, got {value!r}"
+    if origin is tuple:
+        if isinstance(value, list) and all(_toml_type_problem(v, args[0]) is None for v in value):
+            return None
+        return f"must be a list, got {value!r}"
+    return None
+
+
+def _track_settings(
+    spec: ProjectFile, glaciers: Path | None, stable_mask: Path | None, path: Path, lines: _Lines
+) -> TrackSettings:
+    """``[matching]``, ``[filtering]`` and the outlines as one :class:`TrackSettings`."""
+    tree: dict[str, dict[str, Any]] = {
+        "matching": {k: v for k, v in spec.matching.items() if k not in TREE_TABLES["matching"]},
+        "filtering": {},
+    }
+    given = {f"filtering.{k}": v for k, v in spec.filtering.items()}
+    given.update({"outlines.glaciers": glaciers, "outlines.stable_mask": stable_mask})
+    for key, value in given.items():
+        if value is None and key.startswith("outlines."):
+            continue
+        group, _, leaf = FILE_KEYS.get(key, key).partition(".")
+        tree.setdefault(group, {})[leaf] = value
+    try:
+        return TrackSettings.from_mapping(tree)
+    except InputError as exc:
+        key = exc.key or ""
+        problem = exc.problem.removeprefix(f"{key} ")
+        table_key = {tree: k for k, tree in FILE_KEYS.items()}.get(key, key)
+        name = table_key.rsplit(".", 1)[-1]
+        if key in dict(leaves()):
+            return_line = lines.line(table_key)
+            raise _error(path, return_line, f"{name} {problem}") from None
+        raise _error(path, None, problem) from None
+
+
+# --------------------------------------------------------------------------------------------
+# pydantic's errors as one line naming the line and the key
+# --------------------------------------------------------------------------------------------
+
+
+def _unknown(key: str, where: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {key!r} in {where}{hint} Known keys: {', '.join(known)}"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The table model at a location of :class:`ProjectFile` (None for free tables)."""
+    import typing
+
+    model: Any = ProjectFile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        ann = fields[part].annotation
+        for _ in range(3):  # unwrap Optional[...] and list[...]
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                break
+            ann = args[0] if args else ann
+        model = ann
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _label(loc: tuple) -> str:
+    """How a message names the table at ``loc``."""
+    if loc and isinstance(loc[-1], int):
+        kind = {"periods": "period", "transects": "[[transects]]"}.get(str(loc[-2]), str(loc[-2]))
+        return f"{kind} #{loc[-1] + 1}"
+    return f"[{'.'.join(map(str, loc))}]" if loc else "the top level"
+
+
+_BOUNDS = {"gt": "positive", "ge": "{} or more", "lt": "below {}", "le": "{} or less"}
+
+
+def _phrase(err: dict[str, Any]) -> str:
+    """What is wrong with a value, after its name (``"must be positive, got -60"``)."""
+    kind, ctx, got = err["type"], err.get("ctx", {}), f", got {err.get('input')!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = next(k for k in ("gt", "ge", "lt", "le") if k in ctx)
+        text = _BOUNDS[bound].format(ctx[bound])
+        if bound == "gt" and ctx[bound] != 0:
+            text = f"above {ctx[bound]:g}"
+        return f"must be {text}{got}"
+    words = {
+        "int_type": "a whole number",
+        "float_type": "a number",
+        "bool_type": "true or false",
+        "string_type": "text (in quotes)",
+        "list_type": "a list",
+        "dict_type": "a table",
+        "model_type": "a table",
+        "model_attributes_type": "a table",
+        "datetime_type": "a date such as 2001-07-21",
+    }
+    if kind in words:
+        return f"must be {words[kind]}{got}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}{got}"
+    return f"{err['msg']}{got}"
+
+
+def _validation_error(
+    exc: ValidationError, path: Path, lines: _Lines, under: tuple[str, ...] = ()
+) -> InputError:
+    """The first problem of a validation error as an InputError naming line and key (unknown
+    keys first: a misspelt key also leaves the right one missing)."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = (*under, *err["loc"])
+    kind = err["type"]
+    if kind == "project" and err["ctx"].get("key"):
+        loc = (*loc, *err["ctx"]["key"].split("."))
+    dotted = ".".join(map(str, loc))
+    name = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        known = [f.alias or n for n, f in model.model_fields.items()] if model else []
+        return _error(path, lines.line(dotted), _unknown(name, _label(loc[:-1]), known))
+    if kind == "missing":
+        where = _label(loc[:-1])
+        if loc[:-1] and isinstance(loc[-2], int) and str(loc[-3]) == "periods":
+            return _error(path, lines.line(dotted), f"{where} needs year, start and end")
+        return _error(path, lines.line(dotted), f"{where} needs {name}")
+    if kind == "project":
+        message = err["ctx"]["message"]
+        if re.match(r"(must|needs|give) ", message):
+            label = _label(loc) if not loc or isinstance(loc[-1], int) else name
+            if len(loc) > 1 and isinstance(loc[-2], int):
+                label = f"{_label(loc[:-1])} {name}"
+            joint = ": " if message.startswith("give") else " "
+            message = f"{label}{joint}{message}"
+        return _error(path, lines.line(dotted), message)
+    return _error(path, lines.line(dotted), f"{name} {_phrase(err)}")

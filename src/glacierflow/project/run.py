@@ -21,11 +21,11 @@ import xarray as xr
 from glacierflow import __version__
 from glacierflow.errors import GlacierflowError, InputError
 from glacierflow.execute import Executor, available_cpus
+from glacierflow.progress import ProgressSink
 from glacierflow.project.compose import ProjectResult, compose_products
 from glacierflow.project.config import Project, load_project
 from glacierflow.project.plan import PairPlan, plan_pairs
-from glacierflow.project.resume import DONE_NAME, _fingerprint, pair_is_complete
-from glacierflow.track import ProgressSink
+from glacierflow.project.resume import DONE_NAME, fingerprint, pair_is_complete
 
 log = logging.getLogger("glacierflow")
 
@@ -98,10 +98,11 @@ def process_pair(
         if ".staged-" in leftover.name or ".tmp-" in leftover.name:
             leftover.unlink(missing_ok=True)
     grid = project.grid()
-    opts = project.track_options()
+    settings = project.track_settings
     if workers is not None:
-        opts["workers"] = workers
-    margin = opts["chip_px"] + opts["search_px"] + opts["step_px"]
+        settings = settings.updated(workers=workers)
+    m = settings.matching
+    margin = m.chip_px + m.search_px + m.step_px
     ref = _crop(
         read_scene(plan.ref.path, band=project.band, acquired=plan.ref.acquired), grid, margin
     )
@@ -113,7 +114,7 @@ def process_pair(
         raise InputError(
             f"the scenes share no valid pixel inside the grid (SEC: {sec.path})", ref.path
         )
-    ds = track_pair(pair, progress=progress, **opts)
+    ds = track_pair(pair, settings, progress=progress)
     ds.attrs["pair_id"] = plan.pair_id
     ds.attrs["project"] = project.name
     write_products(ds, folder, background=pair.ref.data, background_transform=pair.transform)
@@ -123,7 +124,7 @@ def process_pair(
         "sec": str(plan.sec.path),
         "ref_time": plan.ref.acquired.isoformat(),
         "sec_time": plan.sec.acquired.isoformat(),
-        "fingerprint": _fingerprint(project, plan),
+        "fingerprint": fingerprint(project, plan),
         "products": sorted(PRODUCT_NAMES.values()),
         "glacierflow_version": __version__,
     }
@@ -384,7 +385,7 @@ def run_project(
     jobs: list[tuple[int, PairPlan, Path]] = []
     for i, plan in enumerate(plans):
         folder = pair_dirs[plan.pair_id]
-        if pair_is_complete(folder, _fingerprint(project, plan)):
+        if pair_is_complete(folder, fingerprint(project, plan)):
             lines.finish(i, "complete, kept")
         else:
             jobs.append((i, plan, folder))
