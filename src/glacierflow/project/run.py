@@ -335,13 +335,7 @@ def run_project(
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
     lines = _PairLines(plans, say)
-    jobs: list[tuple[int, PairPlan, Path]] = []
-    for i, plan in enumerate(plans):
-        folder = pair_dirs[plan.pair_id]
-        if pair_is_complete(folder, fingerprint(project, plan)):
-            lines.finish(i, "complete, kept")
-        else:
-            jobs.append((i, plan, folder))
+    jobs = _unfinished(project, plans, pair_dirs, lines)
 
     with tqdm(
         total=len(plans),
@@ -373,6 +367,20 @@ def run_project(
     if result.report_path is not None:
         say(f"report: {result.report_path}")
     return result
+
+
+def _unfinished(
+    project: Project, plans: Sequence[PairPlan], pair_dirs: dict[str, Path], lines: _PairLines
+) -> list[tuple[int, PairPlan, Path]]:
+    """The pairs to process: (index in the plan, plan, folder); complete ones are kept."""
+    jobs = []
+    for i, plan in enumerate(plans):
+        folder = pair_dirs[plan.pair_id]
+        if pair_is_complete(folder, fingerprint(project, plan)):
+            lines.finish(i, "complete, kept")
+        else:
+            jobs.append((i, plan, folder))
+    return jobs
 
 
 def _collect(
