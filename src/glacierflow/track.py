@@ -169,7 +169,7 @@ def track_pair(
     filter_settings : FilterSettings, optional
         All filter parameters at once; overrides ``min_corr``, ``min_snr`` and ``fill_holes``.
     tile_nodes, scheduler, work_dir : optional
-        Tiled matching from the files (see :func:`glacierflow.parallel.tiled_match`): about
+        Tiled matching from the files (see :func:`glacierflow.tiling.tiled_match`): about
         ``tile_nodes`` nodes per task, on a Dask ``scheduler`` if given, finished tiles kept in
         ``work_dir`` so that a killed run resumes. Any of them switches tiling on; the pair
         must then come from :func:`load_pair_tiled`, and ``band`` names the band to read.
@@ -271,7 +271,7 @@ def track_pair(
         )
     with bar_context as bar:
         if tiled:
-            from glacierflow.parallel import tiled_match
+            from glacierflow.tiling import tiled_match
 
             result = tiled_match(
                 ref,
@@ -305,9 +305,19 @@ def track_pair(
                     sigma_px=prefilter_sigma_px,
                     window_px=wallis_window_px,
                 )
-                result = match(
-                    ref_img, sec_img, ref_ok, sec_ok, settings, progress=bar.update, **prior
-                )
+                from glacierflow.execute import Executor
+
+                with Executor(settings.workers) as executor:
+                    result = match(
+                        ref_img,
+                        sec_img,
+                        ref_ok,
+                        sec_ok,
+                        settings,
+                        progress=bar.update,
+                        executor=executor,
+                        **prior,
+                    )
             except ValueError as exc:
                 raise InputError(f"matching options: {exc}") from exc
     node_transform = node_grid_transform(pair.transform, grid.row0_px, grid.col0_px, step_px)
@@ -669,7 +679,7 @@ def track(
     tile_nodes, scheduler, work_dir : optional
         Match tile by tile from the files, with bounded memory: about ``tile_nodes`` nodes per
         task, on a Dask ``scheduler`` if given, finished tiles kept in ``work_dir`` for
-        resuming (see :mod:`glacierflow.parallel`). Both images must then share one grid.
+        resuming (see :mod:`glacierflow.tiling`). Both images must then share one grid.
     prefilter, prefilter_sigma_px, wallis_window_px, pyramid_levels, retry_chip_px, \
     retry_min_snr, prior_vx, prior_vy : optional
         Pre-filter, coarse-to-fine pass, larger-chip retries and prior velocity; see
