@@ -175,7 +175,7 @@ class Executor:
         if self._client is not None:
             from distributed import as_completed
 
-            return iter(as_completed(list(futures), timeout=timeout_s))
+            return iter(as_completed(list(futures), loop=self._client.loop, timeout=timeout_s))
         return cf.as_completed(list(futures), timeout=timeout_s)
 
     def wait(self, futures: Iterable[Any], timeout_s: float | None = None) -> tuple[set, set]:
@@ -291,7 +291,7 @@ def _connect(address: str, timeout_s: float) -> Any:
         from distributed import Client
 
         try:
-            return Client(address, timeout=timeout_s, set_as_default=False)
+            return Client(address, timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - whatever answers there is not a scheduler
             problem = f"{type(exc).__name__}: {exc}"
     raise InputError(
