@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from glacierflow.execute import Executor
 from glacierflow.matching import MatchSettings, match
 from glacierflow.prefilter import prefilter
 from glacierflow.synthetic import (
@@ -115,7 +116,8 @@ def run(pair: Pair, method: str, pre: str, subpixel: str, workers: int, **kw):
     ref, rv = prefilter(pair.ref, pair.ref_valid, pre)
     sec, sv = prefilter(pair.sec, pair.sec_valid, pre)
     settings = MatchSettings(method=method, subpixel=subpixel, workers=workers, **kw)
-    res = match(ref, sec, rv, sv, settings)
+    with Executor(workers) as executor:
+        res = match(ref, sec, rv, sv, settings, executor=executor)
     return res, time.perf_counter() - t0
 
 

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import table, yahtse_reference  # noqa: E402
 
 from glacierflow.matching import MatchSettings  # noqa: E402
-from glacierflow.parallel import tiled_match  # noqa: E402
 from glacierflow.scenes import read_header  # noqa: E402
+from glacierflow.tiling import tiled_match  # noqa: E402
 
 STRIP = 1024
 MARGIN = 16

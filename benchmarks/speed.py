@@ -11,8 +11,8 @@ accuracy of both against the known field (median and 95th percentile error, in p
 
 ``--kernels`` adds the measured crossover of the two NCC kernels (shared block FFTs and dense
 box-filtered products per offset) at several node steps, next to the kernel that the cost model
-of :func:`glacierflow.matching.ncc.kernel_costs_ns` picks, and the same for a pair with Landsat 7
-SLC-off gaps (masked NCC per node against the masked dense kernel).
+of :func:`glacierflow.matching.ncc_tiles.kernel_costs_ns` picks, and the same for a pair with
+Landsat 7 SLC-off gaps (masked NCC per node against the masked dense kernel).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from glacierflow.execute import Executor
 from glacierflow.matching import MatchSettings, make_grid, match
 from glacierflow.synthetic import glacier_field, warp_image
 
@@ -110,7 +111,8 @@ def main() -> None:
         best = np.inf
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            res = match(ref32, sec32, settings=settings)
+            with Executor(workers) as executor:  # worker start-up counts, as it did before
+                res = match(ref32, sec32, settings=settings, executor=executor)
             best = min(best, time.perf_counter() - t0)
         med, p95 = errors(res.grid, res.dx_px, res.dy_px, tx, ty)
         rate = n / best
@@ -196,9 +198,9 @@ def kernel_table(ref, tx, ty, chip: int, search: int, args) -> None:
     """Each NCC kernel at several grid densities, one worker: the measured crossover.
 
     ``ratio`` is the FFT kernel's time over the dense kernel's; ``auto`` is the kernel the cost
-    model (:func:`glacierflow.matching.ncc.kernel_costs_ns`) picks for that step.
+    model (:func:`glacierflow.matching.ncc_tiles.kernel_costs_ns`) picks for that step.
     """
-    from glacierflow.matching.ncc import dense_is_faster
+    from glacierflow.matching.ncc_tiles import dense_is_faster
 
     sec = warp_image(ref, tx[: ref.shape[0], : ref.shape[1]], ty[: ref.shape[0], : ref.shape[1]])
     sec = sec.astype(np.float32)

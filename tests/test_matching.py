@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from glacierflow.execute import Executor
 from glacierflow.matching import MatchSettings, match
 from glacierflow.matching.ncc import ncc_surfaces
 from glacierflow.synthetic import glacier_field, shift_image, warp_image
@@ -164,7 +165,10 @@ def test_chip_of_mostly_nodata_is_not_matched(yahtse_crop: np.ndarray) -> None:
 def test_workers_give_identical_results(yahtse_crop: np.ndarray) -> None:
     sec = shift_image(yahtse_crop, 0.4, 0.7)
     one = match(yahtse_crop, sec, settings=MatchSettings(workers=1, batch_nodes=256))
-    two = match(yahtse_crop, sec, settings=MatchSettings(workers=2, batch_nodes=256))
+    settings = MatchSettings(workers=2, batch_nodes=256)
+    with Executor(settings.workers) as executor:
+        assert executor.kind == "processes"
+        two = match(yahtse_crop, sec, settings=settings, executor=executor)
     np.testing.assert_array_equal(one.dx_px, two.dx_px)
     np.testing.assert_array_equal(one.snr, two.snr)
 
@@ -178,7 +182,8 @@ def test_ncc_paths_agree_with_brute_force(yahtse_crop: np.ndarray, step: int) ->
     """
     from math import gcd
 
-    from glacierflow.matching.ncc import PreparedImage, ncc_dense, ncc_grid, ncc_nodes
+    from glacierflow.matching.ncc import PreparedImage, ncc_nodes
+    from glacierflow.matching.ncc_tiles import ncc_dense, ncc_grid
 
     c, s, off = 32, 16, (2, -3)
     sec_img = warp_image(yahtse_crop, *glacier_field(yahtse_crop.shape, peak_px=4.0))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import rasterio
 from numpy.lib.stride_tricks import sliding_window_view
 
+from glacierflow.execute import Executor
 from glacierflow.matching import MatchSettings, make_grid, match
 from glacierflow.prefilter import orientation
 from glacierflow.synthetic import (
@@ -277,7 +276,10 @@ def test_peak_correlation_of_a_perfect_match_is_one(crop) -> None:
 def test_workers_give_identical_results_for_phase(crop) -> None:
     sec = shift_image(crop, 0.4, 0.7)
     one = match(crop, sec, settings=MatchSettings(method="phase", step_px=16, workers=1))
-    two = match(crop, sec, settings=MatchSettings(method="phase", step_px=16, workers=2))
+    with Executor(2) as executor:
+        two = match(
+            crop, sec, settings=MatchSettings(method="phase", step_px=16), executor=executor
+        )
     np.testing.assert_array_equal(one.dx_px, two.dx_px)
 
 
@@ -316,8 +318,8 @@ def test_slc_off_mask_geometry() -> None:
 def test_guided_tiles_share_a_wider_search(crop, step, kernel) -> None:
     """Nodes of a tile with different search centres (a prior on a glacier field) get from the
     shared kernels, through one wider search, what one FFT per node gives them."""
-    from glacierflow.matching.core import _ncc_kernel, match_nodes, match_tile
     from glacierflow.matching.ncc import PreparedImage
+    from glacierflow.matching.nodes import _ncc_kernel, match_nodes, match_tile
 
     # A smooth ramp (2 to 10 px right, -1 to -5 px down): centres differ across a tile, and
     # a chip's mean motion is its centre's, so the result can be checked against the field.
@@ -348,7 +350,8 @@ def test_guided_tiles_share_a_wider_search(crop, step, kernel) -> None:
 def test_masked_dense_kernel_is_the_masked_coefficient(slc_pair) -> None:
     """Box-filtered masked NCC (dense SLC-off grids) equals the per-node masked correlation."""
     from glacierflow.matching.grid import extract_chips
-    from glacierflow.matching.ncc import PreparedImage, ncc_dense_masked, ncc_surfaces
+    from glacierflow.matching.ncc import PreparedImage, ncc_surfaces
+    from glacierflow.matching.ncc_tiles import ncc_dense_masked
 
     p = slc_pair
     ref = PreparedImage(p["ref"], ~p["gap_ref"])
@@ -370,7 +373,7 @@ def test_masked_dense_kernel_is_the_masked_coefficient(slc_pair) -> None:
 def test_slc_off_dense_grid_takes_the_masked_dense_kernel(slc_pair) -> None:
     """At step 2 on an SLC-off pair the tile goes to the masked dense kernel and finds what the
     per-node masked path finds."""
-    from glacierflow.matching.core import _masked_dense_pays
+    from glacierflow.matching.nodes import _masked_dense_pays
 
     p = slc_pair
     settings = MatchSettings(step_px=2, search_px=8)
@@ -378,7 +381,7 @@ def test_slc_off_dense_grid_takes_the_masked_dense_kernel(slc_pair) -> None:
     crop = (slice(60, 220), slice(80, 300))
     args = (p["ref"][crop], p["sec"][crop], ~p["gap_ref"][crop], ~p["gap_sec"][crop])
     tiled = match(*args, settings=settings)
-    one_by_one = match(*args, settings=replace(settings, ncc_kernel="fft"))
+    one_by_one = match(*args, settings=settings.model_copy(update={"ncc_kernel": "fft"}))
     both = tiled.valid & one_by_one.valid
     assert both.mean() > 0.8
     assert np.abs(tiled.dx_px - one_by_one.dx_px)[both].max() < 2e-3

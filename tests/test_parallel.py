@@ -19,8 +19,8 @@ from rasterio.windows import transform as window_transform
 from glacierflow.demo import demo_inputs
 from glacierflow.errors import InputError
 from glacierflow.matching import MatchSettings, match
-from glacierflow.parallel import plan_tiles, tiled_match
 from glacierflow.scenes import read_header, read_scene
+from glacierflow.tiling import plan_tiles, tiled_match
 
 LAYERS = ("dx_px", "dy_px", "corr", "snr")
 
@@ -174,14 +174,14 @@ def test_tiled_slc_off_dense_equals_untiled(crops, tmp_path):
 def test_large_scenes_are_tiled_by_default(crops, monkeypatch):
     # Above AUTO_TILE_PIXELS, `track` matches tile by tile unless the options need the whole
     # images: the same product as an explicit tiled run.
-    import glacierflow.parallel
+    import glacierflow.tiling
 
     track_module = importlib.import_module("glacierflow.track")  # `glacierflow.track`: a function
 
     calls = []
-    real = glacierflow.parallel.tiled_match
+    real = glacierflow.tiling.tiled_match
     monkeypatch.setattr(
-        glacierflow.parallel, "tiled_match", lambda *a, **k: calls.append(1) or real(*a, **k)
+        glacierflow.tiling, "tiled_match", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     opts = dict(coreg="none", progress=False)
     small = track_module.track(*crops, **opts)

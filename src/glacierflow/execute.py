@@ -175,7 +175,6 @@ class Executor:
         if self._client is not None:
             from distributed import as_completed
 
-            # The client is not the default one (set_as_default=False): pass its loop.
             return iter(as_completed(list(futures), loop=self._client.loop, timeout=timeout_s))
         return cf.as_completed(list(futures), timeout=timeout_s)
 
@@ -186,8 +185,7 @@ class Executor:
             from distributed import wait
 
             try:
-                with self._client.as_current():  # not the default client
-                    done, pending = wait(futures, timeout=timeout_s, return_when="FIRST_COMPLETED")
+                done, pending = wait(futures, timeout=timeout_s, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 return {f for f in futures if f.done()}, {f for f in futures if not f.done()}
             return set(done), set(pending)
@@ -293,7 +291,7 @@ def _connect(address: str, timeout_s: float) -> Any:
         from distributed import Client
 
         try:
-            return Client(address, timeout=timeout_s, set_as_default=False)
+            return Client(address, timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - whatever answers there is not a scheduler
             problem = f"{type(exc).__name__}: {exc}"
     raise InputError(

@@ -35,7 +35,18 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from glacierflow.matching.orientation import (
+    ORIENTATION_REACH_PX,
+    ORIENTATION_SOFT,
+    gradient,
+    orientation,
+)
+from glacierflow.matching.stats import checked_image as _inputs
+from glacierflow.matching.stats import sampled_median
+
 __all__ = [
+    "ORIENTATION_REACH_PX",
+    "ORIENTATION_SOFT",
     "PREFILTERS",
     "gradient",
     "highpass",
@@ -52,10 +63,6 @@ __all__ = [
 #: Pre-filters understood by :func:`prefilter`.
 PREFILTERS = ("none", "highpass", "wallis", "orientation")
 
-#: Soft normalisation floor of :func:`orientation`, as a share of the median gradient; see there
-#: why it is not 0 as in the original method.
-ORIENTATION_SOFT = 1.0
-
 #: Gaussian kernels are cut off this many standard deviations from their centre (scipy's
 #: default, stated here because tiled matching reads exactly that far around each window).
 TRUNCATE = 4.0
@@ -63,43 +70,6 @@ TRUNCATE = 4.0
 #: A pixel whose valid neighbourhood carries less than this share of the Gaussian weight has no
 #: reliable local mean (it sits deep inside a gap): it becomes invalid.
 MIN_SUPPORT = 0.05
-
-
-def _inputs(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    img = np.asarray(image)
-    if img.ndim != 2:
-        raise ValueError(f"image must be 2-D, got shape {img.shape}")
-    if np.iscomplexobj(img):
-        raise ValueError("image must be real; orientation images cannot be filtered again")
-    ok = np.isfinite(img)
-    if valid is not None:
-        valid = np.asarray(valid, dtype=bool)
-        if valid.shape != img.shape:
-            raise ValueError(f"valid must have the image shape {img.shape}, got {valid.shape}")
-        ok &= valid
-    # float64, not centred on an image-wide mean: the local sums lose nothing that matters at
-    # uint16 DN levels (1e-12 of 10,000 DN), and a filtered window of a scene is then the
-    # scene's filtered window, bit for bit (tiled matching relies on it).
-    return np.where(ok, img, 0.0).astype(np.float64), ok
-
-
-def sampled_median(values: np.ndarray, mask: np.ndarray) -> float | None:
-    """Median of ``values`` where ``mask`` holds, over the rows of the sampled strips
-    (:func:`glacierflow.matching.stats.sampled_strips`), or over all rows when the sample holds
-    too few pixels; None where there is none.
-
-    Image-wide constants of the filters come from here, so that a scene filtered tile by tile
-    (the constant taken from the same strips of its file) is the scene filtered whole.
-    """
-    from glacierflow.matching.stats import MIN_SAMPLE_PX, STRIP_ROWS, sampled_strips
-
-    rows = np.zeros(mask.shape[0], dtype=bool)
-    for r in sampled_strips(mask.shape[0])[0]:
-        rows[r : r + STRIP_ROWS] = True
-    picked = mask & rows[:, None]
-    if picked.sum() < MIN_SAMPLE_PX:
-        picked = mask
-    return float(np.median(values[picked])) if picked.any() else None
 
 
 def local_mean(
@@ -248,94 +218,6 @@ def wallis_spread(
 def wallis_reach_px(window_px: float) -> int:
     """How far, in pixels, :func:`wallis` reads around a pixel (two Gaussian local means)."""
     return 2 * highpass_reach_px(window_px / 4.0)
-
-
-def gradient(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Sobel gradient ``df/dx + i df/dy`` (x right, y down) and where its stencil is valid.
-
-    Returns
-    -------
-    gradient : ndarray of complex128
-        The gradient, in image units per pixel.
-    valid : ndarray of bool
-        Pixels whose whole 3 x 3 stencil is valid.
-    """
-    img, ok = _inputs(image, valid)
-    stencil = ndimage.binary_erosion(ok, np.ones((3, 3), bool), border_value=0)
-    g = np.zeros(img.shape, dtype=np.complex128)
-    # Sobel: central difference along the axis, [1, 2, 1] / 4 smoothing across it.
-    across = 0.25 * img[:-2] + 0.5 * img[1:-1] + 0.25 * img[2:]  # rows smoothed
-    g.real[1:-1, 1:-1] = 0.5 * (across[:, 2:] - across[:, :-2])
-    across = 0.25 * img[:, :-2] + 0.5 * img[:, 1:-1] + 0.25 * img[:, 2:]  # columns smoothed
-    g.imag[1:-1, 1:-1] = 0.5 * (across[2:] - across[:-2])
-    return g, stencil
-
-
-#: How far, in pixels, :func:`orientation` reads around a pixel (the Sobel stencil).
-ORIENTATION_REACH_PX = 1
-
-
-def orientation(
-    image: np.ndarray,
-    valid: np.ndarray | None = None,
-    soft: float = ORIENTATION_SOFT,
-    typical: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Orientation image: the unit vector of the intensity gradient, as a complex number.
-
-    ``o = g / sqrt(|g|^2 + eps^2)`` with ``g = df/dx + i df/dy`` from the Sobel operator (x to
-    the right, y down) and ``eps = soft * median(|g|)``. With ``soft = 0`` this is the
-    orientation image of Fitch et al. (2002), ``g / |g|``, 0 where the gradient vanishes.
-
-    The default differs from the original on purpose. The hard normalisation ``g / |g|`` turns
-    directions into a field with jumps wherever the gradient passes through zero; its samples
-    alias, and the correlation surface of two such images is pixel-locked (about 0.04 px of
-    mean bias at quarter-pixel shifts on Landsat 8 texture with central differences). The Sobel
-    operator's smoothing across the gradient and a soft floor at the median gradient keep the
-    field smooth and cut the locking to about 0.01 px, and they give noise-only gradients (far
-    below the median) less weight instead of a full vote. Gradients above the median still count
-    as (nearly) unit vectors, so the method stays insensitive to contrast.
-
-    A pixel is invalid where any pixel of its 3 x 3 stencil is invalid, so a nodata gap does not
-    turn its border into a strong, date-specific edge. (Smoothing more, with a normalized
-    convolution, would reach across gap borders from one side only and move the content there:
-    measured, it doubles the error along SLC-off gaps.)
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W)
-        Image, any real dtype.
-    valid : ndarray of bool, optional
-        Pixel validity (default: finite pixels).
-    soft : float
-        Floor of the normalisation as a share of the median gradient magnitude; 0 for the hard
-        unit vectors of the original method.
-    typical : float, optional
-        The median gradient magnitude; by default over the valid pixels of the sampled strips
-        (:func:`sampled_median`).
-
-    Returns
-    -------
-    orientation : ndarray of complex64
-        Gradient directions (unit vectors for strong gradients), 0 at invalid pixels.
-    valid : ndarray of bool
-        Validity of the orientation: the input validity eroded by the stencil.
-    """
-    if not soft >= 0:
-        raise ValueError(f"soft must not be negative, got {soft}")
-    g, stencil = gradient(image, valid)
-    mag = np.abs(g)
-    if typical is None:
-        typical = sampled_median(mag, stencil)
-    typical = typical if typical is not None else 0.0
-    # Exact zeros (flat, saturated or quantised areas) have no direction; a floor relative to the
-    # typical gradient keeps float round-off from inventing one.
-    tiny = 1e-9 * typical if typical > 0 else 0.0
-    use = stencil & (mag > tiny)
-    eps = soft * typical
-    out = np.zeros(g.shape, dtype=np.complex64)
-    out[use] = (g[use] / np.sqrt(mag[use] ** 2 + eps * eps)).astype(np.complex64)
-    return out, stencil
 
 
 def prefilter(

@@ -216,7 +216,7 @@ class PriorSettings(_Group):
 
 
 class TilingSettings(_Group):
-    """Tiled matching from the files, with bounded memory (:mod:`glacierflow.parallel`)."""
+    """Tiled matching from the files, with bounded memory (:mod:`glacierflow.tiling`)."""
 
     tile_nodes: int | None = Field(
         None,

@@ -264,7 +264,7 @@ def _match_tiled(
     band: int | None,
     prior: dict[str, np.ndarray],
 ) -> MatchResult:
-    from glacierflow.parallel import tiled_match
+    from glacierflow.tiling import tiled_match
 
     t, p = settings.tiling, settings.prefilter
     return tiled_match(
@@ -301,7 +301,19 @@ def _match_in_memory(
             for scene in (pair.ref, pair.sec)
         ]
         (ref_img, ref_ok), (sec_img, sec_ok) = images
-        return match(ref_img, sec_img, ref_ok, sec_ok, settings.matching, progress=update, **prior)
+        from glacierflow.execute import Executor
+
+        with Executor(settings.matching.workers) as executor:
+            return match(
+                ref_img,
+                sec_img,
+                ref_ok,
+                sec_ok,
+                settings.matching,
+                progress=update,
+                executor=executor,
+                **prior,
+            )
     except ValueError as exc:
         raise InputError(f"matching settings: {exc}", key="matching") from exc
 

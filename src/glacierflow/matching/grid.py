@@ -102,7 +102,7 @@ def make_grid(
         raise ValueError(
             f"the image ({rows} x {cols} px) is smaller than one chip with its search window "
             f"({need} x {need} px for chip_px={chip_px}, search_px={search_px}); "
-            "use a smaller --chip-px or --search-px"
+            "use a smaller chip_px or search_px"
         )
     ny = (hi_r - lo) // step_px + 1
     nx = (hi_c - lo) // step_px + 1

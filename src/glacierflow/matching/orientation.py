@@ -2,7 +2,7 @@
 
 Orientation correlation (Fitch et al. 2002) matches the *direction* of the intensity gradient,
 not the intensity: each image becomes a field of complex unit vectors
-(:func:`glacierflow.prefilter.orientation`) and the surface is the real part of their
+(:func:`orientation`) and the surface is the real part of their
 cross-correlation, the mean cosine of the angle between the directions of chip and window. It
 ignores contrast and illumination altogether, which makes it the most robust of the common
 correlators on faint snow texture and under changing sun (Heid & Kääb 2012).
@@ -28,8 +28,14 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
+from scipy import ndimage
 
 from glacierflow.matching.ncc import MIN_OVERLAP_FRACTION, _box_sums
+from glacierflow.matching.stats import checked_image, sampled_median
+
+#: Soft normalisation floor of :func:`orientation`, as a share of the median gradient; see there
+#: why it is not 0 as in the original method.
+ORIENTATION_SOFT = 1.0
 
 
 def orientation_surfaces(
@@ -127,3 +133,91 @@ def _ratio(num: np.ndarray, energy2: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = num / np.sqrt(np.where(ok, energy2, 1.0))
     return np.where(ok, r, np.nan).astype(np.float32)
+
+
+def gradient(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sobel gradient ``df/dx + i df/dy`` (x right, y down) and where its stencil is valid.
+
+    Returns
+    -------
+    gradient : ndarray of complex128
+        The gradient, in image units per pixel.
+    valid : ndarray of bool
+        Pixels whose whole 3 x 3 stencil is valid.
+    """
+    img, ok = checked_image(image, valid)
+    stencil = ndimage.binary_erosion(ok, np.ones((3, 3), bool), border_value=0)
+    g = np.zeros(img.shape, dtype=np.complex128)
+    # Sobel: central difference along the axis, [1, 2, 1] / 4 smoothing across it.
+    across = 0.25 * img[:-2] + 0.5 * img[1:-1] + 0.25 * img[2:]  # rows smoothed
+    g.real[1:-1, 1:-1] = 0.5 * (across[:, 2:] - across[:, :-2])
+    across = 0.25 * img[:, :-2] + 0.5 * img[:, 1:-1] + 0.25 * img[:, 2:]  # columns smoothed
+    g.imag[1:-1, 1:-1] = 0.5 * (across[2:] - across[:-2])
+    return g, stencil
+
+
+#: How far, in pixels, :func:`orientation` reads around a pixel (the Sobel stencil).
+ORIENTATION_REACH_PX = 1
+
+
+def orientation(
+    image: np.ndarray,
+    valid: np.ndarray | None = None,
+    soft: float = ORIENTATION_SOFT,
+    typical: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Orientation image: the unit vector of the intensity gradient, as a complex number.
+
+    ``o = g / sqrt(|g|^2 + eps^2)`` with ``g = df/dx + i df/dy`` from the Sobel operator (x to
+    the right, y down) and ``eps = soft * median(|g|)``. With ``soft = 0`` this is the
+    orientation image of Fitch et al. (2002), ``g / |g|``, 0 where the gradient vanishes.
+
+    The default differs from the original on purpose. The hard normalisation ``g / |g|`` turns
+    directions into a field with jumps wherever the gradient passes through zero; its samples
+    alias, and the correlation surface of two such images is pixel-locked (about 0.04 px of
+    mean bias at quarter-pixel shifts on Landsat 8 texture with central differences). The Sobel
+    operator's smoothing across the gradient and a soft floor at the median gradient keep the
+    field smooth and cut the locking to about 0.01 px, and they give noise-only gradients (far
+    below the median) less weight instead of a full vote. Gradients above the median still count
+    as (nearly) unit vectors, so the method stays insensitive to contrast.
+
+    A pixel is invalid where any pixel of its 3 x 3 stencil is invalid, so a nodata gap does not
+    turn its border into a strong, date-specific edge. (Smoothing more, with a normalized
+    convolution, would reach across gap borders from one side only and move the content there:
+    measured, it doubles the error along SLC-off gaps.)
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Image, any real dtype.
+    valid : ndarray of bool, optional
+        Pixel validity (default: finite pixels).
+    soft : float
+        Floor of the normalisation as a share of the median gradient magnitude; 0 for the hard
+        unit vectors of the original method.
+    typical : float, optional
+        The median gradient magnitude; by default over the valid pixels of the sampled strips
+        (:func:`sampled_median`).
+
+    Returns
+    -------
+    orientation : ndarray of complex64
+        Gradient directions (unit vectors for strong gradients), 0 at invalid pixels.
+    valid : ndarray of bool
+        Validity of the orientation: the input validity eroded by the stencil.
+    """
+    if not soft >= 0:
+        raise ValueError(f"soft must not be negative, got {soft}")
+    g, stencil = gradient(image, valid)
+    mag = np.abs(g)
+    if typical is None:
+        typical = sampled_median(mag, stencil)
+    typical = typical if typical is not None else 0.0
+    # Exact zeros (flat, saturated or quantised areas) have no direction; a floor relative to the
+    # typical gradient keeps float round-off from inventing one.
+    tiny = 1e-9 * typical if typical > 0 else 0.0
+    use = stencil & (mag > tiny)
+    eps = soft * typical
+    out = np.zeros(g.shape, dtype=np.complex64)
+    out[use] = (g[use] / np.sqrt(mag[use] ** 2 + eps * eps)).astype(np.complex64)
+    return out, stencil

@@ -85,3 +85,45 @@ def stats_from_strips(
     if sum(n for n, _, _ in got) < MIN_SAMPLE_PX and rest:
         got = [sums(r) for r in sorted(sample + rest)]
     return combine(got)
+
+
+def checked_image(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The image as float64 with invalid pixels zeroed, and its validity (finite and valid).
+
+    Raises
+    ------
+    ValueError
+        For an image that is not 2-D, is complex, or whose mask has another shape.
+    """
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {img.shape}")
+    if np.iscomplexobj(img):
+        raise ValueError("image must be real; orientation images cannot be filtered again")
+    ok = np.isfinite(img)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != img.shape:
+            raise ValueError(f"valid must have the image shape {img.shape}, got {valid.shape}")
+        ok &= valid
+    # float64, not centred on an image-wide mean: the local sums lose nothing that matters at
+    # uint16 DN levels (1e-12 of 10,000 DN), and a filtered window of a scene is then the
+    # scene's filtered window, bit for bit (tiled matching relies on it).
+    return np.where(ok, img, 0.0).astype(np.float64), ok
+
+
+def sampled_median(values: np.ndarray, mask: np.ndarray) -> float | None:
+    """Median of ``values`` where ``mask`` holds, over the rows of the sampled strips
+    (:func:`sampled_strips`), or over all rows when the sample holds
+    too few pixels; None where there is none.
+
+    Image-wide constants of the filters come from here, so that a scene filtered tile by tile
+    (the constant taken from the same strips of its file) is the scene filtered whole.
+    """
+    rows = np.zeros(mask.shape[0], dtype=bool)
+    for r in sampled_strips(mask.shape[0])[0]:
+        rows[r : r + STRIP_ROWS] = True
+    picked = mask & rows[:, None]
+    if picked.sum() < MIN_SAMPLE_PX:
+        picked = mask
+    return float(np.median(values[picked])) if picked.any() else None

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from glacierflow.matching.settings import SUBPIXEL_METHODS
+
 #: Order of the Lanczos kernel (its half-width in samples); lowered where the surface is small.
 LANCZOS_A = 5
-SUBPIXEL_METHODS = ("lanczos", "cubic", "parabola", "gaussian", "dft")
 
 
 def _three_point(left: np.ndarray, centre: np.ndarray, right: np.ndarray, kind: str) -> np.ndarray:

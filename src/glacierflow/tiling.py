@@ -8,37 +8,49 @@ statistics accumulated strip by strip (:mod:`glacierflow.matching.stats`), so th
 identical, bit for bit, to matching the whole images at once.
 
 Finished tiles are kept in a work folder (one ``.npz`` each, written atomically) keyed by the
-inputs and settings, so a killed run restarts from where it stopped. Tasks run in this process,
-on ``workers`` local processes, or on an existing ``dask.distributed`` scheduler
-(``scheduler=ADDRESS`` or the ``DASK_SCHEDULER_ADDRESS`` environment variable).
+inputs and settings (the resume fingerprint), so a killed run restarts from where it stopped.
+Tasks run through :class:`glacierflow.execute.Executor`: in this process, on ``workers`` local
+processes, or on an existing ``dask.distributed`` scheduler given by its address (the library
+does not read ``DASK_SCHEDULER_ADDRESS``; the command line does).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
-import multiprocessing as mp
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from rasterio.windows import Window
 
+from glacierflow import prefilter as pf
 from glacierflow.errors import InputError
-from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, make_grid
-from glacierflow.matching.core import coarse_centres, downsample2, match_tile, tile_slices
+from glacierflow.execute import Executor
+from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, TaskRunner, make_grid
+from glacierflow.matching.match import coarse_centres, tile_slices
 from glacierflow.matching.ncc import PreparedImage
-from glacierflow.matching.stats import STRIP_ROWS, stats_from_strips, strip_sums
+from glacierflow.matching.nodes import match_tile
+from glacierflow.matching.pyramid import downsample2
+from glacierflow.matching.stats import (
+    MIN_SAMPLE_PX,
+    STRIP_ROWS,
+    sampled_strips,
+    stats_from_strips,
+    strip_sums,
+)
 from glacierflow.scenes import Scene, read_scene
 
 Tile = tuple[slice, slice]
 
 
 def internal_side(settings: MatchSettings) -> int:
-    """Side, in nodes, of the matcher's own tiles (see :func:`matching.core.tile_slices`)."""
+    """Side, in nodes, of the matcher's own tiles (see :func:`matching.match.tile_slices`)."""
     return max(1, int(round(np.sqrt(settings.tile_nodes))))
 
 
@@ -112,19 +124,15 @@ class TileFilter:
 
     def reach_px(self) -> int:
         """How far the filters read around a pixel."""
-        from glacierflow.prefilter import ORIENTATION_REACH_PX, highpass_reach_px, wallis_reach_px
-
         reach = 0
         if self.kind == "highpass":
-            reach = highpass_reach_px(self.sigma_px)
+            reach = pf.highpass_reach_px(self.sigma_px)
         elif self.kind == "wallis":
-            reach = wallis_reach_px(self.window_px)
-        return reach + (ORIENTATION_REACH_PX if self.orientation else 0)
+            reach = pf.wallis_reach_px(self.window_px)
+        return reach + (pf.ORIENTATION_REACH_PX if self.orientation else 0)
 
     def apply(self, data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filter an image (a window of the scene with the filters' reach around it)."""
-        from glacierflow import prefilter as pf
-
         if self.kind == "highpass":
             data, valid = pf.highpass(data, valid, self.sigma_px)
         elif self.kind == "wallis":
@@ -141,8 +149,6 @@ class TileFilter:
 def fix_constants(scene: Scene, band: int | None, tile_filter: TileFilter) -> TileFilter:
     """The filter with the scene's image-wide constants, taken from sampled strips of its file
     as :func:`glacierflow.prefilter.sampled_median` takes them from the scene in memory."""
-    from glacierflow import prefilter as pf
-
     f = tile_filter
     if f.kind == "wallis" and f.target is None:
 
@@ -174,8 +180,6 @@ def _sampled_median(
     """Median of ``values`` (an image-sized array and where it counts) over the sampled strips
     of a scene, all strips when the sample holds too few pixels; each strip is pre-filtered by
     ``pre`` and computed with ``reach`` pixels around it (nodata past the scene's edge)."""
-    from glacierflow.matching.stats import MIN_SAMPLE_PX, sampled_strips
-
     rows, cols = scene.shape
     ref = scene_ref(scene)
 
@@ -326,7 +330,7 @@ def _work_key(
 ) -> str:
     """A key that changes whenever the inputs, the settings or the search centres change."""
     info = {
-        "settings": {k: v for k, v in asdict(settings).items() if k != "workers"},
+        "settings": settings.model_dump(exclude={"workers"}),
         "band": band,
         "filters": None if filters is None else [asdict(f) for f in filters],
     }
@@ -348,7 +352,8 @@ def _tile_file(folder: Path, tile: Tile) -> Path:
     return folder / f"tile_{tile[0].start:06d}_{tile[1].start:06d}.npz"
 
 
-def _save_tile(path: Path, values: np.ndarray) -> None:
+def _write_tile_atomically(path: Path, values: np.ndarray) -> None:
+    # TEMP: its own atomic writer until glacierflow.atomic.atomic_write (refactor-io) is merged.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
         np.savez(fh, values=values)
@@ -384,6 +389,7 @@ def tiled_match(
     prefilter: str = "none",
     prefilter_sigma_px: float = 3.0,
     wallis_window_px: float = 21.0,
+    executor: TaskRunner | None = None,
 ) -> MatchResult:
     """Match two images on one grid, tile by tile, from their files.
 
@@ -394,7 +400,7 @@ def tiled_match(
         windows. Both must be on the same grid.
     settings : MatchSettings
         Matching parameters; ``settings.workers`` local processes run the tiles unless a
-        scheduler is given.
+        scheduler or an executor is given.
     band : int, optional
         Band of multi-band files.
     tile_nodes : int
@@ -403,7 +409,7 @@ def tiled_match(
         Folder for finished tiles; a rerun with the same inputs and settings reuses them.
         Without one, nothing is kept.
     scheduler : str, optional
-        Address of a ``dask.distributed`` scheduler; defaults to ``DASK_SCHEDULER_ADDRESS``.
+        Address of a ``dask.distributed`` scheduler to run the tiles on.
     progress : callable, optional
         Called with the number of nodes of each finished tile.
     prior_dx_px, prior_dy_px : ndarray, optional
@@ -413,12 +419,63 @@ def tiled_match(
         Pre-filter both scenes (:mod:`glacierflow.prefilter`; ``prefilter_sigma_px`` for the
         high-pass, ``wallis_window_px`` for the Wallis filter), tile by tile exactly as whole
         scenes; ``settings.method = "orientation"`` matches their orientation images.
+    executor : TaskRunner, optional
+        Runs the tile tasks (a :class:`glacierflow.execute.Executor`); by default one is made
+        from ``settings.workers`` and ``scheduler`` for this call.
 
     Returns
     -------
     MatchResult
         Identical to :func:`glacierflow.matching.match` on the whole images.
     """
+    grid = _checked_grid(ref, sec, settings)
+    prior = _prior_on_grid(prior_dx_px, prior_dy_px, grid)
+    if prefilter not in ("none", "highpass", "wallis"):
+        raise ValueError(
+            f"tiled pre-filters are 'none', 'highpass' and 'wallis', not {prefilter!r}"
+        )
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            # Made first: a scheduler that does not answer fails before any work.
+            executor = stack.enter_context(Executor(settings.workers, scheduler))
+        base = TileFilter(kind=prefilter, sigma_px=prefilter_sigma_px, window_px=wallis_window_px)
+        base = replace(base, orientation=settings.method == "orientation")
+        filters = tuple(fix_constants(s, band, base) for s in (ref, sec))
+        if settings.pyramid_levels > 1:
+            # The coarse pass on both scenes at half resolution, downsampled strip by strip (a
+            # quarter of the pixels in memory), as match() does on whole images.
+            halves = [
+                _read_downsampled(s, band, f.without_orientation())
+                for s, f in zip((ref, sec), filters, strict=True)
+            ]
+            prior = coarse_centres(*halves[0], *halves[1], settings, grid, prior, executor)
+            del halves
+        centres = None if prior is None else tuple(np.rint(a).astype(np.int64) for a in prior)
+        folder = None
+        if work_dir is not None:
+            folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres, filters)
+            folder.mkdir(parents=True, exist_ok=True)
+        out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
+        todo = _resume(out, plan_tiles(grid, settings, tile_nodes), folder, progress)
+        if todo:
+            task = functools.partial(
+                _task,
+                (scene_ref(ref), scene_ref(sec), band, grid, filters),
+                settings=settings,
+                stats=_both_stats(ref, sec, band, settings, filters),
+            )
+            jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
+            for tile, values in executor.map_unordered(task, jobs):
+                out[:, tile[0], tile[1]] = values
+                if folder:
+                    _write_tile_atomically(_tile_file(folder, tile), values)
+                if progress:
+                    progress(values[0].size)
+    return MatchResult(grid, out[0], out[1], out[2], out[3], settings)
+
+
+def _checked_grid(ref: Scene, sec: Scene, settings: MatchSettings) -> NodeGrid:
+    """The node grid of two scenes on one grid (InputError naming REF otherwise)."""
     if ref.shape != sec.shape or ref.transform != sec.transform or ref.crs != sec.crs:
         raise InputError(
             f"tiled processing needs both images on one grid (SEC {sec.path.name} differs in "
@@ -426,7 +483,7 @@ def tiled_match(
             ref.path,
         )
     try:
-        grid = make_grid(
+        return make_grid(
             ref.shape,
             chip_px=settings.chip_px,
             search_px=settings.search_px,
@@ -434,43 +491,25 @@ def tiled_match(
         )
     except ValueError as exc:
         raise InputError(str(exc), ref.path) from exc
-    tiles = plan_tiles(grid, settings, tile_nodes)
-    prior = None
+
+
+def _prior_on_grid(prior_dx_px, prior_dy_px, grid: NodeGrid):
+    """The prior offsets (rows, columns) on the node grid, NaN taken as 0; or None."""
     if (prior_dx_px is None) != (prior_dy_px is None):
         raise ValueError("give both prior_dx_px and prior_dy_px, or neither")
-    if prior_dx_px is not None:
-        prior = tuple(
-            np.where(np.isfinite(a), a, 0.0)
-            for a in (np.asarray(prior_dy_px, float), np.asarray(prior_dx_px, float))
-        )
-        if prior[0].shape != grid.shape or prior[1].shape != grid.shape:
-            raise ValueError(f"prior offsets must be on the node grid, shape {grid.shape}")
-    if prefilter not in ("none", "highpass", "wallis"):
-        raise ValueError(
-            f"tiled pre-filters are 'none', 'highpass' and 'wallis', not {prefilter!r}"
-        )
-    base = TileFilter(
-        kind=prefilter,
-        sigma_px=prefilter_sigma_px,
-        window_px=wallis_window_px,
-        orientation=settings.method == "orientation",
+    if prior_dx_px is None:
+        return None
+    prior = tuple(
+        np.where(np.isfinite(a), a, 0.0)
+        for a in (np.asarray(prior_dy_px, float), np.asarray(prior_dx_px, float))
     )
-    filters = tuple(fix_constants(s, band, base) for s in (ref, sec))
-    if settings.pyramid_levels > 1:
-        # The coarse pass on both scenes at half resolution, downsampled strip by strip (a
-        # quarter of the pixels in memory), as match() does on whole images.
-        halves = [
-            _read_downsampled(s, band, f.without_orientation())
-            for s, f in zip((ref, sec), filters, strict=True)
-        ]
-        prior = coarse_centres(*halves[0], *halves[1], settings, grid, prior)
-        del halves
-    centres = None if prior is None else tuple(np.rint(a).astype(np.int64) for a in prior)
-    out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
-    folder = None
-    if work_dir is not None:
-        folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres, filters)
-        folder.mkdir(parents=True, exist_ok=True)
+    if prior[0].shape != grid.shape or prior[1].shape != grid.shape:
+        raise ValueError(f"prior offsets must be on the node grid, shape {grid.shape}")
+    return prior
+
+
+def _resume(out: np.ndarray, tiles: list[Tile], folder: Path | None, progress) -> list[Tile]:
+    """Fill ``out`` from the finished tiles kept in ``folder``; the tiles still to match."""
     todo = []
     for tile in tiles:
         values = _load_tile(_tile_file(folder, tile), tile) if folder else None
@@ -480,60 +519,23 @@ def tiled_match(
         out[:, tile[0], tile[1]] = values
         if progress:
             progress(values[0].size)
-    if todo:
-        # Both files' statistics at once: GDAL decodes and numpy sums without the GIL.
-        with ThreadPoolExecutor(2) as pool:
-            if settings.method == "orientation":
-                # Orientation images are complex: they take no normalisation statistics.
-                ref_stats = sec_stats = (0.0, 1.0)
-            else:
-                ref_stats, sec_stats = pool.map(file_stats, (ref, sec), (band, band), filters)
-        args = (scene_ref(ref), scene_ref(sec), band, grid, filters)
-        jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
-        for tile, values in _run(jobs, args, settings, ref_stats, sec_stats, scheduler):
-            out[:, tile[0], tile[1]] = values
-            if folder:
-                _save_tile(_tile_file(folder, tile), values)
-            if progress:
-                progress(values[0].size)
-    return MatchResult(grid, out[0], out[1], out[2], out[3], settings)
+    return todo
 
 
-def _task(args, job, settings, ref_stats, sec_stats) -> tuple[Tile, np.ndarray]:
+def _both_stats(ref, sec, band, settings, filters) -> tuple[tuple[float, float], ...]:
+    """Normalisation statistics of both scenes, from their files."""
+    if settings.method == "orientation":
+        # Orientation images are complex: they take no normalisation statistics.
+        return (0.0, 1.0), (0.0, 1.0)
+    # Both files' statistics at once: GDAL decodes and numpy sums without the GIL.
+    with ThreadPoolExecutor(2) as pool:
+        return tuple(pool.map(file_stats, (ref, sec), (band, band), filters))
+
+
+def _task(args, job, *, settings, stats) -> tuple[Tile, np.ndarray]:
+    """One tile task (run in any process): the tile and its ``dx, dy, corr, snr``."""
     ref, sec, band, grid, filters = args
     tile, centres = job
     return tile, match_file_tile(
-        ref, sec, band, grid, tile, settings, ref_stats, sec_stats, centres, filters
+        ref, sec, band, grid, tile, settings, stats[0], stats[1], centres, filters
     )
-
-
-def _run(todo, args, settings, ref_stats, sec_stats, scheduler):
-    """Run tile tasks here, on local processes, or on a Dask scheduler; yield as they finish."""
-    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if address:
-        from distributed import Client, as_completed
-
-        with Client(address) as client:
-            futures = [
-                client.submit(_task, args, t, settings, ref_stats, sec_stats, pure=False)
-                for t in todo
-            ]
-            for fut in as_completed(futures):
-                yield fut.result()
-        return
-    if settings.workers == 1 or len(todo) == 1:
-        for t in todo:
-            yield _task(args, t, settings, ref_stats, sec_stats)
-        return
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with ProcessPoolExecutor(settings.workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_task, args, t, settings, ref_stats, sec_stats) for t in todo]
-        for fut in _as_completed(futures):
-            yield fut.result()
-
-
-def _as_completed(futures):
-    from concurrent.futures import as_completed
-
-    return as_completed(futures)

@@ -1,0 +1,369 @@
+"""Area-based matching of a whole image pair on a regular node grid.
+
+Arrays in, arrays out: no files, no CRS, no globals. Every correlator (:data:`METHODS`) turns a
+tile of nodes into correlation surfaces, one per node over the integer offsets of its search
+window (:mod:`.nodes`); the shared peak location (:func:`~glacierflow.matching.peaks.locate_peaks`)
+then picks the integer peak, rejects peaks on the border of the search range, refines the peak to
+sub-pixel precision (:mod:`.subpixel`, or the phase-domain estimator of :mod:`.phase`) and rates
+it (:func:`~glacierflow.matching.peaks.peak_snr`).
+
+Search windows need not be centred on their nodes. A *guided* search centres each node's window
+on a per-node integer offset: from a prior velocity field (``prior_dx_px``/``prior_dy_px``), from
+a first pass on images downsampled by two (``pyramid_levels``, :mod:`.pyramid`), or both. A node
+whose small chip fails can be matched again with larger chips (``retry_chip_px``);
+``MatchResult.chip_px`` says which chip each offset came from.
+
+Tiles of nodes are independent tasks, each carrying the windows of both prepared images it reads,
+so that any executor with a ``map_unordered`` (:class:`glacierflow.execute.Executor`: this
+process, local workers or a Dask cluster) can run them; the result does not depend on which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from glacierflow.matching.grid import NodeGrid, make_grid
+from glacierflow.matching.ncc import PreparedImage
+from glacierflow.matching.nodes import match_nodes, match_tile
+from glacierflow.matching.orientation import orientation
+from glacierflow.matching.pyramid import (
+    coarse_settings,
+    downsample2,
+    fill_nan,
+    nanmedian3,
+    sample_nodes,
+)
+from glacierflow.matching.settings import METHODS, MatchSettings
+from glacierflow.matching.stats import image_stats
+
+__all__ = ["METHODS", "MatchResult", "TaskRunner", "coarse_centres", "match", "tile_slices"]
+
+
+class TaskRunner(Protocol):
+    """What runs matching tasks: anything with ``map_unordered(fn, items)`` yielding ``fn(item)``
+    for every item, in any order (:class:`glacierflow.execute.Executor` is one)."""
+
+    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]: ...
+
+
+@dataclass
+class MatchResult:
+    """Offsets and quality on the node grid; every array has shape ``grid.shape``.
+
+    Attributes
+    ----------
+    grid : NodeGrid
+        Node layout.
+    dx_px, dy_px : ndarray of float32
+        Offset from reference to secondary, right and down, in pixels; NaN where unmatched.
+    corr : ndarray of float32
+        Peak correlation: the normalized cross-correlation coefficient (``ncc``), the phase
+        correlation peak over its ideal value (``phase``) or the mean cosine of the direction
+        differences (``orientation``); 1 for a perfect match.
+    snr : ndarray of float32
+        Peak correlation over the mean absolute correlation away from the peak.
+    settings : MatchSettings
+        The settings used.
+    chip_px : ndarray of int16, optional
+        Side of the chip each node's offset was measured with, in pixels (``settings.chip_px``
+        unless a retry with a larger chip succeeded).
+    """
+
+    grid: NodeGrid
+    dx_px: np.ndarray
+    dy_px: np.ndarray
+    corr: np.ndarray
+    snr: np.ndarray
+    settings: MatchSettings = field(default_factory=MatchSettings)
+    chip_px: np.ndarray | None = None
+
+    @property
+    def valid(self) -> np.ndarray:
+        """True where a node holds an offset."""
+        return np.isfinite(self.dx_px) & np.isfinite(self.dy_px)
+
+
+def tile_slices(grid: NodeGrid, tile_nodes: int) -> list[tuple[slice, slice]]:
+    """Split the node grid into tiles of about ``tile_nodes`` nodes (square-ish)."""
+    side = max(1, int(round(np.sqrt(tile_nodes))))
+    return [
+        (slice(i, min(i + side, grid.ny)), slice(j, min(j + side, grid.nx)))
+        for i in range(0, grid.ny, side)
+        for j in range(0, grid.nx, side)
+    ]
+
+
+def match(
+    ref: np.ndarray,
+    sec: np.ndarray,
+    ref_valid: np.ndarray | None = None,
+    sec_valid: np.ndarray | None = None,
+    settings: MatchSettings | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    prior_dx_px: np.ndarray | None = None,
+    prior_dy_px: np.ndarray | None = None,
+    executor: TaskRunner | None = None,
+) -> MatchResult:
+    """Match a whole image pair on a regular node grid.
+
+    Parameters
+    ----------
+    ref, sec : ndarray, shape (H, W)
+        Reference (earlier) and secondary (later) images on the same grid, any real dtype; or
+        complex orientation images (:func:`glacierflow.matching.orientation.orientation`) for the
+        ``"orientation"`` and ``"phase"`` methods.
+    ref_valid, sec_valid : ndarray of bool, optional
+        Pixel validity; invalid pixels take no part in the correlation.
+    settings : MatchSettings, optional
+        Matching parameters (defaults: NCC, chip 32 px, search +/-16 px, step 8 px).
+    progress : callable, optional
+        Called with the number of nodes finished after each tile of the main pass.
+    prior_dx_px, prior_dy_px : ndarray, shape ``grid.shape``, optional
+        Expected offset of each node (e.g. a prior velocity times the time separation), right and
+        down, in pixels, on the node grid of :func:`~glacierflow.matching.grid.make_grid` for
+        these settings; NaN where unknown (taken as 0). Each node's search window is centred on
+        the rounded prior, so motion far beyond ``search_px`` can be measured.
+    executor : TaskRunner, optional
+        Runs the tiles (e.g. ``glacierflow.execute.Executor(settings.workers)``); by default
+        they run here, one after the other. The result is the same either way.
+
+    Returns
+    -------
+    MatchResult
+        Offsets from reference to secondary in pixels (including the search centres), with peak
+        correlation, SNR and the chip used at each node.
+    """
+    settings = settings or MatchSettings()
+    ref, sec, is_complex = _checked_images(ref, sec, ref_valid, sec_valid, settings)
+    grid = make_grid(
+        ref.shape,
+        chip_px=settings.chip_px,
+        search_px=settings.search_px,
+        step_px=settings.step_px,
+    )
+    centres = _prior_on_grid(prior_dx_px, prior_dy_px, grid)
+    if settings.pyramid_levels > 1:
+        ref2, rv2 = downsample2(ref, ref_valid)
+        sec2, sv2 = downsample2(sec, sec_valid)
+        centres = coarse_centres(ref2, rv2, sec2, sv2, settings, grid, centres, executor)
+        del ref2, rv2, sec2, sv2
+    cy = cx = None
+    if centres is not None:
+        cy, cx = (np.rint(a).astype(np.int64) for a in centres)
+    # Orientation correlation works on orientation images; real input is converted here.
+    if settings.method == "orientation" and not is_complex:
+        ref, ref_valid = orientation(ref, ref_valid)
+        sec, sec_valid = orientation(sec, sec_valid)
+    ref_p, sec_p, pad = _prepared(ref, sec, ref_valid, sec_valid, settings, cy, cx)
+    job = _Job(ref_p, sec_p, grid.rows_px() + pad, grid.cols_px() + pad, cy, cx, settings)
+    run = map if executor is None else executor.map_unordered
+    out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
+    for (_, ti, tj), res in run(_match_task, job.tile_tasks(grid)):
+        for layer, values in zip(out, res, strict=True):
+            layer[ti, tj] = values
+        if progress:
+            progress(res[0].size)
+    chip = np.full(grid.shape, settings.chip_px, dtype=np.int16)
+    for retry_chip in settings.retry_chip_px:
+        failed = ~np.isfinite(out[0]) | ~(out[3] >= settings.retry_min_snr)
+        idx = np.flatnonzero(failed)
+        if idx.size == 0:
+            break
+        flat = out.reshape(4, -1)
+        for (_, sel, _), res in run(_match_task, job.node_tasks(idx, int(retry_chip))):
+            ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
+            for layer, values in zip(flat, res, strict=True):
+                layer[sel[ok]] = values[ok]
+            chip.reshape(-1)[sel[ok]] = retry_chip
+    dx, dy, corr, snr = out
+    return MatchResult(grid, dx, dy, corr, snr, settings, chip)
+
+
+def _checked_images(ref, sec, ref_valid, sec_valid, settings: MatchSettings):
+    """The images as arrays, checked against each other and the method; whether complex."""
+    ref = np.asarray(ref)
+    sec = np.asarray(sec)
+    if ref.ndim != 2 or ref.shape != sec.shape:
+        raise ValueError(
+            f"ref and sec must be 2-D arrays of one shape, got {ref.shape} and {sec.shape}"
+        )
+    for name, v in (("ref_valid", ref_valid), ("sec_valid", sec_valid)):
+        if v is not None and v.shape != ref.shape:
+            raise ValueError(f"{name} must have the image shape {ref.shape}, got {v.shape}")
+    is_complex = np.iscomplexobj(ref) or np.iscomplexobj(sec)
+    if is_complex and settings.method == "ncc":
+        raise ValueError(
+            "complex (orientation) images need method='orientation' or 'phase', not 'ncc'"
+        )
+    return ref, sec, is_complex
+
+
+def _prior_on_grid(
+    prior_dx_px: np.ndarray | None, prior_dy_px: np.ndarray | None, grid: NodeGrid
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The prior offsets (rows, columns) as float64 on the node grid, NaN taken as 0."""
+    if (prior_dx_px is None) != (prior_dy_px is None):
+        raise ValueError("give both prior_dx_px and prior_dy_px, or neither")
+    if prior_dx_px is None:
+        return None
+    prior = []
+    for name, p in (("prior_dy_px", prior_dy_px), ("prior_dx_px", prior_dx_px)):
+        p = np.asarray(p, dtype=np.float64)
+        if p.shape != grid.shape:
+            raise ValueError(f"{name} must be on the node grid, shape {grid.shape}, got {p.shape}")
+        prior.append(np.where(np.isfinite(p), p, 0.0))
+    return prior[0], prior[1]
+
+
+def _prepared(ref, sec, ref_valid, sec_valid, settings: MatchSettings, cy, cx):
+    """Both images prepared for matching, padded where guided windows or retry chips may reach
+    past them; and the padding, in pixels."""
+    # Guided windows and larger retry chips may reach past the image: pad with invalid pixels,
+    # which every correlator ignores.
+    reach = 0 if cy is None else int(max(np.abs(cy).max(), np.abs(cx).max()))
+    grow = max((c - settings.chip_px) // 2 + 1 for c in (settings.chip_px, *settings.retry_chip_px))
+    pad = reach + max(grow, 0) if (reach or settings.retry_chip_px) else 0
+    # Statistics of the images themselves, not of their padding (whose rows would shift the
+    # strips): the same normalisation as a tiled run from the files.
+    ref_p, sec_p = (
+        PreparedImage(
+            *_padded(img, ok, pad),
+            stats=None if pad == 0 or np.iscomplexobj(img) else image_stats(img, ok),
+        )
+        for img, ok in ((ref, ref_valid), (sec, sec_valid))
+    )
+    return ref_p, sec_p, pad
+
+
+def _padded(image: np.ndarray, valid: np.ndarray | None, pad: int):
+    if pad == 0:
+        return image, valid
+    ok = np.isfinite(image) if valid is None else (np.asarray(valid, bool) & np.isfinite(image))
+    return np.pad(np.where(ok, image, 0), pad), np.pad(ok, pad)
+
+
+@dataclass
+class _Job:
+    """One matching pass: the prepared images, node positions and search centres, from which
+    self-contained tasks are cut (each with the windows of both images that it reads)."""
+
+    ref: PreparedImage
+    sec: PreparedImage
+    rows: np.ndarray  # node rows in the (padded) images, px
+    cols: np.ndarray  # node columns, px
+    cy: np.ndarray | None  # search centres relative to the nodes, px, shape of the grid
+    cx: np.ndarray | None
+    settings: MatchSettings
+
+    def tile_tasks(self, grid: NodeGrid) -> Iterator[tuple]:
+        """One task per rectangular tile of :func:`tile_slices`."""
+        for ti, tj in tile_slices(grid, self.settings.tile_nodes):
+            cy = None if self.cy is None else self.cy[ti, tj]
+            cx = None if self.cx is None else self.cx[ti, tj]
+            yield self._task(("tile", ti, tj), self.rows[ti], self.cols[tj], cy, cx, None)
+
+    def node_tasks(self, idx: np.ndarray, chip_px: int, per_task: int = 256) -> Iterator[tuple]:
+        """Tasks of ``per_task`` nodes (flat grid indices ``idx``) matched with ``chip_px``."""
+        for i in range(0, idx.size, per_task):
+            sel = idx[i : i + per_task]
+            r, c = np.divmod(sel, self.cols.size)
+            cy = None if self.cy is None else self.cy[r, c]
+            cx = None if self.cx is None else self.cx[r, c]
+            yield self._task(("nodes", sel, chip_px), self.rows[r], self.cols[c], cy, cx, chip_px)
+
+    def _task(self, key, rows, cols, cy, cx, chip_px) -> tuple:
+        # The window every chip and search window of these nodes lies in (with a pixel to spare
+        # around a shared kernel's middle centre), clipped to the images; rows and columns are
+        # then counted from its corner.
+        chip = max(self.settings.chip_px, chip_px or 0)
+        reach = 0 if cy is None else int(max(np.abs(cy).max(), np.abs(cx).max())) + 1
+        margin = chip + self.settings.search_px + reach
+        h, w = self.ref.shape
+        r0, c0 = max(int(rows.min()) - margin, 0), max(int(cols.min()) - margin, 0)
+        r1, c1 = min(int(rows.max()) + margin, h), min(int(cols.max()) + margin, w)
+        windows = tuple(im.crop(r0, c0, r1 - r0, c1 - c0) for im in (self.ref, self.sec))
+        return key, *windows, rows - r0, cols - c0, cy, cx, self.settings, chip_px
+
+
+def _match_task(task: tuple) -> tuple[tuple, tuple[np.ndarray, ...]]:
+    """Run one task of :class:`_Job` (in any process): its key and ``dx, dy, corr, snr``."""
+    key, ref, sec, rows, cols, cy, cx, settings, chip_px = task
+    if key[0] == "tile":
+        return key, match_tile(ref, sec, rows, cols, settings, cy, cx)
+    return key, match_nodes(ref, sec, rows, cols, settings, cy, cx, chip_px=chip_px)
+
+
+def coarse_centres(
+    ref2: np.ndarray,
+    ref2_valid: np.ndarray,
+    sec2: np.ndarray,
+    sec2_valid: np.ndarray,
+    settings: MatchSettings,
+    grid: NodeGrid,
+    prior: tuple[np.ndarray, np.ndarray] | None = None,
+    executor: TaskRunner | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Search centres of the fine nodes from a matching pass on images at half resolution.
+
+    Parameters
+    ----------
+    ref2, ref2_valid, sec2, sec2_valid : ndarray
+        The images downsampled by two (:func:`~glacierflow.matching.pyramid.downsample2`) and
+        their validity.
+    settings : MatchSettings
+        The fine settings; the coarse pass uses the same chip, search and step in coarse
+        pixels, ``pyramid_levels - 1`` levels below it
+        (:func:`~glacierflow.matching.pyramid.coarse_settings`).
+    grid : NodeGrid
+        The fine node grid.
+    prior : (ndarray, ndarray), optional
+        Expected offsets (rows, columns) of the fine nodes, in fine pixels, NaN-free.
+    executor : TaskRunner, optional
+        Runs the coarse pass's tiles (see :func:`match`).
+
+    Returns
+    -------
+    (ndarray, ndarray) or None
+        Row and column offsets of the fine nodes' search centres, in fine pixels (not rounded);
+        the prior (or None) where the images are too small for a coarse grid.
+    """
+    coarse = coarse_settings(settings)
+    try:
+        cgrid = make_grid(
+            ref2.shape,
+            chip_px=coarse.chip_px,
+            search_px=coarse.search_px,
+            step_px=coarse.step_px,
+        )
+    except ValueError:
+        return prior  # too small to coarsen: the prior (or nothing) must do
+    # Fine node index of each coarse node: coarse pixel i covers fine pixels 2i and 2i + 1.
+    crow = (2 * cgrid.rows_px() + 0.5 - grid.row0_px) / grid.step_px
+    ccol = (2 * cgrid.cols_px() + 0.5 - grid.col0_px) / grid.step_px
+    cprior = None
+    if prior is not None:
+        cprior = tuple(sample_nodes(p.astype(np.float64), crow, ccol) / 2.0 for p in prior)
+    res = match(
+        ref2,
+        sec2,
+        ref2_valid,
+        sec2_valid,
+        coarse,
+        prior_dx_px=None if cprior is None else cprior[1],
+        prior_dy_px=None if cprior is None else cprior[0],
+        executor=executor,
+    )
+    # Coarse node index of each fine node.
+    frow = ((grid.rows_px() - 0.5) / 2.0 - cgrid.row0_px) / cgrid.step_px
+    fcol = ((grid.cols_px() - 0.5) / 2.0 - cgrid.col0_px) / cgrid.step_px
+    out = []
+    for k, off in enumerate((res.dy_px, res.dx_px)):
+        fallback = None if cprior is None else cprior[k]
+        smooth = fill_nan(nanmedian3(off.astype(np.float64)), fallback)
+        out.append(2.0 * sample_nodes(smooth, frow, fcol))
+    return out[0], out[1]

@@ -1,0 +1,191 @@
+"""Parameters of area-based matching: one frozen, validated settings object.
+
+Allowed values (:data:`METHODS`, :data:`SUBPIXEL_METHODS`, :data:`NCC_KERNELS`), defaults and
+units are written here once; the command line, the project file and the Python API build on them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from glacierflow.matching.ncc_tiles import GRID_TILE_SIDE, dense_is_faster
+
+__all__ = ["METHODS", "NCC_KERNELS", "SUBPIXEL_METHODS", "MatchSettings"]
+
+#: Correlators: masked normalized cross-correlation, phase correlation, orientation correlation.
+METHODS = ("ncc", "phase", "orientation")
+#: Sub-pixel peak estimators (see :func:`glacierflow.matching.subpixel.refine_peak`); ``"dft"``
+#: works on cross-power spectra and needs ``method="phase"``.
+SUBPIXEL_METHODS = ("lanczos", "cubic", "parabola", "gaussian", "dft")
+#: Ways of computing NCC surfaces (see ``MatchSettings.ncc_kernel``).
+NCC_KERNELS = ("auto", "fft", "dense")
+
+_POSITIVE = ("chip_px", "search_px", "step_px", "batch_nodes", "workers", "pyramid_levels")
+
+
+class MatchSettings(BaseModel):
+    """Parameters of area-based matching (frozen: change one with ``model_copy(update=...)``).
+
+    Attributes
+    ----------
+    chip_px : int
+        Side of the reference chip, in pixels.
+    search_px : int
+        Largest offset searched in each direction around the search centre, in pixels.
+    step_px : int
+        Node spacing, in pixels.
+    method : str
+        Correlator, one of :data:`METHODS`: ``"ncc"`` (masked normalized cross-correlation,
+        :mod:`.ncc`), ``"phase"`` (phase correlation, :mod:`.phase`; a node with nodata in its
+        chip or windows is matched by masked NCC instead, as phase correlation has no exact
+        masked form) or ``"orientation"`` (orientation correlation, :mod:`.orientation`; real
+        images are turned into orientation images first).
+    subpixel : str
+        Peak estimator, one of :data:`SUBPIXEL_METHODS`; ``"dft"`` (maximum of the band-limited
+        interpolation of the cross-power spectrum) needs ``method="phase"``.
+    min_valid_fraction : float
+        Smallest fraction of valid pixels in a reference chip for its node to be matched.
+    batch_nodes : int, optional
+        Nodes per tile, matched in one set of calls. By default (None) :attr:`tile_nodes` picks
+        it for the NCC kernel in use: 256 for the FFT kernels (small tiles keep the working set
+        in the CPU cache) and 4096 for the dense kernel (whose per-offset calls need large tiles
+        to pay off), fewer (down to 1024) for searches wider than +/-16 px.
+    ncc_kernel : str
+        How NCC surfaces are computed, one of :data:`NCC_KERNELS`: ``"auto"`` picks by grid
+        density (:func:`~glacierflow.matching.ncc_tiles.dense_is_faster`); ``"fft"`` uses block FFTs
+        shared between neighbouring chips (one FFT per node where blocks do not pay);
+        ``"dense"`` sums box-filtered products per offset. All give the same coefficients.
+    workers : int
+        Processes matching tiles in parallel (the caller's executor runs them; see
+        :class:`glacierflow.execute.Executor`).
+    pyramid_levels : int
+        1: one pass. 2 or more: a first pass on images downsampled by 2 (with the same chip,
+        search and step in coarse pixels, so twice the chip footprint and twice the reach, on a
+        grid twice as coarse; recursively for more levels) centres each node's search window
+        on the median-filtered coarse offset.
+    retry_chip_px : tuple of int
+        Larger chips to try, in order, at nodes where the first chip fails (no offset, or an SNR
+        below ``retry_min_snr``).
+    retry_min_snr : float
+        Peak SNR (see :func:`~glacierflow.matching.peaks.peak_snr`) below which a node counts as
+        failed for the retry; 0 retries only nodes without an offset.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chip_px: int = Field(32, description="Side of the reference chip, pixels.")
+    search_px: int = Field(
+        16, description="Largest offset searched each way around the search centre, pixels."
+    )
+    step_px: int = Field(8, description="Node spacing of the output grid, pixels.")
+    method: str = Field("ncc", description=f"Correlator, one of {METHODS}.")
+    subpixel: str = Field(
+        "lanczos",
+        description=f"Sub-pixel peak estimator, one of {SUBPIXEL_METHODS} (dft: phase only).",
+    )
+    min_valid_fraction: float = Field(
+        0.5, description="Smallest fraction (0-1] of valid pixels in a chip for a match."
+    )
+    batch_nodes: int | None = Field(
+        None, description="Nodes per internal tile (default: chosen for the NCC kernel)."
+    )
+    ncc_kernel: str = Field("auto", description=f"NCC kernel, one of {NCC_KERNELS}.")
+    workers: int = Field(1, description="Processes matching tiles in parallel.")
+    pyramid_levels: int = Field(
+        1, description="Passes at halved resolution centring the search (1: none)."
+    )
+    retry_chip_px: tuple[int, ...] = Field(
+        (), description="Larger chips retried, in order, at failed nodes, pixels."
+    )
+    retry_min_snr: float = Field(
+        0.0, description="Peak SNR below which a node is retried (0: only unmatched nodes)."
+    )
+
+    @field_validator(*_POSITIVE, mode="before")
+    @classmethod
+    def _positive_whole(cls, value: Any, info: Any) -> Any:
+        if value is None and info.field_name == "batch_nodes":
+            return value
+        if isinstance(value, bool) or not _is_whole(value) or value < 1:
+            raise ValueError(f"{info.field_name} must be a positive whole number, got {value!r}")
+        return int(value)
+
+    @field_validator("chip_px")
+    @classmethod
+    def _chip_size(cls, value: int) -> int:
+        if value < 4:
+            raise ValueError(f"chip_px must be at least 4 pixels, got {value}")
+        return value
+
+    @field_validator("method", "subpixel", "ncc_kernel")
+    @classmethod
+    def _choice(cls, value: str, info: Any) -> str:
+        allowed = {"method": METHODS, "subpixel": SUBPIXEL_METHODS, "ncc_kernel": NCC_KERNELS}
+        if value not in allowed[info.field_name]:
+            raise ValueError(
+                f"{info.field_name} must be one of {allowed[info.field_name]}, got {value!r}"
+            )
+        return value
+
+    @field_validator("min_valid_fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError("min_valid_fraction must be in (0, 1]")
+        return value
+
+    @field_validator("retry_chip_px", mode="before")
+    @classmethod
+    def _retry_chips(cls, value: Any) -> tuple[int, ...]:
+        retry = tuple(value)
+        for chip in retry:
+            if isinstance(chip, bool) or not _is_whole(chip) or chip < 4:
+                raise ValueError(f"retry_chip_px must hold chip sizes of 4 px or more, got {retry}")
+        return tuple(int(chip) for chip in retry)
+
+    @field_validator("retry_min_snr")
+    @classmethod
+    def _snr(cls, value: float) -> float:
+        if not value >= 0:
+            raise ValueError(f"retry_min_snr must be zero or positive, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _dft_needs_phase(self) -> MatchSettings:
+        if self.subpixel == "dft" and self.method != "phase":
+            raise ValueError(
+                f"subpixel='dft' works on cross-power spectra: use it with method='phase', not "
+                f"{self.method!r} (or choose 'lanczos')"
+            )
+        return self
+
+    @property
+    def dense(self) -> bool:
+        """Whether NCC tiles use the dense kernel (box-filtered products per offset)."""
+        if self.method != "ncc" or self.ncc_kernel == "fft":
+            return False
+        return self.ncc_kernel == "dense" or dense_is_faster(
+            self.chip_px, self.step_px, self.search_px
+        )
+
+    @property
+    def tile_nodes(self) -> int:
+        """Nodes per internal tile: ``batch_nodes``, or the kernel's own default."""
+        if self.batch_nodes is not None:
+            return int(self.batch_nodes)
+        if not self.dense:
+            return GRID_TILE_SIDE**2
+        # 64 x 64 nodes for a +/-16 px search (about 70 MB of surfaces), fewer for larger ones.
+        k = 2 * self.search_px + 1
+        return int(np.clip(4096 * (33 / k) ** 2, 1024, 4096))
+
+
+def _is_whole(value: Any) -> bool:
+    try:
+        return math.isfinite(value) and int(value) == value
+    except (TypeError, ValueError):
+        return False

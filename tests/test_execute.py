@@ -1,0 +1,134 @@
+"""The one executor: limits, failures, a bogus scheduler, children that die with their parent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from glacierflow.errors import InputError
+from glacierflow.execute import Executor, available_cpus
+
+DATA = Path(__file__).resolve().parents[1] / "src" / "glacierflow" / "data" / "yahtse"
+REF = DATA / "LC80630182016200LGN00_B8_yahtse.TIF"
+SEC = DATA / "LC80630182016216LGN00_B8_yahtse.TIF"
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("task 3 failed")
+    return x
+
+
+def _pid(_: int) -> int:
+    time.sleep(0.2)
+    return os.getpid()
+
+
+def test_inline_runs_here_in_order() -> None:
+    with Executor() as ex:
+        assert ex.kind == "inline"
+        assert list(ex.map_unordered(_pid, range(3))) == [os.getpid()] * 3
+        assert ex.submit(_square, 7).result() == 49
+        assert isinstance(ex.submit(_fail_on_three, 3).exception(), ValueError)
+
+
+def test_local_workers_run_elsewhere_and_give_every_result() -> None:
+    with Executor(2) as ex:
+        assert ex.kind == "processes"
+        assert sorted(ex.map_unordered(_square, range(20))) == [i * i for i in range(20)]
+        pids = set(ex.map_unordered(_pid, range(4)))
+    assert os.getpid() not in pids
+
+
+def test_workers_are_capped_by_the_cpus_with_a_warning(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="glacierflow"), Executor(100_000) as ex:
+        assert ex.workers == available_cpus()
+    assert "workers=100000" in caplog.text
+    with pytest.raises(ValueError, match="workers"):
+        Executor(0)
+
+
+def test_a_failing_task_raises_and_stops_the_rest() -> None:
+    with pytest.raises(ValueError, match="task 3 failed"), Executor(2) as ex:
+        for _ in ex.map_unordered(_fail_on_three, range(50)):
+            pass
+    with pytest.raises(RuntimeError, match="shut down"):
+        ex.submit(_square, 2)
+
+
+def test_a_bogus_scheduler_fails_fast_naming_the_address() -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"tcp://127\.0\.0\.1:9"):
+        Executor(scheduler="tcp://127.0.0.1:9", connect_timeout_s=5)
+    assert time.perf_counter() - t0 < 10
+
+
+def _session(sid: int) -> list[int]:
+    """Live (not zombie) processes of a session, from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, session = fields[0], int(fields[3])
+        if session == sid and state not in ("Z", "X"):
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and pidfds are Linux's")
+def test_no_child_survives_sigkill_of_a_tiled_track(tmp_path) -> None:
+    script = Path(sys.executable).with_name("glacierflow")  # the console script of this venv
+    cmd = [
+        str(script),
+        "track",
+        str(REF),
+        str(SEC),
+        "-o",
+        str(tmp_path / "out"),
+        "--tile-nodes",
+        "256",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        # Wait until the workers run: the main process, the forkserver, the resource tracker
+        # and at least one worker.
+        deadline = time.monotonic() + 120
+        while len(_session(proc.pid)) < 4:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.1)
+        children = set(_session(proc.pid)) - {proc.pid}
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = _session(proc.pid)
+        assert not survivors, f"of children {sorted(children)}, {survivors} survived 5 s"
+    finally:
+        for pid in _session(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
