@@ -197,7 +197,7 @@ def rock_pair() -> Pair | None:
     from rasterio.features import rasterize
 
     from glacierflow.demo import demo_inputs
-    from glacierflow.glaciers import read_outlines
+    from glacierflow.outlines import read_outlines
 
     ref_path, sec_path, rock_path = demo_inputs()
     with rasterio.open(ref_path) as a, rasterio.open(sec_path) as b:

@@ -23,7 +23,7 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window
 
 from glacierflow.demo import CLEAR_TONGUE_BOX_M, TONGUE_BOX_M, box_nodes, demo_inputs
-from glacierflow.glaciers import outline_mask
+from glacierflow.outlines import outline_mask
 from glacierflow.track import track
 from glacierflow.velocity import DAYS_PER_YEAR
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from glacierflow.glaciers import outline_mask
+from glacierflow.outlines import outline_mask
 from glacierflow.velocity import DAYS_PER_YEAR
 
 #: Lower tongue of Yahtse Glacier near the terminus, in UTM 7N metres (x0, x1, y0, y1): image

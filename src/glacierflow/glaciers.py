@@ -21,18 +21,6 @@ from rasterio.features import rasterize
 
 from glacierflow.errors import InputError
 
-# TEMP re-export for the refactor merge: outline I/O moved to glacierflow.outlines.
-from glacierflow.outlines import (  # noqa: F401
-    GLACIER_ID_FIELDS,
-    GLACIER_NAME_FIELDS,
-    glacier_table,
-    ice_mask_from_outlines,
-    mask_from_file,
-    outline_mask,
-    read_lines,
-    read_outlines,
-)
-
 __all__ = [
     "MAX_ERROR_FACTOR",
     "MEDIAN_ERROR_FACTOR",
@@ -340,13 +328,3 @@ def sample_profiles(composites, lines, spacing_m: float | None = None):
                 )
             )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def __getattr__(name: str):
-    # TEMP re-export for the refactor merge: detect_surges moved to glacierflow.surges (a lazy
-    # import, as surges imports this module).
-    if name == "detect_surges":
-        from glacierflow.surges import detect_surges
-
-        return detect_surges
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,7 +37,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
 
 from glacierflow import __version__
-from glacierflow.atomic import atomic_write  # TEMP re-export for the refactor merge (see below)
+from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError, OutputError
 from glacierflow.summary import dataset_crs as _crs
 from glacierflow.summary import dataset_transform as _transform
@@ -49,7 +49,6 @@ from glacierflow.velocity import VARIABLES
 
 __all__ = [
     "PRODUCT_NAMES",
-    "atomic_write",  # TEMP re-export for the refactor merge: import it from glacierflow.atomic
     "read_product",
     "write_cog",
     "write_gpkg",

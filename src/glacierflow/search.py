@@ -244,7 +244,7 @@ def scene_list_csv(scenes: Sequence[FoundScene]) -> str:
 
 def write_scene_list(scenes: Sequence[FoundScene], path: str | PathLike[str]) -> Path:
     """Write :func:`scene_list_csv` to ``path``, atomically."""
-    from glacierflow.products import atomic_write
+    from glacierflow.atomic import atomic_write
 
     path = Path(path)
     with atomic_write(path) as tmp:

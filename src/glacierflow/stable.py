@@ -17,7 +17,7 @@ import numpy as np
 from affine import Affine
 
 from glacierflow.errors import InputError
-from glacierflow.glaciers import ice_mask_from_outlines, mask_from_file
+from glacierflow.outlines import ice_mask_from_outlines, mask_from_file
 from glacierflow.pair import Pair
 from glacierflow.settings import TrackSettings
 

@@ -30,6 +30,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from glacierflow import prefilter as pf
+from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
 from glacierflow.execute import Executor
 from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, TaskRunner, make_grid
@@ -353,13 +354,8 @@ def _tile_file(folder: Path, tile: Tile) -> Path:
 
 
 def _write_tile_atomically(path: Path, values: np.ndarray) -> None:
-    # TEMP: its own atomic writer until glacierflow.atomic.atomic_write (refactor-io) is merged.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, values=values)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _load_tile(path: Path, tile: Tile) -> np.ndarray | None:

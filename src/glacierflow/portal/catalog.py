@@ -45,10 +45,10 @@ from pystac.extensions.render import Render, RenderExtension
 from pystac.extensions.scientific import Publication, ScientificExtension
 
 from glacierflow import __version__
+from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
 from glacierflow.portal.discover import ProductFacts, find_products, sha256_multihash
 from glacierflow.portal.meta import DatasetMeta, is_placeholder, load_meta
-from glacierflow.products import atomic_write
 
 __all__ = [
     "ASSET_INFO",
