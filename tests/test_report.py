@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 from affine import Affine
+from matplotlib.colors import LogNorm
 from pyproj import CRS
 
 from glacierflow.plot import (
@@ -19,6 +20,7 @@ from glacierflow.plot import (
     glacier_series_figure,
     profile_figure,
     save_figure,
+    speed_floor,
     speed_scale,
 )
 from glacierflow.report import render_report
@@ -74,14 +76,26 @@ def test_annual_maps_share_one_scale_and_are_labelled():
     comps = _composites()
     vmax = speed_scale(comps)
     assert vmax == 200.0  # a round number near the 99th percentile of both years
+    vmin = speed_floor(comps)
+    assert vmin == 2.0  # the composites' v_error (3 m/yr) rounded down to 1, 2, 5 x 10^k
+    arrows = []
     for comp in comps:
-        fig = annual_map_figure(comp, vmax=vmax)
-        ax, bar = fig.axes
-        assert ax.get_xlabel() == "easting (km)" and ax.get_ylabel() == "northing (km)"
-        assert bar.get_ylabel() == "speed (m/yr)"
-        assert bar.get_ylim() == (0.0, 200.0)
-        assert str(comp.attrs["year"]) in ax.get_title(loc="left")
-        assert "1 pair" in ax.get_title(loc="left")
+        fig = annual_map_figure(comp, vmax=vmax, vmin=vmin)
+        ax, cax = fig.axes
+        assert ax.get_xlabel() == "easting (km), WGS 84 / UTM zone 43N"
+        assert ax.get_ylabel() == "northing (km)"
+        assert cax.get_ylabel().startswith("speed (m/yr, log scale")
+        norm = cax._colorbar.norm
+        assert isinstance(norm, LogNorm) and (norm.vmin, norm.vmax) == (2.0, 200.0)
+        title = ax.get_title(loc="left")
+        assert str(comp.attrs["year"]) in title and "1 pair" in title
+        assert "Δt 344 days" in title or "Δt 345 days" in title  # 01-10 to 12-20
+        assert "scale-bar" in [a.get_gid() for a in ax.artists]
+        assert "north-arrow" in [t.get_gid() for t in ax.texts]
+        (q,) = [c for c in ax.collections if c.get_gid() == "flow-arrows"]
+        arrows.append(q)
+    # One arrow scale for every year: the same speed, the same length.
+    assert arrows[0].scale == arrows[1].scale
 
 
 def test_change_map_is_symmetric_and_labelled():

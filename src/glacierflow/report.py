@@ -266,7 +266,10 @@ def _composites_section(composites: Sequence[xr.Dataset], pictures: _Pictures) -
         f'<p class="note">Rule: <b>{_e(assign)}</b>. Each pixel combines the pairs that count for '
         "the period with weights f / v_error² (f: the pair's share in the period); v_error of "
         "the composite is sqrt(Σ w² v_error²) / Σ w per component; count is the number of "
-        "pairs combined. All maps share one colour scale and arrow scale.</p>",
+        "pairs combined. All maps share one colour scale and arrow scale: speed on a logarithmic "
+        "scale from the composites' noise floor (median v_error, rounded down) to a round "
+        "number above the 99th percentile, so slow and fast ice read at once; arrows only on "
+        "measured ice, an arrow one spacing long is the top of the scale.</p>",
         _table(
             [
                 "year",
