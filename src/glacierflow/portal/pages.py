@@ -15,7 +15,12 @@ from glacierflow.portal import raster
 from glacierflow.portal.api import ID_PATTERN, get_index, search_query
 from glacierflow.portal.meta import is_placeholder
 from glacierflow.portal.params import BadParameter
-from glacierflow.portal.record import dataset_record, dataset_summary, human_size
+from glacierflow.portal.record import (
+    citation_url,
+    dataset_record,
+    dataset_summary,
+    human_size,
+)
 
 __all__ = ["pages", "templates"]
 
@@ -118,8 +123,8 @@ def dataset_page(
             for it in record["items"]
         ],
     }
-    page_url = str(request.url_for("dataset_page", dataset_id=dataset_id))
-    context = {"d": record, "map_config": map_config, "page_url": page_url}
+    cite_url = citation_url(record, getattr(request.app.state, "public_url", None))
+    context = {"d": record, "map_config": map_config, "cite_url": cite_url}
     return templates.TemplateResponse(request, "dataset.html", context)
 
 
