@@ -46,6 +46,7 @@ from pystac.extensions.scientific import Publication, ScientificExtension
 
 from glacierflow import __version__
 from glacierflow.errors import InputError
+from glacierflow.portal.basemap import add_base_layers
 from glacierflow.portal.coverage import record_coverage
 from glacierflow.portal.discover import ProductFacts, find_products, sha256_multihash
 from glacierflow.portal.meta import DatasetMeta, is_placeholder, load_meta
@@ -581,6 +582,8 @@ def publish(
     catalog_dir: str | PathLike[str],
     *,
     strict: bool = False,
+    reference_image: str | PathLike[str] | None = None,
+    dem: str | PathLike[str] | None = None,
 ) -> PublishResult:
     """Publish the products of ``products_dir`` as a dataset of the catalog in ``catalog_dir``.
 
@@ -599,6 +602,12 @@ def publish(
         The catalog folder (created if missing; must be empty or a glacierflow catalog).
     strict : bool
         Refuse fields still marked ``TO BE FILLED`` instead of warning about them.
+    reference_image : str or PathLike, optional
+        Image drawn in grey under the speed on the portal's map; default the first pair's
+        reference scene, found by its ``ref_file`` name beside the products or among the
+        bundled scenes (:mod:`glacierflow.portal.basemap`).
+    dem : str or PathLike, optional
+        A DEM whose hillshade the map offers as a second base layer.
 
     Returns
     -------
@@ -643,6 +652,14 @@ def publish(
             item_dir = Path(item.get_self_href()).parent
             item_dir.mkdir(parents=True, exist_ok=True)
             total += _add_assets(item, product, item_dir)
+        total += add_base_layers(
+            collection,
+            staged,
+            products,
+            reference_image=reference_image,
+            dem=dem,
+            search=[Path(products_dir)] if Path(products_dir).is_dir() else [],
+        )
         collection.extra_fields["glacierflow:file_size"] = total
         collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         _swap_in(staged, catalog_dir / meta.id)

@@ -118,9 +118,19 @@ def dataset_page(
                 "available": it["available"],
                 "problem": it["problem"],
                 "tiles": it["tiles"],
+                "arrows": it["api_url"] + "/arrows" if it["available"] else None,
                 "geometry": it["geometry"],
             }
             for it in record["items"]
+        ],
+        "base_layers": [
+            {
+                "key": key,
+                "title": title,
+                "tiles": f"/api/datasets/{dataset_id}/base/{key}/tiles/{{z}}/{{x}}/{{y}}.png",
+            }
+            for key, title in (("reference_image", "Reference image"), ("hillshade", "Hillshade"))
+            if key in (coll.get("assets") or {})
         ],
     }
     cite_url = citation_url(record, getattr(request.app.state, "public_url", None))
