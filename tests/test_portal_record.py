@@ -226,3 +226,27 @@ def test_the_provider_box_shows_the_publisher(
     box = html[html.index('id="providers"') : html.index('id="projects"')]
     assert "Glacier Data Centre of the Test Suite" in box and "publisher" in box
     assert "Not stated." not in box
+
+
+def test_flow_arrows_point_down_the_tongue_as_the_demo_measures(
+    products: dict[str, Path],
+) -> None:
+    import numpy as np
+    from pyproj import Transformer
+
+    from glacierflow.demo import TONGUE_BOX_M, demo_inputs, demo_statistics
+    from glacierflow.portal.arrows import flow_arrows
+    from glacierflow.products import read_product
+
+    arrows = flow_arrows(products["pair_cog"])
+    v = np.array([f["properties"]["v"] for f in arrows["features"]])
+    bearing = np.array([f["properties"]["bearing"] for f in arrows["features"]])
+    assert len(v) > 500 and np.all(v > 0)
+    expected = demo_statistics(read_product(products["pair_cog"]), demo_inputs()[2])
+    # the arrows on the demo's lower tongue (UTM 7N box) against its measured flow bearing
+    lon, lat = np.array([f["geometry"]["coordinates"] for f in arrows["features"]]).T
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32607", always_xy=True).transform(lon, lat)
+    x0, x1, y0, y1 = TONGUE_BOX_M
+    tongue = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    assert tongue.sum() > 10
+    assert np.median(bearing[tongue]) == pytest.approx(expected["tongue_direction_deg"], abs=5)
