@@ -180,7 +180,8 @@ def test_a_click_on_the_map_plots_the_time_series(
     _open(page, server, pt.ANNUAL_ID)
     lon, lat, _, _ = pt.valid_lonlat(pt.products(tmp_path_factory)["pair_cog"])
     page.evaluate(
-        "([lat, lon]) => window.glacierflowPortal.map.setView([lat, lon], 12, {animate: false})",
+        "([lat, lon]) => { window.glacierflowPortal.map"
+        ".setView([lat, lon], 12, {animate: false}); }",
         [lat, lon],
     )
     point = page.evaluate(
@@ -216,3 +217,70 @@ def test_list_page_searches(page: Any, server: pt.PortalServer, artifacts: Path)
     titles = page.locator("article.result h2").all_inner_texts()
     assert titles == ["Annual velocity of Yahtse Glacier (test stand-ins), 2016-2017"]
     _save(page, "dataset_list.png")
+
+
+ARROW_RGB = np.array([255, 42, 109])
+
+
+def _arrow_pixels(rgb: np.ndarray) -> int:
+    return int((np.abs(rgb - ARROW_RGB).sum(axis=2) < 60).sum())
+
+
+def test_the_map_has_the_reference_image_under_the_speed_and_flow_arrows_over_it(
+    page: Any, server: pt.PortalServer, artifacts: Path
+) -> None:
+    _open(page, server, pt.PAIR_ID)
+    page.wait_for_selector("body[data-base-loaded='reference_image']")
+    page.wait_for_function("Number(document.body.getAttribute('data-arrows') || 0) > 20")
+    page.wait_for_timeout(300)
+    page.evaluate("document.querySelector('#legend').style.display = 'none'")
+    page.evaluate("document.querySelector('.leaflet-control-layers').style.display = 'none'")
+    map_box = page.locator("#map")
+    rgb = _save(page, "map_base_arrows.png", map_box)
+    page.evaluate(
+        "() => { const s = window.glacierflowPortal; s.map.removeLayer(s.base);"
+        " s.map.removeLayer(s.arrows); }"
+    )
+    page.wait_for_timeout(300)
+    bare = _save(page, "map_without_base_and_arrows.png", map_box)
+
+    # the base layer: neutral grey pixels, of varied levels (an image, not a flat fill), that
+    # are gone without it: where speed is NaN (open water, gaps) the image shows
+    chroma = rgb.max(axis=2) - rgb.min(axis=2)
+    base = (chroma <= 4) & (np.abs(rgb - bare).sum(axis=2) > 30)
+    assert base.mean() > 0.05, f"only {base.mean():.1%} of the map shows the base layer"
+    assert rgb.mean(axis=2)[base].std() > 15, "the grey pixels are flat: no image"
+    # ... and the speed colours are still drawn over it
+    assert _viridis_fraction(rgb) > 0.15 and _viridis_fraction(bare) > 0.15
+    # the flow arrows, in their own colour, gone with their layer
+    assert _arrow_pixels(rgb) > 300
+    assert _arrow_pixels(bare) < 20, "the arrow colour comes from something else"
+
+
+def test_a_pair_is_plotted_as_its_speed_over_its_time_span(
+    page: Any, server: pt.PortalServer, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    _open(page, server, pt.PAIR_ID)
+    lon, lat, _, _ = pt.valid_lonlat(pt.products(tmp_path_factory)["pair_cog"])
+    page.evaluate(
+        "([lat, lon]) => { window.glacierflowPortal.map"
+        ".setView([lat, lon], 12, {animate: false}); }",
+        [lat, lon],
+    )
+    point = page.evaluate(
+        "([lat, lon]) => { const m = window.glacierflowPortal.map;"
+        " const p = m.latLngToContainerPoint([lat, lon]); return [p.x, p.y]; }",
+        [lat, lon],
+    )
+    box = page.locator("#map").bounding_box()
+    page.mouse.click(box["x"] + point[0], box["y"] + point[1])
+    page.wait_for_selector("#plot[data-state='done']")
+    segment = page.locator("#plot svg line.pair-span")
+    assert segment.count() == 1 and page.locator("#plot svg circle.pt").count() == 0
+    x1, x2 = (float(segment.get_attribute(a)) for a in ("x1", "x2"))
+    y1, y2 = (float(segment.get_attribute(a)) for a in ("y1", "y2"))
+    assert y1 == y2 and x2 - x1 > 300  # horizontal, across the 16 days of the pair
+    rows = page.locator("#series-table-wrap tbody tr").all_inner_texts()
+    assert rows[0].split("\t")[1] == "2016-07-18 – 2016-08-03"
+    page.locator("#series").scroll_into_view_if_needed()
+    _save(page, "time_series_pair.png", page.locator("#series"))

@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
+from rasterio.errors import RasterioIOError
 from starlette.concurrency import run_in_threadpool
 
 from glacierflow.portal import raster
+from glacierflow.portal.arrows import flow_arrows
 from glacierflow.portal.files import Refused, media_type, resolve_download
 from glacierflow.portal.index import CatalogIndex, SearchQuery
 from glacierflow.portal.params import BadParameter, check_lon_lat, parse_bbox, parse_interval
@@ -266,12 +268,18 @@ def _tile_source(
 
 
 async def _render_or_stop(
-    request: Request, path: Path, band: int, zxy: tuple[int, int, int], vmax: float
+    request: Request,
+    path: Path,
+    band: int,
+    zxy: tuple[int, int, int],
+    vmax: float,
+    kind: str = "speed",
 ) -> bytes | None:
     """Render in a worker process; stop it when the client disconnects (or time runs out)."""
     pool: TilePool = request.app.state.tile_pool
     z, x, y = zxy
-    render = asyncio.create_task(pool.render(str(path), band, z, x, y, vmax))
+    args = (str(path), band, z, x, y, vmax) if kind == "speed" else (str(path), z, x, y)
+    render = asyncio.create_task(pool.render(*args, kind=kind))
     gone = asyncio.create_task(_disconnected(request))
     try:
         await asyncio.wait({render, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -299,6 +307,78 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+@api.get(
+    "/datasets/{dataset_id}/items/{item_id}/arrows",
+    summary="Flow direction (GeoJSON)",
+    tags=["map"],
+    response_model=None,
+)
+def get_arrows(request: Request, dataset_id: DatasetId, item_id: ItemId) -> Response:
+    """Flow vectors on valid nodes of the item, as GeoJSON points (``v`` m/yr, ``bearing``).
+
+    The grid is read coarsened to at most 160 nodes on a side; only nodes whose speed exceeds
+    twice its error are kept. ``bearing`` is the direction of flow, degrees clockwise from
+    true north.
+    """
+    index = get_index(request)
+    _collection(index, dataset_id)
+    rows = index.items(dataset_id, item_id)
+    if not rows:
+        raise HTTPException(404, f"dataset {dataset_id!r} has no item {item_id!r}")
+    if not rows[0]["available"] or not rows[0]["velocity_path"]:
+        raise HTTPException(404, f"item {item_id!r} is unavailable: {rows[0]['problem']}")
+    try:
+        body = flow_arrows(index.root / rows[0]["velocity_path"])
+    except (OSError, RasterioIOError) as exc:
+        raise HTTPException(404, f"item {item_id!r}: the GeoTIFF cannot be read ({exc})") from None
+    return JSONResponse(body, media_type="application/geo+json")
+
+
+BaseLayer = Annotated[Literal["reference_image", "hillshade"], PathParam(description="Base layer.")]
+
+
+@api.get(
+    "/datasets/{dataset_id}/base/{layer}/tiles/{z}/{x}/{y}.png",
+    summary="Map tile of a base layer",
+    tags=["map"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 304: {"description": "Not modified"}},
+)
+async def base_tile(
+    request: Request,
+    dataset_id: DatasetId,
+    layer: BaseLayer,
+    z: Annotated[int, PathParam(ge=0, le=24)],
+    x: Annotated[int, PathParam(ge=0)],
+    y: Annotated[int, PathParam(ge=0)],
+) -> Response:
+    """A 256 x 256 greyscale PNG tile of the dataset's reference image or hillshade.
+
+    Transparent outside the layer; 404 when the dataset was published without that layer.
+    Cached and answered with ``ETag``/``304`` like the speed tiles.
+    """
+    if x >= 2**z or y >= 2**z:
+        raise BadParameter("x/y", f"tile column and row must be below 2**z = {2**z}")
+    index = await run_in_threadpool(get_index, request)
+    _collection(index, dataset_id)
+    found = await run_in_threadpool(index.collection_asset, dataset_id, layer)
+    if found is None:
+        raise HTTPException(404, f"dataset {dataset_id!r} has no {layer} layer")
+    path, checksum = found
+    key = tile_key(path, checksum, 1, (z, x, y), 0.0)
+    etag = f'"{key}"'
+    headers = {"Cache-Control": "public, max-age=300", "ETag": etag}
+    if etag in _if_none_match(request):
+        return Response(status_code=304, headers=headers)
+    cache: TileCache = request.app.state.tile_cache
+    png = await run_in_threadpool(cache.get, key)
+    if png is None:
+        png = await _render_or_stop(request, path, 0, (z, x, y), 0.0, kind="grey")
+        png = png if png is not None else raster.transparent_tile()
+        await run_in_threadpool(cache.put, key, png)
+    return Response(png, media_type="image/png", headers=headers)
 
 
 @api.get("/datasets/{dataset_id}/legend", summary="Speed colour scale", tags=["map"])

@@ -23,11 +23,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from glacierflow import __version__
+from glacierflow.errors import InputError
 from glacierflow.portal.api import api, downloads
 from glacierflow.portal.index import CatalogIndex
 from glacierflow.portal.middleware import Admission, JsonETag, SecurityHeaders
 from glacierflow.portal.pages import pages, templates
 from glacierflow.portal.params import BadParameter
+from glacierflow.portal.record import web_url
 from glacierflow.portal.tilecache import TileCache, default_cache_dir
 from glacierflow.portal.workers import TilePool
 
@@ -125,6 +127,7 @@ def create_app(
     catalog_dir: str | PathLike[str],
     check_interval_s: float = 1.0,
     limits: PortalLimits | None = None,
+    public_url: str | None = None,
 ) -> FastAPI:
     """The portal application over the catalog in ``catalog_dir``.
 
@@ -135,12 +138,20 @@ def create_app(
     check_interval_s : float
         Least time between two looks at the catalog for changes (the index is rebuilt when
         the catalog's files change).
+    limits : PortalLimits, optional
+        How much work is taken on at once.
+    public_url : str, optional
+        The portal's public address (``https://...``). A dataset without a DOI or landing page
+        is cited as ``PUBLIC_URL/datasets/ID``; without it, its citation holds no address (never
+        the address the server happens to be reached at, such as a loopback one).
 
     Returns
     -------
     fastapi.FastAPI
     """
     limits = limits or PortalLimits()
+    if public_url is not None and web_url(public_url) is None:
+        raise InputError(f"public URL {public_url!r} is not a web address (https://...)")
     cache_dir = limits.cache_dir or default_cache_dir()
 
     @asynccontextmanager
@@ -165,6 +176,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.index = CatalogIndex(catalog_dir, check_interval_s=check_interval_s)
+    app.state.public_url = public_url.rstrip("/") if public_url else None
     app.include_router(api)
     app.include_router(downloads)
     app.include_router(pages)

@@ -47,6 +47,8 @@ from pystac.extensions.scientific import Publication, ScientificExtension
 from glacierflow import __version__
 from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
+from glacierflow.portal.basemap import add_base_layers
+from glacierflow.portal.coverage import record_coverage
 from glacierflow.portal.discover import ProductFacts, find_products, sha256_multihash
 from glacierflow.portal.meta import DatasetMeta, is_placeholder, load_meta
 
@@ -161,8 +163,9 @@ def _platform(sensor: Any) -> tuple[str | None, list[str]]:
 def dataset_citation(meta: DatasetMeta, year: int) -> str:
     """How to cite the dataset: ``meta.citation``, or one built from its fields.
 
-    The built form is ``Creators (year). Title. Publisher. Version v. https://doi.org/DOI``,
-    leaving out what is unknown or still a placeholder.
+    The built form is ``Creators (year). Title. Publisher. Version v. https://doi.org/DOI``
+    (without a DOI: ``Available at LANDING_PAGE``), leaving out what is unknown or still a
+    placeholder. It never holds the address the portal happens to be reached at.
     """
     if meta.citation and not is_placeholder(meta.citation):
         return meta.citation
@@ -180,6 +183,8 @@ def dataset_citation(meta: DatasetMeta, year: int) -> str:
         parts.append(f"Version {meta.version}.")
     if known(meta.doi):
         parts.append(f"https://doi.org/{meta.doi}")
+    elif known(meta.landing_page):
+        parts.append(f"Available at {meta.landing_page}")
     return " ".join(parts)
 
 
@@ -376,7 +381,10 @@ def _add_assets(item: pystac.Item, product: ProductFacts, item_dir: Path) -> int
 
 
 def build_collection(
-    meta: DatasetMeta, products: Sequence[ProductFacts], now: dt.datetime | None = None
+    meta: DatasetMeta,
+    products: Sequence[ProductFacts],
+    now: dt.datetime | None = None,
+    products_dir: str | PathLike[str] | None = None,
 ) -> tuple[pystac.Collection, list[tuple[pystac.Item, ProductFacts]]]:
     """The STAC Collection of a dataset and its Items (without assets, which need the files).
 
@@ -388,21 +396,30 @@ def build_collection(
         The products, in time order (at least one).
     now : datetime, optional
         Publication time (UTC); default the current time.
+    products_dir : path, optional
+        Where the products were found (named in errors).
 
     Returns
     -------
     collection : pystac.Collection
     items : list of (pystac.Item, ProductFacts)
+
+    Raises
+    ------
+    InputError
+        When the record's ``[extent]`` does not contain the products' box and dates
+        (:func:`glacierflow.portal.coverage.record_coverage`).
     """
     if not products:
         raise InputError("no products to publish", meta.source)
     now = now or dt.datetime.now(dt.UTC)
-    west = min(p.bbox[0] for p in products)
-    south = min(p.bbox[1] for p in products)
-    east = max(p.bbox[2] for p in products)
-    north = max(p.bbox[3] for p in products)
-    start = min(p.start for p in products)
-    end = max(p.end for p in products)
+    record, data = record_coverage(meta, products, products_dir)
+    # STAC: the first box/interval is the whole (the record's); a second, when it differs,
+    # is the data's own
+    boxes = [list(record.bbox)] + ([list(data.bbox)] if data.bbox != record.bbox else [])
+    spans = [[record.start, record.end]]
+    if (data.start, data.end) != (record.start, record.end):
+        spans.append([data.start, data.end])
 
     license_ = meta.license if _SPDX_RE.match(meta.license) else "other"
     providers = [
@@ -413,10 +430,7 @@ def build_collection(
         id=meta.id,
         title=meta.title,
         description=meta.description,
-        extent=pystac.Extent(
-            pystac.SpatialExtent([[west, south, east, north]]),
-            pystac.TemporalExtent([[start, end]]),
-        ),
+        extent=pystac.Extent(pystac.SpatialExtent(boxes), pystac.TemporalExtent(spans)),
         license=license_,
         keywords=meta.all_keywords,
         providers=providers or None,
@@ -484,6 +498,7 @@ def build_collection(
         "glacierflow:lineage": meta.lineage,
         "glacierflow:contact": meta.contact,
         "glacierflow:license_text": meta.license if license_ != meta.license else None,
+        "glacierflow:landing_page": meta.landing_page,
     }
     collection.extra_fields.update({k: v for k, v in optional.items() if v})
     return collection, items
@@ -567,6 +582,8 @@ def publish(
     catalog_dir: str | PathLike[str],
     *,
     strict: bool = False,
+    reference_image: str | PathLike[str] | None = None,
+    dem: str | PathLike[str] | None = None,
 ) -> PublishResult:
     """Publish the products of ``products_dir`` as a dataset of the catalog in ``catalog_dir``.
 
@@ -585,6 +602,12 @@ def publish(
         The catalog folder (created if missing; must be empty or a glacierflow catalog).
     strict : bool
         Refuse fields still marked ``TO BE FILLED`` instead of warning about them.
+    reference_image : str or PathLike, optional
+        Image drawn in grey under the speed on the portal's map; default the first pair's
+        reference scene, found by its ``ref_file`` name beside the products or among the
+        bundled scenes (:mod:`glacierflow.portal.basemap`).
+    dem : str or PathLike, optional
+        A DEM whose hillshade the map offers as a second base layer.
 
     Returns
     -------
@@ -613,7 +636,7 @@ def publish(
             f"v_YYYY.tif files{others}",
             products_dir,
         )
-    collection, items = build_collection(meta, products)
+    collection, items = build_collection(meta, products, products_dir=products_dir)
 
     catalog_dir.mkdir(parents=True, exist_ok=True)
     staging_root = catalog_dir / f".staging-{meta.id}-{secrets.token_hex(4)}"
@@ -629,6 +652,14 @@ def publish(
             item_dir = Path(item.get_self_href()).parent
             item_dir.mkdir(parents=True, exist_ok=True)
             total += _add_assets(item, product, item_dir)
+        total += add_base_layers(
+            collection,
+            staged,
+            products,
+            reference_image=reference_image,
+            dem=dem,
+            search=[Path(products_dir)] if Path(products_dir).is_dir() else [],
+        )
         collection.extra_fields["glacierflow:file_size"] = total
         collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         _swap_in(staged, catalog_dir / meta.id)

@@ -476,6 +476,28 @@ class CatalogIndex:
             row = db.execute("SELECT doc FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
         return None if row is None else json.loads(row["doc"])
 
+    def collection_asset(self, dataset_id: str, key: str) -> tuple[Path, str | None] | None:
+        """The file of a dataset's Collection asset (e.g. a base layer) and its checksum.
+
+        None when the dataset or asset does not exist, or its file is missing or outside the
+        catalog.
+        """
+        with self._db() as db:
+            row = db.execute(
+                "SELECT href, doc FROM datasets WHERE id = ?", (dataset_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        asset = (json.loads(row["doc"]).get("assets") or {}).get(key)
+        if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
+            return None
+        if "://" in asset["href"]:
+            return None
+        rel = self.relative((self.root / row["href"]).parent / asset["href"])
+        if rel is None or not (self.root / rel).is_file():
+            return None
+        return self.root / rel, asset.get("file:checksum")
+
     def items(self, dataset_id: str, item_id: str | None = None) -> list[dict[str, Any]]:
         """The items of a dataset (or the one named), in time order, as index rows.
 

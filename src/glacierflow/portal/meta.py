@@ -15,6 +15,8 @@ See ``examples/karakoram_1999_2003_dataset.toml`` for a complete file.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ PROVIDER_ROLES = ("licensor", "producer", "processor", "host")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 _GROUP_RE = re.compile(r"^[a-z][a-z_]{0,31}$")
+_URL_RE = re.compile(r"^https?://[^\s/]+\S*$", re.IGNORECASE)
 
 _TOP_KEYS = {
     "id": "a short name: lower-case letters, digits, '.', '_' and '-'",
@@ -67,8 +70,12 @@ _TOP_KEYS = {
     "references": "an array of tables with citation and doi",
     "providers": "an array of tables with name, roles, url, description",
     "projects": "an array of tables with name, funder, grant, url",
+    "landing_page": "the dataset's public web page (https://...), cited when there is no DOI",
+    "extent": "a table with bbox = [west, south, east, north] (degrees), start and end (dates)",
     "display": "a table with speed_max_m_per_yr",
 }
+
+_EXTENT_KEYS = ("bbox", "start", "end")
 
 
 def is_placeholder(value: Any) -> bool:
@@ -116,6 +123,14 @@ class DatasetMeta:
         Keyword lists by group (``theme``, ``discipline``, ``place``, ``time``, ...).
     speed_max_m_per_yr : float or None
         Top of the fixed colour scale of the speed map, m/yr; computed from the data if None.
+    landing_page : str or None
+        The dataset's public web page; the citation points there when there is no DOI.
+    bbox : tuple of float or None
+        The record's bounding box (west, south, east, north), degrees (WGS 84); west > east
+        crosses the antimeridian. None: taken from the products when publishing.
+    start, end : datetime.date or None
+        The record's time frame (first and last day, inclusive). None: taken from the products'
+        first and last acquisition dates when publishing.
     source : Path or None
         The TOML file it was read from.
     """
@@ -139,6 +154,10 @@ class DatasetMeta:
     providers: tuple[Provider, ...] = ()
     projects: tuple[Project, ...] = ()
     speed_max_m_per_yr: float | None = None
+    landing_page: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
     source: Path | None = None
 
     @property
@@ -169,6 +188,7 @@ class DatasetMeta:
             "references": [vars(r) for r in self.references],
             "providers": [dict(vars(p), roles=list(p.roles)) for p in self.providers],
             "projects": [vars(p) for p in self.projects],
+            "landing_page": self.landing_page,
         }
 
     @property
@@ -326,6 +346,11 @@ def load_meta(path: str | PathLike[str]) -> DatasetMeta:
     ):
         raise check.fail(f"display.speed_max_m_per_yr must be a positive number, not {vmax!r}")
 
+    bbox, start, end = _extent(check, data.get("extent", {}))
+    landing_page = check.text(data, "landing_page", "")
+    if landing_page and not is_placeholder(landing_page) and not _URL_RE.match(landing_page):
+        raise check.fail(f"landing_page {landing_page!r} is not a web address (https://...)")
+
     return DatasetMeta(
         id=dataset_id,
         title=check.text(data, "title", "", required=True),
@@ -346,5 +371,59 @@ def load_meta(path: str | PathLike[str]) -> DatasetMeta:
         providers=tuple(providers),
         projects=tuple(projects),
         speed_max_m_per_yr=None if vmax is None else float(vmax),
+        landing_page=landing_page,
+        bbox=bbox,
+        start=start,
+        end=end,
         source=path,
     )
+
+
+def _date(check: _Checker, value: Any, key: str) -> dt.date | None:
+    """A TOML date (``1999-01-01``), datetime or ISO string as a date."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            pass
+    raise check.fail(f"extent.{key} must be a date such as 1999-01-01, not {value!r}")
+
+
+def _extent(
+    check: _Checker, table: Any
+) -> tuple[tuple[float, float, float, float] | None, dt.date | None, dt.date | None]:
+    """The ``[extent]`` table: bounding box (degrees) and time frame (dates), each optional."""
+    if not isinstance(table, dict):
+        raise check.fail("extent must be a table: [extent] then bbox = [...], start, end")
+    unknown = sorted(set(table) - set(_EXTENT_KEYS))
+    if unknown:
+        raise check.fail(f"unknown extent field(s) {', '.join(unknown)}; known: bbox, start, end")
+    bbox = table.get("bbox")
+    if bbox is not None:
+        numbers = (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+            and all(math.isfinite(v) for v in bbox)
+        )
+        if not numbers:
+            raise check.fail(
+                f"extent.bbox must be [west, south, east, north] in degrees, not {bbox!r}"
+            )
+        west, south, east, north = (float(v) for v in bbox)
+        if not (-180 <= west <= 180 and -180 <= east <= 180):
+            raise check.fail(f"extent.bbox longitudes must lie in -180..180 degrees: {bbox}")
+        if not -90 <= south < north <= 90:
+            raise check.fail(f"extent.bbox needs -90 <= south < north <= 90 degrees: {bbox}")
+        bbox = (west, south, east, north)
+    start = _date(check, table.get("start"), "start")
+    end = _date(check, table.get("end"), "end")
+    if start and end and end < start:
+        raise check.fail(f"extent.end {end} is before extent.start {start}")
+    return bbox, start, end

@@ -15,7 +15,12 @@ from glacierflow.portal import raster
 from glacierflow.portal.api import ID_PATTERN, get_index, search_query
 from glacierflow.portal.meta import is_placeholder
 from glacierflow.portal.params import BadParameter
-from glacierflow.portal.record import dataset_record, dataset_summary, human_size
+from glacierflow.portal.record import (
+    citation_url,
+    dataset_record,
+    dataset_summary,
+    human_size,
+)
 
 __all__ = ["pages", "templates"]
 
@@ -113,13 +118,23 @@ def dataset_page(
                 "available": it["available"],
                 "problem": it["problem"],
                 "tiles": it["tiles"],
+                "arrows": it["api_url"] + "/arrows" if it["available"] else None,
                 "geometry": it["geometry"],
             }
             for it in record["items"]
         ],
+        "base_layers": [
+            {
+                "key": key,
+                "title": title,
+                "tiles": f"/api/datasets/{dataset_id}/base/{key}/tiles/{{z}}/{{x}}/{{y}}.png",
+            }
+            for key, title in (("reference_image", "Reference image"), ("hillshade", "Hillshade"))
+            if key in (coll.get("assets") or {})
+        ],
     }
-    page_url = str(request.url_for("dataset_page", dataset_id=dataset_id))
-    context = {"d": record, "map_config": map_config, "page_url": page_url}
+    cite_url = citation_url(record, getattr(request.app.state, "public_url", None))
+    context = {"d": record, "map_config": map_config, "cite_url": cite_url}
     return templates.TemplateResponse(request, "dataset.html", context)
 
 

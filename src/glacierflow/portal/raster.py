@@ -40,6 +40,7 @@ __all__ = [
     "TILE_PX",
     "legend",
     "legend_png",
+    "render_grey_tile",
     "render_tile",
     "sample_point",
     "transparent_tile",
@@ -122,6 +123,41 @@ def render_tile(
     img = ImageData(data)
     img.rescale(((0.0, float(vmax_m_per_yr)),))
     return img.render(img_format="PNG", colormap=_colormap())
+
+
+def render_grey_tile(path: str | PathLike[str], z: int, x: int, y: int) -> bytes | None:
+    """The tile (z, x, y) of a greyscale base layer (uint8, 0 = no data) as PNG, or None.
+
+    Drawn bilinearly from the overview nearest the tile's pixel size; no data is transparent.
+    """
+    left, bottom, right, top = _tms().xy_bounds(x, y, z)
+    px_m = (right - left) / TILE_PX
+    with rasterio.open(path) as src:
+        window = _covered_pixels(src, (left, bottom, right, top))
+        if window is None:
+            return None
+        c0, r0, c1, r1 = window
+        dst_transform = Affine(px_m, 0.0, left + c0 * px_m, 0.0, -px_m, top - r0 * px_m)
+        level = _overview_level(src, dst_transform, c1 - c0, r1 - r0)
+    with (
+        rasterio.open(path, overview_level=level) as src,
+        WarpedVRT(
+            src,
+            crs=_MERCATOR,
+            transform=dst_transform,
+            width=c1 - c0,
+            height=r1 - r0,
+            resampling=Resampling.bilinear,
+            src_nodata=0,
+            nodata=0,
+        ) as vrt,
+    ):
+        part = vrt.read(1)
+    data = np.zeros((1, TILE_PX, TILE_PX), dtype=np.uint8)
+    data[0, r0:r1, c0:c1] = part
+    if not data.any():
+        return None
+    return ImageData(np.ma.MaskedArray(data, mask=data == 0)).render(img_format="PNG")
 
 
 @functools.cache

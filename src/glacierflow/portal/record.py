@@ -18,6 +18,7 @@ from glacierflow.portal.index import parse_time
 from glacierflow.portal.meta import KEYWORD_GROUPS, is_placeholder
 
 __all__ = [
+    "citation_url",
     "dataset_record",
     "dataset_summary",
     "human_size",
@@ -163,6 +164,7 @@ def dataset_record(coll: dict[str, Any], items: list[dict[str, Any]]) -> dict[st
             "citation": coll.get("sci:citation"),
             "doi": sci_doi,
             "doi_url": f"https://doi.org/{sci_doi}" if sci_doi else None,
+            "data_extent": _data_extent(coll),
             "references": [
                 {
                     "citation": p.get("citation"),
@@ -173,6 +175,7 @@ def dataset_record(coll: dict[str, Any], items: list[dict[str, Any]]) -> dict[st
             ],
             "creators": coll.get("glacierflow:creators", []),
             "publisher": coll.get("glacierflow:publisher"),
+            "landing_page": web_url(coll.get("glacierflow:landing_page")),
             "version": coll.get("glacierflow:version"),
             "accuracy": coll.get("glacierflow:accuracy"),
             "lineage": coll.get("glacierflow:lineage"),
@@ -191,6 +194,38 @@ def dataset_record(coll: dict[str, Any], items: list[dict[str, Any]]) -> dict[st
         }
     )
     return record
+
+
+def _data_extent(coll: dict[str, Any]) -> dict[str, Any] | None:
+    """The data's own box and dates, where the record states a wider extent (STAC's second)."""
+    extent = coll.get("extent") or {}
+    boxes = (extent.get("spatial") or {}).get("bbox") or []
+    spans = (extent.get("temporal") or {}).get("interval") or []
+    if len(boxes) < 2 and len(spans) < 2:
+        return None
+    bbox = boxes[1] if len(boxes) > 1 else boxes[0]
+    span = spans[1] if len(spans) > 1 else spans[0]
+    return {
+        **dict(zip(("west", "south", "east", "north"), bbox, strict=True)),
+        "start": _date(span[0]),
+        "end": _date(span[1]),
+    }
+
+
+def citation_url(record: dict[str, Any], public_url: str | None) -> str | None:
+    """The address a dataset's citation ends with, or None.
+
+    The DOI (already in a built citation), else the record's landing page, else the page under
+    the portal's configured public address; never the address a request happened to use.
+    """
+    if record.get("doi"):
+        return None
+    if record.get("landing_page"):
+        citation = str(record.get("citation") or "")
+        return None if record["landing_page"] in citation else record["landing_page"]
+    if public_url:
+        return f"{public_url.rstrip('/')}{record['url']}"
+    return None
 
 
 def _item_label(row: dict[str, Any]) -> str:

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "workers": 1,
     "log_level": "info",
     "forwarded_allow_ips": "127.0.0.1",
+    "public_url": None,
 }
 
 #: Largest request head, bytes.
@@ -134,7 +135,9 @@ def app_from_environment() -> Any:
     """The application described by ``$GLACIERFLOW_PORTAL_CONFIG`` (for worker processes)."""
     config = json.loads(os.environ[_ENV])
     GuardedH11Protocol.HEADER_TIMEOUT_S = float(config["header_timeout_s"])
-    return create_app(config["catalog_dir"], limits=_limits(config))
+    return create_app(
+        config["catalog_dir"], limits=_limits(config), public_url=config["public_url"]
+    )
 
 
 def serve(catalog_dir: Path, host: str, port: int, **options: Any) -> None:
@@ -153,7 +156,9 @@ def serve(catalog_dir: Path, host: str, port: int, **options: Any) -> None:
         ``graceful_shutdown_s`` (s), ``max_active``, ``max_queue``, ``queue_timeout_s`` (s),
         ``tile_workers``, ``tile_timeout_s`` (s), ``cache_dir``, ``cache_max_mb`` (MB),
         ``workers`` (server processes sharing the port), ``log_level``,
-        ``forwarded_allow_ips`` (proxies whose ``X-Forwarded-*`` headers are trusted).
+        ``forwarded_allow_ips`` (proxies whose ``X-Forwarded-*`` headers are trusted),
+        ``public_url`` (the portal's public address, e.g. ``https://data.example.org``: citations
+        of datasets without a DOI or landing page point to ``PUBLIC_URL/datasets/ID``).
 
     Raises
     ------
@@ -164,7 +169,11 @@ def serve(catalog_dir: Path, host: str, port: int, **options: Any) -> None:
 
     config = _config(Path(catalog_dir), options)
     # Check the catalog here, so a bad folder is one error line before anything listens.
-    create_app(catalog_dir, limits=_limits({**config, "tile_workers": 1}))
+    create_app(
+        catalog_dir,
+        limits=_limits({**config, "tile_workers": 1}),
+        public_url=config["public_url"],
+    )
     GuardedH11Protocol.HEADER_TIMEOUT_S = float(config["header_timeout_s"])
     os.environ[_ENV] = json.dumps(config)
     uvicorn.run(

@@ -60,8 +60,9 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
             args = conn.recv()
         except (EOFError, OSError):
             return
+        render = raster.render_grey_tile if args[0] == "grey" else raster.render_tile
         try:
-            result: tuple[str, Any] = ("ok", raster.render_tile(*args))
+            result: tuple[str, Any] = ("ok", render(*args[1:]))
         except Exception as exc:  # noqa: BLE001 - reported to the server as one line
             result = ("error", f"{type(exc).__name__}: {exc}"[:500])
         try:
@@ -145,8 +146,9 @@ class TilePool:
                 waiter.set_result(None)
                 break
 
-    async def render(self, *args: Any) -> Any:
-        """Run :func:`glacierflow.portal.raster.render_tile` (``*args``) in a worker.
+    async def render(self, *args: Any, kind: str = "speed") -> Any:
+        """Run a tile render in a worker: ``kind`` "speed" (:func:`.raster.render_tile`) or
+        "grey" (:func:`.raster.render_grey_tile`), with ``*args``.
 
         Raises
         ------
@@ -175,7 +177,7 @@ class TilePool:
 
         healthy = False
         try:
-            worker.conn.send(args)
+            worker.conn.send((kind, *args))
             loop.add_reader(worker.conn.fileno(), readable)
             try:
                 status, value = await asyncio.wait_for(done, self.timeout_s)

@@ -75,6 +75,73 @@
   map.on("moveend", drawGraticule);
   drawGraticule();
 
+  // Base layers made from the data (the reference image, a DEM's hillshade), under the speed.
+  map.createPane("base").style.zIndex = 150;
+  var bases = {}, overlays = {};
+  (cfg.base_layers || []).forEach(function (bl, i) {
+    var layer = L.tileLayer(bl.tiles, { pane: "base", tileSize: 256, maxZoom: 17, keepBuffer: 1,
+      bounds: L.latLngBounds([b[1], b[0]], [b[3], b[2]]).pad(0.1) });
+    layer.on("load", function () { document.body.setAttribute("data-base-loaded", bl.key); });
+    bases[bl.title] = layer;
+    if (i === 0) { layer.addTo(map); state.base = layer; }
+  });
+
+  // Flow direction: arrows on valid nodes, thinned to one per ARROW_CELL_PX screen cell.
+  var ARROW_CELL_PX = 34, ARROW_COLOR = "#ff2a6d";
+  var arrowRenderer = L.canvas({ padding: 0.2 });
+  var arrows = L.layerGroup().addTo(map);
+  state.arrows = arrows;
+  overlays["Flow direction"] = arrows;
+  state.arrowData = null;
+
+  function drawArrows() {
+    arrows.clearLayers();
+    var data = state.arrowData;
+    if (!data || !map.hasLayer(arrows)) { return; }
+    var vmax = cfg.legend.stops[cfg.legend.stops.length - 1].value || 1;
+    var view = map.getBounds().pad(0.1), seen = {}, drawn = 0;
+    data.features.forEach(function (f) {
+      var c = f.geometry.coordinates, ll = L.latLng(c[1], c[0]);
+      if (!view.contains(ll)) { return; }
+      var p = map.latLngToLayerPoint(ll);
+      var cell = Math.floor(p.x / ARROW_CELL_PX) + ":" + Math.floor(p.y / ARROW_CELL_PX);
+      if (seen[cell]) { return; }
+      seen[cell] = true;
+      var len = ARROW_CELL_PX * 0.8 * (0.35 + 0.65 * Math.min(f.properties.v / vmax, 1));
+      var rad = f.properties.bearing * Math.PI / 180, ux = Math.sin(rad), uy = -Math.cos(rad);
+      var tail = L.point(p.x - ux * len / 2, p.y - uy * len / 2);
+      var tip = L.point(p.x + ux * len / 2, p.y + uy * len / 2);
+      var head = Math.max(4, len * 0.35), a = 0.45;
+      function side(sign) {
+        var ca = Math.cos(sign * a), sa = Math.sin(sign * a);
+        return L.point(tip.x - head * (ux * ca - uy * sa), tip.y - head * (uy * ca + ux * sa));
+      }
+      var pts = [[tail, tip], [side(1), tip, side(-1)]].map(function (line) {
+        return line.map(function (q) { return map.layerPointToLatLng(q); });
+      });
+      L.polyline(pts, { renderer: arrowRenderer, color: "#1d1d1d", weight: 4, opacity: 0.55,
+        interactive: false, lineCap: "round" }).addTo(arrows);
+      L.polyline(pts, { renderer: arrowRenderer, color: ARROW_COLOR, weight: 2, opacity: 1,
+        interactive: false, lineCap: "round" }).addTo(arrows);
+      drawn += 1;
+    });
+    document.body.setAttribute("data-arrows", String(drawn));
+  }
+  map.on("zoomend moveend overlayadd", drawArrows);
+
+  function loadArrows(it) {
+    state.arrowData = null;
+    arrows.clearLayers();
+    if (!it.arrows) { return; }
+    fetch(it.arrows, { headers: { Accept: "application/geo+json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) {
+        if (state.current !== it.id) { return; }
+        state.arrowData = data;
+        drawArrows();
+      });
+  }
+
   var footprints = L.geoJSON(null, { interactive: false, style: footprintStyle }).addTo(map);
   cfg.items.forEach(function (it) {
     if (it.geometry) {
@@ -99,12 +166,16 @@
     });
     state.layer.on("load", function () { document.body.setAttribute("data-tiles-loaded", id); });
     state.layer.addTo(map);
+    loadArrows(it);
     footprints.setStyle(footprintStyle);
     document.querySelectorAll("tr[data-item]").forEach(function (row) {
       row.classList.toggle("current", row.getAttribute("data-item") === id);
     });
     if (state.lastData) { drawSeries(state.lastData); }
   }
+
+  overlays["Graticule"] = graticule;
+  L.control.layers(bases, overlays, { position: "topright", collapsed: false }).addTo(map);
 
   var select = el("layer-select");
   select.addEventListener("change", function () { showItem(select.value); });
@@ -222,14 +293,33 @@
     svgNode("line", { x1: m.l, x2: m.l, y1: m.t, y2: H - m.b }, axis);
     svgNode("text", { x: 14, y: (H - m.b + m.t) / 2, transform: "rotate(-90 14 " + (H - m.b + m.t) / 2 + ")",
       "text-anchor": "middle" }, svg, "Speed (m/yr)");
+    var pairs = pts.filter(function (s) { return s.kind === "pair"; });
+    var series = pts.filter(function (s) { return s.kind !== "pair"; });
+    var kinds = series.map(function (s) { return s.kind; }).filter(function (k, i, all) { return all.indexOf(k) === i; });
     svgNode("text", { x: W - m.r, y: H - 6, "text-anchor": "end" }, svg,
-      "bars: time span of each product; whiskers: \u00b1 error where known");
+      (pairs.length ? "segments: each image pair over its time span" : "") +
+      (pairs.length && series.length ? "; " : "") +
+      (series.length ? "dots: " + kinds.join(", ") + " series" : "") + "; whiskers: \u00b1 error");
 
-    if (pts.length > 1) {
-      svgNode("polyline", { "class": "line", points: pts.map(function (s) {
+    // each pair: its speed over its span (reference to secondary date), under the series
+    pairs.forEach(function (s) {
+      var g = svgNode("g", { "data-item": s.item_id, "class": "pair" + (s.item_id === state.current ? " current" : "") }, svg);
+      var x0 = X(Date.parse(s.start)), x1 = X(Date.parse(s.end)), y = Y(s.v);
+      if (s.v_error !== null && s.v_error !== undefined) {
+        var xm = (x0 + x1) / 2;
+        svgNode("line", { "class": "err", x1: xm, x2: xm, y1: Y(Math.max(s.v - s.v_error, 0)), y2: Y(s.v + s.v_error) }, g);
+      }
+      var seg = svgNode("line", { "class": "pair-span", x1: x0, x2: Math.max(x1, x0 + 2), y1: y, y2: y }, g);
+      svgNode("line", { "class": "pair-end", x1: x0, x2: x0, y1: y - 4, y2: y + 4 }, g);
+      svgNode("line", { "class": "pair-end", x1: x1, x2: x1, y1: y - 4, y2: y + 4 }, g);
+      svgNode("title", {}, seg, s.label + ": " + s.v.toFixed(1) + " m/yr");
+    });
+
+    if (series.length > 1) {
+      svgNode("polyline", { "class": "line", points: series.map(function (s) {
         return X(Date.parse(s.mid)) + "," + Y(s.v); }).join(" ") }, svg);
     }
-    pts.forEach(function (s) {
+    series.forEach(function (s) {
       var g = svgNode("g", { "data-item": s.item_id }, svg);
       svgNode("line", { "class": "span", x1: X(Date.parse(s.start)), x2: X(Date.parse(s.end)), y1: Y(s.v), y2: Y(s.v) }, g);
       if (s.v_error !== null && s.v_error !== undefined) {
