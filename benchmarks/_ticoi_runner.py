@@ -26,8 +26,10 @@ def main(src: str, dst: str) -> None:
     t2 = origin + data["t2"].astype("timedelta64[D]")
     dt = (data["t2"] - data["t1"]).astype(float)
     edge_names = [k for k in data.files if k.startswith("edges_")]
-    out = {k.replace("edges_", "v_"): np.full((data["vx"].shape[0], data[k].size - 1), np.nan)
-           for k in edge_names}
+    out = {
+        k.replace("edges_", "v_"): np.full((data["vx"].shape[0], data[k].size - 1), np.nan)
+        for k in edge_names
+    }
     start = time.perf_counter()
     for p in range(data["vx"].shape[0]):
         ok = np.isfinite(data["vx"][p])
@@ -44,8 +46,14 @@ def main(src: str, dst: str) -> None:
         )
         try:
             _, result, _ = inversion_core(
-                [dates, values], 0, 0, solver="LSMR", regu="1", coef=100,
-                apriori_weight=True, unit=365,
+                [dates, values],
+                0,
+                0,
+                solver="LSMR",
+                regu="1",
+                coef=100,
+                apriori_weight=True,
+                unit=365,
             )
             lp = interpolation_core(result, interval_output=30, redundancy=None, unit=365)
         except Exception as exc:  # keep going: a pixel TICOI cannot do stays NaN
@@ -53,12 +61,14 @@ def main(src: str, dst: str) -> None:
             continue
         if len(lp) == 0:
             continue
-        a = ((lp["date1"].values.astype("datetime64[D]") - origin) / np.timedelta64(1, "D"))
-        b = ((lp["date2"].values.astype("datetime64[D]") - origin) / np.timedelta64(1, "D"))
+        a = (lp["date1"].values.astype("datetime64[D]") - origin) / np.timedelta64(1, "D")
+        b = (lp["date2"].values.astype("datetime64[D]") - origin) / np.timedelta64(1, "D")
         v = np.hypot(lp["vx"].values, lp["vy"].values)
         for k in edge_names:
             e = data[k]
-            ov = np.clip(np.minimum(b[:, None], e[None, 1:]) - np.maximum(a[:, None], e[None, :-1]), 0, None)
+            ov = np.clip(
+                np.minimum(b[:, None], e[None, 1:]) - np.maximum(a[:, None], e[None, :-1]), 0, None
+            )
             good = np.isfinite(v)
             w = ov[good]
             s = w.sum(axis=0)

@@ -39,7 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from glacierflow.timeseries.inversion import InversionSettings, closure_matrix, invert_pairs, time_steps
+from glacierflow.timeseries.inversion import (
+    InversionSettings,
+    closure_matrix,
+    invert_pairs,
+    time_steps,
+)
 
 ORIGIN = np.datetime64("2018-01-01", "D")
 END = np.datetime64("2022-01-01", "D")
@@ -131,10 +136,15 @@ def run_ticoi(sim: dict, pixels: int, edges: dict, python: str) -> tuple[dict, f
             ex=sim["sigma"][:pixels],
             ey=sim["sigma"][:pixels],
             origin=str(ORIGIN),
-            **{f"edges_{k}": ((e - ORIGIN) / np.timedelta64(1, "D")).astype(float) for k, e in edges.items()},
+            **{
+                f"edges_{k}": ((e - ORIGIN) / np.timedelta64(1, "D")).astype(float)
+                for k, e in edges.items()
+            },
         )
         runner = Path(__file__).with_name("_ticoi_runner.py")
-        done = subprocess.run([python, str(runner), str(src), str(dst)], capture_output=True, text=True)
+        done = subprocess.run(
+            [python, str(runner), str(src), str(dst)], capture_output=True, text=True
+        )
         if done.returncode != 0 or not dst.exists():
             print("TICOI failed:", done.stderr[-2000:], file=sys.stderr)
             return None
@@ -155,9 +165,11 @@ def main() -> None:
     args = parser.parse_args()
 
     sim = simulate(args.pixels, args.pairs)
-    print(f"{args.pixels} pixel series, {sim['a'].size} pairs each "
-          f"({(sim['b'] - sim['a']).min()}-{(sim['b'] - sim['a']).max()} days), "
-          f"{sim['outlier'].mean():.1%} outliers")
+    print(
+        f"{args.pixels} pixel series, {sim['a'].size} pairs each "
+        f"({(sim['b'] - sim['a']).min()}-{(sim['b'] - sim['a']).max()} days), "
+        f"{sim['outlier'].mean():.1%} outliers"
+    )
     edges = {
         "monthly": time_steps(ORIGIN, END - 1, "monthly"),
         "annual": time_steps(ORIGIN, END - 1, "annual"),
@@ -168,7 +180,9 @@ def main() -> None:
     secs: dict[str, float] = {"glacierflow": 0.0, "averaging": 0.0}
     for k, e in edges.items():
         start = time.perf_counter()
-        r = invert_pairs(sim["vx"], sim["vy"], sim["sigma"], sim["sigma"], t1, t2, e, InversionSettings())
+        r = invert_pairs(
+            sim["vx"], sim["vy"], sim["sigma"], sim["sigma"], t1, t2, e, InversionSettings()
+        )
         secs["glacierflow"] += (time.perf_counter() - start) / args.pixels
         est["glacierflow"][k] = np.hypot(r["vx"], r["vy"])
         start = time.perf_counter()
@@ -181,8 +195,10 @@ def main() -> None:
     else:
         est["TICOI"], secs["TICOI"] = tic
     n_cmp = args.ticoi_pixels if tic is not None else args.pixels
-    print(f"\nRMSE of the speed against the truth, m/yr, on {n_cmp} pixel series "
-          "(common steps; share of steps each method reports in brackets)")
+    print(
+        f"\nRMSE of the speed against the truth, m/yr, on {n_cmp} pixel series "
+        "(common steps; share of steps each method reports in brackets)"
+    )
     print(f"{'method':<12}" + "".join(f"{k:>22}" for k in edges) + f"{'s / 1e5 series':>18}")
     for name, per in est.items():
         cells = []
@@ -197,8 +213,11 @@ def main() -> None:
     truth_m = step_truth(sim["cum"], edges["monthly"])
     gf = est["glacierflow"]["monthly"]
     own = np.isfinite(gf)
-    print(f"\nglacierflow monthly on all {args.pixels} series: RMSE {rmse(gf, truth_m, own):.2f} m/yr "
-          f"on the {own.mean():.1%} of steps it reports; mean truth speed {truth_m.mean():.0f} m/yr")
+    print(
+        f"\nglacierflow monthly on all {args.pixels} series: "
+        f"RMSE {rmse(gf, truth_m, own):.2f} m/yr "
+        f"on the {own.mean():.1%} of steps it reports; mean truth speed {truth_m.mean():.0f} m/yr"
+    )
 
 
 if __name__ == "__main__":
