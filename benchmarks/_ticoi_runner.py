@@ -4,6 +4,14 @@ Usage: python _ticoi_runner.py IN.npz OUT.npz. Input arrays: ``t1``, ``t2`` (day
 ``origin``), ``vx``, ``vy``, ``ex``, ``ey`` (pixels x pairs, m/yr), ``origin`` (str date),
 ``edges_*`` (days since origin). Output: for every ``edges_*`` the TICOI series averaged over
 those steps (time-weighted over its regular 30-day leap-frog intervals), and ``seconds``.
+
+TICOI 0.1.2 calling conventions that matter (read from ``ticoi/core.py``): ``regu`` is the
+string ``"1"`` (an int raises); the values are displacements in m with the errors in m/yr and
+the temporal baseline in days; ``apriori_weight=True`` turns the errors into weights
+``1 - (e - min e) / (max e - min e)``, NaN when all errors are equal, so it is only asked for
+when they differ; ``interpolation_core(..., redundancy=None)`` steps ``interval_output``
+samples of ``interval_output`` days (30 x 30 days), so ``redundancy=30`` gives consecutive
+30-day intervals, counted from ``first_date_interpol`` (the network's origin).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ def main(src: str, dst: str) -> None:
         dates = np.stack([t1[ok], t2[ok]], axis=1)
         values = np.stack(
             [
-                data["vx"][p, ok] * dt[ok] / 365.0,
+                data["vx"][p, ok] * dt[ok] / 365.0,  # displacement, m (TICOI's unit=365)
                 data["vy"][p, ok] * dt[ok] / 365.0,
                 data["ex"][p, ok],
                 data["ey"][p, ok],
@@ -44,6 +52,7 @@ def main(src: str, dst: str) -> None:
             ],
             axis=1,
         )
+        varied = np.ptp(values[:, 2]) > 0 and np.ptp(values[:, 3]) > 0
         try:
             _, result, _ = inversion_core(
                 [dates, values],
@@ -52,10 +61,19 @@ def main(src: str, dst: str) -> None:
                 solver="LSMR",
                 regu="1",
                 coef=100,
-                apriori_weight=True,
+                apriori_weight=bool(varied),
+                unit=365,
+                visual=False,
+            )
+            if result is None:
+                continue
+            lp = interpolation_core(
+                result,
+                interval_output=30,
+                redundancy=30,
+                first_date_interpol=origin,
                 unit=365,
             )
-            lp = interpolation_core(result, interval_output=30, redundancy=None, unit=365)
         except Exception as exc:  # keep going: a pixel TICOI cannot do stays NaN
             print(f"pixel {p}: {exc}", file=sys.stderr)
             continue
