@@ -201,3 +201,37 @@ def test_eigen_solver_equals_the_direct_one_on_the_same_weights(lam, order):
         out[solver] = invert_pairs(vx, vy, sigma, sigma, t1, t2, edges, s)
     for name in ("vx", "vy", "vx_error", "resolution"):
         np.testing.assert_allclose(out["eigen"][name], out["direct"][name], rtol=1e-6, atol=1e-6)
+
+
+def test_series_figure_draws_pairs_steps_and_gaps_and_csv_is_written(tmp_path):
+    import pandas as pd
+
+    from glacierflow.timeseries.figure import series_figure, write_series_csv
+
+    rng = np.random.default_rng(7)
+    t1a, t2a = _dense_network(rng, "2019-04-01", "2019-10-15", every=12)
+    t1b, t2b = _dense_network(rng, "2020-04-01", "2020-10-15", every=12)
+    t1, t2 = np.r_[t1a, t1b], np.r_[t2a, t2b]
+    edges = time_steps(t1.min(), t2.max(), "monthly")
+    clean = _pairs_from_truth(edges, np.full(edges.size - 1, 80.0), t1, t2)
+    sigma = np.full(t1.size, 3.0)
+    r = invert_pairs(clean, 0 * clean, sigma, sigma, t1, t2, edges)
+    pairs = pd.DataFrame({"date1": t1, "date2": t2, "v": clean, "v_error": sigma})
+    steps = pd.DataFrame(
+        {"start": edges[:-1], "end": edges[1:], "v": r["vx"], "v_error": r["vx_error"]}
+    )
+    fig = series_figure(pairs, steps, title="test")
+    ax = fig.axes[0]
+    assert len(ax.collections[0].get_segments()) == t1.size  # one bar per pair
+    labels = ax.get_legend_handles_labels()[1]
+    assert "inverted series" in labels and "not resolved (gap)" in labels
+    assert "m/yr" in ax.get_ylabel()
+    png = tmp_path / "s.png"
+    fig.savefig(png)
+    assert png.stat().st_size > 10_000
+    out = write_series_csv(tmp_path / "s.csv", steps)
+    back = pd.read_csv(out)
+    assert list(back.columns) == ["start", "end", "v", "v_error"]
+    assert back["v"].isna().sum() == np.isnan(r["vx"]).sum() > 0  # gaps stay empty
+    with pytest.raises(ValueError, match="pairs_df: missing column"):
+        series_figure(pairs.drop(columns="v"), steps)
