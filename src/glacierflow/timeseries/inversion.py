@@ -95,6 +95,7 @@ __all__ = [
     "OUTPUTS",
     "closure_matrix",
     "invert_pairs",
+    "invert_series",
     "time_steps",
 ]
 
@@ -109,6 +110,7 @@ OUTPUTS = (
     "first_date",
     "last_date",
     "resolution",
+    "resolved_days",
 )
 
 TUKEY_C = 4.685
@@ -145,6 +147,13 @@ class InversionSettings:
         Relative lambda of the reweighting iterations (``"eigen"`` solver).
     pair_block : int
         Pairs whose outer products are held at once when building normal matrices.
+    base : {"auto", "monthly", "steps"}
+        Steps the network is inverted on (see "Coarse steps" in the module docstring):
+        ``"monthly"`` refines steps longer than a month by the calendar months, ``"steps"``
+        inverts on the requested steps themselves, ``"auto"`` (default) refines when the
+        network supports it (at least ``base_support`` of the covered fine steps resolved).
+    base_support : float
+        Share of covered fine steps the network must resolve for ``"auto"`` to refine.
     """
 
     regularisation: str = "first"
@@ -156,6 +165,8 @@ class InversionSettings:
     pair_block: int = 512
     solver: str = "eigen"
     irls_lam: float = 0.01
+    base: str = "auto"
+    base_support: float = 0.5
 
     def __post_init__(self) -> None:
         if self.regularisation not in ("first", "second"):
@@ -168,6 +179,8 @@ class InversionSettings:
             raise ValueError(f"a fixed lam must be >= 0, got {self.lam!r}")
         if self.solver not in ("eigen", "direct"):
             raise ValueError(f"solver must be 'eigen' or 'direct', got {self.solver!r}")
+        if self.base not in ("auto", "monthly", "steps"):
+            raise ValueError(f"base must be 'auto', 'monthly' or 'steps', got {self.base!r}")
         if not 0 <= self.min_resolution <= 1:
             raise ValueError(f"min_resolution must lie in [0, 1], got {self.min_resolution}")
         if self.iterations < 0 or self.batch_pixels < 1 or self.pair_block < 1:
@@ -358,7 +371,10 @@ def _invert_batch(
     basis: solver.PenaltyBasis,
     outer: Any,
     settings: InversionSettings,
-) -> tuple[np.ndarray, ...]:
+    groups: Sequence[np.ndarray],
+) -> tuple[list[tuple[np.ndarray, ...]], np.ndarray]:
+    """Invert one batch on the base steps; per averaging matrix in ``groups`` return
+    ``(vx, vy, vx_error, vy_error, resolution)`` of the averaged steps, and the final weights."""
     valid = np.isfinite(vx) & np.isfinite(vy) & np.isfinite(sx) & np.isfinite(sy)
     valid &= (sx > 0) & (sy > 0)
     sx = np.where(valid, sx, 1.0)
@@ -368,7 +384,7 @@ def _invert_batch(
     sig = np.stack([sx, sy], axis=1)
     a_t = np.ascontiguousarray(a.T)
     if settings.solver == "direct":
-        return _invert_batch_direct(y, sig, valid, base_w, a, basis.reg, settings)
+        return _invert_batch_direct(y, sig, valid, base_w, a, basis.reg, settings, groups)
     fixed = not isinstance(settings.lam, str)
     grid = (float(settings.lam),) if fixed else settings.lam_grid
     rule = "fixed" if fixed else str(settings.lam)
@@ -379,16 +395,14 @@ def _invert_batch(
         rhs = (w[:, None, :] * y) @ a
         if it == settings.iterations:
             u, var, red_chi, resolution, _ = solver.solve_grid(
-                n_mat, rhs, w, y, a, basis, grid, rule, min(settings.lam_grid)
+                n_mat, rhs, w, y, a, basis, grid, rule, min(settings.lam_grid), groups
             )
         else:  # reweighting: outliers are judged against a lightly smoothed fit
             u = solver.solve_fixed(n_mat, rhs, basis.reg, np.full(len(w), settings.irls_lam))
         if it == settings.iterations:
             break
         w = base_w * _reweight(y, u, a_t, sig, valid)
-    infl = np.sqrt(np.maximum(red_chi, 1.0))  # (p, 2)
-    err = np.sqrt(np.clip(var, 0, None))[:, None, :] * infl[:, :, None]
-    return u[:, 0], u[:, 1], err[:, 0], err[:, 1], resolution, w > 0
+    return _per_group(u, var, red_chi, resolution, groups), w
 
 
 def _invert_batch_direct(
@@ -399,7 +413,8 @@ def _invert_batch_direct(
     a: np.ndarray,
     reg: np.ndarray,
     settings: InversionSettings,
-) -> tuple[np.ndarray, ...]:
+    groups: Sequence[np.ndarray],
+) -> tuple[list[tuple[np.ndarray, ...]], np.ndarray]:
     """The reference solver: lambda chosen at every iteration by one inverse per lambda."""
     w = base_w
     a_t = np.ascontiguousarray(a.T)
@@ -415,11 +430,29 @@ def _invert_batch_direct(
     scale = np.trace(n_mat, axis1=1, axis2=2) / max(float(np.trace(reg)), 1e-12)
     scale = np.where(scale > 0, scale, 1.0)[:, None, None]
     weakest = n_mat + scale * (min(settings.lam_grid) * reg + 1e-10 * np.eye(reg.shape[0]))
-    resolution = np.sum(np.linalg.inv(weakest) * n_mat, axis=2)  # diag(C N), both symmetric
-    var = np.clip(np.diagonal(c, axis1=1, axis2=2), 0, None)
+    res_mat = np.linalg.inv(weakest) @ n_mat
+    var, resolution = [], []
+    for g in groups:
+        var.append(np.einsum("kj,pjl,kl->pk", g, c, g))
+        resolution.append(np.einsum("kj,pjl,lk->pk", g, res_mat, (g > 0).T.astype(float)))
+    return _per_group(u, var, red_chi, resolution, groups), w
+
+
+def _per_group(
+    u: np.ndarray,
+    var: list[np.ndarray],
+    red_chi: np.ndarray,
+    resolution: list[np.ndarray],
+    groups: Sequence[np.ndarray],
+) -> list[tuple[np.ndarray, ...]]:
+    """Averaged velocities, errors inflated by the misfit, resolution, per averaging matrix."""
     infl = np.sqrt(np.maximum(red_chi, 1.0))  # (p, 2)
-    err = np.sqrt(var)[:, None, :] * infl[:, :, None]
-    return u[:, 0], u[:, 1], err[:, 0], err[:, 1], resolution, w > 0
+    out = []
+    for g, v, r in zip(groups, var, resolution, strict=True):
+        ug = u @ g.T  # (p, 2, K)
+        err = np.sqrt(np.clip(v, 0, None))[:, None, :] * infl[:, :, None]
+        out.append((ug[:, 0], ug[:, 1], err[:, 0], err[:, 1], r))
+    return out
 
 
 def _coverage(
@@ -454,6 +487,43 @@ def _coverage(
     return days, first, last
 
 
+def _averaging(edges: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``G`` (K, m): time weights of the base steps inside each step of ``edges`` (nested)."""
+    k_of = np.searchsorted(edges, base[:-1], side="right") - 1
+    days = (np.diff(base) / _DAY).astype(np.float64)
+    g = np.zeros((edges.size - 1, base.size - 1))
+    g[k_of, np.arange(base.size - 1)] = days
+    return g / g.sum(axis=1, keepdims=True)
+
+
+def _base_edges(
+    sets: dict[str, np.ndarray], a_of: Any, reg_of: Any, settings: InversionSettings
+) -> np.ndarray:
+    """The steps the network is inverted on: the union of the requested edges, refined by the
+    calendar months where a step is longer than a month and (``base="auto"``) the network
+    resolves at least ``base_support`` of the covered fine steps."""
+    union = np.unique(np.concatenate(list(sets.values())))
+    if settings.base == "steps" or np.all(np.diff(union) <= 31 * _DAY):
+        return union
+    months = np.arange(
+        union[0].astype("datetime64[M]") + 1, union[-1].astype("datetime64[M]") + 1
+    ).astype("datetime64[D]")
+    fine = np.unique(np.concatenate([union, months[months < union[-1]]]))
+    if settings.base == "monthly":
+        return fine
+    # Network-level test on the dates alone (equal weights), so every chunk of a cube
+    # chooses the same base: diag((A'A + lam R)^-1 A'A) at the weakest smoothing.
+    a = a_of(fine)
+    n_mat = a.T @ a
+    reg = reg_of(fine.size - 1)
+    scale = max(np.trace(n_mat) / max(np.trace(reg), 1e-12), 1e-12)
+    mat = n_mat + scale * (min(settings.lam_grid) * reg + 1e-10 * np.eye(reg.shape[0]))
+    res = np.diag(np.linalg.solve(mat, n_mat))
+    covered = a.sum(axis=0) > 0
+    share = float(np.mean(res[covered] >= settings.min_resolution)) if covered.any() else 0.0
+    return fine if share >= settings.base_support else union
+
+
 def invert_pairs(
     vx: np.ndarray,
     vy: np.ndarray,
@@ -484,7 +554,36 @@ def invert_pairs(
     dict of str to ndarray, shape (..., m)
         ``vx``, ``vy`` (m/yr, NaN where unresolved), ``vx_error``, ``vy_error`` (m/yr),
         ``coverage_days`` (days), ``pair_count``, ``first_date``, ``last_date``
-        (datetime64[s], NaT where uncovered) and ``resolution`` (model resolution, 1).
+        (datetime64[s], NaT where uncovered), ``resolution`` (model resolution of the step's
+        value, 1) and ``resolved_days`` (days of the step in base steps the data resolve).
+    """
+    return invert_series(vx, vy, vx_error, vy_error, t1, t2, {"steps": edges}, settings)["steps"]
+
+
+def invert_series(
+    vx: np.ndarray,
+    vy: np.ndarray,
+    vx_error: np.ndarray,
+    vy_error: np.ndarray,
+    t1: np.ndarray,
+    t2: np.ndarray,
+    steps: dict[str, np.ndarray],
+    settings: InversionSettings | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Like :func:`invert_pairs` for several step sets from one inversion on a common base.
+
+    Parameters
+    ----------
+    steps : dict of str to ndarray of datetime64[D]
+        Named step edges, e.g. ``{"monthly": ..., "annual": ...}``, all with the same first
+        and last edge.
+    vx, vy, vx_error, vy_error, t1, t2, settings
+        As for :func:`invert_pairs`.
+
+    Returns
+    -------
+    dict of str to dict
+        Per name, the outputs of :func:`invert_pairs` on those steps.
     """
     settings = settings or InversionSettings()
     vx = np.asarray(vx, dtype=np.float64)
@@ -496,37 +595,62 @@ def invert_pairs(
         raise ValueError(f"t1 and t2 must have shape ({n},), got {t1.shape} and {t2.shape}")
     if np.any(t2 <= t1):
         raise ValueError("every pair must end after it starts (t2 > t1)")
-    edges = np.asarray(edges, "datetime64[D]")
-    m = edges.size - 1
-    inside = (t1 >= edges[0]) & (t2 <= edges[-1])
+    sets = {name: np.asarray(e, "datetime64[D]") for name, e in steps.items()}
+    first = next(iter(sets.values()))
+    if any(e[0] != first[0] or e[-1] != first[-1] for e in sets.values()):
+        raise ValueError("every step set must have the same first and last edge")
+    inside = (t1 >= first[0]) & (t2 <= first[-1])
+    keep = np.flatnonzero(inside)
+    t1k, t2k = t1[keep], t2[keep]
+    order = 1 if settings.regularisation == "first" else 2
+
+    def reg_of(m: int) -> np.ndarray:
+        return _difference(m, settings.regularisation) if m > order else np.zeros((m, m))
+
+    base = _base_edges(sets, lambda e: closure_matrix(t1k, t2k, e), reg_of, settings)
+    m = base.size - 1
+    a = closure_matrix(t1k, t2k, base)
+    basis = solver.PenaltyBasis.from_reg(reg_of(m))
+    outer = solver.outer_products(a)
+    groups = [np.eye(m)] + [_averaging(e, base) for e in sets.values()]
+    base_days = (np.diff(base) / _DAY).astype(np.float64)
     vy = np.broadcast_to(np.asarray(vy, dtype=np.float64), shape).reshape(-1, n)
     sx = np.broadcast_to(np.asarray(vx_error, dtype=np.float64), shape).reshape(-1, n)
     sy = np.broadcast_to(np.asarray(vy_error, dtype=np.float64), shape).reshape(-1, n)
     vx2 = vx.reshape(-1, n)
-    keep = np.flatnonzero(inside)
-    a = closure_matrix(t1[keep], t2[keep], edges)
-    order = 1 if settings.regularisation == "first" else 2
-    reg = _difference(m, settings.regularisation) if m > order else np.zeros((m, m))
-    basis = solver.PenaltyBasis.from_reg(reg)
-    outer = solver.outer_products(a)
     p_total = vx2.shape[0]
-    out = {name: np.full((p_total, m), np.nan) for name in OUTPUTS}
+    out = {
+        name: {k: np.full((p_total, e.size - 1), np.nan) for k in OUTPUTS}
+        for name, e in sets.items()
+    }
     for s in range(0, p_total, settings.batch_pixels):
         sl = slice(s, s + settings.batch_pixels)
         bx, by = vx2[sl][:, keep], vy[sl][:, keep]
         bsx, bsy = sx[sl][:, keep], sy[sl][:, keep]
-        ux, uy, ex, ey, res, used = _invert_batch(bx, by, bsx, bsy, a, basis, outer, settings)
+        per_group, _ = _invert_batch(bx, by, bsx, bsy, a, basis, outer, settings, groups)
         valid = np.isfinite(bx) & np.isfinite(by) & np.isfinite(bsx) & np.isfinite(bsy)
-        days, first, last = _coverage(valid, t1[keep], t2[keep], edges)
-        count = valid.astype(np.float64) @ (a > 0).astype(np.float64)
-        ok = (days > 0) & (res >= settings.min_resolution)
-        for name, arr in (("vx", ux), ("vy", uy), ("vx_error", ex), ("vy_error", ey)):
-            out[name][sl] = np.where(ok, arr, np.nan)
-        out["resolution"][sl] = np.where(days > 0, res, 0.0)
-        out["coverage_days"][sl] = days
-        out["pair_count"][sl] = count
-        out["first_date"][sl] = first
-        out["last_date"][sl] = last
+        base_cov = _coverage(valid, t1k, t2k, base)[0]
+        fine_ok = (base_cov > 0) & (per_group[0][4] >= settings.min_resolution)
+        for (name, e), g, (ux, uy, ex, ey, res) in zip(
+            sets.items(), groups[1:], per_group[1:], strict=True
+        ):
+            days, first_d, last_d = _coverage(valid, t1k, t2k, e)
+            count = valid.astype(np.float64) @ (closure_matrix(t1k, t2k, e) > 0)
+            ok = (days > 0) & (res >= settings.min_resolution)
+            o = out[name]
+            for k, arr in (("vx", ux), ("vy", uy), ("vx_error", ex), ("vy_error", ey)):
+                o[k][sl] = np.where(ok, arr, np.nan)
+            o["resolution"][sl] = np.where(days > 0, res, 0.0)
+            o["resolved_days"][sl] = fine_ok @ ((g > 0).T * base_days[:, None])
+            o["coverage_days"][sl] = days
+            o["pair_count"][sl] = count
+            o["first_date"][sl] = first_d
+            o["last_date"][sl] = last_d
+    return {name: _shaped(o, shape, sets[name]) for name, o in out.items()}
+
+
+def _shaped(out: dict[str, np.ndarray], shape: tuple[int, ...], edges: np.ndarray) -> dict:
+    m = edges.size - 1
     result: dict[str, np.ndarray] = {}
     for name, arr in out.items():
         arr = arr.reshape(*shape[:-1], m)

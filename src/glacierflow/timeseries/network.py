@@ -61,6 +61,11 @@ STEP_VARIABLES: dict[str, dict[str, str]] = {
         "units": "1",
         "long_name": "model resolution: share of the estimate that comes from the data",
     },
+    "resolved_days": {
+        "units": "days",
+        "long_name": "days of the step in base steps the data resolve; the rest of the step "
+        "is filled by the temporal regularisation",
+    },
 }
 
 
@@ -324,7 +329,7 @@ def _step_dataset(
     )
     out["time_bnds"] = (("time", "nv"), np.stack([start, stop], axis=1))
     order = ["vx", "vy", "v", "vx_error", "vy_error", "v_error", "coverage_days", "pair_count"]
-    order += ["first_date", "last_date", "resolution", "time_bnds"]
+    order += ["first_date", "last_date", "resolution", "resolved_days", "time_bnds"]
     out = out[order]
     out.attrs = {
         "title": "Glacier surface velocity time series, network inversion of image pairs",
@@ -365,7 +370,7 @@ def series_at(
     steps : pandas.DataFrame
         One row per step: ``start``, ``end``, ``vx``, ``vy``, ``v``, ``v_error`` (m/yr, NaN
         where unresolved), ``coverage_days``, ``pair_count``, ``first_date``, ``last_date``,
-        ``resolution``.
+        ``resolution``, ``resolved_days``.
 
     Raises
     ------
@@ -412,6 +417,7 @@ def series_at(
             "first_date": result["first_date"].values,
             "last_date": result["last_date"].values,
             "resolution": result["resolution"].values,
+            "resolved_days": result["resolved_days"].values,
         }
     )
     steps.attrs = {"x_m": float(xs[ix]), "y_m": float(ys[iy]), "lon": lon, "lat": lat}

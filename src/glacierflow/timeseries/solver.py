@@ -23,6 +23,7 @@ spans the steps between its dates), so building them costs the non-zeros, not ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +110,8 @@ def solve_grid(
     grid: tuple[float, ...],
     rule: str,
     resolution_lam: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    groups: Sequence[np.ndarray] = (),
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
     """Choose lambda per pixel on ``grid`` (relative to ``tr(N)/tr(R)``) by ``rule``.
 
     Parameters
@@ -127,14 +129,22 @@ def solve_grid(
     rule : {"gcv", "discrepancy", "fixed"}
     resolution_lam : float
         Relative lambda at which the model resolution is taken.
+    groups : sequence of ndarray, shape (K, m) each
+        Averaging matrices ``G`` (row k: the time weights of the steps inside output step k,
+        summing to one); none gives the steps themselves.
 
     Returns
     -------
     u : ndarray, shape (p, 2, m)
-    var : ndarray, shape (p, m)
-        Posterior variances (before inflation by the misfit).
+    var : list of ndarray, shape (p, K) each
+        Per group, the posterior variances ``diag(G C G^T)`` of the averaged values (before
+        inflation by the misfit), C the full posterior covariance of the steps.
     reduced_chi2 : ndarray, shape (p, 2)
-    resolution : ndarray, shape (p, m)
+    resolution : list of ndarray, shape (p, K) each
+        Per group, ``diag(G Res G^+)``, ``Res = (N + lambda R)^-1 N`` the model resolution
+        matrix and ``G^+`` the indicator of the steps inside each output step: the share of
+        the averaged value that the data inside its own step determine (``diag(Res)`` for the
+        steps themselves).
     lam : ndarray, shape (p,)
         The chosen relative lambda.
     """
@@ -150,7 +160,6 @@ def solve_grid(
     z = basis.z
     k = z.shape[1]
     u_null = ((rhs @ z) @ n_zz_inv) @ z.T  # (p, 2, m); n_zz_inv symmetric
-    var_null = np.einsum("ik,pkl,il->pi", z, n_zz_inv, z)
     n_obs = (weights > 0).sum(axis=1).astype(np.float64)
     # chi^2(lambda) = y'Wy - u0'b - sum((2 d - s d^2) b~^2): u0 is the unpenalised null-space
     # part, b~ = V'F'b, d = 1/(s + lambda); F'N Z = 0 and (FV)'N(FV) = diag(s) make the
@@ -185,14 +194,23 @@ def solve_grid(
         best_lam = np.where(take, lam, best_lam)
     assert best_d is not None and best_chi is not None
     best_u = (b * best_d[:, None, :]) @ np.swapaxes(fv, 1, 2) + u_null
-    var = np.einsum("pij,pj->pi", fv**2, best_d) + var_null
-    # Resolution diag((N + lam R)^-1 N) = diag(C N), C = FV diag(d) (FV)^T + Z Nzz^-1 Z^T.
+    # C = FV diag(d) (FV)^T + Z Nzz^-1 Z^T; Res = C N at the resolution lambda.
     d_res = 1.0 / (s + (resolution_lam * scale)[:, None])
-    nfv = n_mat @ fv  # (p, m, mr): rows of (FV)^T N, transposed
-    resolution = np.einsum("pij,pj,pij->pi", fv, d_res, nfv)
-    if k:
-        resolution += np.einsum("ik,pkl,pil->pi", z, n_zz_inv, n_mat @ z)
-    return best_u, var, best_chi / best_dof[:, None], resolution, best_lam
+    fvt_n = np.swapaxes(n_mat @ fv, 1, 2)  # (p, mr, m) = (FV)^T N
+    zt_n = z.T @ n_mat  # (p, k, m)
+    var_out, res_out = [], []
+    for g in groups or (np.eye(m),):
+        g_plus = (g > 0).T.astype(np.float64)  # (m, K)
+        gfv = g @ fv  # (p, K, mr)
+        gz = g @ z  # (K, k)
+        var = np.einsum("pkj,pj->pk", gfv**2, best_d)
+        var += np.einsum("ki,pil,kl->pk", gz, n_zz_inv, gz)
+        res = np.einsum("pkj,pj,pjk->pk", gfv, d_res, fvt_n @ g_plus)
+        if k:
+            res += np.einsum("ki,pil,plk->pk", gz, n_zz_inv, zt_n @ g_plus)
+        var_out.append(var)
+        res_out.append(res)
+    return best_u, var_out, best_chi / best_dof[:, None], res_out, best_lam
 
 
 def solve_fixed(n_mat: np.ndarray, rhs: np.ndarray, reg: np.ndarray, lam: np.ndarray) -> np.ndarray:
