@@ -55,6 +55,26 @@ and pair count are still given, so a user sees why. Every step carries ``coverag
 (days of the step inside at least one valid pair), ``pair_count`` (valid pairs overlapping
 it), ``first_date`` and ``last_date`` (the span of those days) and ``resolution``.
 
+Coarse steps: averaged from fine ones
+-------------------------------------
+A step's value is the mean velocity over the whole step. Modelling a year as one unknown
+would read a 16-day summer pair as that year's mean (seasonal aliasing: every short summer
+or surge pair biases the year upwards). So steps longer than a month are not unknowns of
+their own: the network is inverted on base steps (the requested edges refined by the
+calendar months) and each requested step is the time-weighted mean of its base steps,
+``u_k = sum_j G_kj u_j`` with ``G_kj`` = days of base step j / days of step k. Its error is
+``sqrt(G C G^T)`` from the full posterior covariance ``C`` of the base steps (their errors are
+correlated, so this is not the mean of their errors), and its resolution is
+``diag(G Res G^+)`` (``Res`` the resolution matrix, ``G^+`` the indicator of the base steps
+inside step k): the share of the step's mean that the data inside the step determine. Base
+steps the data leave unresolved (a winter gap) are filled by the regularisation only; the
+step's mean uses them, and is reported, only where that mean is itself resolved
+(``resolution >= min_resolution``); ``resolved_days`` says how many of its days lie in
+resolved base steps. The base is refined only where the network supports it (``base="auto"``:
+at least half of the covered months resolved by the pair dates alone); a sparse network
+(four year-long pairs) is inverted on the requested steps, the finest it resolves.
+:func:`invert_series` returns several step sets (monthly and annual) from one inversion.
+
 Errors
 ------
 The 1-sigma error of a step is the square root of the diagonal of the posterior covariance
