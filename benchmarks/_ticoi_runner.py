@@ -3,7 +3,9 @@
 Usage: python _ticoi_runner.py IN.npz OUT.npz. Input arrays: ``t1``, ``t2`` (days since
 ``origin``), ``vx``, ``vy``, ``ex``, ``ey`` (pixels x pairs, m/yr), ``origin`` (str date),
 ``edges_*`` (days since origin). Output: for every ``edges_*`` the TICOI series averaged over
-those steps (time-weighted over its regular 30-day leap-frog intervals), and ``seconds``.
+those steps (time-weighted over its regular 30-day leap-frog intervals, reported where they
+cover at least half of the step), ``cov_*`` the share of each step they cover, and
+``seconds``.
 
 TICOI 0.1.2 calling conventions that matter (read from ``ticoi/core.py``): ``regu`` is the
 string ``"1"`` (an int raises); the values are displacements in m with the errors in m/yr and
@@ -38,6 +40,8 @@ def main(src: str, dst: str) -> None:
         k.replace("edges_", "v_"): np.full((data["vx"].shape[0], data[k].size - 1), np.nan)
         for k in edge_names
     }
+    for k in edge_names:  # share of each step inside TICOI's output series
+        out[k.replace("edges_", "cov_")] = np.zeros((data["vx"].shape[0], data[k].size - 1))
     start = time.perf_counter()
     for p in range(data["vx"].shape[0]):
         ok = np.isfinite(data["vx"][p])
@@ -94,6 +98,7 @@ def main(src: str, dst: str) -> None:
                 # Reported only where TICOI's series covers at least half of the step.
                 val = (w * v[good, None]).sum(axis=0) / s
             out[k.replace("edges_", "v_")][p] = np.where(s >= 0.5 * np.diff(e), val, np.nan)
+            out[k.replace("edges_", "cov_")][p] = s / np.diff(e)
     out["seconds"] = np.array(time.perf_counter() - start)
     np.savez(dst, **out)
 
