@@ -24,8 +24,8 @@ monthly base steps over the whole year (January and February, before the first a
 of 2018, filled by the regularisation); TICOI's is the mean of its 30-day series over the days
 of the year it covers (the share is printed). RMSE against the truth is computed on the
 steps that all methods report (common), and each method's share of steps reported is printed
-beside it; a method that reports fewer steps is not rewarded for it in the common RMSE. Time: seconds per 10^5
-pixel-series, measured on this machine in this run.
+beside it; a method that reports fewer steps is not rewarded for it in the common RMSE.
+Time: seconds per 10^5 pixel-series, measured on this machine in this run.
 
 Usage::
 
@@ -134,9 +134,7 @@ def averaging(sim: dict, edges: np.ndarray) -> np.ndarray:
     return np.hypot(vx, vy)
 
 
-def run_ticoi(
-    sim: dict, pixels: int, edges: dict, python: str
-) -> tuple[dict, float, dict] | None:
+def run_ticoi(sim: dict, pixels: int, edges: dict, python: str) -> tuple[dict, float, dict] | None:
     if pixels < 1 or not Path(python).exists():
         return None
     with tempfile.TemporaryDirectory() as tmp:
