@@ -153,20 +153,31 @@ def free_port() -> int:
 
 
 class PortalServer:
-    """``glacierflow serve`` as a real subprocess on 127.0.0.1, stopped by :meth:`stop`."""
+    """``glacierflow serve`` as a real subprocess on 127.0.0.1, stopped by :meth:`stop`.
 
-    def __init__(self, catalog_dir: Path, log_path: Path) -> None:
+    With ``options`` (e.g. ``{"tile_timeout_s": 3}``) the server runs as
+    ``python -m glacierflow.portal.server`` with those options instead. The tile cache is
+    kept in a ``cache`` folder beside the log.
+    """
+
+    def __init__(
+        self, catalog_dir: Path, log_path: Path, options: dict[str, Any] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.cache_dir = log_path.parent / f"{log_path.stem}-cache"
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, "-m", "glacierflow.cli", "serve", "--catalog"]
-        command += [str(catalog_dir), "--host", "127.0.0.1", "--port", str(self.port)]
+        entry = ["glacierflow.portal.server"] if options else ["glacierflow.cli", "serve"]
+        command = [sys.executable, "-m", *entry, "--catalog", str(catalog_dir)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        for key, value in (options or {}).items():
+            command += ["--" + key.replace("_", "-"), str(value)]
         self.process = subprocess.Popen(
             command,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(self.cache_dir)},
         )
         self._wait_until_up(timeout_s=60.0)
 

@@ -112,9 +112,11 @@ def test_download_is_byte_identical_with_type_and_length(
         assert headers["accept-ranges"] == "bytes"
     status, items = server.get_json(f"/api/datasets/{pt.ANNUAL_ID}/items")
     annual = items["items"][0]["assets"][0]
-    assert annual["type"] == "image/tiff; application=geotiff"  # stand-ins are not COGs
+    # the stand-ins are plain tiled GeoTIFFs; publish writes every velocity GeoTIFF as a COG
+    cog_type = "image/tiff; application=geotiff; profile=cloud-optimized"
+    assert annual["type"] == cog_type
     status, headers, _ = server.request("GET", annual["url"])
-    assert headers["content-type"] == "image/tiff; application=geotiff"
+    assert headers["content-type"] == cog_type
     status, headers, _ = server.request("HEAD", urls["velocity"])
     assert status == 200 and int(headers["content-length"]) == products["pair_cog"].stat().st_size
     assert "attachment" in headers["content-disposition"]

@@ -411,7 +411,7 @@ def publish(products_dir: Path, meta_path: Path, catalog_dir: Path, strict: bool
 )
 def serve(catalog_dir: Path, host: str, port: int) -> None:
     """Serve the catalog as a read-only web portal and JSON API."""
-    from glacierflow.portal.app import serve as serve_portal
+    from glacierflow.portal.server import serve as serve_portal
 
     click.echo(f"glacierflow portal for {catalog_dir} on http://{host}:{port}/ (Ctrl-C stops)")
     try:

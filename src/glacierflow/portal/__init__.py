@@ -10,7 +10,11 @@
 ``params``    parsing and checking of query parameters (bounding boxes, time ranges)
 ``api``       the JSON API and the downloads (FastAPI router)
 ``pages``     the HTML pages (Jinja templates in ``templates/``, assets in ``static/``)
-``app``       the FastAPI application; :func:`glacierflow.portal.app.serve` runs it with uvicorn
+``app``       the FastAPI application and its limits (:class:`~glacierflow.portal.app.PortalLimits`)
+``middleware`` fair admission queue, ETags on JSON, security headers (plain ASGI)
+``workers``   tile rendering in killable worker processes (time budget, client gone = stopped)
+``tilecache`` the on-disk tile cache, keyed by content (the key is the tile's ETag)
+``server``    :func:`glacierflow.portal.server.serve`: uvicorn with timeouts and a quick shutdown
 
 Command line: ``glacierflow publish PRODUCTS_DIR --meta dataset.toml --catalog CATALOG_DIR`` and
 ``glacierflow serve --catalog CATALOG_DIR [--host 127.0.0.1 --port 8000]``.

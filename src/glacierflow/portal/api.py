@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from glacierflow.portal import raster
 from glacierflow.portal.files import Refused, media_type, resolve_download
 from glacierflow.portal.index import CatalogIndex, SearchQuery
 from glacierflow.portal.params import BadParameter, check_lon_lat, parse_bbox, parse_interval
 from glacierflow.portal.record import dataset_record, dataset_summary, item_record, speed_max
+from glacierflow.portal.tilecache import TileCache, tile_key
+from glacierflow.portal.workers import RenderTimeout, TilePool, WorkerError
 
 __all__ = ["api", "downloads", "get_index"]
 
@@ -197,9 +202,9 @@ def point_series(
     summary="Map tile of speed",
     tags=["map"],
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {"image/png": {}}}, 304: {"description": "Not modified"}},
 )
-def tile(
+async def tile(
     request: Request,
     dataset_id: DatasetId,
     item_id: ItemId,
@@ -209,10 +214,38 @@ def tile(
 ) -> Response:
     """A 256 x 256 PNG tile (Web Mercator) of speed on the dataset's fixed viridis scale.
 
-    Transparent where there is no data or outside the product's grid.
+    Transparent where there is no data or outside the product's grid. Tiles carry an
+    ``ETag`` (a hash of the product file's identity and the tile's address) and answer
+    ``304`` to a matching ``If-None-Match``; rendered tiles are cached on the server's disk.
+    A tile that takes longer than the server's time budget answers 503; a tile whose client
+    has gone is not finished.
     """
     if x >= 2**z or y >= 2**z:
         raise BadParameter("x/y", f"tile column and row must be below 2**z = {2**z}")
+    path, band, vmax, key = await run_in_threadpool(
+        _tile_source, request, dataset_id, item_id, (z, x, y)
+    )
+    etag = f'"{key}"'
+    headers = {"Cache-Control": "public, max-age=300", "ETag": etag}
+    if etag in _if_none_match(request):
+        return Response(status_code=304, headers=headers)
+    cache: TileCache = request.app.state.tile_cache
+    png = await run_in_threadpool(cache.get, key)
+    if png is None:
+        png = await _render_or_stop(request, path, band, (z, x, y), vmax)
+        png = png if png is not None else raster.transparent_tile()
+        await run_in_threadpool(cache.put, key, png)
+    return Response(png, media_type="image/png", headers=headers)
+
+
+def _if_none_match(request: Request) -> set[str]:
+    return {t.strip() for t in request.headers.get("if-none-match", "").split(",") if t.strip()}
+
+
+def _tile_source(
+    request: Request, dataset_id: str, item_id: str, zxy: tuple[int, int, int]
+) -> tuple[Path, int, float, str]:
+    """The GeoTIFF, its ``v`` band, the colour scale top and the cache key of a tile."""
     index = get_index(request)
     coll = _collection(index, dataset_id)
     rows = index.items(dataset_id, item_id)
@@ -222,15 +255,50 @@ def tile(
     if not row["available"] or not row["velocity_path"]:
         raise HTTPException(404, f"item {item_id!r} is unavailable: {row['problem']}")
     band = row["bands"].index("v") + 1
+    path = index.root / row["velocity_path"]
+    vmax = speed_max(coll)
+    checksum = (row.get("assets") or {}).get("velocity", {}).get("checksum")
     try:
-        png = raster.render_tile(index.root / row["velocity_path"], band, z, x, y, speed_max(coll))
-    except Exception as exc:  # noqa: BLE001 - a file broken since indexing
-        raise HTTPException(404, f"item {item_id!r}: tile cannot be read ({exc})") from None
-    return Response(
-        png if png is not None else raster.transparent_tile(),
-        media_type="image/png",
-        headers={"Cache-Control": "public, max-age=300"},
-    )
+        key = tile_key(path, checksum, band, zxy, vmax)
+    except OSError:
+        raise HTTPException(404, f"item {item_id!r}: the GeoTIFF is gone") from None
+    return path, band, vmax, key
+
+
+async def _render_or_stop(
+    request: Request, path: Path, band: int, zxy: tuple[int, int, int], vmax: float
+) -> bytes | None:
+    """Render in a worker process; stop it when the client disconnects (or time runs out)."""
+    pool: TilePool = request.app.state.tile_pool
+    z, x, y = zxy
+    render = asyncio.create_task(pool.render(str(path), band, z, x, y, vmax))
+    gone = asyncio.create_task(_disconnected(request))
+    try:
+        await asyncio.wait({render, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (render, gone):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(render, gone, return_exceptions=True)
+    if not render.done() or render.cancelled():
+        # the client left: nothing to answer (the worker was killed)
+        raise HTTPException(499, "client closed the request")
+    try:
+        return render.result()
+    except RenderTimeout as exc:
+        raise HTTPException(
+            503, f"{exc}; try a closer zoom", headers={"Retry-After": "5"}
+        ) from None
+    except WorkerError as exc:
+        raise HTTPException(404, f"tile cannot be read ({exc})") from None
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has closed the connection."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 @api.get("/datasets/{dataset_id}/legend", summary="Speed colour scale", tags=["map"])
@@ -276,6 +344,9 @@ def health(request: Request) -> dict[str, Any]:
 # Downloads
 # --------------------------------------------------------------------------------------------
 
+#: Longest number accepted in a Range header (10**18 bytes is an exabyte).
+MAX_RANGE_DIGITS = 18
+
 _RANGE_RE = re.compile(r"^bytes=\s*(\d*-\d*)(\s*,\s*\d*-\d*){0,15}\s*$")
 
 
@@ -288,6 +359,13 @@ def _check_range(header: str, size: int) -> JSONResponse | None:
     satisfiable = False
     for spec in header.split("=", 1)[1].split(","):
         first, last = (s.strip() for s in spec.split("-"))
+        if len(first) > MAX_RANGE_DIGITS or len(last) > MAX_RANGE_DIGITS:
+            # beyond any file (and beyond what int() parses quickly): not satisfiable
+            return JSONResponse(
+                {"status": 416, "error": "range not satisfiable", "detail": "range too large"},
+                416,
+                headers={"Content-Range": f"bytes */{size}"},
+            )
         if not first and not last:
             return JSONResponse(
                 {"status": 400, "error": "bad request", "detail": "malformed Range header"}, 400

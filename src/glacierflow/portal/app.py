@@ -1,4 +1,4 @@
-"""The portal's web application: :func:`create_app` builds it, :func:`serve` runs it.
+"""The portal's web application: :func:`create_app` builds it (:mod:`.server` runs it).
 
 Read-only by construction: every route is ``GET`` (or ``HEAD`` for downloads), the index lives
 in memory, and nothing is written under the catalog. Errors are JSON for ``/api`` and
@@ -9,6 +9,9 @@ unexpected exception is logged and answered with 500, and the server keeps runni
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from glacierflow import __version__
 from glacierflow.portal.api import api, downloads
 from glacierflow.portal.index import CatalogIndex
+from glacierflow.portal.middleware import Admission, JsonETag, SecurityHeaders
 from glacierflow.portal.pages import pages, templates
 from glacierflow.portal.params import BadParameter
+from glacierflow.portal.tilecache import TileCache, default_cache_dir
+from glacierflow.portal.workers import TilePool
 
-__all__ = ["create_app", "serve"]
+__all__ = ["PortalLimits", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,47 @@ SECURITY_HEADERS = {
     ),
 }
 
+
+class PortalLimits:
+    """How much work the application takes on at once, and for how long.
+
+    Parameters
+    ----------
+    max_active : int
+        Requests served at once; more wait in a fair queue.
+    max_queue : int
+        Requests allowed to wait; beyond, 503 at once.
+    queue_timeout_s : float
+        Longest wait in the queue, seconds (then 503).
+    tile_workers : int or None
+        Processes rendering map tiles (default: the CPUs, at most 4).
+    tile_timeout_s : float
+        Time budget of one tile, seconds; a render still running then is stopped (503).
+    cache_dir : str or PathLike or None
+        Folder of the tile cache (default :func:`.tilecache.default_cache_dir`).
+    cache_max_mb : float
+        Size limit of the tile cache, MB.
+    """
+
+    def __init__(
+        self,
+        max_active: int = 32,
+        max_queue: int = 1024,
+        queue_timeout_s: float = 30.0,
+        tile_workers: int | None = None,
+        tile_timeout_s: float = 20.0,
+        cache_dir: str | PathLike[str] | None = None,
+        cache_max_mb: float = 512.0,
+    ) -> None:
+        self.max_active = int(max_active)
+        self.max_queue = int(max_queue)
+        self.queue_timeout_s = float(queue_timeout_s)
+        self.tile_workers = int(tile_workers or min(4, os.cpu_count() or 1))
+        self.tile_timeout_s = float(tile_timeout_s)
+        self.cache_dir = cache_dir
+        self.cache_max_mb = float(cache_max_mb)
+
+
 _REASONS = {
     400: "bad request",
     404: "not found",
@@ -50,6 +97,7 @@ _REASONS = {
     416: "range not satisfiable",
     422: "invalid parameter",
     500: "internal error",
+    503: "service unavailable",
 }
 
 
@@ -58,16 +106,26 @@ def _wants_json(request: Request) -> bool:
     return path.startswith(("/api/", "/files/", "/static/")) or path == "/openapi.json"
 
 
-def _error(request: Request, status: int, detail: Any) -> Response:
+def _error(
+    request: Request, status: int, detail: Any, headers: dict[str, str] | None = None
+) -> Response:
     if _wants_json(request):
         body = {"status": status, "error": _REASONS.get(status, "error"), "detail": detail}
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers=headers)
     return templates.TemplateResponse(
-        request, "error.html", {"status": status, "detail": detail}, status_code=status
+        request,
+        "error.html",
+        {"status": status, "detail": detail},
+        status_code=status,
+        headers=headers,
     )
 
 
-def create_app(catalog_dir: str | PathLike[str], check_interval_s: float = 1.0) -> FastAPI:
+def create_app(
+    catalog_dir: str | PathLike[str],
+    check_interval_s: float = 1.0,
+    limits: PortalLimits | None = None,
+) -> FastAPI:
     """The portal application over the catalog in ``catalog_dir``.
 
     Parameters
@@ -82,7 +140,21 @@ def create_app(catalog_dir: str | PathLike[str], check_interval_s: float = 1.0) 
     -------
     fastapi.FastAPI
     """
+    limits = limits or PortalLimits()
+    cache_dir = limits.cache_dir or default_cache_dir()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.tile_pool = TilePool(limits.tile_workers, limits.tile_timeout_s)
+        await app.state.tile_pool.start()
+        app.state.tile_cache = TileCache(cache_dir, limits.cache_max_mb)
+        try:
+            yield
+        finally:
+            app.state.tile_pool.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="glacierflow data portal",
         version=__version__,
         description=(
@@ -100,7 +172,7 @@ def create_app(catalog_dir: str | PathLike[str], check_interval_s: float = 1.0) 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error(request, exc.status_code, exc.detail)
+        return _error(request, exc.status_code, exc.detail, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -123,39 +195,13 @@ def create_app(catalog_dir: str | PathLike[str], check_interval_s: float = 1.0) 
         log.exception("unexpected error on %s", request.url.path)
         return _error(request, 500, "internal error; the server log has the details")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
-    return app
-
-
-def serve(
-    catalog_dir: str | PathLike[str], host: str = "127.0.0.1", port: int = 8000
-) -> None:  # pragma: no cover - runs until stopped; tested through a real process
-    """Run the portal with uvicorn until interrupted.
-
-    Parameters
-    ----------
-    catalog_dir : str or PathLike
-        A catalog written by ``glacierflow publish``.
-    host : str
-        Address to listen on; the default answers this machine only.
-    port : int
-        TCP port.
-    """
-    import uvicorn
-
-    app = create_app(catalog_dir)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        limit_concurrency=64,
-        timeout_keep_alive=5,
-        h11_max_incomplete_event_size=64 * 1024,
+    # The last added is the outermost: headers on every answer, then admission, then ETags.
+    app.add_middleware(JsonETag)
+    app.add_middleware(
+        Admission,
+        max_active=limits.max_active,
+        max_queue=limits.max_queue,
+        queue_timeout_s=limits.queue_timeout_s,
     )
+    app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
+    return app

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import pystac
+import rasterio
+import rasterio.shutil
 from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
@@ -64,8 +66,8 @@ log = logging.getLogger(__name__)
 #: Id of the root catalog that lists the datasets.
 ROOT_CATALOG_ID = "glacierflow"
 
-#: Media type, roles and title of each product file, by role (``velocity`` when not a COG:
-#: :data:`PLAIN_GEOTIFF`).
+#: Media type, roles and title of each product file, by role (every velocity GeoTIFF is
+#: published as a COG).
 ASSET_INFO: dict[str, dict[str, Any]] = {
     "velocity": {
         "type": pystac.MediaType.COG,
@@ -93,12 +95,6 @@ ASSET_INFO: dict[str, dict[str, Any]] = {
     },
 }
 
-PLAIN_GEOTIFF = {
-    "type": pystac.MediaType.GEOTIFF,
-    "roles": ["data"],
-    "title": "Velocity (GeoTIFF)",
-    "format": "GeoTIFF",
-}
 
 _SPDX_RE = re.compile(r"^[\w\-.+]+$")
 _SAFE_RE = re.compile(r"[^a-z0-9_-]+")
@@ -312,7 +308,41 @@ def _item(product: ProductFacts, item_id: str) -> pystac.Item:
 
 
 def _asset_info(product: ProductFacts, role: str) -> dict[str, Any]:
-    return PLAIN_GEOTIFF if role == "velocity" and not product.is_cog else ASSET_INFO[role]
+    # every velocity GeoTIFF is published as a COG with overviews (_copy_velocity)
+    return ASSET_INFO[role]
+
+
+#: Block size of the published COGs and the size below which they need no overviews, pixels.
+COG_BLOCK_PX = 256
+
+
+def _copy_velocity(src: Path, dst: Path, is_cog: bool) -> None:
+    """Copy a velocity GeoTIFF as a Cloud-Optimized GeoTIFF with overviews.
+
+    A product that already is a COG with overviews down to one block (what ``track`` and
+    ``run`` write) is copied byte for byte; any other is rewritten with GDAL's COG driver:
+    the same full-resolution values, band descriptions and tags, tiled 256 x 256, DEFLATE,
+    with averaged overviews (missing values ignored) halving down to one block, so that a map
+    tile at any zoom reads a bounded number of pixels.
+    """
+    with rasterio.open(src) as ds:
+        levels = ds.overviews(1)
+        size = max(ds.width, ds.height)
+        coarsest = size / (levels[-1] if levels else 1)
+        if is_cog and coarsest <= COG_BLOCK_PX:
+            shutil.copyfile(src, dst)
+            return
+        rasterio.shutil.copy(
+            ds,
+            dst,
+            driver="COG",
+            blocksize=COG_BLOCK_PX,
+            compress="DEFLATE",
+            predictor="FLOATING_POINT" if ds.dtypes[0].startswith("float") else "YES",
+            overviews="IGNORE_EXISTING",
+            overview_resampling="AVERAGE",
+            bigtiff="IF_SAFER",
+        )
 
 
 def _add_assets(item: pystac.Item, product: ProductFacts, item_dir: Path) -> int:
@@ -323,7 +353,10 @@ def _add_assets(item: pystac.Item, product: ProductFacts, item_dir: Path) -> int
     for role, src in product.files.items():
         dst = item_dir / src.name
         with atomic_write(dst) as tmp:
-            shutil.copyfile(src, tmp)
+            if role == "velocity":
+                _copy_velocity(src, tmp, product.is_cog)
+            else:
+                shutil.copyfile(src, tmp)
         info = _asset_info(product, role)
         asset = pystac.Asset(
             href=f"./{dst.name}", title=info["title"], media_type=info["type"], roles=info["roles"]

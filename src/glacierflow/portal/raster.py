@@ -6,6 +6,12 @@ perceptually uniform colour scale for a whole dataset (viridis from 0 to the dat
 ``glacierflow:speed_max_m_per_yr``; faster ice is clipped to the top colour), so that colours
 mean the same speed in every year; missing values are transparent. Grid cells are shown as they
 are (nearest neighbour), not smoothed.
+
+A tile reads a bounded number of pixels at any zoom: only the part of the tile that the
+product covers is rendered (a product a few kilometres wide is a handful of pixels of a z0
+tile, not a full-resolution read of the whole world), and GDAL reads that part from the
+GeoTIFF's overviews when the tile is coarser than the full-resolution grid (``publish`` writes
+overviews into every velocity GeoTIFF of a catalog).
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ import math
 from os import PathLike
 from typing import Any
 
+import morecantile
 import numpy as np
 import rasterio
+from affine import Affine
 from pyproj import Transformer
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rio_tiler.colormap import cmap
-from rio_tiler.errors import TileOutsideBounds
-from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 
 __all__ = [
@@ -82,13 +92,100 @@ def render_tile(
     -------
     bytes or None
     """
-    with Reader(str(path)) as src:
-        try:
-            img = src.tile(x, y, z, tilesize=TILE_PX, indexes=(band,), resampling_method="nearest")
-        except TileOutsideBounds:
+    left, bottom, right, top = _tms().xy_bounds(x, y, z)
+    px_m = (right - left) / TILE_PX
+    with rasterio.open(path) as src:
+        window = _covered_pixels(src, (left, bottom, right, top))
+        if window is None:
             return None
+        c0, r0, c1, r1 = window
+        dst_transform = Affine(px_m, 0.0, left + c0 * px_m, 0.0, -px_m, top - r0 * px_m)
+        level = _overview_level(src, dst_transform, c1 - c0, r1 - r0)
+    with (
+        rasterio.open(path, overview_level=level) as src,
+        WarpedVRT(
+            src,
+            crs=_MERCATOR,
+            transform=dst_transform,
+            width=c1 - c0,
+            height=r1 - r0,
+            resampling=Resampling.nearest,
+            src_nodata=src.nodata if src.nodata is not None else float("nan"),
+            nodata=float("nan"),
+        ) as vrt,
+    ):
+        part = vrt.read(band).astype(np.float32)
+    data = np.ma.masked_all((1, TILE_PX, TILE_PX), dtype=np.float32)
+    data[0, r0:r1, c0:c1] = np.ma.masked_invalid(part)
+    if data.mask.all():
+        return None
+    img = ImageData(data)
     img.rescale(((0.0, float(vmax_m_per_yr)),))
     return img.render(img_format="PNG", colormap=_colormap())
+
+
+@functools.cache
+def _tms() -> morecantile.TileMatrixSet:
+    return morecantile.tms.get("WebMercatorQuad")
+
+
+_MERCATOR = CRS.from_epsg(3857)
+
+
+def _covered_pixels(
+    dataset: rasterio.io.DatasetReader, tile_bounds: tuple[float, float, float, float]
+) -> tuple[int, int, int, int] | None:
+    """Columns and rows (c0, r0, c1, r1) of the tile that the product's footprint covers.
+
+    ``tile_bounds`` are Web Mercator metres. None when the product lies outside the tile; the
+    whole tile when the footprint cannot be projected.
+    """
+    left, bottom, right, top = tile_bounds
+    whole = (0, 0, TILE_PX, TILE_PX)
+    if dataset.crs is None:
+        return None
+    try:
+        foot = transform_bounds(dataset.crs, _MERCATOR, *dataset.bounds, densify_pts=21)
+    except Exception:  # noqa: BLE001 - a footprint beyond Web Mercator: read the whole tile
+        return whole
+    if not all(math.isfinite(v) for v in foot):
+        return whole
+    px_m = (right - left) / TILE_PX
+    c0 = max(math.floor((max(left, foot[0]) - left) / px_m), 0)
+    c1 = min(math.ceil((min(right, foot[2]) - left) / px_m), TILE_PX)
+    r0 = max(math.floor((top - min(top, foot[3])) / px_m), 0)
+    r1 = min(math.ceil((top - max(bottom, foot[1])) / px_m), TILE_PX)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return c0, r0, c1, r1
+
+
+def _overview_level(
+    src: rasterio.io.DatasetReader, dst_transform: Affine, width: int, height: int
+) -> int | None:
+    """The coarsest overview still at least as fine as the tile's pixels (None: full grid).
+
+    As ``gdalwarp -ovr AUTO`` does, so that a tile reads about as many source pixels as it
+    has, whatever the zoom.
+    """
+    factors = src.overviews(1)
+    if not factors:
+        return None
+    right = dst_transform.c + dst_transform.a * width
+    bottom = dst_transform.f + dst_transform.e * height
+    try:
+        box = transform_bounds(_MERCATOR, src.crs, dst_transform.c, bottom, right, dst_transform.f)
+    except Exception:  # noqa: BLE001 - cannot tell: read the full grid
+        return None
+    needed = min((box[2] - box[0]) / width, (box[3] - box[1]) / height)
+    cell = min(abs(src.transform.a), abs(src.transform.e))
+    if not (math.isfinite(needed) and needed > 0):
+        return None
+    level = None
+    for i, factor in enumerate(factors):
+        if cell * factor <= needed:
+            level = i
+    return level
 
 
 def legend(vmax_m_per_yr: float, stops: int = 11) -> dict[str, Any]:

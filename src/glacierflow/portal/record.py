@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pyproj import CRS
 from pyproj.exceptions import CRSError
@@ -23,6 +23,7 @@ __all__ = [
     "human_size",
     "item_record",
     "speed_max",
+    "web_url",
 ]
 
 #: Colour scale top used when a collection does not say (m/yr).
@@ -52,6 +53,27 @@ def _crs_name(code: str) -> str:
 def _date(value: Any) -> str | None:
     when = parse_time(value)
     return None if when is None else when.strftime("%Y-%m-%d")
+
+
+def web_url(value: Any) -> str | None:
+    """``value`` if it is an absolute http(s) URL, else None (never a ``javascript:`` link).
+
+    URLs in a record come from a hand-written ``dataset.toml``; only web addresses become
+    links on the pages.
+    """
+    if not isinstance(value, str) or any(c in value for c in "\x00\r\n\t\\ "):
+        return None
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return value.strip()
+
+
+def _with_web_url(entries: Any) -> list[dict[str, Any]]:
+    return [{**e, "url": web_url(e.get("url"))} for e in (entries or []) if isinstance(e, dict)]
 
 
 def _url(*parts: str) -> str:
@@ -122,8 +144,8 @@ def dataset_record(coll: dict[str, Any], items: list[dict[str, Any]]) -> dict[st
     cid = record["id"]
     stac_href = f"{cid}/collection.json"
     sci_doi = coll.get("sci:doi")
-    license_url = next(
-        (link.get("href") for link in coll.get("links", []) if link.get("rel") == "license"), None
+    license_url = web_url(
+        next((ln.get("href") for ln in coll.get("links", []) if ln.get("rel") == "license"), None)
     )
     record.update(
         {
@@ -155,8 +177,8 @@ def dataset_record(coll: dict[str, Any], items: list[dict[str, Any]]) -> dict[st
             "accuracy": coll.get("glacierflow:accuracy"),
             "lineage": coll.get("glacierflow:lineage"),
             "contact": coll.get("glacierflow:contact"),
-            "projects": coll.get("glacierflow:projects", []),
-            "provider_details": coll.get("providers") or [],
+            "projects": _with_web_url(coll.get("glacierflow:projects")),
+            "provider_details": _with_web_url(coll.get("providers")),
             "license_url": license_url,
             "placeholders": coll.get("glacierflow:placeholders", []),
             "updated": _date(coll.get("updated")),
