@@ -5,8 +5,9 @@ refactors), reads the products back from disk and returns them as ``{name: ndarr
 
 * ``tif/<band>``: every band of ``velocity.tif`` (as written, float32);
 * ``nc/<variable>``: every numeric variable of ``velocity.nc``;
-* ``attr/<name>``: every numeric attribute of ``velocity.nc`` (``coreg_*``, ``stable_*``,
-  ``v_error_*``, ``filter_*``, grid and timing facts);
+* ``attr/<name>``: every numeric product attribute of ``velocity.nc`` (``coreg_*``,
+  ``stable_*``, ``v_error_*``, ``filter_*``, grid and timing facts), global or filed on the
+  variables of the ITS_LIVE layout (:data:`ATTRIBUTE_GROUPS`);
 * for the project case, the annual maps, the velocity cube and the glacier tables.
 
 The reference arrays were written by ``tests/record_regression.py`` on the code before the
@@ -112,9 +113,35 @@ def read_netcdf(path: Path, prefix: str = "nc", attrs: bool = True) -> dict[str,
             if coord.dtype.kind in "biuf":
                 out[f"{prefix}/coord/{name}"] = coord.values
         if attrs:
-            for name, value in ds.attrs.items():
-                if _is_numeric(value):
-                    out[f"attr/{name}"] = np.asarray(value)
+            out |= _numeric_attributes(ds)
+    return out
+
+
+#: Variables of ``velocity.nc`` whose attributes hold what were global attributes before the
+#: ITS_LIVE layout of issue 15 (pair on ``img_pair_info``, settings and ``coreg_*`` on
+#: ``processing_info``, ``stable_v{x,y}_*`` and ``stable_nodes`` on ``vx``/``vy``, ``v_error_*``
+#: on ``v_error``). Files without them (the reference's) hold everything globally.
+ATTRIBUTE_GROUPS = ("img_pair_info", "processing_info", "vx", "vy", "v_error")
+
+
+def _numeric_attributes(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Numeric product attributes under ``attr/<name>``, wherever the file keeps them.
+
+    Global attributes first, then those of :data:`ATTRIBUTE_GROUPS` (a name already found is
+    not replaced), the quality layer's CF ``flag_masks`` as ``quality_flag_masks`` and the grid
+    mapping's ``GeoTransform`` as ``transform``, as the flat global list held them.
+    """
+    out: dict[str, np.ndarray] = {}
+    sources = [ds.attrs] + [ds[v].attrs for v in ATTRIBUTE_GROUPS if v in ds.variables]
+    for attrs in sources:
+        for name, value in attrs.items():
+            if _is_numeric(value):
+                out.setdefault(f"attr/{name}", np.asarray(value))
+    if "quality" in ds.variables and "flag_masks" in ds["quality"].attrs:
+        out.setdefault("attr/quality_flag_masks", np.asarray(ds["quality"].attrs["flag_masks"]))
+    if "mapping" in ds.variables and "GeoTransform" in ds["mapping"].attrs:
+        text = str(ds["mapping"].attrs["GeoTransform"])
+        out.setdefault("attr/transform", np.asarray([float(c) for c in text.split()]))
     return out
 
 

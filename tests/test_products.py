@@ -111,6 +111,8 @@ def test_cog_layout_and_metadata(ds, tmp_path):
             tags = dst.tags(band)
             assert tags["units"] == VARIABLES[name]["units"]
             assert tags["long_name"] == VARIABLES[name]["long_name"]
+            assert tags.get("standard_name") == VARIABLES[name].get("standard_name")
+        assert dst.tags(1)["standard_name"] == "land_ice_surface_x_velocity"
         assert dst.units[:3] == ("m/yr", "m/yr", "m/yr")
         tags = dst.tags()
         assert tags["ref_time"] == PAIR_ATTRS["ref_time"]
@@ -120,6 +122,11 @@ def test_cog_layout_and_metadata(ds, tmp_path):
         assert int(tags["chip_px"]) == 32
         assert int(tags["step_px"]) == STEP_PX
         assert tags["glacierflow_version"] == "0.1.0"
+        # ITS_LIVE's pair dates, as in velocity.nc's img_pair_info.
+        assert tags["acquisition_date_img1"] == "20160718T20:46:12.000000"
+        assert tags["acquisition_date_img2"] == "20160803T20:46:18.000000"
+        assert tags["date_center"] == "20160726T20:46:15.000000"
+        assert float(tags["date_dt"]) == 16.0
 
 
 def test_cog_pixel_centres_are_the_matching_nodes(ds, tmp_path):
@@ -213,6 +220,7 @@ def test_cog_extra_variables_follow_the_standard_bands(tmp_path):
     with rasterio.open(path) as dst:
         assert dst.descriptions == tuple(VARIABLES) + ("quality", "v_error")
         assert dst.tags(9) == {"units": "m/yr", "long_name": "velocity error"}
+        assert dst.tags(1)["standard_name"] == "land_ice_surface_x_velocity"
     chosen = write_cog(ds, tmp_path / "two.tif", variables=["v", "v_error"])
     with rasterio.open(chosen) as dst:
         assert dst.descriptions == ("v", "v_error")
@@ -240,20 +248,24 @@ def test_cog_rejects_unknown_variable(ds, tmp_path):
 def test_netcdf_is_cf_and_round_trips(ds, tmp_path):
     path = write_netcdf(ds, tmp_path / "velocity.nc")
     with xr.open_dataset(path, engine="h5netcdf") as nc:
-        assert nc.attrs["Conventions"] == "CF-1.8"
-        for key in ("title", "history", "source"):
+        assert nc.attrs["Conventions"] == "CF-1.8, ACDD-1.3"
+        for key in ("title", "history", "source", "summary", "references", "date_created"):
             assert nc.attrs[key]
-        assert nc.attrs["ref_time"] == PAIR_ATTRS["ref_time"]
-        assert nc.attrs["sec_time"] == PAIR_ATTRS["sec_time"]
-        assert nc.attrs["dt_days"] == 16.0
-        assert "spatial_ref" in nc.variables
-        grid_mapping = dict(nc["spatial_ref"].attrs)
+        assert nc.attrs["time_coverage_start"] == "2016-07-18T20:46:12Z"
+        assert nc.attrs["time_coverage_end"] == "2016-08-03T20:46:18Z"
+        pair = nc["img_pair_info"].attrs
+        assert pair["ref_time"] == PAIR_ATTRS["ref_time"]
+        assert pair["sec_time"] == PAIR_ATTRS["sec_time"]
+        assert pair["dt_days"] == 16.0
+        assert "spatial_ref" not in nc.variables
+        grid_mapping = dict(nc["mapping"].attrs)
         assert CRS.from_cf(grid_mapping) == CRS.from_epsg(32607)
         assert CRS.from_wkt(grid_mapping["spatial_ref"]).to_epsg() == 32607
+        assert grid_mapping["spatial_epsg"] == 32607
         geotransform = [float(c) for c in grid_mapping["GeoTransform"].split()]
         assert geotransform == pytest.approx(ds.attrs["transform"])
         for name in VARIABLES:
-            assert nc[name].attrs["grid_mapping"] == "spatial_ref"
+            assert nc[name].attrs["grid_mapping"] == "mapping"
             assert nc[name].attrs["units"] == VARIABLES[name]["units"]
             assert nc[name].attrs["long_name"] == VARIABLES[name]["long_name"]
             assert np.isnan(nc[name].encoding["_FillValue"])
@@ -268,13 +280,137 @@ def test_netcdf_is_cf_and_round_trips(ds, tmp_path):
         np.testing.assert_array_equal(nc["x"].values, ds["x"].values)
         np.testing.assert_array_equal(nc["y"].values, ds["y"].values)
     back = read_product(path)
-    assert "spatial_ref" not in back.variables
+    assert not {"spatial_ref", "mapping", "img_pair_info", "processing_info"} & set(back.variables)
     assert back.attrs["transform"] == pytest.approx(ds.attrs["transform"])
     assert back.attrs["image_transform"] == pytest.approx(ds.attrs["image_transform"])
     assert back.attrs["chip_px"] == 32
     assert CRS.from_wkt(back.attrs["crs_wkt"]).to_epsg() == 32607
     for name in VARIABLES:
         np.testing.assert_array_equal(back[name].values, ds[name].values)
+
+
+#: Flat attributes as :func:`glacierflow.track.track` gives them, by the group they belong to.
+TRACK_ATTRS = {
+    "coreg_method": "constant",
+    "coreg_dx_px": 0.066,
+    "coreg_dy_px": 0.132,
+    "coreg_dx_coef_px": [0.066],
+    "coreg_nodes": 394,
+    "filter_min_corr": 0.3,
+    "filter_fill_holes": 0,
+    "prefilter": "none",
+    "stable_source": "slowest quarter of valid nodes (no outlines given)",
+    "stable_nodes": 397,
+    "stable_vx_rmse_m_per_yr": 36.8,
+    "stable_vy_rmse_m_per_yr": 33.3,
+    "stable_vx_nmad_px": 0.102,
+    "stable_v_error_median_m_per_yr": 35.7,
+    "v_error_scale": 4.97,
+    "v_error_calibration": "stable ground: slowest quarter of valid nodes (no outlines given)",
+    "project": "Yahtse",
+    "pair_id": "20160718_20160803",
+}
+
+
+def _track_like(**kw) -> xr.Dataset:
+    ds = make_dataset(**kw)
+    ds["v_error"] = xr.full_like(ds["v"], 30.0)
+    ds.attrs.update(TRACK_ATTRS)
+    return ds
+
+
+def test_netcdf_files_the_metadata_where_itslive_granules_keep_it(tmp_path):
+    ds = _track_like()
+    with xr.open_dataset(write_netcdf(ds, tmp_path / "velocity.nc")) as nc:
+        glob = nc.attrs
+        # A short CF/ACDD list, not the flat list of every attribute.
+        assert len(glob) <= 25
+        assert not [k for k in glob if k.startswith(("coreg_", "filter_", "stable_", "v_error"))]
+        assert not {"ref_time", "dt_days", "chip_px", "crs_wkt", "transform"} & set(glob)
+        assert (glob["project"], glob["pair_id"]) == ("Yahtse", "20160718_20160803")
+        info, proc = nc["img_pair_info"].attrs, nc["processing_info"].attrs
+        assert "id_img1" not in info  # no scene id given
+        assert info["ref_file"] == PAIR_ATTRS["ref_file"]
+        assert (info["mission_img1"], info["satellite_img1"]) == ("L", "8")
+        assert (proc["chip_px"], proc["method"], proc["coreg_method"]) == (32, "ncc", "constant")
+        assert proc["filter_min_corr"] == 0.3 and proc["step_px"] == STEP_PX
+        assert nc["vx"].attrs["stable_vx_rmse_m_per_yr"] == 36.8
+        assert nc["vy"].attrs["stable_vy_rmse_m_per_yr"] == 33.3
+        assert nc["vx"].attrs["stable_nodes"] == nc["vy"].attrs["stable_nodes"] == 397
+        assert "stable_vy_rmse_m_per_yr" not in nc["vx"].attrs
+        assert nc["v_error"].attrs["v_error_scale"] == 4.97
+        assert nc["v_error"].attrs["stable_v_error_median_m_per_yr"] == 35.7
+        # ITS_LIVE's error attributes: the stable RMSE, from the slowest nodes (flag 2), and
+        # the shift the co-registration subtracted, as velocity: 0.066 px of 15 m in 16 days
+        # east, 0.132 px down = south.
+        vx, vy = nc["vx"].attrs, nc["vy"].attrs
+        assert (vx["error"], vy["error"]) == (36.8, 33.3)
+        assert vx["error_slow"] == 36.8 and np.isnan(vx["error_stationary"])
+        assert vx["stable_shift_flag"] == vy["stable_shift_flag"] == 2
+        assert vx["stable_count_slow"] == 394 and vx["stable_count_stationary"] == 0
+        assert vx["stable_shift"] == pytest.approx(0.066 * 15 * DAYS_PER_YEAR / 16)
+        assert vy["stable_shift"] == pytest.approx(-0.132 * 15 * DAYS_PER_YEAR / 16)
+        assert vx["ancillary_variables"] == "v_error"
+
+
+def test_read_product_gives_back_the_flat_attributes(tmp_path):
+    ds = _track_like()
+    ds["quality"] = xr.zeros_like(ds["v"], dtype=np.uint8)
+    ds["quality"].attrs.update(flag_masks=[1, 2], flag_meanings="no_match low_correlation")
+    ds.attrs.update(quality_flag_masks=[1, 2], quality_flag_meanings="no_match low_correlation")
+    back = read_product(write_netcdf(ds, tmp_path / "velocity.nc"))
+    for key, value in ds.attrs.items():
+        if key == "crs_wkt":
+            assert CRS.from_wkt(back.attrs[key]) == CRS.from_wkt(value)
+        elif key.endswith("transform"):
+            assert back.attrs[key] == pytest.approx(value), key
+        elif isinstance(value, list):  # netCDF gives a 1-element list back as a number
+            assert list(np.atleast_1d(back.attrs[key])) == value, key
+        elif key != "title":  # the file's title names the sensor and dates
+            assert back.attrs[key] == value, key
+    for name in ("vx", "v_error"):  # the statistics are back in attrs, not on the variables
+        assert not [k for k in back[name].attrs if k.startswith(("stable_v", "v_error_"))]
+    assert back["vx"].attrs["standard_name"] == "land_ice_surface_x_velocity"
+    # Written again, the file is the same (nothing is filed twice or lost).
+    again = read_product(write_netcdf(back, tmp_path / "again.nc"))
+    assert set(again.attrs) == set(back.attrs)
+    with xr.open_dataset(tmp_path / "again.nc") as nc:
+        assert not [k for k in nc.attrs if k.startswith(("date_center", "acquisition_date"))]
+
+
+def test_netcdf_without_georeferencing_keeps_its_grid(tmp_path):
+    ds = make_dataset(6, 7, crs=False)
+    path = write_netcdf(ds, tmp_path / "velocity.nc")
+    with xr.open_dataset(path) as nc:
+        assert "mapping" not in nc.variables
+        assert "grid_mapping" not in nc["v"].attrs
+    back = read_product(path)
+    assert back.attrs["crs_wkt"] == ""
+    assert back.attrs["transform"] == pytest.approx(ds.attrs["transform"])
+
+
+#: A product written by glacierflow before the ITS_LIVE layout (every attribute global, grid
+#: mapping ``spatial_ref``); see tests/data/legacy/README.md.
+LEGACY = Path(__file__).parent / "data" / "legacy" / "velocity_flat_attrs.nc"
+
+
+def test_products_written_before_the_itslive_layout_still_read(tmp_path):
+    back = read_product(LEGACY)
+    assert "spatial_ref" not in back.variables
+    assert CRS.from_wkt(back.attrs["crs_wkt"]).to_epsg() == 32607
+    # The node grid: 8 px steps of 15 m from image pixel (16, 16) of the Yahtse scene.
+    assert back.attrs["transform"] == [465255.0, 120.0, 0.0, 6681390.0, 0.0, -120.0]
+    assert back.attrs["ref_time"] == "2016-07-18T20:46:12+00:00"
+    assert back.attrs["stable_vx_rmse_m_per_yr"] == 31.5
+    assert back.attrs["coreg_dx_px"] == 0.066
+    assert back.attrs["quality_flag_masks"] == [1, 2, 4, 8, 16, 32]
+    # Rewritten, it takes the new layout and reads back to the same attributes.
+    again = read_product(write_netcdf(back, tmp_path / "velocity.nc"))
+    for key in ("ref_time", "dt_days", "coreg_dx_px", "stable_vx_rmse_m_per_yr", "chip_px"):
+        assert again.attrs[key] == back.attrs[key]
+    with xr.open_dataset(tmp_path / "velocity.nc") as nc:
+        assert nc["vx"].attrs["stable_shift_flag"] == 1  # stable ground from outlines
+        assert nc["img_pair_info"].attrs["date_center"] == "20160726T20:46:15.000000"
 
 
 def test_netcdf_is_georeferenced_for_gdal(ds, tmp_path):
@@ -490,7 +626,7 @@ def test_netcdf_cube_reads_back_with_its_grid_and_time_axis(tmp_path):
     # The pair product's grid mapping and the cube's are written by the same code.
     single = xr.open_dataset(write_netcdf(make_dataset(), tmp_path / "pair.nc"), engine="h5netcdf")
     with single:
-        pair_gm = dict(single["spatial_ref"].attrs)
+        pair_gm = dict(single["mapping"].attrs)
     assert {k: v for k, v in gm.items() if k != "GeoTransform"} == {
         k: v for k, v in pair_gm.items() if k != "GeoTransform"
     }

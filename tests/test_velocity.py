@@ -275,3 +275,79 @@ def test_too_little_stable_ground_falls_back_to_the_default_scale(noisy_pair):
     assert ds.attrs["v_error_calibration"].startswith("default scale (only")
     assert ds.attrs["v_error_scale"] == DEFAULT_PEAK_SIGMA_SCALE
     assert np.isfinite(ds["v_error"].values[ds["quality"].values == 0]).all()
+
+
+def test_velocity_nc_reads_as_an_itslive_granule(yahtse_products):
+    """Opened as ITS_LIVE's notebooks open image-pair granules, the product says what it is."""
+    import pandas as pd
+    from pyproj import CRS
+
+    ds, paths, rock = yahtse_products
+    with xr.open_dataset(paths["netcdf"]) as granule:
+        granule = granule.load()
+    assert granule.vx.attrs["standard_name"] == "land_ice_surface_x_velocity"
+    assert granule.vy.attrs["standard_name"] == "land_ice_surface_y_velocity"
+    assert granule.v.attrs["standard_name"] == "land_ice_surface_velocity"
+    # The pair: ITS_LIVE's date format, parsed as its cube builders parse it.
+    info = granule.img_pair_info.attrs
+    t1 = datetime.strptime(info["acquisition_date_img1"], "%Y%m%dT%H:%M:%S.%f")
+    t2 = datetime.strptime(info["acquisition_date_img2"], "%Y%m%dT%H:%M:%S.%f")
+    assert (f"{t1:%Y-%m-%d}", f"{t2:%Y-%m-%d}") == ("2016-07-18", "2016-08-03")
+    assert pd.to_datetime(info["date_center"]) == t1 + (t2 - t1) / 2
+    assert f"{pd.to_datetime(info['date_center']):%Y-%m-%d}" == "2016-07-26"
+    assert info["date_dt"] == pytest.approx(16.0, abs=1e-3)
+    assert info["date_dt"] == pytest.approx((t2 - t1).total_seconds() / 86400, abs=1e-6)
+    assert info["date_dt"] == ds.attrs["dt_days"]
+    assert (info["mission_img1"], info["satellite_img1"], info["mission_img2"]) == ("L", "8", "L")
+    assert info["id_img1"] == ds.attrs["ref_scene_id"]
+    assert info["id_img2"] == ds.attrs["sec_scene_id"]
+    # Glacier Yahtse, Icy Bay, Alaska.
+    assert (info["latitude"], info["longitude"]) == pytest.approx((60.2, -141.3), abs=0.3)
+    # The grid.
+    assert int(granule.mapping.attrs["spatial_epsg"]) == 32607
+    assert CRS.from_wkt(granule.mapping.attrs["crs_wkt"]).to_epsg() == 32607
+    assert granule.vx.attrs["grid_mapping"] == "mapping"
+    # The error of vx is the RMSE of the product's own vx on the rock it was co-registered on.
+    back = read_product(paths["cog"])
+    on_rock = node_mask_from_outlines(back, rock) & (back["quality"].values == 0)
+    for comp in ("vx", "vy"):
+        values = back[comp].values[on_rock].astype(np.float64)
+        assert granule[comp].attrs["error"] == pytest.approx(np.sqrt(np.mean(values**2)), rel=1e-4)
+        assert granule[comp].attrs["error_stationary"] == granule[comp].attrs["error"]
+        assert granule[comp].attrs["stable_shift_flag"] == 1  # stable ground from outlines
+        assert granule[comp].attrs["stable_count_stationary"] == ds.attrs["coreg_nodes"] > 1000
+    assert 15 < granule.vx.attrs["error"] < 60
+    # The global list is a short CF/ACDD one; the statistics sit on the variables.
+    assert len(granule.attrs) <= 25
+    assert granule.attrs["time_coverage_start"].startswith("2016-07-18")
+    assert granule.vx.attrs["stable_vx_nmad_m_per_yr"] == ds.attrs["stable_vx_nmad_m_per_yr"]
+
+
+def test_stable_shift_is_the_bias_of_the_raw_velocities_on_rock(yahtse_products):
+    """ITS_LIVE's ``stable_shift`` is the velocity subtracted: that of the rock without it.
+
+    The co-registration fits a constant offset to the rock nodes as the mean of those within 3
+    NMAD of the median in both components, repeated until no node changes side; computed here
+    from a run without co-registration, that mean is the shift the product reports.
+    """
+    ds, paths, rock = yahtse_products
+    ref, sec, _ = demo_inputs()
+    raw = track(ref, sec, progress=False, stable_mask=rock, coreg="none", workers=2)
+    on_rock = node_mask_from_outlines(raw, rock) & (raw["quality"].values == 0)
+    x, y = (raw[c].values[on_rock].astype(np.float64) for c in ("vx", "vy"))
+    keep = np.ones(x.size, dtype=bool)
+    for _ in range(20):
+        near = np.abs(x - np.median(x[keep])) <= 3 * nmad(x[keep])
+        near &= np.abs(y - np.median(y[keep])) <= 3 * nmad(y[keep])
+        if np.array_equal(near, keep):
+            break
+        keep = near
+    with xr.open_dataset(paths["netcdf"]) as granule:
+        assert granule.vx.attrs["stable_count_stationary"] == keep.sum() > 1000
+        for comp, values in (("vx", x), ("vy", y)):
+            shift = granule[comp].attrs["stable_shift"]
+            assert shift == pytest.approx(values[keep].mean(), abs=0.01), comp
+            assert abs(shift) > 10  # a real bias of the pair: 0.1 px or more of 15 m in 16 days
+            np.testing.assert_allclose(
+                granule[comp].values[on_rock] + shift, raw[comp].values[on_rock], atol=0.05
+            )

@@ -9,9 +9,13 @@ or an error never leaves a half-written product behind, and a product that was a
 survives a failed rewrite untouched.
 
 The in-memory form is the ``xarray.Dataset`` of :func:`glacierflow.velocity.velocity_dataset`:
-variables on coordinates ``x``, ``y`` (map metres, pixel centres) with ``units`` and
-``long_name``, and the pair metadata plus ``crs_wkt`` and ``transform`` (node grid, GDAL order) in
-its attributes. :func:`read_product` turns either file format back into that form.
+variables on coordinates ``x``, ``y`` (map metres, pixel centres) with ``units``, ``long_name``
+and CF ``standard_name``, and the pair metadata plus ``crs_wkt`` and ``transform`` (node grid, GDAL
+order) in one flat ``attrs`` mapping. The NetCDF file groups that metadata as ITS_LIVE image-pair
+granules do (``img_pair_info``, ``mapping``, error and stable-shift attributes on ``vx``/``vy``;
+see :mod:`glacierflow.product_layout`); the GeoTIFF keeps it as flat tags. :func:`read_product`
+turns either file format, and NetCDF products written before the ITS_LIVE layout, back into the
+in-memory form.
 """
 
 from __future__ import annotations
@@ -39,11 +43,19 @@ from rasterio.io import MemoryFile
 from glacierflow import __version__
 from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError, OutputError
+from glacierflow.product_layout import (
+    GRID_MAPPING,
+    ITSLIVE_PAIR_DATES,
+    PAIR_INFO,
+    PROCESSING_INFO,
+    flatten_netcdf,
+    netcdf_attributes,
+    pair_info_attributes,
+)
 from glacierflow.summary import dataset_crs as _crs
 from glacierflow.summary import dataset_transform as _transform
 from glacierflow.summary import finite_or_none as _finite_or_none
 from glacierflow.summary import plain as _plain
-from glacierflow.summary import product_version as _version
 from glacierflow.summary import summarize
 from glacierflow.velocity import VARIABLES
 
@@ -74,6 +86,8 @@ COG_BLOCK_PX = 256
 _GEO_ATTRS = ("crs_wkt", "transform")
 # Tags GDAL adds by itself; they are not product metadata.
 _GDAL_TAGS = ("AREA_OR_POINT",)
+# Variable attributes a GeoTIFF band carries as tags.
+_BAND_TAGS = ("units", "long_name", "standard_name")
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,11 +167,13 @@ def write_cog(
 
     Bands follow the order of :data:`glacierflow.velocity.VARIABLES` and then any other (y, x)
     variable of ``ds`` in its own order; each band's description is its variable name and its
-    ``units`` and ``long_name`` are band tags (and the band's GDAL unit). Missing values are NaN,
-    which is also the nodata value. Scalar pair metadata (times, ``dt_days``, sensors, chip,
-    search and step sizes in pixels, version, ...) become dataset tags; ``image_transform`` and
-    other lists are stored as JSON. The file is tiled 256 x 256, DEFLATE-compressed with the
-    floating-point predictor, and carries averaged overviews when it is larger than one tile.
+    ``units``, ``long_name`` and CF ``standard_name`` are band tags (``units`` also the band's
+    GDAL unit). Missing values are NaN, which is also the nodata value. The flat pair metadata
+    (times, ``dt_days``, sensors, chip, search and step sizes in pixels, version, ...) become
+    dataset tags, with ITS_LIVE's ``acquisition_date_img1``/``_img2``, ``date_center`` and
+    ``date_dt`` beside them; ``image_transform`` and other lists are stored as JSON. The file
+    is tiled 256 x 256, DEFLATE-compressed with the floating-point predictor, and carries
+    averaged overviews when it is larger than one tile.
 
     Parameters
     ----------
@@ -196,9 +212,11 @@ def write_cog(
     tags = {
         str(k): _encode_tag(v)
         for k, v in ds.attrs.items()
-        if k not in _GEO_ATTRS and not str(k).startswith("_")
+        if k not in _GEO_ATTRS and k not in ITSLIVE_PAIR_DATES and not str(k).startswith("_")
     }
     tags.setdefault("glacierflow_version", __version__)
+    pair = pair_info_attributes(ds.attrs, crs=None, transform=None, shape=(ny, nx))
+    tags.update({k: _encode_tag(pair[k]) for k in ITSLIVE_PAIR_DATES if k in pair})
     cog_options = {
         "blocksize": COG_BLOCK_PX,
         "compress": "DEFLATE",
@@ -213,7 +231,7 @@ def write_cog(
                 src.write(np.asarray(ds[name].values, dtype=np.float32), band)
                 src.set_band_description(band, name)
                 attrs = {**VARIABLES.get(name, {}), **ds[name].attrs}
-                band_tags = {key: str(attrs[key]) for key in ("units", "long_name") if key in attrs}
+                band_tags = {key: str(attrs[key]) for key in _BAND_TAGS if key in attrs}
                 src.update_tags(band, **band_tags)
                 if "units" in attrs:
                     src.set_band_unit(band, str(attrs["units"]))
@@ -301,10 +319,13 @@ def _layer_encoding(integer: bool, dtype: str | None = None) -> dict[str, Any]:
 
 
 def _grid_mapping(crs: CRS, geotransform: str) -> xr.DataArray:
-    """The CF grid-mapping variable ``spatial_ref``: CF attributes of ``crs`` plus WKT for GDAL."""
+    """A CF grid-mapping variable: CF attributes of ``crs``, WKT for GDAL, ITS_LIVE's EPSG code."""
     wkt = crs.to_wkt()
     attrs = {k: _netcdf_attr(v) for k, v in crs.to_cf().items()}
     attrs.update(crs_wkt=wkt, spatial_ref=wkt, GeoTransform=geotransform)
+    epsg = crs.to_epsg()
+    if epsg:
+        attrs["spatial_epsg"] = int(epsg)
     return xr.DataArray(np.int32(0), attrs=attrs)
 
 
@@ -315,40 +336,27 @@ def _save_netcdf(out: xr.Dataset, path: Path, encoding: Mapping[str, Any]) -> Pa
     return path
 
 
-def _product_globals(ds: xr.Dataset) -> dict[str, Any]:
-    """Global attributes of a pair product: its metadata plus the CF title, source, history."""
-    version = _version(ds)
-    attrs = {
-        str(k): _netcdf_attr(v)
-        for k, v in ds.attrs.items()
-        if v is not None and not str(k).startswith("_")
-    }
-    ref, sec = ds.attrs.get("ref_time", "?"), ds.attrs.get("sec_time", "?")
-    sensor = ds.attrs.get("ref_sensor") or ds.attrs.get("sensor") or "optical"
-    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    history = f"{now}: written by glacierflow {version}"
-    if ds.attrs.get("history"):
-        history = f"{history}\n{ds.attrs['history']}"
-    attrs.update(
-        Conventions="CF-1.8",
-        title=f"Glacier surface velocity from {sensor} images {ref} to {sec}",
-        source=f"glacierflow {version} feature tracking ({ds.attrs.get('method', 'unknown')})",
-        history=history,
-        glacierflow_version=version,
-    )
-    return attrs
-
-
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
-    """Write the product as a CF-1.8 NetCDF-4 file (engine ``h5netcdf``).
+    """Write the product as a CF-1.8 NetCDF-4 file (engine ``h5netcdf``) in ITS_LIVE's layout.
 
-    Every (y, x) variable keeps its ``units`` and ``long_name``, gets ``_FillValue`` NaN, zlib
-    compression and ``grid_mapping = "spatial_ref"``. ``spatial_ref`` is an integer scalar
-    holding the CRS as CF grid-mapping attributes (from :meth:`pyproj.CRS.to_cf`) plus
-    ``crs_wkt``, ``spatial_ref`` (WKT, for GDAL) and ``GeoTransform`` (GDAL order, space
-    separated). ``x``/``y`` are CF projection coordinates in metres. Pair metadata stays in the
-    global attributes; values netCDF cannot hold are converted (booleans to 0/1, mappings and
-    mixed lists to JSON strings, ``None`` dropped).
+    Every (y, x) variable keeps its ``units``, ``long_name`` and CF ``standard_name``
+    (``land_ice_surface_x_velocity``, ``land_ice_surface_y_velocity``,
+    ``land_ice_surface_velocity`` on ``vx``, ``vy``, ``v``), gets ``_FillValue`` NaN, zlib
+    compression and ``grid_mapping = "mapping"``. ``mapping`` is an integer scalar holding the
+    CRS as CF grid-mapping attributes (from :meth:`pyproj.CRS.to_cf`) plus ``crs_wkt``,
+    ``spatial_ref`` (WKT, for GDAL), ``spatial_epsg`` and ``GeoTransform`` (GDAL order, space
+    separated, pixel corners). ``x``/``y`` are CF projection coordinates in metres.
+
+    The flat metadata of ``ds.attrs`` is filed where ITS_LIVE image-pair granules keep theirs
+    (:mod:`glacierflow.product_layout`): the pair on the scalar variable ``img_pair_info``
+    (with ITS_LIVE's ``acquisition_date_img1/2``, ``date_center``, ``date_dt``, mission,
+    satellite and sensor codes), the processing settings and the co-registration fit on
+    ``processing_info``, stable-ground statistics and ITS_LIVE's ``error`` and ``stable_shift``
+    attributes on ``vx``/``vy``, the error model on ``v_error``; the global attributes are the
+    CF/ACDD set (title, summary, source, history, references, date_created, time coverage,
+    geographic bounds, ``glacierflow_version``) and any attribute without a home. Values netCDF
+    cannot hold are converted (booleans to 0/1, mappings and mixed lists to JSON strings,
+    ``None`` dropped).
 
     Parameters
     ----------
@@ -366,14 +374,15 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     names = _grid_variables(ds, None, path)
     crs = _crs(ds)
     out = ds[names].copy()
-    out.attrs = _product_globals(ds)
+    glob, grouped = netcdf_attributes(ds, names)
+    out.attrs = {k: _netcdf_attr(v) for k, v in glob.items() if v is not None}
     encoding = _set_xy_attrs(out)
     for name in names:
-        attrs = {**VARIABLES.get(name, {}), **out[name].attrs}
+        attrs = {**VARIABLES.get(name, {}), **out[name].attrs, **grouped.get(name, {})}
         attrs.pop("_FillValue", None)
         attrs.pop("grid_mapping", None)
         if crs is not None:
-            attrs["grid_mapping"] = "spatial_ref"
+            attrs["grid_mapping"] = GRID_MAPPING
         # Integer layers (the quality bit flags) stay integers, without a fill value, with
         # their CF flag_masks in the variable's own type; everything else is float32 with NaN.
         integer = np.issubdtype(out[name].dtype, np.integer)
@@ -384,8 +393,11 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
             out[name].attrs["flag_masks"] = np.asarray(attrs["flag_masks"], out[name].dtype)
         out[name].encoding = {}
         encoding[name] = _layer_encoding(integer)
+    for name in (PAIR_INFO, PROCESSING_INFO):
+        attrs = {k: _netcdf_attr(v) for k, v in grouped[name].items() if v is not None}
+        out[name] = xr.DataArray(np.int32(0), attrs=attrs)
     if crs is not None:
-        out["spatial_ref"] = _grid_mapping(crs, _geotransform_text(_transform(ds).to_gdal()))
+        out[GRID_MAPPING] = _grid_mapping(crs, _geotransform_text(_transform(ds).to_gdal()))
     return _save_netcdf(out, path, encoding)
 
 
@@ -518,7 +530,11 @@ def read_product(path: str | os.PathLike[str]) -> xr.Dataset:
     The result has the layout of :func:`glacierflow.velocity.velocity_dataset`: float32
     variables named by band description (GeoTIFF) or variable name (NetCDF), coordinates ``x``,
     ``y`` in map metres at pixel centres, and ``attrs`` with ``crs_wkt``, ``transform`` (GDAL
-    order list) and the pair metadata. The data are loaded into memory and the file closed.
+    order list) and the pair metadata, one flat mapping: a NetCDF file's grouped attributes
+    (``img_pair_info``, ``processing_info``, statistics on ``vx``/``vy``/``v_error``; see
+    :func:`write_netcdf`) are flattened back, and its group and grid-mapping variables
+    (``mapping``, or ``spatial_ref`` in files written before the ITS_LIVE layout) dropped. The
+    data are loaded into memory and the file closed.
 
     Parameters
     ----------
@@ -569,7 +585,8 @@ def _read_geotiff(path: Path) -> xr.Dataset:
             if "units" not in attrs and src.units[band - 1]:
                 attrs["units"] = src.units[band - 1]
             data_vars[name] = (("y", "x"), src.read(band).astype(np.float32), attrs)
-        attrs = {k: _decode_tag(v) for k, v in src.tags().items() if k not in _GDAL_TAGS}
+        skip = (*_GDAL_TAGS, *ITSLIVE_PAIR_DATES)
+        attrs = {k: _decode_tag(v) for k, v in src.tags().items() if k not in skip}
         attrs["crs_wkt"] = src.crs.to_wkt() if src.crs else ""
         x, y = _node_coords(transform, src.height, src.width)
     attrs["transform"] = list(transform.to_gdal())
@@ -585,19 +602,11 @@ def _read_geotiff(path: Path) -> xr.Dataset:
 
 def _read_netcdf(path: Path) -> xr.Dataset:
     with xr.open_dataset(path, engine="h5netcdf") as opened:
-        ds = opened.load()
-    grid_mapping = ds["spatial_ref"].attrs if "spatial_ref" in ds.variables else {}
-    ds = ds.drop_vars("spatial_ref", errors="ignore")
+        ds = flatten_netcdf(opened.load())
     for name in ds.data_vars:
-        ds[name].attrs.pop("grid_mapping", None)
         if ds[name].dtype != np.float32 and np.issubdtype(ds[name].dtype, np.floating):
             ds[name] = ds[name].astype(np.float32)
     ds.attrs = {k: _plain(v) for k, v in ds.attrs.items()}
-    if not ds.attrs.get("crs_wkt") and grid_mapping:
-        ds.attrs["crs_wkt"] = CRS.from_cf(dict(grid_mapping)).to_wkt()
-    ds.attrs.setdefault("crs_wkt", "")
-    if "transform" not in ds.attrs and "GeoTransform" in grid_mapping:
-        ds.attrs["transform"] = [float(c) for c in str(grid_mapping["GeoTransform"]).split()]
     return ds
 
 

@@ -50,10 +50,24 @@ DAYS_PER_YEAR = 365.25
 """Length of the year used for every m/yr conversion (Julian year), in days."""
 
 #: CF attributes of every variable a velocity product carries, in band order.
+#: ``vx``, ``vy`` and ``v`` carry the CF standard names ITS_LIVE's granules use; the offsets,
+#: correlation and SNR have no CF standard name and are described by ``long_name`` alone.
 VARIABLES: dict[str, dict[str, str]] = {
-    "vx": {"units": "m/yr", "long_name": "velocity component towards map east (x)"},
-    "vy": {"units": "m/yr", "long_name": "velocity component towards map north (y)"},
-    "v": {"units": "m/yr", "long_name": "velocity magnitude"},
+    "vx": {
+        "units": "m/yr",
+        "standard_name": "land_ice_surface_x_velocity",
+        "long_name": "velocity component towards map east (x)",
+    },
+    "vy": {
+        "units": "m/yr",
+        "standard_name": "land_ice_surface_y_velocity",
+        "long_name": "velocity component towards map north (y)",
+    },
+    "v": {
+        "units": "m/yr",
+        "standard_name": "land_ice_surface_velocity",
+        "long_name": "velocity magnitude",
+    },
     "dx": {"units": "pixel", "long_name": "offset along columns, reference to secondary"},
     "dy": {"units": "pixel", "long_name": "offset along rows (down), reference to secondary"},
     "corr": {"units": "1", "long_name": "peak normalized cross-correlation"},
@@ -68,7 +82,7 @@ QUALITY_VARIABLES: dict[str, dict[str, Any]] = {
         "description": (
             "one-sigma error of vx and of vy (isotropic), m/yr; also of v where v >> v_error. "
             "Shape from the correlation peak, scale calibrated on stable ground (see the "
-            "v_error_* attributes of the product)."
+            "v_error_* attributes: of this variable in velocity.nc, of the product in memory)."
         ),
     },
     "quality": quality_attrs(),
@@ -493,9 +507,14 @@ def velocity_dataset(
     xarray.Dataset
         Variables ``vx``, ``vy``, ``v`` (m/yr), ``dx``, ``dy`` (pixels), ``corr``, ``snr``, then
         ``v_error`` (m/yr) and ``quality`` when given, on
-        coordinates ``x``, ``y`` (map metres at pixel centres). ``attrs`` holds ``crs_wkt``,
-        ``transform`` (node grid, GDAL order), ``image_transform``, ``pixel_size_m``,
-        ``step_px``, ``dt_days`` and whatever ``attrs`` gave.
+        coordinates ``x``, ``y`` (map metres at pixel centres), each with the CF attributes of
+        :data:`VARIABLES` (``standard_name`` ``land_ice_surface_x_velocity`` etc. on ``vx``,
+        ``vy``, ``v``). ``attrs`` is one flat mapping holding ``crs_wkt``, ``transform`` (node
+        grid, GDAL order), ``image_transform``, ``pixel_size_m``, ``step_px``, ``dt_days`` and
+        whatever ``attrs`` gave; :func:`glacierflow.products.write_netcdf` files it on the
+        variables it describes, as ITS_LIVE granules do (see
+        :mod:`glacierflow.product_layout`), and :func:`glacierflow.products.read_product`
+        flattens it back.
     """
     ny, nx = dx_px.shape
     transform = node_grid_transform(image_transform, row0_px, col0_px, step_px)
