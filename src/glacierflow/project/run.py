@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import multiprocessing as mp
 import sys
@@ -25,7 +24,7 @@ from glacierflow.progress import ProgressSink, QueueSink, TaskBars
 from glacierflow.project.compose import ProjectResult, compose_products
 from glacierflow.project.config import Project, file_key, load_project
 from glacierflow.project.plan import PairPlan, plan_pairs
-from glacierflow.project.resume import DONE_NAME, fingerprint, pair_is_complete
+from glacierflow.project.resume import DONE_NAME, fingerprint, pair_is_complete, write_done
 
 log = logging.getLogger("glacierflow")
 
@@ -85,7 +84,6 @@ def process_pair(
     xarray.Dataset
         The pair product.
     """
-    from glacierflow.atomic import atomic_write
     from glacierflow.pair import make_pair
     from glacierflow.products import PRODUCT_NAMES, write_products
     from glacierflow.scenes import read_scene
@@ -128,8 +126,7 @@ def process_pair(
         "products": sorted(PRODUCT_NAMES.values()),
         "glacierflow_version": __version__,
     }
-    with atomic_write(folder / DONE_NAME) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_done(folder, record)
     return ds
 
 
