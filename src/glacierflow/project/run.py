@@ -323,11 +323,7 @@ def run_project(
     if concurrent_pairs < 1:
         raise InputError(f"concurrent_pairs must be 1 or more, got {concurrent_pairs}")
 
-    def say(msg: str) -> None:
-        if echo is not None:
-            with tqdm.external_write_mode():
-                echo(msg)
-
+    say = _between_bars(echo)
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
@@ -364,6 +360,18 @@ def run_project(
     if result.report_path is not None:
         say(f"report: {result.report_path}")
     return result
+
+
+def _between_bars(echo: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``echo`` as a function that prints between the progress bars (nothing if None)."""
+    from tqdm.auto import tqdm
+
+    def say(msg: str) -> None:
+        if echo is not None:
+            with tqdm.external_write_mode():
+                echo(msg)
+
+    return say
 
 
 def _unfinished(
