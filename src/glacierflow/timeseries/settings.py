@@ -81,8 +81,11 @@ def _pairs_of_numbers(value: Any) -> Any:
     raise _problem(f"must be a list of [longitude, latitude] pairs (degrees), got {value!r}")
 
 
-def _tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+def _formats(value: Any) -> Any:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items or any(v not in FORMATS for v in items):
+        raise _problem(f'must name "zarr", "netcdf" or both, got {value!r}')
+    return tuple(dict.fromkeys(items))
 
 
 class SeriesSettings(BaseModel):
@@ -117,7 +120,7 @@ class SeriesSettings(BaseModel):
     points: Annotated[tuple[tuple[float, float], ...], BeforeValidator(_pairs_of_numbers)] = Field(
         (), description="Points [longitude, latitude] (degrees) whose series are plotted."
     )
-    formats: Annotated[tuple[Literal[FORMATS], ...], BeforeValidator(_tuple)] = Field(  # type: ignore[valid-type]
+    formats: Annotated[tuple[Literal[FORMATS], ...], BeforeValidator(_formats)] = Field(  # type: ignore[valid-type]
         FORMATS, description="Formats of the cubes written: zarr, netcdf or both."
     )
 
@@ -136,13 +139,6 @@ class SeriesSettings(BaseModel):
             return parse_lam(value)
         except ValueError as exc:
             raise _problem(str(exc)) from None
-
-    @field_validator("formats")
-    @classmethod
-    def _some_format(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise _problem('must name at least one of "zarr", "netcdf"')
-        return tuple(dict.fromkeys(value))
 
     def inversion(self) -> InversionSettings:
         """The :class:`~glacierflow.timeseries.inversion.InversionSettings` of these settings."""
