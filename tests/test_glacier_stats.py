@@ -21,14 +21,12 @@ from shapely.geometry import box
 from glacierflow.errors import InputError
 from glacierflow.glaciers import (
     MEDIAN_ERROR_FACTOR,
-    detect_surges,
     glacier_statistics,
-    glacier_table,
-    read_lines,
-    read_outlines,
     sample_profiles,
     speed_trends,
 )
+from glacierflow.outlines import glacier_table, read_glacier_table, read_lines, read_outlines
+from glacierflow.surges import detect_surges
 
 UTM43 = CRS.from_epsg(32643).to_wkt()
 EVEREST_RGI = Path(__file__).parent / "data" / "everest" / "15_rgi60_glacier_outlines.gpkg"
@@ -196,6 +194,13 @@ def test_rgi_ids_and_names_are_read_from_real_outlines(shared_data):
     assert baltoro["area_km2"].iloc[0] == pytest.approx(551.9, rel=0.01)
     with pytest.raises(InputError, match="no attribute 'GLAC_ID'"):
         glacier_table(read_outlines(EVEREST_RGI, "EPSG:32645"), id_field="GLAC_ID")
+    # Reading the table straight from the file gives the same glaciers, and names the file.
+    direct = read_glacier_table(EVEREST_RGI, "EPSG:32645")
+    assert list(direct["glacier_id"]) == list(rgi["glacier_id"])
+    np.testing.assert_array_equal(direct["area_km2"], rgi["area_km2"])
+    with pytest.raises(InputError, match="no attribute 'GLAC_ID'") as exc_info:
+        read_glacier_table(EVEREST_RGI, "EPSG:32645", id_field="GLAC_ID")
+    assert EVEREST_RGI.name in str(exc_info.value)
 
 
 def test_profile_along_the_baltoro_centreline(shared_data):

@@ -9,7 +9,7 @@ from affine import Affine
 from pyproj import CRS, Proj
 
 from glacierflow.errors import InputError
-from glacierflow.prior import prior_offsets, velocity_to_offsets
+from glacierflow.prior import prior_offsets, prior_offsets_from_grids, velocity_to_offsets
 
 PAIR_CRS = CRS.from_epsg(32607)
 #: A 15 m north-up pair grid near Yahtse Glacier (UTM 7N).
@@ -133,3 +133,54 @@ def test_prior_that_misses_the_pair_is_an_input_error(tmp_path) -> None:
             cols_px=np.array([10]),
             dt_days=16.0,
         )
+
+
+def test_prior_from_arrays_equals_prior_from_files(tmp_path) -> None:
+    """The math without files: arrays on a UTM 6 grid give the offsets the rasters give."""
+    crs6 = rasterio.crs.CRS.from_epsg(32606)
+    lon, lat = Proj(PAIR_CRS)(506_000.0, 6_697_000.0, inverse=True)
+    x6, y6 = Proj(crs6)(lon, lat)
+    prior_transform = Affine(100.0, 0.0, x6 - 20_000.0, 0.0, -100.0, y6 + 20_000.0)
+    yy, xx = np.mgrid[0:400, 0:400]
+    vx = (300.0 + xx).astype(np.float32)
+    vy = (-50.0 - 0.5 * yy).astype(np.float32)
+    vx[:50, :50] = np.nan
+    _write(tmp_path / "vx.tif", vx, prior_transform, crs6)
+    _write(tmp_path / "vy.tif", vy, prior_transform, crs6)
+    nodes = {
+        "crs": rasterio.crs.CRS.from_epsg(32607),
+        "transform": PAIR_TRANSFORM,
+        "rows_px": np.arange(0, 600, 37),
+        "cols_px": np.arange(0, 800, 41),
+        "dt_days": 48.0,
+    }
+    from_files = prior_offsets(tmp_path / "vx.tif", tmp_path / "vy.tif", **nodes)
+    from_arrays = prior_offsets_from_grids(
+        vx.astype(np.float64), vy, prior_transform=prior_transform, prior_crs=crs6, **nodes
+    )
+    assert np.isfinite(from_files[0]).sum() > 100
+    for a, b in zip(from_files, from_arrays, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="dt_days"):
+        prior_offsets_from_grids(
+            vx, vy, prior_transform=prior_transform, prior_crs=crs6, **{**nodes, "dt_days": 0}
+        )
+
+
+def test_prior_raster_without_crs_or_in_degrees_is_refused(tmp_path) -> None:
+    _write(tmp_path / "vx.tif", np.ones((10, 10)), PAIR_TRANSFORM, None)
+    _write(tmp_path / "vy.tif", np.ones((10, 10)), Affine(0.01, 0, -140, 0, -0.01, 60), "EPSG:4326")
+    nodes = {
+        "crs": PAIR_CRS,
+        "transform": PAIR_TRANSFORM,
+        "rows_px": np.array([10]),
+        "cols_px": np.array([10]),
+        "dt_days": 16.0,
+    }
+    with pytest.raises(InputError, match="prior vx raster has no CRS") as exc_info:
+        prior_offsets(tmp_path / "vx.tif", tmp_path / "vy.tif", **nodes)
+    assert "vx.tif" in str(exc_info.value)
+    with pytest.raises(InputError, match="prior vx raster is in a geographic CRS"):
+        prior_offsets(tmp_path / "vy.tif", tmp_path / "vy.tif", **nodes)
+    with pytest.raises(InputError, match="cannot read the prior vx raster"):
+        prior_offsets(tmp_path / "missing.tif", tmp_path / "vy.tif", **nodes)

@@ -15,14 +15,17 @@ from affine import Affine
 from pyproj import CRS
 
 from glacierflow import products
+from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
 from glacierflow.products import (
-    atomic_write,
     read_product,
     write_cog,
+    write_gpkg,
     write_netcdf,
+    write_netcdf_cube,
     write_products,
     write_summary,
+    write_table,
 )
 from glacierflow.velocity import DAYS_PER_YEAR, VARIABLES, velocity_dataset
 
@@ -436,3 +439,92 @@ def test_read_product_errors(tmp_path):
     broken.write_bytes(b"not a tiff")
     with pytest.raises(InputError, match="broken.tif"):
         read_product(broken)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cube of period composites, tables and GeoPackages
+# ---------------------------------------------------------------------------------------------
+
+
+def _yearly_composites() -> list[xr.Dataset]:
+    """Composites of two Yahtse-grid products a year apart, with v_error (m/yr) from the SNR."""
+    from glacierflow.stack import Grid, annual_composites
+
+    pairs = []
+    for seed, year in ((1, 2016), (2, 2017)):
+        pair = make_dataset(seed=seed)
+        pair.attrs.update(ref_time=f"{year}-07-18T20:46:12Z", sec_time=f"{year}-08-03T20:46:18Z")
+        pair["v_error"] = 200.0 / pair["snr"]
+        pairs.append(pair)
+    first = pairs[0]
+    grid = Grid(
+        first.attrs["crs_wkt"],
+        Affine.from_gdal(*first.attrs["transform"]),
+        first["v"].shape,
+    )
+    return annual_composites(pairs, grid)
+
+
+def test_netcdf_cube_reads_back_with_its_grid_and_time_axis(tmp_path):
+    from glacierflow.stack import cube_dataset
+
+    cube = cube_dataset(_yearly_composites())
+    path = write_netcdf_cube(cube, tmp_path / "velocity_cube.nc")
+    assert [p.name for p in tmp_path.iterdir()] == ["velocity_cube.nc"]
+    with xr.open_dataset(path, engine="h5netcdf") as back:
+        back = back.load()
+    assert back.attrs["Conventions"] == "CF-1.8"
+    assert list(back.attrs["years"]) == [2016, 2017]
+    np.testing.assert_array_equal(back["time"].values, cube["time"].values)
+    np.testing.assert_array_equal(back["time_bnds"].values, cube["time_bnds"].values)
+    for name in ("v", "vx", "vy", "v_error"):
+        assert back[name].dtype == np.float32
+        assert back[name].attrs["grid_mapping"] == "spatial_ref"
+        np.testing.assert_array_equal(back[name].values, cube[name].values.astype(np.float32))
+    assert np.isnan(back["v"].values).any()  # the holes stay holes, not zeros
+    assert back["count"].dtype == np.int16
+    np.testing.assert_array_equal(back["count"].values, cube["count"].values)
+    gm = back["spatial_ref"].attrs
+    assert CRS.from_cf(gm).to_epsg() == 32607
+    assert gm["GeoTransform"].split() == [repr(float(c)) for c in cube.attrs["transform"]]
+    # The pair product's grid mapping and the cube's are written by the same code.
+    single = xr.open_dataset(write_netcdf(make_dataset(), tmp_path / "pair.nc"), engine="h5netcdf")
+    with single:
+        pair_gm = dict(single["spatial_ref"].attrs)
+    assert {k: v for k, v in gm.items() if k != "GeoTransform"} == {
+        k: v for k, v in pair_gm.items() if k != "GeoTransform"
+    }
+    # GDAL finds the CRS and the grid of one layer of the cube.
+    with rasterio.open(f"netcdf:{path}:v") as v:
+        assert v.crs.to_epsg() == 32607
+        assert v.count == 2
+        assert v.transform.almost_equals(Affine.from_gdal(*cube.attrs["transform"]))
+
+
+def test_netcdf_cube_without_crs_is_refused(tmp_path):
+    from glacierflow.stack import cube_dataset
+
+    cube = cube_dataset(_yearly_composites())
+    cube.attrs["crs_wkt"] = ""
+    with pytest.raises(InputError, match="crs_wkt"):
+        write_netcdf_cube(cube, tmp_path / "cube.nc")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_table_and_gpkg_round_trip(tmp_path):
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import box
+
+    table = pd.DataFrame({"glacier_id": ["G0001", "G0002"], "v_mean": [123.456789123, np.nan]})
+    path = write_table(table, tmp_path / "stats.csv")
+    assert path.read_text().splitlines() == ["glacier_id,v_mean", "G0001,123.4568", "G0002,"]
+    gdf = gpd.GeoDataFrame(
+        table, geometry=[box(0, 0, 100, 100), box(100, 0, 300, 50)], crs="EPSG:32607"
+    )
+    path = write_gpkg(gdf, tmp_path / "glaciers.gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["glaciers.gpkg", "stats.csv"]
+    back = gpd.read_file(path, layer="glaciers")
+    assert back.crs.to_epsg() == 32607
+    assert list(back["glacier_id"]) == ["G0001", "G0002"]
+    np.testing.assert_allclose(back.geometry.area, [1e4, 1e4])

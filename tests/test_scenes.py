@@ -386,7 +386,7 @@ def test_multiband_without_band(tmp_path):
     path = write_tif(tmp_path / "rgb.tif", np.ones((3, 4, 5), np.uint8))
     with pytest.raises(InputError) as exc_info:
         read_scene(path, acquired="2020-01-01")
-    check_error(exc_info, path, "3 bands", "--band")
+    check_error(exc_info, path, "3 bands", "choose one with band")
 
 
 def test_band_out_of_range(tmp_path):
@@ -462,7 +462,7 @@ def test_no_acquisition_time(tmp_path):
     path = write_tif(tmp_path / "mystery.tif", np.ones((4, 5), np.uint8))
     with pytest.raises(NoAcquisitionTimeError) as exc_info:
         read_scene(path)
-    check_error(exc_info, path, "--ref-date", "--sec-date")
+    check_error(exc_info, path, "ref_date", "sec_date")
     assert isinstance(exc_info.value, InputError)
 
 

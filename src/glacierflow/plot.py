@@ -4,7 +4,7 @@ Everything here takes an ``xarray.Dataset`` from :func:`glacierflow.velocity.vel
 (and, optionally, a background image array) and draws with :class:`matplotlib.figure.Figure`
 directly, never through ``pyplot``: no global figure state, no GUI backend, safe in threads and
 servers. Only the final PNG is written, atomically, through
-:func:`glacierflow.products.atomic_write`.
+:func:`glacierflow.atomic.atomic_write`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
 
 __all__ = [
@@ -140,6 +141,39 @@ def quicklook_figure(
     matplotlib.figure.Figure
         The figure, :data:`QUICKLOOK_WIDTH_IN` inches wide, not attached to ``pyplot``.
     """
+    _check_quicklook_inputs(ds, background, background_transform)
+    transform = Affine.from_gdal(*[float(c) for c in ds.attrs["transform"]])
+    v = np.asarray(ds["v"].values, dtype=np.float64)
+    vx = np.asarray(ds["vx"].values, dtype=np.float64)
+    vy = np.asarray(ds["vy"].values, dtype=np.float64)
+    v_extent = _extent(transform, *v.shape)
+    bg_extent = (
+        _extent(background_transform, *np.shape(background)) if background is not None else None
+    )
+    left, right, bottom, top = bg_extent if bg_extent is not None else v_extent
+
+    # Size the figure so that the map keeps its aspect: fixed width, height from the map plus
+    # room for the title, the axis labels and the colour bar.
+    map_width_in = QUICKLOOK_WIDTH_IN * 0.78
+    height_in = float(np.clip(map_width_in * (top - bottom) / (right - left) + 1.3, 3.0, 14.0))
+    fig = Figure(figsize=(QUICKLOOK_WIDTH_IN, height_in), dpi=QUICKLOOK_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_facecolor("0.85" if background is None else "black")
+    if background is not None:
+        _draw_background(ax, background, bg_extent)
+    norm = _draw_speed_layer(ax, v, v_extent, over_image=background is not None)
+    _draw_quicklook_arrows(ax, transform, v, vx, vy, right - left)
+    ax.set_xlim(left, right)
+    ax.set_ylim(bottom, top)
+    _km_axes(ax)
+    ax.set_title(title if title is not None else _default_title(ds), fontsize=11, loc="left")
+    _speed_colourbar(fig, ax, norm)
+    return fig
+
+
+def _check_quicklook_inputs(
+    ds: xr.Dataset, background: np.ndarray | None, background_transform: Affine | None
+) -> None:
     for name in ("v", "vx", "vy"):
         if name not in ds.data_vars:
             raise InputError(f"the dataset has no {name!r} variable to draw")
@@ -151,48 +185,32 @@ def quicklook_figure(
         if np.ndim(background) != 2:
             raise InputError(f"the background must be 2-D, got shape {np.shape(background)}")
 
-    transform = Affine.from_gdal(*[float(c) for c in ds.attrs["transform"]])
-    v = np.asarray(ds["v"].values, dtype=np.float64)
-    vx = np.asarray(ds["vx"].values, dtype=np.float64)
-    vy = np.asarray(ds["vy"].values, dtype=np.float64)
-    ny, nx = v.shape
-    v_extent = _extent(transform, ny, nx)
-    if background is not None:
-        bg_extent = _extent(background_transform, *np.shape(background))
-        left, right, bottom, top = bg_extent
-    else:
-        left, right, bottom, top = v_extent
-    width_m, height_m = right - left, top - bottom
 
-    # Size the figure so that the map keeps its aspect: fixed width, height from the map plus
-    # room for the title, the axis labels and the colour bar.
-    map_width_in = QUICKLOOK_WIDTH_IN * 0.78
-    height_in = float(np.clip(map_width_in * height_m / width_m + 1.3, 3.0, 14.0))
-    fig = Figure(figsize=(QUICKLOOK_WIDTH_IN, height_in), dpi=QUICKLOOK_DPI, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_facecolor("0.85" if background is None else "black")
+def _draw_background(ax, background: np.ndarray, extent) -> None:
+    """The image in grey, stretched between its 2nd and 98th percentiles, under the map."""
+    data, lo, hi = _stretch(background)
+    data, _ = _decimate(data)
+    ax.imshow(
+        data,
+        cmap="gray",
+        vmin=lo,
+        vmax=hi,
+        extent=extent,
+        origin="upper",
+        interpolation="antialiased",
+        zorder=0,
+    )
 
-    if background is not None:
-        data, lo, hi = _stretch(background)
-        data, _ = _decimate(data)
-        ax.imshow(
-            data,
-            cmap="gray",
-            vmin=lo,
-            vmax=hi,
-            extent=bg_extent,
-            origin="upper",
-            interpolation="antialiased",
-            zorder=0,
-        )
 
+def _draw_speed_layer(ax, v: np.ndarray, extent, *, over_image: bool) -> Normalize:
+    """Speed in viridis from 0 to the 99th percentile (m/yr); returns the colour scale."""
     valid = np.isfinite(v)
     vmax = float(np.percentile(v[valid], 99)) if valid.any() else 1.0
     if not vmax > 0:
         vmax = 1.0
     norm = Normalize(vmin=0.0, vmax=vmax)
     cmap = colormaps[SPEED_CMAP].with_extremes(bad=(0, 0, 0, 0))
-    if background is not None:
+    if over_image:
         # Opacity grows with speed: slow ground lets the image show through, fast ice is
         # coloured plainly.
         alpha = SPEED_ALPHA_MIN + (SPEED_ALPHA_MAX - SPEED_ALPHA_MIN) * np.clip(
@@ -205,46 +223,59 @@ def quicklook_figure(
         cmap=cmap,
         norm=norm,
         alpha=alpha,
-        extent=v_extent,
+        extent=extent,
         origin="upper",
         interpolation="nearest",
         zorder=1,
     )
+    return norm
 
+
+def _draw_quicklook_arrows(
+    ax, transform: Affine, v: np.ndarray, vx: np.ndarray, vy: np.ndarray, width_m: float
+) -> None:
+    """Flow arrows on about :data:`ARROWS_ACROSS` nodes across, with a key arrow in m/yr."""
     arrows = np.isfinite(vx) & np.isfinite(vy)
-    if arrows.any():
-        stride = max(1, round(width_m / (ARROWS_ACROSS * abs(transform.a))))
-        rows = np.arange(stride // 2, ny, stride)
-        cols = np.arange(stride // 2, nx, stride)
-        sub = np.ix_(rows, cols)
-        speed_ref = float(np.percentile(v[arrows], 95))
-        # Arrows much shorter than their head are unreadable blobs: leave slow nodes arrowless.
-        keep = arrows[sub] & (np.nan_to_num(v[sub]) >= MIN_ARROW_FRACTION * speed_ref)
-        xs = transform.c + transform.a * (cols + 0.5)
-        ys = transform.f + transform.e * (rows + 0.5)
-        gx, gy = np.meshgrid(xs, ys)
-        spacing_m = stride * abs(transform.a)
-        if speed_ref > 0:
-            # A 95th-percentile arrow is ~90 % of the arrow spacing (~3 % of the width): long
-            # enough to read, short enough not to cross its neighbour.
-            scale = speed_ref / (0.9 * spacing_m)  # (m/yr) per map metre of arrow
-            q = _arrows(ax, gx[keep], gy[keep], vx[sub][keep], vy[sub][keep], scale, 0.6)
-            key = _nice(speed_ref)
-            ax.quiverkey(
-                q,
-                0.86,
-                1.015,
-                key,
-                f"{key:g} m/yr",
-                labelpos="W",
-                coordinates="axes",
-                color="black",
-                labelsep=0.08,
-                fontproperties={"size": 8},
-            )
+    if not arrows.any():
+        return
+    ny, nx = v.shape
+    stride = max(1, round(width_m / (ARROWS_ACROSS * abs(transform.a))))
+    rows = np.arange(stride // 2, ny, stride)
+    cols = np.arange(stride // 2, nx, stride)
+    sub = np.ix_(rows, cols)
+    speed_ref = float(np.percentile(v[arrows], 95))
+    # Arrows much shorter than their head are unreadable blobs: leave slow nodes arrowless.
+    keep = arrows[sub] & (np.nan_to_num(v[sub]) >= MIN_ARROW_FRACTION * speed_ref)
+    xs = transform.c + transform.a * (cols + 0.5)
+    ys = transform.f + transform.e * (rows + 0.5)
+    gx, gy = np.meshgrid(xs, ys)
+    spacing_m = stride * abs(transform.a)
+    if speed_ref > 0:
+        # A 95th-percentile arrow is ~90 % of the arrow spacing (~3 % of the width): long
+        # enough to read, short enough not to cross its neighbour.
+        scale = speed_ref / (0.9 * spacing_m)  # (m/yr) per map metre of arrow
+        q = _arrows(ax, gx[keep], gy[keep], vx[sub][keep], vy[sub][keep], scale, 0.6)
+        _arrow_key(ax, q, _nice(speed_ref))
 
-    ax.set_xlim(left, right)
-    ax.set_ylim(bottom, top)
+
+def _arrow_key(ax, q, key: float) -> None:
+    """The key arrow above the map's top right corner, labelled in m/yr."""
+    ax.quiverkey(
+        q,
+        0.86,
+        1.015,
+        key,
+        f"{key:g} m/yr",
+        labelpos="W",
+        coordinates="axes",
+        color="black",
+        labelsep=0.08,
+        fontproperties={"size": 8},
+    )
+
+
+def _km_axes(ax) -> None:
+    """Equal aspect, easting and northing labelled in km."""
     ax.set_aspect("equal")
     km = FuncFormatter(lambda value, _pos: f"{value / 1000:g}")
     ax.xaxis.set_major_formatter(km)
@@ -254,10 +285,6 @@ def quicklook_figure(
     ax.set_xlabel("easting (km)")
     ax.set_ylabel("northing (km)")
     ax.tick_params(labelsize=8)
-    ax.set_title(title if title is not None else _default_title(ds), fontsize=11, loc="left")
-
-    _speed_colourbar(fig, ax, norm)
-    return fig
 
 
 def quicklook(
@@ -287,15 +314,10 @@ def quicklook(
     pathlib.Path
         ``path``; the picture is :data:`QUICKLOOK_WIDTH_IN` x :data:`QUICKLOOK_DPI` pixels wide.
     """
-    from glacierflow.products import atomic_write
-
-    path = Path(path)
     fig = quicklook_figure(
         ds, background=background, background_transform=background_transform, title=title
     )
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=QUICKLOOK_DPI)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,15 +350,7 @@ def _map_axes(transform: Affine, shape: tuple[int, int], title: str) -> tuple[Fi
     ax.set_facecolor("0.85")
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
-    ax.set_aspect("equal")
-    km = FuncFormatter(lambda value, _pos: f"{value / 1000:g}")
-    ax.xaxis.set_major_formatter(km)
-    ax.yaxis.set_major_formatter(km)
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
-    ax.set_xlabel("easting (km)")
-    ax.set_ylabel("northing (km)")
-    ax.tick_params(labelsize=8)
+    _km_axes(ax)
     ax.set_title(title, fontsize=11, loc="left")
     return fig, ax
 
@@ -434,19 +448,7 @@ def annual_map_figure(
         spacing_m = stride * abs(transform.a)
         scale = (vmax / 2) / spacing_m
         q = _arrows(ax, gx[keep], gy[keep], vx[sub][keep], vy[sub][keep], scale, 0.5)
-        key = _nice(vmax / 2)
-        ax.quiverkey(
-            q,
-            0.86,
-            1.015,
-            key,
-            f"{key:g} m/yr",
-            labelpos="W",
-            coordinates="axes",
-            color="black",
-            labelsep=0.08,
-            fontproperties={"size": 8},
-        )
+        _arrow_key(ax, q, _nice(vmax / 2))
     _speed_colourbar(fig, ax, norm)
     return fig
 
@@ -624,8 +626,6 @@ def glacier_series_figure(stats, *, max_glaciers: int = 8, title: str | None = N
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Save a figure as PNG at :data:`QUICKLOOK_DPI`, atomically."""
-    from glacierflow.products import atomic_write
-
     path = Path(path)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=QUICKLOOK_DPI)

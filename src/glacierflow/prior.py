@@ -24,16 +24,15 @@ import math
 from os import PathLike
 
 import numpy as np
-import rasterio
 import rasterio.crs
-import rasterio.errors
 import rasterio.warp
 from affine import Affine
 from scipy import ndimage
 
 from glacierflow.errors import InputError
+from glacierflow.scenes import read_raster_band
 
-__all__ = ["DAYS_PER_YEAR", "prior_offsets", "velocity_to_offsets"]
+__all__ = ["DAYS_PER_YEAR", "prior_offsets", "prior_offsets_from_grids", "velocity_to_offsets"]
 
 #: Days in a year of the velocity units (m/yr): the Julian year, as everywhere in glacierflow.
 DAYS_PER_YEAR = 365.25
@@ -85,22 +84,15 @@ def _apply(t: Affine, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _read_component(path: str | PathLike[str], name: str):
-    try:
-        ds = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"cannot read the prior {name} raster: {exc}", path) from None
-    with ds:
-        if ds.crs is None or not ds.crs.to_wkt():
-            raise InputError(f"the prior {name} raster has no CRS", path)
-        if ds.crs.is_geographic:
-            raise InputError(
-                f"the prior {name} raster is in a geographic CRS ({ds.crs.to_string()}); its "
-                "velocity components need map axes in metres: reproject it (and rotate the "
-                "vectors) to a projected CRS first",
-                path,
-            )
-        data = ds.read(1, masked=True).astype(np.float64).filled(np.nan)
-        return data, ds.transform, ds.crs
+    data, transform, crs = read_raster_band(path, what=f"prior {name} raster")
+    if crs.is_geographic:
+        raise InputError(
+            f"the prior {name} raster is in a geographic CRS ({crs.to_string()}); its "
+            "velocity components need map axes in metres: reproject it (and rotate the "
+            "vectors) to a projected CRS first",
+            path,
+        )
+    return data, transform, crs
 
 
 def prior_offsets(
@@ -152,13 +144,72 @@ def prior_offsets(
             f"use the two components of one product (vy: {vy_path})",
             vx_path,
         )
+    return prior_offsets_from_grids(
+        vx,
+        vy,
+        prior_transform=vx_transform,
+        prior_crs=vx_crs,
+        crs=crs,
+        transform=transform,
+        rows_px=rows_px,
+        cols_px=cols_px,
+        dt_days=dt_days,
+        source=vx_path,
+    )
+
+
+def prior_offsets_from_grids(
+    vx_m_per_yr: np.ndarray,
+    vy_m_per_yr: np.ndarray,
+    *,
+    prior_transform: Affine,
+    prior_crs: rasterio.crs.CRS,
+    crs: rasterio.crs.CRS,
+    transform: Affine,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    dt_days: float,
+    source: str | PathLike[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prior offsets on a node grid from prior velocity arrays in m/yr on their own grid.
+
+    The computation of :func:`prior_offsets`, without reading files.
+
+    Parameters
+    ----------
+    vx_m_per_yr, vy_m_per_yr : ndarray
+        Velocity along the prior grid's map x and y axes, m/yr (365.25-day years); NaN where
+        unknown. One grid for both.
+    prior_transform : affine.Affine
+        Pixel (col, row) to map transform of the prior grid.
+    prior_crs : rasterio.crs.CRS
+        The prior grid's (projected) CRS.
+    crs, transform, rows_px, cols_px, dt_days
+        The pair's grid and nodes, as in :func:`prior_offsets`.
+    source : str or PathLike, optional
+        Where the prior came from, for error messages.
+
+    Returns
+    -------
+    prior_dx_px, prior_dy_px : ndarray of float64, shape (len(rows_px), len(cols_px))
+        Expected offsets in pixels, right and down; NaN where the prior has no value.
+
+    Raises
+    ------
+    InputError
+        If ``dt_days`` is not positive or the prior does not cover the pair at all.
+    """
+    if not dt_days > 0:
+        raise InputError(f"dt_days must be positive, got {dt_days}")
+    vx = np.asarray(vx_m_per_yr, dtype=np.float64)
+    vy = np.asarray(vy_m_per_yr, dtype=np.float64)
     rr, cc = np.meshgrid(np.asarray(rows_px), np.asarray(cols_px), indexing="ij")
     # Node positions (pixel centres) in the pair's CRS, then in the prior's.
     x, y = _apply(transform, cc.ravel() + 0.5, rr.ravel() + 0.5)
-    same = vx_crs == crs
-    px, py = (x, y) if same else map(np.asarray, rasterio.warp.transform(crs, vx_crs, x, y))
+    same = prior_crs == crs
+    px, py = (x, y) if same else map(np.asarray, rasterio.warp.transform(crs, prior_crs, x, y))
     # Bilinear samples of the prior at the nodes (NaN next to nodata, outside the raster).
-    col, row = _apply(~vx_transform, px, py)
+    col, row = _apply(~prior_transform, px, py)
     coords = np.array([row - 0.5, col - 0.5])
     inside = (
         (coords[0] >= -0.5)
@@ -173,8 +224,8 @@ def prior_offsets(
     if not np.isfinite(samples[0]).any():
         raise InputError(
             "the prior velocity does not cover the pair (no node falls on a valid prior "
-            f"pixel; prior CRS {vx_crs.to_string()}, pair CRS {crs.to_string()})",
-            vx_path,
+            f"pixel; prior CRS {prior_crs.to_string()}, pair CRS {crs.to_string()})",
+            source,
         )
     years = float(dt_days) / DAYS_PER_YEAR
     ex, ey = px + samples[0] * years, py + samples[1] * years  # end points, prior CRS
@@ -182,7 +233,7 @@ def prior_offsets(
         ok = np.isfinite(ex) & np.isfinite(ey)
         bx, by = np.full_like(ex, np.nan), np.full_like(ey, np.nan)
         if ok.any():
-            tx, ty = rasterio.warp.transform(vx_crs, crs, ex[ok], ey[ok])
+            tx, ty = rasterio.warp.transform(prior_crs, crs, ex[ok], ey[ok])
             bx[ok], by[ok] = tx, ty
         ex, ey = bx, by
     # Map displacement in the pair's CRS to pixels of its grid.

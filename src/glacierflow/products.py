@@ -1,9 +1,12 @@
 """Velocity products on disk: Cloud-Optimized GeoTIFF, CF-1.8 NetCDF, a JSON summary, a quick look.
 
-Every writer goes through :func:`atomic_write`: it writes to a temporary name in the target folder
-and renames onto the target only when the whole file is written, so a crash or an error never
-leaves a half-written product behind, and a product that was already there survives a failed
-rewrite untouched.
+Also the project-level outputs: the NetCDF cube of period composites (:func:`write_netcdf_cube`),
+CSV tables (:func:`write_table`) and GeoPackages (:func:`write_gpkg`).
+
+Every writer goes through :func:`glacierflow.atomic.atomic_write`: it writes to a temporary name
+in the target folder and renames onto the target only when the whole file is written, so a crash
+or an error never leaves a half-written product behind, and a product that was already there
+survives a failed rewrite untouched.
 
 The in-memory form is the ``xarray.Dataset`` of :func:`glacierflow.velocity.velocity_dataset`:
 variables on coordinates ``x``, ``y`` (map metres, pixel centres) with ``units`` and
@@ -17,8 +20,8 @@ import datetime as _dt
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +37,27 @@ from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
 
 from glacierflow import __version__
+from glacierflow.atomic import atomic_write  # TEMP re-export for the refactor merge (see below)
 from glacierflow.errors import InputError, OutputError
-from glacierflow.velocity import DAYS_PER_YEAR, VARIABLES
+from glacierflow.summary import dataset_crs as _crs
+from glacierflow.summary import dataset_transform as _transform
+from glacierflow.summary import finite_or_none as _finite_or_none
+from glacierflow.summary import plain as _plain
+from glacierflow.summary import product_version as _version
+from glacierflow.summary import summarize
+from glacierflow.velocity import VARIABLES
 
 __all__ = [
     "PRODUCT_NAMES",
-    "atomic_write",
+    "atomic_write",  # TEMP re-export for the refactor merge: import it from glacierflow.atomic
     "read_product",
     "write_cog",
+    "write_gpkg",
     "write_netcdf",
+    "write_netcdf_cube",
     "write_products",
     "write_summary",
+    "write_table",
 ]
 
 #: File names :func:`write_products` writes in its output folder, by product kind.
@@ -58,9 +71,6 @@ PRODUCT_NAMES: dict[str, str] = {
 #: Internal tile size of the GeoTIFF, in pixels (square).
 COG_BLOCK_PX = 256
 
-#: Percentiles of valid node speeds that the summary reports.
-SUMMARY_PERCENTILES = (5, 25, 50, 75, 95)
-
 # Dataset attributes the GeoTIFF carries in its own structures rather than as tags.
 _GEO_ATTRS = ("crs_wkt", "transform")
 # Tags GDAL adds by itself; they are not product metadata.
@@ -68,72 +78,8 @@ _GDAL_TAGS = ("AREA_OR_POINT",)
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
-
-    The temporary name is ``.<name>.tmp-<pid>-<random>`` in the same folder, so the final
-    :func:`os.replace` is a rename within one file system and readers see either the old file or
-    the complete new one, never a partial file. The temporary is not created: the block writes it.
-    If the block raises, the temporary (and a GDAL ``.aux.xml`` sidecar, if any) is removed and
-    the exception propagates; an existing file at ``path`` is left as it was.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The final file. Its folder must exist.
-
-    Yields
-    ------
-    pathlib.Path
-        Where the block must write the file.
-    """
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        yield tmp
-        if not tmp.is_file():
-            raise InputError("the writer produced no file; nothing was replaced", final)
-        _fsync(tmp)
-        os.replace(tmp, final)
-    except BaseException as exc:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
-            leftover.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            # A full disk, a folder in the way, no permission: the user's problem to fix, said
-            # in one line, not a traceback.
-            raise OutputError(f"cannot write {final.name}: {exc.strerror or exc}", final) from exc
-        raise
-
-
-def _fsync(path: Path) -> None:
-    """Flush ``path`` to disk so that the rename cannot expose an empty file after a crash."""
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-# --------------------------------------------------------------------------------------------
 # Helpers shared by the writers
 # --------------------------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """Turn numpy scalars/arrays, tuples and datetimes into plain JSON-able Python values."""
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, _dt.datetime | _dt.date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _grid_variables(ds: xr.Dataset, variables: Sequence[str] | None, path: Path) -> list[str]:
@@ -164,21 +110,6 @@ def _grid_variables(ds: xr.Dataset, variables: Sequence[str] | None, path: Path)
                 f"variable {name!r} has dimensions {ds[name].dims}, expected ('y', 'x')", path
             )
     return names
-
-
-def _transform(ds: xr.Dataset) -> Affine:
-    """The node grid's geotransform from ``ds.attrs['transform']`` (GDAL order)."""
-    return Affine.from_gdal(*[float(c) for c in ds.attrs["transform"]])
-
-
-def _crs(ds: xr.Dataset) -> CRS | None:
-    """The map CRS from ``ds.attrs['crs_wkt']``, or None for products without georeferencing."""
-    wkt = ds.attrs.get("crs_wkt") or ""
-    return CRS.from_wkt(wkt) if wkt else None
-
-
-def _version(ds: xr.Dataset) -> str:
-    return str(ds.attrs.get("glacierflow_version") or __version__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,6 +276,70 @@ def _netcdf_attr(value: Any) -> Any:
     return value
 
 
+def _geotransform_text(gdal: Sequence[float]) -> str:
+    """A geotransform (GDAL order) as the space-separated text of the CF ``GeoTransform``."""
+    return " ".join(repr(float(c)) for c in gdal)
+
+
+def _set_xy_attrs(out: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """CF projection-coordinate attributes on ``x``/``y``; returns their encoding (no fill)."""
+    out["x"].attrs.update(
+        standard_name="projection_x_coordinate", long_name="x (easting)", units="m", axis="X"
+    )
+    out["y"].attrs.update(
+        standard_name="projection_y_coordinate", long_name="y (northing)", units="m", axis="Y"
+    )
+    return {"x": {"_FillValue": None}, "y": {"_FillValue": None}}
+
+
+def _layer_encoding(integer: bool, dtype: str | None = None) -> dict[str, Any]:
+    """Compressed storage of one (y, x) layer: NaN fill for floats, no fill for integers."""
+    encoding: dict[str, Any] = {"_FillValue": None if integer else np.float32(np.nan)}
+    if dtype is not None:
+        encoding["dtype"] = dtype
+    encoding.update(zlib=True, complevel=4, shuffle=True)
+    return encoding
+
+
+def _grid_mapping(crs: CRS, geotransform: str) -> xr.DataArray:
+    """The CF grid-mapping variable ``spatial_ref``: CF attributes of ``crs`` plus WKT for GDAL."""
+    wkt = crs.to_wkt()
+    attrs = {k: _netcdf_attr(v) for k, v in crs.to_cf().items()}
+    attrs.update(crs_wkt=wkt, spatial_ref=wkt, GeoTransform=geotransform)
+    return xr.DataArray(np.int32(0), attrs=attrs)
+
+
+def _save_netcdf(out: xr.Dataset, path: Path, encoding: Mapping[str, Any]) -> Path:
+    """``out`` as NetCDF-4 (engine ``h5netcdf``) at ``path``, atomically."""
+    with atomic_write(path) as tmp:
+        out.to_netcdf(tmp, engine="h5netcdf", format="NETCDF4", encoding=dict(encoding))
+    return path
+
+
+def _product_globals(ds: xr.Dataset) -> dict[str, Any]:
+    """Global attributes of a pair product: its metadata plus the CF title, source, history."""
+    version = _version(ds)
+    attrs = {
+        str(k): _netcdf_attr(v)
+        for k, v in ds.attrs.items()
+        if v is not None and not str(k).startswith("_")
+    }
+    ref, sec = ds.attrs.get("ref_time", "?"), ds.attrs.get("sec_time", "?")
+    sensor = ds.attrs.get("ref_sensor") or ds.attrs.get("sensor") or "optical"
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    history = f"{now}: written by glacierflow {version}"
+    if ds.attrs.get("history"):
+        history = f"{history}\n{ds.attrs['history']}"
+    attrs.update(
+        Conventions="CF-1.8",
+        title=f"Glacier surface velocity from {sensor} images {ref} to {sec}",
+        source=f"glacierflow {version} feature tracking ({ds.attrs.get('method', 'unknown')})",
+        history=history,
+        glacierflow_version=version,
+    )
+    return attrs
+
+
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     """Write the product as a CF-1.8 NetCDF-4 file (engine ``h5netcdf``).
 
@@ -371,38 +366,9 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     names = _grid_variables(ds, None, path)
     crs = _crs(ds)
-    transform = _transform(ds)
-    version = _version(ds)
-
     out = ds[names].copy()
-    out.attrs = {
-        str(k): _netcdf_attr(v)
-        for k, v in ds.attrs.items()
-        if v is not None and not str(k).startswith("_")
-    }
-    ref, sec = ds.attrs.get("ref_time", "?"), ds.attrs.get("sec_time", "?")
-    sensor = ds.attrs.get("ref_sensor") or ds.attrs.get("sensor") or "optical"
-    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    history = f"{now}: written by glacierflow {version}"
-    if ds.attrs.get("history"):
-        history = f"{history}\n{ds.attrs['history']}"
-    out.attrs.update(
-        Conventions="CF-1.8",
-        title=f"Glacier surface velocity from {sensor} images {ref} to {sec}",
-        source=f"glacierflow {version} feature tracking ({ds.attrs.get('method', 'unknown')})",
-        history=history,
-        glacierflow_version=version,
-    )
-    out["x"].attrs.update(
-        standard_name="projection_x_coordinate", long_name="x (easting)", units="m", axis="X"
-    )
-    out["y"].attrs.update(
-        standard_name="projection_y_coordinate", long_name="y (northing)", units="m", axis="Y"
-    )
-    encoding: dict[str, dict[str, Any]] = {
-        "x": {"_FillValue": None},
-        "y": {"_FillValue": None},
-    }
+    out.attrs = _product_globals(ds)
+    encoding = _set_xy_attrs(out)
     for name in names:
         attrs = {**VARIABLES.get(name, {}), **out[name].attrs}
         attrs.pop("_FillValue", None)
@@ -418,23 +384,127 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
         if integer and "flag_masks" in attrs:
             out[name].attrs["flag_masks"] = np.asarray(attrs["flag_masks"], out[name].dtype)
         out[name].encoding = {}
-        encoding[name] = {
-            "_FillValue": None if integer else np.float32(np.nan),
-            "zlib": True,
-            "complevel": 4,
-            "shuffle": True,
-        }
+        encoding[name] = _layer_encoding(integer)
     if crs is not None:
-        wkt = crs.to_wkt()
-        gm_attrs = {k: _netcdf_attr(v) for k, v in crs.to_cf().items()}
-        gm_attrs.update(
-            crs_wkt=wkt,
-            spatial_ref=wkt,
-            GeoTransform=" ".join(repr(float(c)) for c in transform.to_gdal()),
-        )
-        out["spatial_ref"] = xr.DataArray(np.int32(0), attrs=gm_attrs)
+        out["spatial_ref"] = _grid_mapping(crs, _geotransform_text(_transform(ds).to_gdal()))
+    return _save_netcdf(out, path, encoding)
+
+
+#: Layers of the composite cube (:func:`glacierflow.stack.cube_dataset`), all (time, y, x).
+CUBE_LAYERS = ("v", "vx", "vy", "v_error", "count")
+
+#: Time encoding of the cube's ``time`` and ``time_bnds``.
+_CUBE_TIME_ENCODING = {
+    "units": "days since 1970-01-01 00:00:00",
+    "calendar": "standard",
+    "dtype": "float64",
+}
+
+
+def write_netcdf_cube(cube: xr.Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write a cube of period composites as one CF-1.8 NetCDF-4 file with a time axis.
+
+    ``v``, ``vx``, ``vy``, ``v_error`` (float32, m/yr, fill NaN) and ``count`` (int16, no fill)
+    on (time, y, x) get zlib compression and ``grid_mapping = "spatial_ref"``, the grid-mapping
+    variable of :func:`write_netcdf`. ``time`` (middle of each period) and ``time_bnds`` are
+    stored as days since 1970-01-01. The global attributes are the cube's ``title``, ``years``,
+    ``composite_*`` rules, ``crs_wkt`` and ``GeoTransform``, with CF ``Conventions``, ``source``
+    and ``history``.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        From :func:`glacierflow.stack.cube_dataset` (attributes ``crs_wkt``, ``transform``
+        in GDAL order, ``title``, ``years``).
+    path : str or PathLike
+        The file to write (replaced atomically if it exists).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If the cube has no CRS (``crs_wkt``).
+    """
+    path = Path(path)
+    crs = _crs(cube)
+    if crs is None:
+        raise InputError("the cube has no 'crs_wkt' attribute; build it with cube_dataset", path)
+    out = cube.copy()
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.attrs = {
+        "Conventions": "CF-1.8",
+        "title": cube.attrs["title"],
+        "source": f"glacierflow {__version__}: pair products combined per period",
+        "history": f"{now}: written by glacierflow {__version__}",
+        "years": list(cube.attrs["years"]),
+        "composite_assign": cube.attrs.get("composite_assign", ""),
+        "composite_weights": cube.attrs.get("composite_weights", ""),
+        "composite_v_error": cube.attrs.get("composite_v_error", ""),
+        "crs_wkt": cube.attrs["crs_wkt"],
+        "GeoTransform": _geotransform_text(cube.attrs["transform"]),
+    }
+    encoding = _set_xy_attrs(out)
+    out["time"].attrs.update(axis="T", long_name="middle of the period")
+    encoding.update(time=dict(_CUBE_TIME_ENCODING), time_bnds=dict(_CUBE_TIME_ENCODING))
+    for name in CUBE_LAYERS:
+        out[name].attrs["grid_mapping"] = "spatial_ref"
+        integer = name == "count"
+        encoding[name] = _layer_encoding(integer, "int16" if integer else "float32")
+    out["spatial_ref"] = _grid_mapping(crs, out.attrs["GeoTransform"])
+    return _save_netcdf(out, path, encoding)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables: CSV and GeoPackage
+# --------------------------------------------------------------------------------------------
+
+
+def write_table(df, path: str | os.PathLike[str]) -> Path:
+    """Write a table as CSV (no index column, floats to 7 significant digits), atomically.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table (e.g. :func:`glacierflow.glaciers.glacier_statistics`).
+    path : str or PathLike
+        The ``.csv`` file to write (replaced atomically if it exists).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
     with atomic_write(path) as tmp:
-        out.to_netcdf(tmp, engine="h5netcdf", format="NETCDF4", encoding=encoding)
+        df.to_csv(tmp, index=False, float_format="%.7g")
+    return path
+
+
+def write_gpkg(gdf, path: str | os.PathLike[str]) -> Path:
+    """Write a GeoDataFrame as a GeoPackage, one layer named after the file, atomically.
+
+    Parameters
+    ----------
+    gdf : geopandas.GeoDataFrame
+        Features with a CRS.
+    path : str or PathLike
+        The ``.gpkg`` file to write (replaced atomically if it exists); its stem names the
+        layer.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    with atomic_write(path) as tmp, warnings.catch_warnings():
+        # The temporary name does not end in .gpkg; the final one does.
+        warnings.filterwarnings("ignore", message=".*extension should be 'gpkg'")
+        gdf.to_file(tmp, driver="GPKG", layer=path.stem)
     return path
 
 
@@ -537,114 +607,6 @@ def _read_netcdf(path: Path) -> xr.Dataset:
 # --------------------------------------------------------------------------------------------
 
 
-def _finite_or_none(value: Any) -> Any:
-    """JSON has no NaN: replace non-finite floats (recursively) by None."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def summarize(ds: xr.Dataset) -> dict[str, Any]:
-    """The summary of a velocity product as plain JSON-able values.
-
-    Speeds are percentiles of ``v`` over the valid (finite) nodes, in m/yr and in m/day (a year
-    is 365.25 days); they are None when no node is valid.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        A velocity product with a ``v`` variable (m/yr).
-
-    Returns
-    -------
-    dict
-        Keys ``ref_time``, ``sec_time``, ``dt_days``, ``ref_sensor``, ``sec_sensor``, ``grid``,
-        ``nodes``, ``speed_m_per_yr``, ``speed_m_per_day``, ``settings``,
-        ``glacierflow_version``; and, where the product has them, ``coregistration``
-        (``coreg_*`` attributes), ``stable_ground`` (``stable_*``: source and the statistics of
-        vx, vy on stable ground in px, m and m/yr), ``v_error`` (the error model),
-        ``filter`` (its thresholds) and ``quality_nodes`` (nodes per quality flag).
-    """
-    if "v" not in ds.data_vars:
-        raise InputError("the dataset has no 'v' (speed) variable to summarise")
-    attrs = ds.attrs
-    v = np.asarray(ds["v"].values, dtype=np.float64)
-    valid = v[np.isfinite(v)]
-    total = int(v.size)
-    crs = _crs(ds)
-    transform = _transform(ds) if "transform" in attrs else None
-    if valid.size:
-        pct = np.percentile(valid, SUMMARY_PERCENTILES)
-        per_yr = {f"p{p}": float(q) for p, q in zip(SUMMARY_PERCENTILES, pct, strict=True)}
-        per_yr["max"] = float(valid.max())
-    else:
-        per_yr = {f"p{p}": None for p in SUMMARY_PERCENTILES} | {"max": None}
-    per_day = {k: (None if q is None else q / DAYS_PER_YEAR) for k, q in per_yr.items()}
-    summary = {
-        "ref_time": attrs.get("ref_time"),
-        "sec_time": attrs.get("sec_time"),
-        "dt_days": attrs.get("dt_days"),
-        "ref_sensor": attrs.get("ref_sensor"),
-        "sec_sensor": attrs.get("sec_sensor"),
-        "ref_file": attrs.get("ref_file"),
-        "sec_file": attrs.get("sec_file"),
-        "grid": {
-            "crs_epsg": crs.to_epsg() if crs is not None else None,
-            "shape": [int(ds.sizes["y"]), int(ds.sizes["x"])],
-            "node_spacing_m": (
-                float(np.hypot(transform.a, transform.d)) if transform is not None else None
-            ),
-            "transform": list(transform.to_gdal()) if transform is not None else None,
-        },
-        "nodes": {
-            "total": total,
-            "valid": int(valid.size),
-            "valid_fraction": float(valid.size / total) if total else 0.0,
-        },
-        "speed_m_per_yr": per_yr,
-        "speed_m_per_day": per_day,
-        "settings": {key: attrs.get(key) for key in ("chip_px", "search_px", "step_px", "method")},
-        "glacierflow_version": _version(ds),
-    }
-    summary.update(_quality_summary(ds))
-    return _finite_or_none(_plain(summary))
-
-
-def _prefixed(attrs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """Attributes starting with ``prefix``, with the prefix removed."""
-    return {k[len(prefix) :]: v for k, v in attrs.items() if k.startswith(prefix)}
-
-
-def _quality_summary(ds: xr.Dataset) -> dict[str, Any]:
-    """Blocks on co-registration, stable ground, the error model and the quality flags."""
-    out: dict[str, Any] = {}
-    for key, prefix in (
-        ("coregistration", "coreg_"),
-        ("stable_ground", "stable_"),
-        ("v_error", "v_error_"),
-        ("filter", "filter_"),
-    ):
-        block = _prefixed(ds.attrs, prefix)
-        if block:
-            out[key] = block
-    if "quality" in ds.data_vars:
-        q = np.asarray(ds["quality"].values)
-        # The variable's CF attributes, or (GeoTIFF band tags hold only units and long_name)
-        # the dataset's copies of them.
-        attrs = {**ds.attrs, **{f"quality_{k}": v for k, v in ds["quality"].attrs.items()}}
-        masks = list(np.atleast_1d(attrs.get("quality_flag_masks", [])))
-        meanings = str(attrs.get("quality_flag_meanings", "")).split()
-        counts = {"good": int((q == 0).sum())}
-        for mask, meaning in zip(masks, meanings, strict=True):
-            counts[meaning] = int(((q.astype(np.int64) & int(mask)) != 0).sum())
-        out["quality_nodes"] = counts
-    return out
-
-
 def write_summary(
     ds: xr.Dataset, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None
 ) -> Path:
@@ -679,11 +641,25 @@ def write_summary(
 # --------------------------------------------------------------------------------------------
 
 
+def _default_quicklook(
+    ds: xr.Dataset, background: np.ndarray | None, background_transform: Affine | None
+) -> Callable[[Path], Path]:
+    """The quick-look writer of :func:`glacierflow.plot.quicklook` for ``ds``."""
+    # The one place products reach for plot (matplotlib), and only when a picture is drawn.
+    from glacierflow.plot import quicklook
+
+    return lambda p: quicklook(
+        ds, p, background=background, background_transform=background_transform
+    )
+
+
 def write_products(
     ds: xr.Dataset,
     out_dir: str | os.PathLike[str],
     background: np.ndarray | None = None,
     background_transform: Affine | None = None,
+    *,
+    quicklook: Callable[[Path], object] | None = None,
 ) -> dict[str, Path]:
     """Write the GeoTIFF, NetCDF, quick-look PNG and JSON summary of one pair into a folder.
 
@@ -700,14 +676,17 @@ def write_products(
         The reference image (2-D) to draw under the quick look's speed map.
     background_transform : affine.Affine, optional
         Geotransform of ``background`` (required with it).
+    quicklook : callable, optional
+        Writes the quick-look PNG to the path it is given. Default: the speed map of
+        :func:`glacierflow.plot.quicklook` over ``background``.
 
     Returns
     -------
     dict of str to pathlib.Path
         Paths keyed ``"cog"``, ``"netcdf"``, ``"quicklook"`` and ``"summary"``.
     """
-    from glacierflow.plot import quicklook  # plot imports matplotlib: only when drawing
-
+    if quicklook is None:
+        quicklook = _default_quicklook(ds, background, background_transform)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("the output folder is a file; choose a folder", out)
@@ -716,9 +695,7 @@ def write_products(
     writers = {
         "cog": lambda p: write_cog(ds, p),
         "netcdf": lambda p: write_netcdf(ds, p),
-        "quicklook": lambda p: quicklook(
-            ds, p, background=background, background_transform=background_transform
-        ),
+        "quicklook": quicklook,
         "summary": lambda p: write_summary(ds, p),
     }
     # The four products are one set: each is written complete under a hidden staging name, and

@@ -46,6 +46,7 @@ __all__ = [
     "parse_datetime",
     "read_header",
     "read_preview",
+    "read_raster_band",
     "read_scene",
 ]
 
@@ -53,7 +54,8 @@ _DATE_HELP = "expected an ISO date or date-time, e.g. 2016-07-18 or 2016-07-18T2
 
 _NO_TIME_HELP = (
     "cannot find the acquisition time (no MTL file beside it, no Landsat or Sentinel-2 ID in its "
-    "name); pass it with --ref-date or --sec-date (ISO date, e.g. 2016-07-18)"
+    "name); give it as ref_date or sec_date (the acquired time of read_scene; ISO date, e.g. "
+    "2016-07-18)"
 )
 
 
@@ -513,17 +515,7 @@ def read_scene(
     with dataset:
         crs = dataset.crs
         _check_crs(crs, file_path)
-        count = dataset.count
-        if band is None:
-            if count != 1:
-                raise InputError(f"has {count} bands; choose one with --band", file_path)
-            band = 1
-        elif not 1 <= band <= count:
-            raise InputError(
-                f"has {count} band{'s' if count != 1 else ''}; --band {band} is out of range "
-                f"(1 to {count})",
-                file_path,
-            )
+        band = _choose_band(dataset.count, band, file_path)
         when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired)
         sensor_name = sensor if sensor is not None else found_sensor
         raw = dataset.read(band, window=window)
@@ -535,16 +527,7 @@ def read_scene(
         transform = dataset.transform if window is None else dataset.window_transform(window)
 
     data = raw.astype(np.float32)
-    valid = np.isfinite(data)
-    if nodata is not None and not math.isnan(nodata):
-        # Compare in the file's own dtype: a float32 nodata such as -3.4028235e38 matches
-        # exactly there, and a value the dtype cannot hold matches no pixel.
-        valid &= raw != float(nodata)
-    integer = np.issubdtype(raw.dtype, np.integer)
-    if sensor_name.startswith("Landsat") or (integer and nodata is None):
-        valid &= raw != 0
-    if dataset_mask is not None:
-        valid &= dataset_mask
+    valid = _valid_pixels(raw, data, nodata, sensor_name, dataset_mask)
     if window is None and not valid.any():
         raise InputError("holds no valid pixels (all nodata, NaN or Landsat fill 0)", file_path)
     data[~valid] = 0.0
@@ -559,6 +542,42 @@ def read_scene(
         scene_id=scene_id,
         time_source=time_source,
     )
+
+
+def _choose_band(count: int, band: int | None, file_path: Path) -> int:
+    """The 1-based band to read: the only one, or ``band`` if the file has it."""
+    if band is None:
+        if count != 1:
+            raise InputError(f"has {count} bands; choose one with band (1-based)", file_path)
+        return 1
+    if not 1 <= band <= count:
+        raise InputError(
+            f"has {count} band{'s' if count != 1 else ''}; band {band} is out of range "
+            f"(1 to {count})",
+            file_path,
+        )
+    return band
+
+
+def _valid_pixels(
+    raw: np.ndarray,
+    data: np.ndarray,
+    nodata: float | None,
+    sensor_name: str,
+    dataset_mask: np.ndarray | None,
+) -> np.ndarray:
+    """Pixels with a value: finite, not nodata, not Landsat fill 0, not masked by the file."""
+    valid = np.isfinite(data)
+    if nodata is not None and not math.isnan(nodata):
+        # Compare in the file's own dtype: a float32 nodata such as -3.4028235e38 matches
+        # exactly there, and a value the dtype cannot hold matches no pixel.
+        valid &= raw != float(nodata)
+    integer = np.issubdtype(raw.dtype, np.integer)
+    if sensor_name.startswith("Landsat") or (integer and nodata is None):
+        valid &= raw != 0
+    if dataset_mask is not None:
+        valid &= dataset_mask
+    return valid
 
 
 def read_header(
@@ -624,6 +643,45 @@ def read_preview(
         data = ds.read(b, out_shape=shape, masked=True).astype(np.float32).filled(np.nan)
         transform = ds.transform @ affine.Affine.scale(ds.width / shape[1], ds.height / shape[0])
     return data, transform
+
+
+def read_raster_band(
+    path: str | PathLike[str], *, band: int = 1, what: str = "raster"
+) -> tuple[np.ndarray, affine.Affine, rasterio.crs.CRS]:
+    """One band of a georeferenced raster as float64, NaN where it has no value.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Any raster GDAL reads (GeoTIFF, VRT, ...), local or a GDAL URL.
+    band : int
+        The band, 1-based.
+    what : str
+        What the raster is, for error messages ("prior vx raster").
+
+    Returns
+    -------
+    data : ndarray of float64
+        The band, NaN at nodata and masked cells.
+    transform : affine.Affine
+        Pixel (col, row) to map (x, y) transform.
+    crs : rasterio.crs.CRS
+        The raster's CRS.
+
+    Raises
+    ------
+    InputError
+        If the raster cannot be read or has no CRS.
+    """
+    try:
+        ds = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot read the {what}: {exc}", path) from None
+    with ds:
+        if ds.crs is None or not ds.crs.to_wkt():
+            raise InputError(f"the {what} has no CRS", path)
+        data = ds.read(band, masked=True).astype(np.float64).filled(np.nan)
+        return data, ds.transform, ds.crs
 
 
 def _check_crs(crs: rasterio.crs.CRS | None, path: Path) -> None:
