@@ -36,8 +36,8 @@ _positive = click.IntRange(min=1)
 
 
 @cli.command()
-@click.argument("ref", type=click.Path(path_type=Path))
-@click.argument("sec", type=click.Path(path_type=Path))
+@click.argument("ref", type=click.Path())
+@click.argument("sec", type=click.Path())
 @click.option(
     "-o",
     "--out",
@@ -66,6 +66,14 @@ _positive = click.IntRange(min=1)
 @click.option("--ref-date", default=None, help="Acquisition time of REF (ISO 8601).")
 @click.option("--sec-date", default=None, help="Acquisition time of SEC (ISO 8601).")
 @click.option("--band", default=None, type=int, help="Band of multi-band inputs (1-based).")
+@click.option(
+    "--bbox",
+    nargs=4,
+    type=float,
+    default=None,
+    metavar="W S E N",
+    help="Area of interest in degrees (lon/lat): only this part of each scene is read.",
+)
 @click.option(
     "--subpixel",
     default="lanczos",
@@ -209,8 +217,8 @@ _positive = click.IntRange(min=1)
     help="Fill small holes by interpolation (flagged in the quality band).",
 )
 def track(
-    ref: Path,
-    sec: Path,
+    ref: str,
+    sec: str,
     out_dir: Path,
     chip_px: int,
     search_px: int,
@@ -218,6 +226,7 @@ def track(
     ref_date: str | None,
     sec_date: str | None,
     band: int | None,
+    bbox: tuple[float, float, float, float] | None,
     subpixel: str,
     workers: int,
     progress: bool | None,
@@ -245,10 +254,17 @@ def track(
 
     Outliers are removed and flagged in the quality band; a misregistration fitted on stable
     ground is removed from every node; v_error is calibrated on the same stable ground.
+    REF and SEC may be files, https:// or s3:// URLs of COGs, or STAC item JSON (ITEM.json or
+    ITEM.json#ASSET).
     """
     from glacierflow.track import track_to_products
 
     try:
+        if bbox:  # only the area of interest is read, from files or URLs
+            from glacierflow.remote import read_area
+
+            ref = read_area(ref, bbox, band=band, acquired=ref_date)
+            sec = read_area(sec, bbox, band=band, acquired=sec_date)
         ds, paths = track_to_products(
             ref,
             sec,
