@@ -171,16 +171,7 @@ def render_report(
         A complete HTML document with every picture embedded.
     """
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    used: set[str] = set()
-
-    def pictures(prefix: str, caption: str = "") -> str:
-        parts = []
-        for key in sorted(k for k in images if k.startswith(prefix)):
-            used.add(key)
-            parts.append(_img(images[key], key, caption.format(key=key) if caption else None))
-        return "".join(parts)
-
-    assign = composites[0].attrs.get("composite_assign", "") if composites else ""
+    pictures = _Pictures(images)
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -194,15 +185,59 @@ def render_report(
     ]
     if grid_text:
         out.append(f"<p>Output grid: {_e(grid_text)}.</p>")
+    out.extend(_pairs_section(pairs))
+    out.extend(_composites_section(composites, pictures))
+    changes = pictures.take("change_")
+    if changes:
+        out.append("<h2>Change between periods</h2>")
+        out.append(
+            '<p class="note">Later minus earlier speed; faded cells changed by less than twice '
+            "the combined one-sigma error (pale); dark grey: no data in one of the periods.</p>"
+        )
+        out.append(changes)
+    if stats is not None and not stats.empty:
+        out.extend(_glaciers_section(stats, trends, surges, pictures))
+    profiles = pictures.take("profile_")
+    if profiles:
+        out.append("<h2>Profiles</h2>")
+        out.append(profiles)
+    rest = pictures.unused()
+    if rest:
+        out.append("<h2>More figures</h2>")
+        out.extend(_img(images[k], k, k) for k in rest)
 
-    out.append("<h2>Pairs and their error on stable ground</h2>")
-    out.append(
+    out.append("<h2>Project settings</h2>")
+    out.append(f"<pre>{_e(settings_text)}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+class _Pictures:
+    """The report's pictures, handed out by key prefix; remembers which were placed."""
+
+    def __init__(self, images: Mapping[str, bytes]) -> None:
+        self.images = images
+        self.used: set[str] = set()
+
+    def take(self, prefix: str) -> str:
+        """The pictures whose key starts with ``prefix``, in key order, as HTML figures."""
+        parts = []
+        for key in sorted(k for k in self.images if k.startswith(prefix)):
+            self.used.add(key)
+            parts.append(_img(self.images[key], key))
+        return "".join(parts)
+
+    def unused(self) -> list[str]:
+        return [k for k in self.images if k not in self.used]
+
+
+def _pairs_section(pairs: Mapping[str, xr.Dataset]) -> list[str]:
+    return [
+        "<h2>Pairs and their error on stable ground</h2>",
         '<p class="note">The true velocity of stable (ice-free) ground is zero: the scatter of '
         "its measured components (normalized median absolute deviation, NMAD, and RMSE) is "
         "the pair's error. v_error is the median of the per-node one-sigma error on the same "
-        "ground; co-registration is the misregistration removed (pixels).</p>"
-    )
-    out.append(
+        "ground; co-registration is the misregistration removed (pixels).</p>",
         _table(
             [
                 "pair",
@@ -220,17 +255,18 @@ def render_report(
             ],
             _pair_rows(pairs),
             left=3,
-        )
-    )
+        ),
+    ]
 
-    out.append("<h2>Period composites</h2>")
-    out.append(
+
+def _composites_section(composites: Sequence[xr.Dataset], pictures: _Pictures) -> list[str]:
+    assign = composites[0].attrs.get("composite_assign", "") if composites else ""
+    return [
+        "<h2>Period composites</h2>",
         f'<p class="note">Rule: <b>{_e(assign)}</b>. Each pixel combines the pairs that count for '
         "the period with weights f / v_error² (f: the pair's share in the period); v_error of "
         "the composite is sqrt(Σ w² v_error²) / Σ w per component; count is the number of "
-        "pairs combined. All maps share one colour scale and arrow scale.</p>"
-    )
-    out.append(
+        "pairs combined. All maps share one colour scale and arrow scale.</p>",
         _table(
             [
                 "year",
@@ -242,138 +278,124 @@ def render_report(
             ],
             _year_rows(composites),
             left=3,
-        )
+        ),
+        pictures.take("map_"),
+    ]
+
+
+def _glaciers_section(stats: Any, trends: Any, surges: Any, pictures: _Pictures) -> list[str]:
+    out = ["<h2>Glaciers</h2>", pictures.take("glacier_series")]
+    largest = (
+        stats.groupby("glacier_id")["area_km2"]
+        .first()
+        .sort_values(ascending=False)
+        .index[:MAX_TABLE_GLACIERS]
     )
-    out.append(pictures("map_"))
+    out.extend(_statistics_table(stats, largest))
+    if trends is not None and not trends.empty:
+        out.extend(_trends_table(trends[trends["glacier_id"].isin(largest)]))
+    out.append("<h3>Candidate surges</h3>")
+    if surges is not None and not surges.empty:
+        out.append(_surges_table(surges))
+    else:
+        out.append("<p>No glacier sped up by the surge factor over a contiguous reach.</p>")
+    return out
 
-    changes = pictures("change_")
-    if changes:
-        out.append("<h2>Change between periods</h2>")
-        out.append(
-            '<p class="note">Later minus earlier speed; faded cells changed by less than twice '
-            "the combined one-sigma error (pale); dark grey: no data in one of the periods.</p>"
-        )
-        out.append(changes)
 
-    if stats is not None and not stats.empty:
-        out.append("<h2>Glaciers</h2>")
-        series = pictures("glacier_series")
-        out.append(series)
-        largest = (
-            stats.groupby("glacier_id")["area_km2"]
-            .first()
-            .sort_values(ascending=False)
-            .index[:MAX_TABLE_GLACIERS]
-        )
-        sub = stats[stats["glacier_id"].isin(largest)].copy()
-        sub["_order"] = sub["glacier_id"].map({g: i for i, g in enumerate(largest)})
-        sub = sub.sort_values(["_order", "year"])
-        rows = [
-            [
-                _e(r.glacier_id),
-                _e(r.name),
-                _e(r.year),
-                _num(r.area_km2),
-                _num(100 * r.valid_fraction, 0),
-                f"{_num(r.v_mean)} ± {_num(r.v_mean_error)}",
-                f"{_num(r.v_median)} ± {_num(r.v_median_error)}",
-                f"{_num(r.v_max)} ± {_num(r.v_max_error)}",
-            ]
-            for r in sub.itertuples()
+def _statistics_table(stats: Any, largest: Any) -> list[str]:
+    sub = stats[stats["glacier_id"].isin(largest)].copy()
+    sub["_order"] = sub["glacier_id"].map({g: i for i, g in enumerate(largest)})
+    sub = sub.sort_values(["_order", "year"])
+    rows = [
+        [
+            _e(r.glacier_id),
+            _e(r.name),
+            _e(r.year),
+            _num(r.area_km2),
+            _num(100 * r.valid_fraction, 0),
+            f"{_num(r.v_mean)} ± {_num(r.v_mean_error)}",
+            f"{_num(r.v_median)} ± {_num(r.v_median_error)}",
+            f"{_num(r.v_max)} ± {_num(r.v_max_error)}",
         ]
-        n_all = stats["glacier_id"].nunique()
-        more = f" (the {len(largest)} largest of {n_all})" if n_all > len(largest) else ""
-        out.append(f"<h3>Speed per glacier and period{_e(more)}</h3>")
-        out.append(
-            _table(
-                [
-                    "glacier",
-                    "name",
-                    "year",
-                    "area (km²)",
-                    "valid area (%)",
-                    "mean (m/yr)",
-                    "median (m/yr)",
-                    "max (m/yr)",
-                ],
-                rows,
-                left=2,
-            )
-        )
-        if trends is not None and not trends.empty:
-            t = trends[trends["glacier_id"].isin(largest)]
-            rows = [
-                [
-                    _e(r.glacier_id),
-                    _e(r.name),
-                    _e(f"{r.first_year}–{r.last_year}" if r.years else "–"),
-                    _num(r.v_mean),
-                    f"{_num(r.trend, 2)} ± {_num(r.trend_error, 2)}",
-                    _num(r.trend_percent_per_yr),
-                    "yes" if r.significant else "no",
-                ]
-                for r in t.itertuples()
-            ]
-            out.append("<h3>Trends of the mean speed</h3>")
-            out.append(
-                _table(
-                    [
-                        "glacier",
-                        "name",
-                        "years",
-                        "mean speed (m/yr)",
-                        "trend (m/yr per yr)",
-                        "trend (%/yr)",
-                        "beyond 2σ",
-                    ],
-                    rows,
-                    left=3,
-                )
-            )
-        out.append("<h3>Candidate surges</h3>")
-        if surges is not None and not surges.empty:
-            rows = [
-                [
-                    f'<span class="flag">{_e(r.glacier_id)}</span>',
-                    _e(r.name),
-                    _e(f"{r.year_from} → {r.year_to}"),
-                    _num(r.ratio_median, 2),
-                    f"{_num(r.v_from_median, 0)} → {_num(r.v_to_median, 0)}",
-                    _num(r.reach_area_km2, 2),
-                    _num(r.reach_length_km, 1),
-                    f"{_num(r.lat, 3)} N, {_num(r.lon, 3)} E",
-                ]
-                for r in surges.itertuples()
-            ]
-            out.append(
-                _table(
-                    [
-                        "glacier",
-                        "name",
-                        "years",
-                        "speed ratio (median)",
-                        "speed (m/yr)",
-                        "reach (km²)",
-                        "reach length (km)",
-                        "reach centre",
-                    ],
-                    rows,
-                    left=3,
-                )
-            )
-        else:
-            out.append("<p>No glacier sped up by the surge factor over a contiguous reach.</p>")
+        for r in sub.itertuples()
+    ]
+    n_all = stats["glacier_id"].nunique()
+    more = f" (the {len(largest)} largest of {n_all})" if n_all > len(largest) else ""
+    return [
+        f"<h3>Speed per glacier and period{_e(more)}</h3>",
+        _table(
+            [
+                "glacier",
+                "name",
+                "year",
+                "area (km²)",
+                "valid area (%)",
+                "mean (m/yr)",
+                "median (m/yr)",
+                "max (m/yr)",
+            ],
+            rows,
+            left=2,
+        ),
+    ]
 
-    profiles = pictures("profile_")
-    if profiles:
-        out.append("<h2>Profiles</h2>")
-        out.append(profiles)
-    rest = [k for k in images if k not in used]
-    if rest:
-        out.append("<h2>More figures</h2>")
-        out.extend(_img(images[k], k, k) for k in rest)
 
-    out.append("<h2>Project settings</h2>")
-    out.append(f"<pre>{_e(settings_text)}</pre>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+def _trends_table(trends: Any) -> list[str]:
+    rows = [
+        [
+            _e(r.glacier_id),
+            _e(r.name),
+            _e(f"{r.first_year}–{r.last_year}" if r.years else "–"),
+            _num(r.v_mean),
+            f"{_num(r.trend, 2)} ± {_num(r.trend_error, 2)}",
+            _num(r.trend_percent_per_yr),
+            "yes" if r.significant else "no",
+        ]
+        for r in trends.itertuples()
+    ]
+    return [
+        "<h3>Trends of the mean speed</h3>",
+        _table(
+            [
+                "glacier",
+                "name",
+                "years",
+                "mean speed (m/yr)",
+                "trend (m/yr per yr)",
+                "trend (%/yr)",
+                "beyond 2σ",
+            ],
+            rows,
+            left=3,
+        ),
+    ]
+
+
+def _surges_table(surges: Any) -> str:
+    rows = [
+        [
+            f'<span class="flag">{_e(r.glacier_id)}</span>',
+            _e(r.name),
+            _e(f"{r.year_from} → {r.year_to}"),
+            _num(r.ratio_median, 2),
+            f"{_num(r.v_from_median, 0)} → {_num(r.v_to_median, 0)}",
+            _num(r.reach_area_km2, 2),
+            _num(r.reach_length_km, 1),
+            f"{_num(r.lat, 3)} N, {_num(r.lon, 3)} E",
+        ]
+        for r in surges.itertuples()
+    ]
+    return _table(
+        [
+            "glacier",
+            "name",
+            "years",
+            "speed ratio (median)",
+            "speed (m/yr)",
+            "reach (km²)",
+            "reach length (km)",
+            "reach centre",
+        ],
+        rows,
+        left=3,
+    )
