@@ -255,7 +255,9 @@ def test_no_outlines_falls_back_and_says_so(everest_pair):
     assert none.attrs["stable_source"] == FALLBACK_SOURCE
     # Not co-registered: the misregistration stays in the stable-ground statistics.
     assert none.attrs["stable_vx_mean_px"] > 0.15
-    with pytest.raises(InputError, match="--coreg must be one of"):
+    with pytest.raises(
+        InputError, match="coreg.method must be one of constant, affine, poly2, none"
+    ):
         track_pair(everest_pair, coreg="rubber")
 
 

@@ -6,6 +6,8 @@ command line turns any :class:`GlacierflowError` into a one-line message and exi
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from os import PathLike
 
 
@@ -22,12 +24,40 @@ class InputError(GlacierflowError, ValueError):
         What is wrong, and what to do about it.
     path : str or PathLike, optional
         The file the problem is about; it leads the message.
+    key : str or iterable of str, optional
+        The settings the problem is about, as dotted keys of the settings tree
+        (``"matching.chip_px"``; see :mod:`glacierflow.settings`). The message names them by
+        these keys; :func:`render` renames them for the command line or a project file.
     """
 
-    def __init__(self, problem: str, path: str | PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        problem: str,
+        path: str | PathLike[str] | None = None,
+        *,
+        key: str | Iterable[str] | None = None,
+    ) -> None:
         self.path = None if path is None else str(path)
         self.problem = problem
+        self.keys: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key or ())
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+    @property
+    def key(self) -> str | None:
+        """The first setting the problem is about (a dotted key), or None."""
+        return self.keys[0] if self.keys else None
+
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its parts when sent back from a worker process or a Dask task.
+        return (_rebuild, (type(self), self.__dict__))
+
+
+def _rebuild(cls: type, state: dict) -> GlacierflowError:
+    exc = cls.__new__(cls)
+    exc.__dict__.update(state)
+    message = f"{state['path']}: {state['problem']}" if state.get("path") else state["problem"]
+    exc.args = (message,)
+    return exc
 
 
 class NoAcquisitionTimeError(InputError):
@@ -57,3 +87,59 @@ class OutputError(GlacierflowError, OSError):
         # Rebuilt from (problem, path) when sent back from a worker process or a Dask task;
         # OSError's own reduction would call __init__ with the message alone.
         return (type(self), (self.problem, self.path), self.__dict__)
+
+
+class SettingsError(InputError):
+    """A setting with a value glacierflow cannot use, or an unknown setting.
+
+    Parameters
+    ----------
+    key : str
+        Dotted key of the setting (``"matching.chip_px"``).
+    problem : str
+        What is wrong with it, starting after its name (``"must be a positive whole number, got
+        0"``); the message is ``f"{key} {problem}"``.
+    allowed : iterable, optional
+        The values it may take, when they are a short list.
+    path : str or PathLike, optional
+        The file the setting came from.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        problem: str,
+        *,
+        allowed: Iterable[object] | None = None,
+        path: str | PathLike[str] | None = None,
+    ) -> None:
+        self.allowed = None if allowed is None else tuple(allowed)
+        super().__init__(f"{key} {problem}", path, key=key)
+
+
+def render(exc: BaseException, name: Callable[[str], str], known: Iterable[str] = ()) -> str:
+    """The message of ``exc`` with the settings it names renamed by ``name``.
+
+    The command line passes a function giving a setting's flag (``"matching.chip_px"`` ->
+    ``"--chip-px"``), a project runner one giving its table key (``"[matching] chip_px"``). The
+    settings the error carries (``exc.keys``) are recognised by their dotted key, or by its last
+    part standing alone when that is an identifier with an underscore (``chip_px``, not
+    ``method``); the ``known`` dotted keys by their dotted form only. The file name that leads
+    the message is left as it is.
+    """
+    names: dict[str, str] = {}
+    for key in getattr(exc, "keys", ()):
+        new = name(key)
+        names.setdefault(key, new)
+        leaf = key.rsplit(".", 1)[-1]
+        if "_" in leaf:
+            names.setdefault(leaf, new)
+    for key in known:
+        names.setdefault(key, name(key))
+    path = getattr(exc, "path", None)
+    text = exc.problem if isinstance(exc, InputError) else str(exc)
+    if names:
+        # One pass, longest names first, so that a renamed setting is not renamed again.
+        words = "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))
+        text = re.sub(rf"(?<![\w.\-/])({words})(?![\w/])", lambda m: names[m.group(1)], text)
+    return f"{path}: {text}" if path and isinstance(exc, InputError) else text

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Quality(IntFlag):
@@ -80,69 +81,89 @@ def quality_attrs() -> dict[str, object]:
     }
 
 
-@dataclass(frozen=True)
-class FilterSettings:
-    """Parameters of :func:`filter_offsets`.
+#: Default outlier thresholds (peak correlation, SNR) per correlator. Each correlator's peak has
+#: its own scale: phase correlation peaks are low but sharp, NCC peaks high and broad. Chosen
+#: near the 5th percentile of each method's values on clear real texture (the Yahtse pair).
+METHOD_THRESHOLDS: dict[str, tuple[float, float]] = {
+    "ncc": (0.3, 1.2),
+    "phase": (0.1, 5.0),
+    "orientation": (0.2, 3.0),
+}
 
-    Attributes
-    ----------
-    min_corr : float
-        Lowest peak normalized cross-correlation kept (dimensionless). 0.3 is about the median
-        peak of a chance match between unrelated 32 px chips of real Landsat texture: below it a
-        peak cannot be told from chance. Set to 0 to switch the test off.
-    min_snr : float
-        Lowest peak-to-mean-absolute-correlation ratio kept. Near 1 the whole surface is about
-        as high as its peak (a flat, saturated or periodic chip) and the peak position is
-        arbitrary. Well-matched chips of strongly oriented texture (crevasse fields) reach only
-        1.3 to 2, so the threshold stays low. 0 switches the test off.
-    median_threshold : float
-        Normalized median test threshold; Westerweel & Scarano (2005) recommend 2.
-    median_eps_px : float
-        Acceptable fluctuation level of the normalized median test, in pixels (0.1 in the
-        paper: the noise of a good sub-pixel match).
-    min_neighbours : int
-        Fewest valid 3 x 3 neighbours for the median test to judge a node; nodes with fewer
-        are left to the cluster test.
-    cluster_tol_px : float
-        Neighbours whose offsets differ by at most this many pixels are linked. Two chance
-        matches within a +/-16 px search agree this well about once in a hundred.
-    cluster_tol_frac : float
-        ... or by at most this fraction of the larger of their two offset magnitudes (fast ice
-        has steeper gradients between nodes).
-    min_cluster_nodes : int
-        Smallest group of linked nodes kept. Chips of neighbouring nodes overlap, so a single
-        chance feature (an iceberg, a cloud edge) moves every node whose chip holds it: up to
-        ``(chip_px / step_px)**2`` nodes (16 for 32 px chips every 8 px). A group no larger
-        than one chip's footprint has no independent confirmation;
-        :meth:`for_grid` sets this from the chip and step.
-    fill_holes : bool
-        Fill holes of at most ``max_hole_nodes`` nodes that are enclosed by valid nodes.
-    max_hole_nodes : int
-        Largest hole filled, in nodes (4-connected).
+
+class FilterSettings(BaseModel):
+    """Parameters of :func:`filter_offsets` (frozen and validated; see each field's help).
+
+    ``min_corr`` and ``min_snr`` default to the thresholds of NCC (:data:`METHOD_THRESHOLDS`):
+    0.3 is about the median peak of a chance match between unrelated 32 px chips of real Landsat
+    texture, below which a peak cannot be told from chance. Near an SNR of 1 the whole surface is
+    about as high as its peak (a flat, saturated or periodic chip) and the peak position is
+    arbitrary; well-matched chips of strongly oriented texture (crevasse fields) reach only 1.3
+    to 2, so the threshold stays low.
+
+    ``min_cluster_nodes``: chips of neighbouring nodes overlap, so a single chance feature (an
+    iceberg, a cloud edge) moves every node whose chip holds it: up to ``(chip_px /
+    step_px)**2`` nodes (16 for 32 px chips every 8 px). A group no larger than one chip's
+    footprint has no independent confirmation; :meth:`for_grid` sets it from the chip and step.
+    ``cluster_tol_px``: two chance matches within a +/-16 px search agree within 2 px about
+    once in a hundred.
     """
 
-    min_corr: float = 0.3
-    min_snr: float = 1.2
-    median_threshold: float = 2.0
-    median_eps_px: float = 0.1
-    min_neighbours: int = 3
-    cluster_tol_px: float = 2.0
-    cluster_tol_frac: float = 0.1
-    min_cluster_nodes: int = 16
-    fill_holes: bool = False
-    max_hole_nodes: int = 4
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        for name in ("min_corr", "min_snr", "median_eps_px", "cluster_tol_px", "cluster_tol_frac"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not self.median_threshold > 0:
-            raise ValueError(f"median_threshold must be > 0, got {self.median_threshold!r}")
-        for name in ("min_neighbours", "min_cluster_nodes", "max_hole_nodes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+    min_corr: float = Field(
+        METHOD_THRESHOLDS["ncc"][0],
+        ge=0,
+        le=1,
+        description="Lowest peak correlation kept (0 switches the test off).",
+        allow_inf_nan=False,
+    )
+    min_snr: float = Field(
+        METHOD_THRESHOLDS["ncc"][1],
+        ge=0,
+        description="Lowest correlation peak signal-to-noise ratio kept (0 switches the test off).",
+        allow_inf_nan=False,
+    )
+    median_threshold: float = Field(
+        2.0,
+        gt=0,
+        description="Normalized median test threshold (2 in Westerweel & Scarano 2005).",
+        allow_inf_nan=False,
+    )
+    median_eps_px: float = Field(
+        0.1,
+        ge=0,
+        description="Acceptable fluctuation of the normalized median test, pixels.",
+        allow_inf_nan=False,
+    )
+    min_neighbours: int = Field(
+        3, ge=1, description="Fewest valid 3 x 3 neighbours for the median test to judge a node."
+    )
+    cluster_tol_px: float = Field(
+        2.0,
+        ge=0,
+        description="Neighbours whose offsets differ by at most this are linked, pixels.",
+        allow_inf_nan=False,
+    )
+    cluster_tol_frac: float = Field(
+        0.1,
+        ge=0,
+        description="... or by at most this fraction of the larger offset magnitude.",
+        allow_inf_nan=False,
+    )
+    min_cluster_nodes: int = Field(16, ge=1, description="Smallest group of linked nodes kept.")
+    fill_holes: bool = Field(
+        False, description="Fill small holes by interpolation (flagged in the quality band)."
+    )
+    max_hole_nodes: int = Field(4, ge=1, description="Largest hole filled, in nodes.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: Any) -> Any:
+        # True is not a count or a threshold; pydantic would take it as 1.
+        if isinstance(value, bool) and info.field_name != "fill_holes":
+            raise ValueError(f"must be a number, got {value!r}")
+        return value
 
     @classmethod
     def for_grid(cls, chip_px: int, step_px: int, **overrides: Any) -> FilterSettings:

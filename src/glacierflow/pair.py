@@ -10,10 +10,13 @@ pixels valid in both, so downstream code never works on an empty margin.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
+from os import PathLike
 
 import affine
 import numpy as np
@@ -23,11 +26,14 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from glacierflow.errors import InputError
-from glacierflow.scenes import Scene
+from glacierflow.scenes import Scene, header_window, read_header, read_scene
 
 __all__ = ["Pair", "make_pair"]
 
 _logger = logging.getLogger("glacierflow")
+
+#: A scene file, or a scene already read.
+SceneLike = str | PathLike[str] | Scene
 
 #: Coordinates of two grids closer than this many pixels are taken as equal.
 _GRID_TOL_PX = 1e-6
@@ -116,7 +122,8 @@ def make_pair(a: Scene, b: Scene, *, log: Callable[[str], None] | None = None) -
     if a.acquired == b.acquired:
         raise InputError(
             f"{a.path} and {b.path} were both acquired at {_iso(a)}; the velocity needs two "
-            "different times (check --ref-date / --sec-date if you gave them)"
+            "different times (check ref_date / sec_date if you gave them)",
+            key=("ref_date", "sec_date"),
         )
     swapped = a.acquired > b.acquired
     ref, sec = (b, a) if swapped else (a, b)
@@ -328,3 +335,96 @@ def _no_overlap(
         f"{ref.path.name} covers {_extent_text(ref_xs, ref_ys)}; {sec.path.name} covers "
         f"{_extent_text(*sec_outline)} (map metres in {crs})"
     )
+
+
+def _scene(src: SceneLike, date: datetime | str | None, band: int | None) -> Scene:
+    if isinstance(src, Scene):
+        return src
+    return read_scene(src, band=band, acquired=date)
+
+
+def load_pair_tiled(
+    ref: str | PathLike[str],
+    sec: str | PathLike[str],
+    *,
+    ref_date: datetime | str | None = None,
+    sec_date: datetime | str | None = None,
+    band: int | None = None,
+) -> Pair:
+    """Read the metadata of two scenes on one pixel lattice, earlier first, without their pixels.
+
+    For tiled matching, which reads the pixels window by window. Both files must share CRS and
+    pixel size and be offset by whole pixels (as scenes of one Landsat path/row or Sentinel-2
+    tile are); the pair covers their overlap. Unlike :func:`load_pair`, nothing is reprojected.
+    """
+    a = read_header(ref, band=band, acquired=ref_date)
+    b = read_header(sec, band=band, acquired=sec_date)
+    if a.acquired == b.acquired:
+        raise InputError(
+            f"REF and SEC ({b.path}) were both acquired at {a.acquired.isoformat()}; the "
+            "velocity needs two different times",
+            a.path,
+        )
+    swapped = a.acquired > b.acquired
+    if swapped:
+        a, b = b, a
+        _logger.warning("given the later image first: using %s as reference", a.path.name)
+    offset = lattice_offset(a, b)
+    if offset is None:
+        raise InputError(
+            f"tiled processing needs both images on one pixel lattice (SEC {b.path.name} differs "
+            "in CRS or pixel size, or is offset by a fraction of a pixel); reproject SEC onto REF "
+            "first, or run untiled",
+            a.path,
+        )
+    dr, dc = offset  # SEC's first pixel in REF's pixels
+    r0, c0 = max(0, dr), max(0, dc)
+    r1, c1 = min(a.shape[0], dr + b.shape[0]), min(a.shape[1], dc + b.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        raise InputError(f"REF and SEC ({b.path.name}) do not overlap", a.path)
+    if (r0, c0, r1, c1) != (0, 0, *a.shape) or b.shape != a.shape:
+        a = header_window(a, r0, c0, r1 - r0, c1 - c0)
+        # One transform for both (SEC's own equals it up to rounding of the offsets).
+        b = dataclasses.replace(
+            header_window(b, r0 - dr, c0 - dc, r1 - r0, c1 - c0), transform=a.transform
+        )
+    return Pair(ref=a, sec=b, swapped=swapped, reprojected=False)
+
+
+def lattice_offset(a: Scene, b: Scene) -> tuple[int, int] | None:
+    """Whole-pixel offset (rows, cols) of ``b``'s first pixel in ``a``, or None when the two are
+    not on one pixel lattice (CRS, pixel size, rotation or a fractional offset differ)."""
+    ta, tb = a.transform, b.transform
+    if a.crs != b.crs or (ta.a, ta.b, ta.d, ta.e) != (tb.a, tb.b, tb.d, tb.e) or ta.b or ta.d:
+        return None
+    dc, dr = (tb.c - ta.c) / ta.a, (tb.f - ta.f) / ta.e
+    if abs(dc - round(dc)) > 1e-6 or abs(dr - round(dr)) > 1e-6:
+        return None
+    return int(round(dr)), int(round(dc))
+
+
+def load_pair(
+    ref: SceneLike,
+    sec: SceneLike,
+    *,
+    ref_date: datetime | str | None = None,
+    sec_date: datetime | str | None = None,
+    band: int | None = None,
+) -> Pair:
+    """Read two scenes and put them on one grid, earlier first.
+
+    Parameters
+    ----------
+    ref, sec : str, PathLike or Scene
+        The two images (either order; the earlier becomes the reference).
+    ref_date, sec_date : datetime or str, optional
+        Acquisition times that override the metadata (ISO 8601).
+    band : int, optional
+        Band to read from multi-band files (1-based).
+    """
+    a = _scene(ref, ref_date, band)
+    b = _scene(sec, sec_date, band)
+    pair = make_pair(a, b, log=_logger.warning)
+    if not pair.valid.any():
+        raise InputError(f"REF and SEC share no valid pixel (SEC: {pair.sec.path})", pair.ref.path)
+    return pair

@@ -86,7 +86,9 @@ def _parse_date(text: str, what: str) -> datetime:
     try:
         return parse_datetime(text)
     except InputError:
-        raise InputError(f"--{what} must be a date such as 2003-12-31, got {text!r}") from None
+        raise InputError(
+            f"{what} must be a date such as 2003-12-31, got {text!r}", key=what
+        ) from None
 
 
 def _asset_href(assets: dict[str, Any], keys: Sequence[str], common_name: str | None) -> str:
@@ -179,19 +181,22 @@ def search_scenes(
     from pystac_client.warnings import DoesNotConformTo
 
     if len(bbox) != 4:
-        raise InputError(f"--bbox needs 4 numbers W S E N, got {list(bbox)}")
+        raise InputError(f"bbox needs 4 numbers W S E N, got {list(bbox)}", key="bbox")
     west, south, east, north = (float(b) for b in bbox)
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
         raise InputError(
-            f"--bbox must be west south east north in degrees with west < east and south < "
-            f"north, got {list(bbox)}"
+            f"bbox must be west south east north in degrees with west < east and south < "
+            f"north, got {list(bbox)}",
+            key="bbox",
         )
     t0 = start if isinstance(start, datetime) else _parse_date(start, "start")
     t1 = end if isinstance(end, datetime) else _parse_date(end, "end")
     if isinstance(end, str) and len(end.strip()) == 10:
         t1 = t1.replace(hour=23, minute=59, second=59)
     if not t1 > t0:
-        raise InputError(f"--end ({t1:%Y-%m-%d}) must be after --start ({t0:%Y-%m-%d})")
+        raise InputError(
+            f"end ({t1:%Y-%m-%d}) must be after start ({t0:%Y-%m-%d})", key=("end", "start")
+        )
     name = COLLECTION_ALIASES.get(url.rstrip("/"), {}).get(collection, collection)
     stamp = "%Y-%m-%dT%H:%M:%SZ"
     window = f"{t0.astimezone(UTC):{stamp}}/{t1.astimezone(UTC):{stamp}}"

@@ -1,0 +1,5 @@
+"""``python -m glacierflow.cli``."""
+
+from glacierflow.cli.main import main
+
+main()

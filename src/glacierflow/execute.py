@@ -1,0 +1,372 @@
+"""The one executor: tasks in this process, on local worker processes, or on a Dask cluster.
+
+Matching (:func:`glacierflow.matching.match`), tiled matching (:mod:`glacierflow.tiling`) and
+projects run their tasks through :class:`Executor`, so that limits, start-up and shutdown are
+written once:
+
+* ``Executor()`` (one worker, no scheduler) runs every task here, in order, when it is asked
+  for: no process is started.
+* ``Executor(workers=N)`` runs tasks on ``N`` local worker processes, started through a
+  ``forkserver`` (``spawn`` where there is none) so that no worker inherits the parent's
+  threads or open files. ``N`` is capped by the CPUs this process may use, with a warning:
+  a mistyped ``workers = 100000`` does not start a hundred thousand processes.
+* ``Executor(scheduler="tcp://host:8786")`` runs tasks on an existing ``dask.distributed``
+  cluster. The address is always explicit: the library never reads ``DASK_SCHEDULER_ADDRESS``
+  (the command line does, as the default of ``--scheduler``). An address that does not answer
+  within ``connect_timeout_s`` is an :class:`~glacierflow.errors.InputError` naming it.
+
+Worker processes die with their parent. Each one asks the kernel for ``SIGKILL`` when the
+process that forked it dies (``PR_SET_PDEATHSIG``, Linux) and watches the main process itself
+(a pidfd, or polling its pid where there is no pidfd): a killed ``glacierflow`` leaves no worker,
+forkserver or resource tracker behind. Leaving the ``with`` block on an error or a
+``KeyboardInterrupt`` cancels the tasks not yet started and stops the workers at once.
+
+Examples
+--------
+>>> with Executor(workers=2) as ex:  # doctest: +SKIP
+...     squares = sorted(ex.map_unordered(pow2, range(10)))
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing as mp
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from glacierflow.errors import InputError
+
+__all__ = ["Executor", "available_cpus", "capped_workers"]
+
+log = logging.getLogger("glacierflow")
+
+#: Seconds to wait for a Dask scheduler to answer before the address counts as wrong.
+CONNECT_TIMEOUT_S = 5.0
+
+#: Tasks in flight per local worker in :meth:`Executor.map_unordered`: enough to keep every
+#: worker busy while results come back, few enough that inputs are not all held at once.
+IN_FLIGHT_PER_WORKER = 4
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def capped_workers(workers: int) -> int:
+    """``workers``, checked and capped by :func:`available_cpus` (with a logged warning).
+
+    Raises
+    ------
+    ValueError
+        If ``workers`` is not a positive whole number.
+    """
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be a positive whole number, got {workers!r}")
+    cpus = available_cpus()
+    if workers > cpus:
+        log.warning(
+            "workers=%d is more than the %d CPUs this process may use: using %d",
+            workers,
+            cpus,
+            cpus,
+        )
+        return cpus
+    return int(workers)
+
+
+class Executor:
+    """Runs tasks here, on local worker processes, or on a ``dask.distributed`` scheduler.
+
+    Use it as a context manager; everything it started is stopped when the block ends.
+
+    Parameters
+    ----------
+    workers : int
+        Local worker processes; 1 runs tasks in this process. Capped by the CPUs available
+        (:func:`available_cpus`). Ignored when a scheduler is given.
+    scheduler : str, optional
+        Address of a running ``dask.distributed`` scheduler (``"tcp://host:8786"``).
+    connect_timeout_s : float
+        Seconds to wait for the scheduler to answer.
+
+    Raises
+    ------
+    InputError
+        The scheduler cannot be reached (the message names the address).
+    ValueError
+        ``workers`` is not a positive whole number.
+    """
+
+    def __init__(
+        self,
+        workers: int = 1,
+        scheduler: str | None = None,
+        *,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.scheduler = scheduler or None
+        self.workers = 1 if self.scheduler else capped_workers(workers)
+        self._timeout_s = connect_timeout_s
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._client: Any = None
+        self._closed = False
+        if self.scheduler:
+            self._client = _connect(self.scheduler, connect_timeout_s)
+
+    # -- what runs where ---------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        """``"inline"`` (this process), ``"processes"`` (local workers) or ``"dask"``."""
+        if self._client is not None:
+            return "dask"
+        return "processes" if self.workers > 1 else "inline"
+
+    @property
+    def parallel(self) -> bool:
+        """Whether tasks run elsewhere than in this process."""
+        return self.kind != "inline"
+
+    def __repr__(self) -> str:
+        where = self.scheduler if self.kind == "dask" else f"{self.workers} worker(s)"
+        return f"Executor({self.kind}, {where})"
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.shutdown(cancel=exc_type is not None)
+
+    def __getstate__(self) -> dict:
+        raise TypeError("an Executor stays in the process that made it; send tasks, not it")
+
+    # -- running tasks -----------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Start ``fn(*args, **kwargs)``; returns a future (``result()``, ``cancel()``, ...).
+
+        Inline, the call runs now and the future returned is already done (holding the result
+        or the exception). On Dask, tasks are never taken as pure (each call runs).
+        """
+        self._check_open()
+        if self._client is not None:
+            return self._client.submit(fn, *args, pure=False, **kwargs)
+        if self.workers > 1:
+            return self._local_pool().submit(fn, *args, **kwargs)
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+            fut.set_exception(err)
+        return fut
+
+    def as_completed(self, futures: Iterable[Any], timeout_s: float | None = None) -> Iterator:
+        """The futures from :meth:`submit` as they finish."""
+        if self._client is not None:
+            from distributed import as_completed
+
+            # The client is not the default one (set_as_default=False): pass its loop.
+            return iter(as_completed(list(futures), loop=self._client.loop, timeout=timeout_s))
+        return cf.as_completed(list(futures), timeout=timeout_s)
+
+    def wait(self, futures: Iterable[Any], timeout_s: float | None = None) -> tuple[set, set]:
+        """Wait until one of ``futures`` finishes or ``timeout_s`` passes: ``(done, pending)``."""
+        futures = list(futures)
+        if self._client is not None:
+            from distributed import wait
+
+            try:
+                with self._client.as_current():  # not the default client
+                    done, pending = wait(futures, timeout=timeout_s, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                return {f for f in futures if f.done()}, {f for f in futures if not f.done()}
+            return set(done), set(pending)
+        done, pending = cf.wait(futures, timeout=timeout_s, return_when=cf.FIRST_COMPLETED)
+        return set(done), set(pending)
+
+    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``fn(item)`` for every item, yielded as each finishes (in any order).
+
+        Results should say which item they belong to. The first task to fail cancels those not
+        started and its exception is raised here; so does closing the iterator early (or a
+        ``KeyboardInterrupt`` while waiting). Inline, and for a single item on local workers,
+        the tasks run here, in order, each when its result is asked for.
+        """
+        self._check_open()
+        if self._client is None and self.workers > 1:
+            items = list(items)
+            if len(items) < 2:
+                yield from map(fn, items)
+                return
+            yield from self._map_local(fn, items)
+            return
+        if self._client is None:
+            yield from map(fn, items)
+            return
+        futures = [self._client.submit(fn, item, pure=False) for item in items]
+        try:
+            for fut in self.as_completed(futures):
+                yield fut.result()
+        finally:
+            self._client.cancel([f for f in futures if not f.done()])
+
+    def _map_local(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
+        pool = self._local_pool()
+        todo = iter(items)
+        pending: set[cf.Future] = set()
+        limit = IN_FLIGHT_PER_WORKER * self.workers
+        try:
+            while True:
+                for item in todo:
+                    pending.add(pool.submit(fn, item))
+                    if len(pending) >= limit:
+                        break
+                if not pending:
+                    return
+                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Executor has been shut down")
+
+    def _local_pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            methods = mp.get_all_start_methods()
+            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+            self._pool = cf.ProcessPoolExecutor(
+                self.workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+            )
+        return self._pool
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Stop what this executor started.
+
+        Parameters
+        ----------
+        cancel : bool
+            Cancel the tasks not started and stop the local workers now, without waiting for
+            running tasks (after an error or an interrupt); otherwise wait for them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            if cancel:
+                # Running tasks are not waited for: their workers are stopped.
+                processes = list(getattr(pool, "_processes", {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in processes:
+                    if proc.is_alive():
+                        proc.kill()
+                for proc in processes:
+                    proc.join(timeout=5)
+            else:
+                pool.shutdown(wait=True)
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def _connect(address: str, timeout_s: float) -> Any:
+    """A client of the scheduler at ``address``, or an InputError naming it."""
+    problem = _probe(address, timeout_s)
+    if problem is None:
+        from distributed import Client
+
+        try:
+            return Client(address, timeout=timeout_s, set_as_default=False)
+        except Exception as exc:  # noqa: BLE001 - whatever answers there is not a scheduler
+            problem = f"{type(exc).__name__}: {exc}"
+    raise InputError(
+        f"cannot reach the dask scheduler at {address!r} within {timeout_s:g} s ({problem}); "
+        "start it, fix the address, or run without a scheduler"
+    )
+
+
+def _probe(address: str, timeout_s: float) -> str | None:
+    """Why a TCP scheduler address cannot be connected to (None: it can, or is not TCP)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if "://" not in address:
+        address = "tcp://" + address
+    parts = urlsplit(address)
+    if parts.scheme not in ("tcp", "tls"):
+        return None  # inproc://, ucx://: left to dask
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        return str(exc)
+    if not host or port is None:
+        return "no host:port in the address"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker processes die with their parent
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(main_pid: int) -> None:
+    """Make this worker process exit when the main process (``main_pid``) dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            # SIGKILL when the process that forked us (the forkserver, or the main process
+            # under spawn) dies.
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_watch_parent, args=(main_pid,), daemon=True).start()
+
+
+def _watch_parent(main_pid: int) -> None:
+    """Wait for the main process to end, then end this one."""
+    try:
+        fd = os.pidfd_open(main_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        import select
+
+        select.select([fd], [], [])  # readable once the process has exited
+        os._exit(1)
+    import time
+
+    while True:  # no pidfd: poll
+        try:
+            os.kill(main_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
+        time.sleep(1.0)
