@@ -39,6 +39,12 @@ BOX_UTM = (478_500.0, 6_669_500.0, 480_500.0, 6_671_500.0)
 OPTIONS = ["--chip-px", "32", "--search-px", "16", "--step-px", "4", "--workers", "1"]
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows read from URLs are cached in the test's folder, never in the user's."""
+    monkeypatch.setenv("GLACIERFLOW_CACHE_DIR", str(tmp_path / "window-cache"))
+
+
 def _bbox_deg() -> tuple[float, float, float, float]:
     w, s, e, n = BOX_UTM
     lons, lats = rasterio.warp.transform("EPSG:32607", "EPSG:4326", [w, e, e, w], [s, s, n, n])
@@ -312,3 +318,41 @@ def test_locations_map_to_gdal_paths() -> None:
     assert (url.name, url.stem, url.suffix) == ("LC08_B8.TIF", "LC08_B8", ".TIF")
     assert remote.location("/vsis3/b/k.tif") == "s3://b/k.tif"
     assert remote.is_stac("https://h/items/x.json#pan") and not remote.is_stac("a.tif")
+
+
+def test_project_reads_its_grid_from_urls(server: _CountingServer, tmp_path: Path) -> None:
+    from glacierflow.project import run_project
+
+    w, s, e, n = BOX_UTM
+    (tmp_path / "project.toml").write_text(
+        f"""name = "Yahtse from URLs"
+output = "out"
+
+[scenes]
+paths = ["{server.url(REF_NAME)}", "{server.url(SEC_NAME)}"]
+
+[pairs]
+min_days = 1
+max_days = 30
+
+[grid]
+crs = "EPSG:32607"
+resolution_m = 60
+bounds = [{w}, {s}, {e}, {n}]
+
+[matching]
+chip_px = 32
+search_px = 16
+step_px = 4
+workers = 1
+"""
+    )
+    total = sum(len(server.files[name]) for name in (REF_NAME, SEC_NAME))
+    before = sum(server.sent.values())
+    result = run_project(tmp_path / "project.toml", report=False, progress=False)
+    read = sum(server.sent.values()) - before
+    assert len(result.processed) == 1
+    assert 0 < read < 0.05 * total, f"read {read} of {total} bytes"
+    with xr.open_dataset(next((tmp_path / "out").rglob("velocity.nc"))) as ds:
+        v = ds["v"].values
+    assert np.isfinite(v).mean() > 0.5 and np.nanmax(v) > 1000

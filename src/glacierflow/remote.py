@@ -38,15 +38,16 @@ from datetime import datetime
 from functools import lru_cache
 from os import PathLike
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import numpy as np
-import rasterio
-import rasterio.errors
-import rasterio.warp
-import rasterio.windows
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from glacierflow.errors import InputError
+
+if TYPE_CHECKING:  # rasterio and numpy load when a raster is opened, not on import
+    import numpy as np
+    import rasterio
+    import rasterio.crs
+    import rasterio.io
+    import rasterio.windows
 
 __all__ = [
     "NetworkError",
@@ -226,6 +227,9 @@ def open_raster(loc: str | PathLike[str]) -> Iterator[rasterio.io.DatasetReader]
     :class:`NetworkError` naming the URL; a file that is reached but is no raster becomes an
     :class:`~glacierflow.errors.InputError`.
     """
+    import rasterio
+    import rasterio.errors
+
     if not is_remote(loc):
         with rasterio.open(str(loc)) as ds:
             yield ds
@@ -335,6 +339,8 @@ def cached_window(
     mask : ndarray of uint8 or None
         The dataset mask (0 = masked), when ``masks``.
     """
+    import numpy as np
+
     folder = cache_dir() if is_remote(loc) else None
     ident = identity(_plain_url(str(loc))) if folder is not None else None
     if folder is None or ident is None or not ident.st_size:
@@ -515,6 +521,10 @@ def window_of_bbox(
     Window or None
         Whole pixels, rounded outwards, clipped to the raster.
     """
+    import numpy as np
+    import rasterio.warp
+    import rasterio.windows
+
     west, south, east, north = bbox_deg
     left, bottom, right, top = rasterio.warp.transform_bounds(
         "EPSG:4326", crs, west, south, east, north, densify_pts=21

@@ -75,7 +75,9 @@ def _scene_time(project: Project, p: Path) -> tuple[datetime, str, str | None]:
     for key in (p.name, str(p)):
         if key in project.scene_dates:
             return project.scene_dates[key], "project", scene_id
-    mtl = find_mtl(p)
+    from glacierflow.remote import is_remote
+
+    mtl = None if is_remote(p) else find_mtl(p)
     if mtl is not None:
         acquired, _sensor, mtl_id = acquisition_from_mtl(mtl)
         return acquired, "MTL", mtl_id or scene_id
@@ -104,8 +106,11 @@ def _list_files(project: Project) -> list[Path]:
 
 
 def _files_from_list(project: Project) -> list[Path]:
-    """Local files of the scenes in a scene list (CSV of glacierflow search)."""
+    """Files of the scenes in a scene list (CSV of glacierflow search): local files matching
+    the scene IDs, else the scenes' URLs (``pan_href``), read window by window."""
     import csv
+
+    from glacierflow.remote import is_remote, location
 
     assert project.scene_list is not None
     folder = project.scene_folder or project.scene_list.parent
@@ -125,8 +130,10 @@ def _files_from_list(project: Project) -> list[Path]:
             if not sid:
                 continue
             found = sorted(p for p in candidates if sid.upper() in p.name.upper())
+            href = row.get("pan_href") or row.get("href") or ""
+            if not found and is_remote(href):  # no download needed: read it at its URL
+                found = [location(href)]
             if not found:
-                href = row.get("pan_href") or row.get("href") or ""
                 raise InputError(
                     f"line {number}: scene {sid} has no file in {folder} matching "
                     f"{', '.join(project.scene_patterns)}"
@@ -152,9 +159,10 @@ def find_scenes(project: Project) -> list[SceneInfo]:
         If no scene is found, a file is not a readable georeferenced raster, a time is
         missing, or the grid covers none of the scenes (naming the grid's line).
     """
-    import rasterio
     from rasterio.errors import RasterioIOError
     from rasterio.warp import transform_bounds
+
+    from glacierflow.remote import open_raster
 
     files = _list_files(project)
     if not files:
@@ -166,7 +174,7 @@ def find_scenes(project: Project) -> list[SceneInfo]:
     scenes = []
     for p in files:
         try:
-            with rasterio.open(p) as src:
+            with open_raster(p) as src:
                 if src.crs is None:
                     raise InputError("scene has no CRS; glacierflow needs georeferenced images", p)
                 crs_wkt = src.crs.to_wkt()
