@@ -106,11 +106,8 @@ def _list_files(project: Project) -> list[Path]:
 
 
 def _files_from_list(project: Project) -> list[Path]:
-    """Files of the scenes in a scene list (CSV of glacierflow search): local files matching
-    the scene IDs, else the scenes' URLs (``pan_href``), read window by window."""
+    """Local files of the scenes in a scene list (CSV of glacierflow search)."""
     import csv
-
-    from glacierflow.remote import is_remote, location
 
     assert project.scene_list is not None
     folder = project.scene_folder or project.scene_list.parent
@@ -130,10 +127,8 @@ def _files_from_list(project: Project) -> list[Path]:
             if not sid:
                 continue
             found = sorted(p for p in candidates if sid.upper() in p.name.upper())
-            href = row.get("pan_href") or row.get("href") or ""
-            if not found and is_remote(href):  # no download needed: read it at its URL
-                found = [location(href)]
             if not found:
+                href = row.get("pan_href") or row.get("href") or ""
                 raise InputError(
                     f"line {number}: scene {sid} has no file in {folder} matching "
                     f"{', '.join(project.scene_patterns)}"
