@@ -7,6 +7,7 @@ no MTL beside them, so the acquisition time comes from the name for a URL and a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -28,9 +29,10 @@ from click.testing import CliRunner
 from glacierflow import remote
 from glacierflow.cli import cli
 from glacierflow.errors import InputError
+from glacierflow.pair import Pair
 from glacierflow.remote import NetworkError, SceneURL, read_area
-from glacierflow.scenes import read_header
-from glacierflow.track import track_to_products
+from glacierflow.scenes import header_window, read_header
+from glacierflow.track import load_pair_tiled, track_pair, track_to_products
 
 REF_NAME = "LC80630182016200LGN00_B8_full.TIF"
 SEC_NAME = "LC80630182016216LGN00_B8_full.TIF"
@@ -356,3 +358,29 @@ workers = 1
     with xr.open_dataset(next((tmp_path / "out").rglob("velocity.nc"))) as ds:
         v = ds["v"].values
     assert np.isfinite(v).mean() > 0.5 and np.nanmax(v) > 1000
+
+
+def _tiled_window(ref: str | Path, sec: str | Path, work: Path) -> xr.Dataset:
+    """Tiled matching (windows read per tile from the files) of a 300 x 300 px area."""
+    pair = load_pair_tiled(ref, sec)
+    r0, c0 = 1087 + 200, 1698 + 700  # in the middle copy: Yahtse's terminus
+    a = header_window(pair.ref, r0, c0, 300, 300)
+    b = dataclasses.replace(header_window(pair.sec, r0, c0, 300, 300), transform=a.transform)
+    area = Pair(ref=a, sec=b, swapped=False, reprojected=False)
+    return track_pair(
+        area, chip_px=32, search_px=16, step_px=8, tile_nodes=200, work_dir=work, workers=1
+    )
+
+
+def test_tiled_matching_reads_windows_from_urls(
+    server: _CountingServer, cogs: dict[str, Path], tmp_path: Path
+) -> None:
+    total = sum(len(server.files[name]) for name in (REF_NAME, SEC_NAME))
+    before = sum(server.sent.values())
+    from_urls = _tiled_window(server.url(REF_NAME), server.url(SEC_NAME), tmp_path / "u")
+    read = sum(server.sent.values()) - before
+    assert 0 < read < 0.05 * total, f"read {read} of {total} bytes"
+    from_files = _tiled_window(cogs[REF_NAME], cogs[SEC_NAME], tmp_path / "f")
+    for name in from_files.data_vars:
+        np.testing.assert_array_equal(from_urls[name].values, from_files[name].values, name)
+    assert np.isfinite(from_files["v"].values).mean() > 0.5

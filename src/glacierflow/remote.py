@@ -204,8 +204,11 @@ def gdal_options(loc: str | PathLike[str] | None = None) -> dict[str, Any]:
         "VSI_CACHE": "TRUE",
         "VSI_CACHE_SIZE": VSI_CACHE_BYTES,
         "CPL_VSIL_CURL_CACHE_SIZE": CURL_CACHE_BYTES,
-        # The blocks of a window in parallel, neighbouring ranges in one request.
-        "GDAL_HTTP_MULTIRANGE": "YES",
+        # Neighbouring ranges merged into one request. The ranges of a window are fetched
+        # one after another (SERIAL), not in parallel (YES): GDAL keeps only serially fetched
+        # ranges in its block cache, and tiled matching reads overlapping windows (measured on
+        # a 300 x 300 px area of two COGs, tiled: 3.9 MB with SERIAL, 13.4 MB with YES).
+        "GDAL_HTTP_MULTIRANGE": "SERIAL",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MAX_RETRY": MAX_RETRY,
         "GDAL_HTTP_RETRY_DELAY": RETRY_DELAY_S,
@@ -341,7 +344,8 @@ def cached_window(
     """
     import numpy as np
 
-    folder = cache_dir() if is_remote(loc) else None
+    empty = window is not None and (int(window.width) == 0 or int(window.height) == 0)
+    folder = cache_dir() if is_remote(loc) and not empty else None
     ident = identity(_plain_url(str(loc))) if folder is not None else None
     if folder is None or ident is None or not ident.st_size:
         return _read_window(ds, band, window, masks)

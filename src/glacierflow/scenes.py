@@ -606,7 +606,7 @@ def read_header(
     zero-cost broadcast views of the image's shape (all 0 and all True): for tiled processing,
     which reads the pixels window by window. Do not pickle them (that would materialise them).
     """
-    head = read_scene(path, band=band, acquired=acquired, sensor=sensor, window=_FIRST_PIXEL)
+    head = read_scene(path, band=band, acquired=acquired, sensor=sensor, window=_NO_PIXEL)
     with remote.open_raster(head.path if remote.is_remote(head.path) else path) as ds:
         shape, transform = ds.shape, ds.transform
     return Scene(
@@ -622,7 +622,8 @@ def read_header(
     )
 
 
-_FIRST_PIXEL = rasterio.windows.Window(0, 0, 1, 1)
+#: An empty window: read_header runs read_scene's checks without reading a block.
+_NO_PIXEL = rasterio.windows.Window(0, 0, 0, 0)
 
 
 def header_window(scene: Scene, row0: int, col0: int, rows: int, cols: int) -> Scene:
