@@ -279,8 +279,13 @@ def test_unreachable_url_is_one_line_network_error(tmp_path: Path) -> None:
 
 
 def test_missing_file_on_server_is_network_error(server: _CountingServer) -> None:
-    with pytest.raises(NetworkError, match=re.escape(server.url("nothing_B8.TIF"))):
-        read_header(server.url("nothing_B8.TIF"))
+    url = server.url("nothing_B8.TIF")
+    with pytest.raises(NetworkError, match=re.escape(url) + ".*HTTP 404"):
+        read_header(url)
+    server.files["text_B8.TIF"] = b"no TIFF here\n" * 100
+    with pytest.raises(InputError, match="not a raster") as caught:
+        read_header(server.url("text_B8.TIF"))
+    assert not isinstance(caught.value, NetworkError)
 
 
 def test_stac_item_resolves_to_its_asset(server: _CountingServer, tmp_path: Path) -> None:
@@ -311,7 +316,14 @@ def test_stac_item_resolves_to_its_asset(server: _CountingServer, tmp_path: Path
         read_header(f"{path}#B08")
 
 
-def test_locations_map_to_gdal_paths() -> None:
+def test_locations_map_to_gdal_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_NO_SIGN_REQUEST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    assert remote.gdal_options("s3://usgs-landsat/x_B8.TIF")["AWS_NO_SIGN_REQUEST"] == "YES"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    assert "AWS_NO_SIGN_REQUEST" not in remote.gdal_options("s3://usgs-landsat/x_B8.TIF")
+    assert "AWS_NO_SIGN_REQUEST" not in remote.gdal_options("https://h/x_B8.TIF")
     assert remote.gdal_path("https://h/a/LC08_B8.TIF") == "/vsicurl/https://h/a/LC08_B8.TIF"
     assert remote.gdal_path("s3://usgs-landsat/c2/x_B8.TIF") == "/vsis3/usgs-landsat/c2/x_B8.TIF"
     assert remote.gdal_path("/vsis3/b/k.tif") == "/vsis3/b/k.tif"

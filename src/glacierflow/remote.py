@@ -250,20 +250,36 @@ def open_raster(loc: str | PathLike[str]) -> Iterator[rasterio.io.DatasetReader]
                 raise _remote_error(url, exc) from None
 
 
-_NETWORK_WORDS = re.compile(
-    r"HTTP|CURL|connect|resolve|timed? ?out|reset|refused|network|SSL|does not exist in the "
-    r"file system|No such file",
-    re.IGNORECASE,
-)
-
-
 def _remote_error(url: str, exc: Exception) -> InputError:
-    """A one-line error for a URL that could not be opened or read."""
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    reason = reason.replace(gdal_path(url), "").strip(" :") or reason
-    if _NETWORK_WORDS.search(reason):
-        return NetworkError(f"network failure: cannot read it over the network ({reason})", url)
-    return InputError(f"not a raster GDAL can read: {reason}", url)
+    """A one-line error for a URL GDAL could not open or read: a :class:`NetworkError` when
+    the server cannot be reached or answers with an error, else "not a raster"."""
+    problem = _probe(url)
+    if problem is not None:
+        return NetworkError(f"network failure: {problem}", url)
+    reason = " ".join(str(exc).replace(gdal_path(url), "").split()).strip(" :'")
+    return InputError(f"not a raster GDAL can read ({reason or type(exc).__name__})", url)
+
+
+def _probe(url: str) -> str | None:
+    """Why a URL cannot be fetched (one line), or None when a HEAD request succeeds.
+
+    GDAL's own message for a failed /vsicurl/ open does not say why, so the server is asked
+    directly. ``s3://`` URLs are asked at their public HTTPS address.
+    """
+    http_url = _http_url(url)
+    if http_url is None:
+        return None
+    request = urllib.request.Request(http_url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"the server answered HTTP {exc.code} ({exc.reason})"
+    except urllib.error.URLError as exc:
+        reason = getattr(exc.reason, "strerror", None) or exc.reason
+        return f"cannot reach the server ({reason})"
+    except (OSError, ValueError) as exc:
+        return f"cannot reach the server ({exc})"
 
 
 @lru_cache(maxsize=256)
