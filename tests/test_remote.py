@@ -314,6 +314,11 @@ def test_stac_item_resolves_to_its_asset(server: _CountingServer, tmp_path: Path
     assert head.scene_id == item["id"]
     with pytest.raises(InputError, match="has no asset B08"):
         read_header(f"{path}#B08")
+    # The item at a URL, its asset's href relative to it.
+    item["assets"]["pan"]["href"] = f"../{REF_NAME}"
+    server.files["items/item.json"] = json.dumps(item).encode()
+    head = read_header(server.url("items/item.json"))
+    assert head.path == server.url(REF_NAME) and head.time_source == "STAC"
 
 
 def test_locations_map_to_gdal_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

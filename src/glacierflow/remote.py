@@ -80,6 +80,9 @@ CURL_CACHE_BYTES = 256 * 1024 * 1024
 
 #: STAC asset keys tried in order when a location does not name one: Landsat C2 panchromatic,
 #: Sentinel-2 10 m NIR (Earth Search v1 and v0 names), then red.
+#: Largest window kept in the disk cache, pixels (whole scenes are not kept).
+CACHE_MAX_PIXELS = 25_000_000
+
 STAC_ASSETS = ("pan", "B8", "nir", "B08", "nir08", "B5", "red", "B04", "B4")
 
 
@@ -347,7 +350,8 @@ def cached_window(
     band : int
         1-based band.
     window : Window or None
-        Pixel window; None for the whole band.
+        Pixel window; None for the whole band. Only windows up to :data:`CACHE_MAX_PIXELS`
+        are cached.
     masks : bool
         Also read the dataset mask (``read_masks``).
 
@@ -360,8 +364,9 @@ def cached_window(
     """
     import numpy as np
 
-    empty = window is not None and (int(window.width) == 0 or int(window.height) == 0)
-    folder = cache_dir() if is_remote(loc) and not empty else None
+    pixels = None if window is None else int(window.width) * int(window.height)
+    cacheable = pixels is not None and 0 < pixels <= CACHE_MAX_PIXELS
+    folder = cache_dir() if is_remote(loc) and cacheable else None
     ident = identity(_plain_url(str(loc))) if folder is not None else None
     if folder is None or ident is None or not ident.st_size:
         return _read_window(ds, band, window, masks)
