@@ -275,3 +275,44 @@ def test_demo_tracks_yahtse(tmp_path):
     assert 10.0 <= demo["tongue_offset_median_px"] <= 13.0
     assert 180.0 <= demo["tongue_direction_deg"] <= 250.0
     assert not math.isnan(demo["tongue_speed_p95_m_per_day"])
+
+
+# --------------------------------------------------------------------------------------------
+# Options built from the settings tree; library errors name the flags
+
+
+def test_every_setting_has_its_option_with_the_library_default():
+    from glacierflow.cli.track import OVERRIDES, command
+    from glacierflow.settings import LEAVES
+
+    options = {p.name: p for p in command.params}
+    for key, leaf in LEAVES.items():
+        option = options[leaf.short]
+        assert option.opts[0] == "--" + leaf.short.replace("_", "-"), key
+        if key not in OVERRIDES:
+            assert option.default == leaf.default or (option.multiple and not leaf.default), key
+        assert option.help == leaf.description or key in OVERRIDES, key
+    assert list(options["coreg"].type.choices) == ["constant", "affine", "poly2", "none"]
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--min-corr", "1.5"], "--min-corr must be at most 1"),
+        (["--retry-chip-px", "2"], "--retry-chip-px must hold chip sizes of 4 px or more"),
+        (["--ice-buffer-m", "-5"], "--ice-buffer-m must be at least 0"),
+    ],
+)
+def test_bad_setting_names_its_flag(files, tmp_path, args, phrase):
+    out = tmp_path / "out"
+    result = run("track", files["ref"], files["sec"], "-o", out, *args)
+    assert_clean_failure(result, phrase)
+    assert_nothing_written(out)
+
+
+def test_search_error_names_its_flag():
+    result = run(
+        "search", "--bbox", "77.5", "35", "75.5", "36.5", "--start", "1999-01-01",
+        "--end", "2003-12-31", "--url", "http://127.0.0.1:9",
+    )  # fmt: skip
+    assert_clean_failure(result, "--bbox must be west south east north")

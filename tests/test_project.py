@@ -651,3 +651,47 @@ def test_the_karakoram_example_reproduces_the_seed_pairing_and_grid(tmp_path, sh
     assert project.assign == "majority"
     assert project.centreline_where == {"MAIN": 1}
     assert project.transects[0].name == "Baltoro at Concordia"
+
+
+# --------------------------------------------------------------------------------------------
+# [matching] and [filtering] are the settings tree of glacierflow track
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "needle"),
+    [
+        ("matching", 'chip_px = "32"', "chip_px must be a whole number, got '32'"),
+        ("matching", "chip_px = true", "chip_px must be a whole number, got True"),
+        ("matching", "chip_px = 2", "chip_px must be at least 4 pixels, got 2"),
+        ("matching", 'method = "sad"', "method must be one of"),
+        ("filtering", 'coreg = "quad"', "coreg must be one of constant, affine, poly2, none"),
+        ("filtering", "min_corr = 1.5", "min_corr must be at most 1"),
+        ("filtering", "ice_bufer_m = 100", "did you mean 'ice_buffer_m'?"),
+    ],
+)
+def test_bad_tracking_settings_name_their_line(tiny, table, line, needle):
+    text = f"{GOOD}\n[{table}]\n{line}\n"
+    (tiny / "p.toml").write_text(text)
+    with pytest.raises(InputError) as info:
+        load_project(tiny / "p.toml")
+    message = str(info.value)
+    assert f"p.toml: line {_line_of(text, line)}: " in message and needle in message
+
+
+def test_the_tracking_tables_fill_the_settings_tree_and_its_defaults(tiny):
+    from glacierflow.project.resume import fingerprint
+    from glacierflow.settings import TrackSettings
+
+    project = load_project(tiny / "p.toml")
+    assert project.track_settings == TrackSettings()  # no table: the defaults of track
+    plan = plan_pairs(project)[0]
+    text = GOOD + '\n[matching]\nmethod = "phase"\nstep_px = 4\n\n[filtering]\ncoreg = "none"\n'
+    (tiny / "p.toml").write_text(text)
+    changed = load_project(tiny / "p.toml")
+    s = changed.track_settings
+    assert (s.matching.method, s.matching.step_px, s.coreg.method) == ("phase", 4, "none")
+    assert s.filter_settings().min_corr == pytest.approx(0.1)  # phase correlation's threshold
+    # Any setting that changes the products changes the fingerprint: the pair is redone.
+    assert fingerprint(changed, plan) != fingerprint(project, plan)
+    (tiny / "p.toml").write_text(GOOD + "\n[matching]\nworkers = 3\n")
+    assert fingerprint(load_project(tiny / "p.toml"), plan) == fingerprint(project, plan)

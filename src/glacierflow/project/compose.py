@@ -69,7 +69,7 @@ def compose_products(
     ``skipped`` empty (filled by :func:`run_project`).
     """
     from glacierflow import plot
-    from glacierflow.glaciers import glacier_table, read_outlines
+    from glacierflow.outlines import glacier_table, read_outlines
     from glacierflow.products import read_product
     from glacierflow.stack import annual_composites
 
@@ -144,8 +144,9 @@ def _glacier_analysis(
 ) -> None:
     """Per-glacier statistics, trends and candidate surges: tables, GeoPackage, figure."""
     from glacierflow import plot
-    from glacierflow.glaciers import detect_surges, glacier_statistics, speed_trends
+    from glacierflow.glaciers import glacier_statistics, speed_trends
     from glacierflow.products import write_gpkg, write_table
+    from glacierflow.surges import detect_surges
 
     gdir = project.output / "glaciers"
     gdir.mkdir(exist_ok=True)
@@ -196,7 +197,8 @@ def _glaciers_wide(glaciers: Any, stats: Any, trends: Any, surges: Any) -> Any:
 def _profiles(project: Project, result: ProjectResult, crs_wkt: str) -> None:
     """Speed profiles along the centrelines and the transects: a table and a few figures."""
     from glacierflow import plot
-    from glacierflow.glaciers import read_lines, sample_profiles
+    from glacierflow.glaciers import sample_profiles
+    from glacierflow.outlines import read_lines
     from glacierflow.products import write_table
 
     lines_frames = []

@@ -20,9 +20,9 @@ import xarray as xr
 from glacierflow import __version__
 from glacierflow.errors import GlacierflowError, InputError
 from glacierflow.execute import Executor, available_cpus
-from glacierflow.progress import ProgressSink
+from glacierflow.progress import ProgressSink, QueueSink, TaskBars
 from glacierflow.project.compose import ProjectResult, compose_products
-from glacierflow.project.config import Project, load_project
+from glacierflow.project.config import Project, file_key, load_project
 from glacierflow.project.plan import PairPlan, plan_pairs
 from glacierflow.project.resume import DONE_NAME, fingerprint, pair_is_complete
 
@@ -200,7 +200,7 @@ def _run_pairs_local(
     show = bool(progress) or (progress is None and sys.stderr.isatty())
     with contextlib.ExitStack() as stack:
         ex = stack.enter_context(Executor(workers=n))
-        bars = _PairBars(stack.enter_context(_manager()).Queue(), n) if show else None
+        bars = TaskBars(stack.enter_context(_manager()).Queue(), n, "pair") if show else None
         futures = {
             ex.submit(
                 _track_one,
@@ -208,7 +208,7 @@ def _run_pairs_local(
                 plan,
                 folder,
                 per_pair,
-                False if bars is None else _QueueProgress(bars.queue, i),
+                False if bars is None else QueueSink(bars.queue, i),
             ): i
             for i, plan, folder in jobs
         }
@@ -235,53 +235,6 @@ def _manager() -> Any:
     """A multiprocessing manager (its queue carries node counts from the worker processes)."""
     methods = mp.get_all_start_methods()
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn").Manager()
-
-
-class _QueueProgress(ProgressSink):
-    """Sends one pair's node counts from its worker process to the main process's bars."""
-
-    def __init__(self, queue: Any, index: int) -> None:
-        self.queue, self.index = queue, index
-
-    def start(self, total_nodes: int) -> None:
-        self.queue.put((self.index, "start", total_nodes))
-
-    def update(self, nodes: int) -> None:
-        self.queue.put((self.index, "update", nodes))
-
-
-class _PairBars:
-    """One node progress bar per running pair, below the overall pairs bar."""
-
-    def __init__(self, queue: Any, slots: int) -> None:
-        self.queue = queue
-        self.free = list(range(1, slots + 1))
-        self.bars: dict[int, Any] = {}
-
-    def drain(self) -> None:
-        from tqdm.auto import tqdm
-
-        while not self.queue.empty():
-            index, kind, value = self.queue.get()
-            if kind == "start":
-                self.close(index)
-                self.bars[index] = tqdm(
-                    total=value,
-                    unit="node",
-                    desc=f"pair {index + 1}",
-                    position=self.free.pop(0) if self.free else None,
-                    leave=False,
-                )
-            elif index in self.bars:
-                self.bars[index].update(value)
-
-    def close(self, index: int) -> None:
-        bar = self.bars.pop(index, None)
-        if bar is not None:
-            if bar.pos:
-                self.free.append(abs(bar.pos))
-            bar.refresh()  # the final count, which the bar's rate limit may not have shown
-            bar.close()
 
 
 def _run_pairs_dask(
@@ -374,16 +327,8 @@ def run_project(
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
     lines = _PairLines(plans, say)
-    jobs: list[tuple[int, PairPlan, Path]] = []
-    for i, plan in enumerate(plans):
-        folder = pair_dirs[plan.pair_id]
-        if pair_is_complete(folder, fingerprint(project, plan)):
-            lines.finish(i, "complete, kept")
-        else:
-            jobs.append((i, plan, folder))
+    jobs = _unfinished(project, plans, pair_dirs, lines)
 
-    done: set[int] = set()
-    errors: dict[int, BaseException] = {}
     with tqdm(
         total=len(plans),
         initial=len(plans) - len(jobs),
@@ -400,20 +345,12 @@ def run_project(
             scheduler=scheduler,
             progress=progress,
         )
-        for i, summary, error in outcomes:
-            bar.update(1)
-            if error is not None or summary is None:
-                errors[i] = error or GlacierflowError(f"pair {plans[i].pair_id} gave no result")
-                lines.finish(i, "failed")
-            else:
-                done.add(i)
-                lines.finish(i, _tracked_line(summary))
-            lines.say_in_order()
-    if errors:
-        # Concurrent pairs only (one after another, the error is raised as it happens): say
-        # which pairs finished, then raise the error the sequential run would have raised.
-        lines.say_all()
-        raise errors[min(errors)]
+        try:
+            done = _collect(outcomes, plans, lines, bar)
+        except InputError as exc:
+            if not exc.keys:
+                raise
+            raise _in_project_terms(exc) from exc
     processed = [plan.pair_id for i, plan in enumerate(plans) if i in done]
     skipped = [plan.pair_id for i, plan in enumerate(plans) if i not in done]
     say("composites:")
@@ -422,6 +359,56 @@ def run_project(
     if result.report_path is not None:
         say(f"report: {result.report_path}")
     return result
+
+
+def _unfinished(
+    project: Project, plans: Sequence[PairPlan], pair_dirs: dict[str, Path], lines: _PairLines
+) -> list[tuple[int, PairPlan, Path]]:
+    """The pairs to process: (index in the plan, plan, folder); complete ones are kept."""
+    jobs = []
+    for i, plan in enumerate(plans):
+        folder = pair_dirs[plan.pair_id]
+        if pair_is_complete(folder, fingerprint(project, plan)):
+            lines.finish(i, "complete, kept")
+        else:
+            jobs.append((i, plan, folder))
+    return jobs
+
+
+def _collect(
+    outcomes: Iterator[PairOutcome], plans: Sequence[PairPlan], lines: _PairLines, bar: Any
+) -> set[int]:
+    """The pairs that finished, saying each pair's line in plan order as they come.
+
+    Raises the error of the first pair in plan order that failed (the one a sequential run
+    raises), once every running pair has finished and its line is said.
+    """
+    done: set[int] = set()
+    errors: dict[int, BaseException] = {}
+    for i, summary, error in outcomes:
+        bar.update(1)
+        if error is not None or summary is None:
+            errors[i] = error or GlacierflowError(f"pair {plans[i].pair_id} gave no result")
+            lines.finish(i, "failed")
+        else:
+            done.add(i)
+            lines.finish(i, _tracked_line(summary))
+        lines.say_in_order()
+    if errors:
+        # Concurrent pairs only (one after another, the error is raised as it happens): say
+        # which pairs finished, then raise the error the sequential run would have raised.
+        lines.say_all()
+        raise errors[min(errors)]
+    return done
+
+
+def _in_project_terms(exc: InputError) -> InputError:
+    """``exc`` with the settings it names called as the project file calls them
+    (``"[matching] chip_px"``, not the tree's ``matching.chip_px``)."""
+    from glacierflow.errors import render
+
+    renamed = render(InputError(exc.problem, key=exc.keys), file_key)
+    return InputError(renamed, exc.path)
 
 
 def _tracked_line(summary: dict[str, float]) -> str:
