@@ -454,7 +454,7 @@ def _acquisition(
         return t, sensor, scene_id, "filename"
     if acquired is not None:
         return when, "unknown", None, "option"
-    raise NoAcquisitionTimeError(_NO_TIME_HELP + mtl_problem, path)
+    raise NoAcquisitionTimeError(_NO_TIME_HELP + mtl_problem, path, key=("ref_date", "sec_date"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,13 +561,16 @@ def _choose_band(count: int, band: int | None, file_path: Path) -> int:
     """The 1-based band to read: the only one, or ``band`` if the file has it."""
     if band is None:
         if count != 1:
-            raise InputError(f"has {count} bands; choose one with band (1-based)", file_path)
+            raise InputError(
+                f"has {count} bands; choose one with band (1-based)", file_path, key="band"
+            )
         return 1
     if not 1 <= band <= count:
         raise InputError(
             f"has {count} band{'s' if count != 1 else ''}; band {band} is out of range "
             f"(1 to {count})",
             file_path,
+            key="band",
         )
     return band
 
