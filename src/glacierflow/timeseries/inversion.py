@@ -216,6 +216,13 @@ def _day(value: Any) -> np.datetime64:
     return np.datetime64(np.datetime64(value, "s").astype("datetime64[D]"), "D")
 
 
+def _day_ceil(value: Any) -> np.datetime64:
+    """The day of ``value``, or the next day when ``value`` is past midnight."""
+    t = np.datetime64(value, "s")
+    day = _day(t)
+    return day if day == t else day + _DAY
+
+
 def time_steps(start: Any, end: Any, freq: str | int | Sequence[Any]) -> np.ndarray:
     """Edges of the regular steps that cover ``[start, end]``.
 
@@ -231,9 +238,11 @@ def time_steps(start: Any, end: Any, freq: str | int | Sequence[Any]) -> np.ndar
     Returns
     -------
     ndarray of datetime64[D], shape (m + 1,)
-        Increasing step edges; step j is ``[edges[j], edges[j + 1])``.
+        Increasing step edges; step j is ``[edges[j], edges[j + 1])``. The last edge is the
+        first edge at or after ``end`` (rounded up to a whole day), so an ``end`` that falls
+        exactly on an edge adds no empty trailing step.
     """
-    t0, t1 = _day(start), _day(end)
+    t0, t1 = _day(start), _day_ceil(end)
     if t1 < t0:
         raise ValueError(f"the end {t1} is before the start {t0}")
     if not isinstance(freq, str | int | np.integer):
@@ -244,11 +253,12 @@ def time_steps(start: Any, end: Any, freq: str | int | Sequence[Any]) -> np.ndar
     if isinstance(freq, int | np.integer):
         if freq < 1:
             raise ValueError(f"a step of N days needs N >= 1, got {freq}")
-        n = int(np.ceil(((t1 - t0) / _DAY + 1) / int(freq)))
+        n = max(1, int(np.ceil((t1 - t0) / _DAY / int(freq))))
         return t0 + np.arange(n + 1) * int(freq) * _DAY
     if freq == "monthly":
         m0 = t0.astype("datetime64[M]")
-        m1 = t1.astype("datetime64[M]") + 1
+        m1 = t1.astype("datetime64[M]")
+        m1 = m1 if m1.astype("datetime64[D]") == t1 and m1 > m0 else m1 + 1
         return np.arange(m0, m1 + 1).astype("datetime64[D]")
     if freq == "annual" or freq.startswith("annual-"):
         month_day = freq[len("annual-") :] if freq != "annual" else "01-01"
@@ -261,7 +271,7 @@ def time_steps(start: Any, end: Any, freq: str | int | Sequence[Any]) -> np.ndar
         year0 = int(str(t0)[:4])
         first = year0 if t0 >= np.datetime64(f"{year0}-{month_day}", "D") else year0 - 1
         edges = [np.datetime64(f"{first}-{month_day}", "D")]
-        while edges[-1] <= t1:
+        while edges[-1] < t1 or len(edges) < 2:
             edges.append(np.datetime64(f"{int(str(edges[-1])[:4]) + 1}-{month_day}", "D"))
         return np.array(edges)
     raise ValueError(f"freq must be 'monthly', 'annual', 'annual-MM-DD', N days or edges: {freq!r}")
@@ -323,7 +333,7 @@ def _solve_all(
     ``y`` is (p, 2, n) (both components), ``rhs`` (p, 2, m), ``weights`` (p, n).
     """
     p, m, _ = n_mat.shape
-    scale = np.trace(n_mat, axis1=1, axis2=2) / max(float(np.trace(reg)), 1e-12)
+    scale = np.trace(n_mat, axis1=1, axis2=2) / solver.reg_trace(reg)
     scale = np.where(scale > 0, scale, 1.0)
     ridge = 1e-10 * scale[:, None, None] * np.eye(m)
     n_obs = (weights > 0).sum(axis=1).astype(np.float64)
@@ -447,7 +457,7 @@ def _invert_batch_direct(
         w = base_w * _reweight(y, u, a_t, sig, valid)
     # Whether the data determine a step is judged with the weakest smoothing tried, so a
     # step is not called a gap because the truth happened to be smooth (large lambda).
-    scale = np.trace(n_mat, axis1=1, axis2=2) / max(float(np.trace(reg)), 1e-12)
+    scale = np.trace(n_mat, axis1=1, axis2=2) / solver.reg_trace(reg)
     scale = np.where(scale > 0, scale, 1.0)[:, None, None]
     weakest = n_mat + scale * (min(settings.lam_grid) * reg + 1e-10 * np.eye(reg.shape[0]))
     res_mat = np.linalg.inv(weakest) @ n_mat
@@ -536,7 +546,7 @@ def _base_edges(
     a = a_of(fine)
     n_mat = a.T @ a
     reg = reg_of(fine.size - 1)
-    scale = max(np.trace(n_mat) / max(np.trace(reg), 1e-12), 1e-12)
+    scale = max(np.trace(n_mat) / solver.reg_trace(reg), 1e-12)
     mat = n_mat + scale * (min(settings.lam_grid) * reg + 1e-10 * np.eye(reg.shape[0]))
     res = np.diag(np.linalg.solve(mat, n_mat))
     covered = a.sum(axis=0) > 0

@@ -29,9 +29,27 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-__all__ = ["PenaltyBasis", "normal_matrices", "outer_products", "solve_grid", "solve_fixed"]
+__all__ = [
+    "PenaltyBasis",
+    "normal_matrices",
+    "outer_products",
+    "reg_trace",
+    "solve_fixed",
+    "solve_grid",
+]
 
 RIDGE = 1e-10
+
+
+def reg_trace(reg: np.ndarray) -> float:
+    """``trace(R)``, the denominator of the relative lambdas; 1 when there is no penalty.
+
+    With fewer steps than the order of the differences (one step, first differences) ``R`` is
+    zero; the relative scale ``tr(N) / tr(R)`` must then stay ``tr(N)``, not blow up, or the
+    tiny ridge that keeps the solves regular would outweigh the data.
+    """
+    tr = float(np.trace(reg))
+    return tr if tr > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -149,7 +167,7 @@ def solve_grid(
         The chosen relative lambda.
     """
     p, m, _ = n_mat.shape
-    tr_reg = max(float(np.trace(basis.reg)), 1e-12)
+    tr_reg = reg_trace(basis.reg)
     scale = np.trace(n_mat, axis1=1, axis2=2) / tr_reg
     scale = np.where(scale > 0, scale, 1.0)
     f, n_red, n_zz_inv = _reduced(n_mat, basis, scale)
@@ -232,7 +250,7 @@ def _group_moments(
 def solve_fixed(n_mat: np.ndarray, rhs: np.ndarray, reg: np.ndarray, lam: np.ndarray) -> np.ndarray:
     """``(N + lam * tr(N)/tr(R) * R) u = rhs`` per pixel (relative ``lam``, shape (p,))."""
     m = n_mat.shape[1]
-    scale = np.trace(n_mat, axis1=1, axis2=2) / max(float(np.trace(reg)), 1e-12)
+    scale = np.trace(n_mat, axis1=1, axis2=2) / reg_trace(reg)
     scale = np.where(scale > 0, scale, 1.0)
     mat = n_mat + (lam * scale)[:, None, None] * reg + (RIDGE * scale)[:, None, None] * np.eye(m)
     return np.swapaxes(np.linalg.solve(mat, np.swapaxes(rhs, 1, 2)), 1, 2)
