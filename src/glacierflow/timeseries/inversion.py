@@ -134,8 +134,8 @@ OUTPUTS = (
 
 TUKEY_C = 4.685
 #: Bytes a batch of pixels may hold: ~16 float64 arrays of (pixels, pairs) are alive at once,
-#: so a batch has at most ``BATCH_BYTES / (128 * pairs)`` pixels (256 for 2,000 pairs).
-BATCH_BYTES = 64 * 2**20
+#: so a batch has at most ``BATCH_BYTES / (128 * pairs)`` pixels (65 for 2,000 pairs).
+BATCH_BYTES = 16 * 2**20
 _DAY = np.timedelta64(1, "D")
 
 
