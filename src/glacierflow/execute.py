@@ -288,7 +288,10 @@ def _connect(address: str, timeout_s: float) -> Any:
     """A client of the scheduler at ``address``, or an InputError naming it."""
     problem = _probe(address, timeout_s)
     if problem is None:
-        from distributed import Client
+        from glacierflow._extras import needs
+
+        with needs("dask", f"a dask scheduler ({address})"):
+            from distributed import Client
 
         try:
             return Client(address, timeout=timeout_s)
