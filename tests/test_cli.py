@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import rasterio
@@ -223,15 +224,35 @@ def test_failed_run_keeps_existing_products(files, tmp_path, extra):
     sentinels = {name: f"earlier product {name}\n".encode() for name in PRODUCTS}
     for name, content in sentinels.items():
         (out / name).write_bytes(content)
-    result = run("track", files["ref"], files["sec"], "-o", out, *extra)
+    result = run("track", files["ref"], files["sec"], "-o", out, "--overwrite", *extra)
     assert result.exit_code == 2, result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == sentinels
+
+
+def test_existing_products_are_kept_without_overwrite(files, tmp_path):
+    out = tmp_path / "out"
+    first = run("track", files["ref"], files["sec"], "-o", out, "--step-px", "16")
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with rasterio.open(out / "velocity.tif") as tif:
+        assert tif.res == (240.0, 240.0)
+    again = run("track", files["ref"], files["sec"], "-o", out)
+    assert_clean_failure(again, str(out), "velocity.tif", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # One product left is enough to refuse; --overwrite replaces the set (step 16 -> 8 px).
+    (out / "velocity.tif").unlink()
+    assert_clean_failure(run("track", files["ref"], files["sec"], "-o", out), "velocity.nc")
+    replaced = run("track", files["ref"], files["sec"], "-o", out, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(PRODUCTS)
+    with rasterio.open(out / "velocity.tif") as tif:
+        assert tif.res == (120.0, 120.0)  # the second run's 8 px nodes
 
 
 def test_unwritable_product_fails_cleanly(files, tmp_path):
     out = tmp_path / "out"
     (out / "velocity.nc").mkdir(parents=True)
-    result = run("track", files["ref"], files["sec"], "-o", out)
+    result = run("track", files["ref"], files["sec"], "-o", out, "--overwrite")
     assert_clean_failure(result, "velocity.nc")
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
 
@@ -316,3 +337,31 @@ def test_search_error_names_its_flag():
         "--end", "2003-12-31", "--url", "http://127.0.0.1:9",
     )  # fmt: skip
     assert_clean_failure(result, "--bbox must be west south east north")
+
+
+# --------------------------------------------------------------------------------------------
+# Manners: one --workers, examples in every command's help
+
+
+def test_workers_means_the_same_in_track_demo_and_run():
+    from glacierflow.execute import available_cpus
+
+    options = {}
+    for name in ("track", "demo", "run"):
+        (option,) = [p for p in cli.commands[name].params if p.name == "workers"]
+        options[name] = option
+        assert option.opts == ["--workers"], name
+        assert option.get_default(click.Context(cli.commands[name])) == available_cpus(), name
+    helps = {o.help for o in options.values()}
+    assert len(helps) == 1 and "Processes" in helps.pop()
+    assert len({repr(o.type) for o in options.values()}) == 1
+
+
+@pytest.mark.parametrize("name", ["track", "demo", "run", "search", "publish", "serve"])
+def test_every_command_shows_usage_examples(name):
+    result = run(name, "--help")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() in ("Example:", "Examples:"))
+    examples = [line.strip() for line in lines[start + 1 :] if line.startswith("    glacierflow")]
+    assert examples and all(e.startswith(f"glacierflow {name}") for e in examples), examples

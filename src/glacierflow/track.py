@@ -617,20 +617,31 @@ def track_to_products(
     sec_date: datetime | str | None = None,
     band: int | None = None,
     progress: Progress = None,
+    overwrite: bool = False,
     **shortcuts: Any,
 ) -> tuple[xr.Dataset, dict[str, Path]]:
     """Run :func:`track` and write every product into ``out_dir``.
 
-    Takes what :func:`track` takes. Tiled runs keep their finished tiles in
-    ``out_dir/.glacierflow-work`` (unless ``tiling.work_dir`` is given) until the products are
-    complete, so that a killed run picks up where it stopped. Returns the dataset and a mapping
-    from product name to path.
+    Takes what :func:`track` takes, and ``overwrite``: products of an earlier run in
+    ``out_dir`` are replaced only when it is True; otherwise they raise an
+    :class:`~glacierflow.errors.InputError` before any image is read. Tiled runs keep their
+    finished tiles in ``out_dir/.glacierflow-work`` (unless ``tiling.work_dir`` is given) until
+    the products are complete, so that a killed run picks up where it stopped. Returns the
+    dataset and a mapping from product name to path.
     """
-    from glacierflow.products import write_products
+    from glacierflow.products import PRODUCT_NAMES, write_products
     from glacierflow.scenes import read_preview
 
     # Settings first: a bad setting is reported before any image is read.
     s = track_settings(settings, **shortcuts)
+    earlier = [name for name in PRODUCT_NAMES.values() if (Path(out_dir) / name).exists()]
+    if earlier and not overwrite:
+        raise InputError(
+            f"already holds products of an earlier run ({', '.join(earlier)}); choose another "
+            "folder, or set overwrite to replace them",
+            out_dir,
+            key="overwrite",
+        )
     pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
     if not s.tiling.enabled:
         ds = track_pair(pair, s, progress=progress, band=band)
