@@ -70,6 +70,7 @@ __all__ = [
     "ProgressSink",
     "load_pair",
     "load_pair_tiled",
+    "refuse_earlier_products",
     "track",
     "track_pair",
     "track_settings",
@@ -607,6 +608,26 @@ def _large_pair_on_one_lattice(
     return big and lattice_offset(a, b) is not None
 
 
+def refuse_earlier_products(out_dir: str | PathLike[str], overwrite: bool = False) -> None:
+    """Raise unless ``out_dir`` holds no product of an earlier run, or ``overwrite`` is True.
+
+    Raises
+    ------
+    InputError
+        Naming the folder and the products found in it (keyed ``overwrite``).
+    """
+    from glacierflow.products import PRODUCT_NAMES
+
+    earlier = [name for name in PRODUCT_NAMES.values() if (Path(out_dir) / name).exists()]
+    if earlier and not overwrite:
+        raise InputError(
+            f"already holds products of an earlier run ({', '.join(earlier)}); choose another "
+            "folder, or set overwrite to replace them",
+            out_dir,
+            key="overwrite",
+        )
+
+
 def track_to_products(
     ref: SceneLike,
     sec: SceneLike,
@@ -629,19 +650,12 @@ def track_to_products(
     the products are complete, so that a killed run picks up where it stopped. Returns the
     dataset and a mapping from product name to path.
     """
-    from glacierflow.products import PRODUCT_NAMES, write_products
+    from glacierflow.products import write_products
     from glacierflow.scenes import read_preview
 
     # Settings first: a bad setting is reported before any image is read.
     s = track_settings(settings, **shortcuts)
-    earlier = [name for name in PRODUCT_NAMES.values() if (Path(out_dir) / name).exists()]
-    if earlier and not overwrite:
-        raise InputError(
-            f"already holds products of an earlier run ({', '.join(earlier)}); choose another "
-            "folder, or set overwrite to replace them",
-            out_dir,
-            key="overwrite",
-        )
+    refuse_earlier_products(out_dir, overwrite)
     pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
     if not s.tiling.enabled:
         ds = track_pair(pair, s, progress=progress, band=band)

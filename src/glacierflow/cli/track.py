@@ -17,8 +17,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 
 
 @click.command("track")
-@click.argument("ref", type=click.Path(path_type=Path))
-@click.argument("sec", type=click.Path(path_type=Path))
+@click.argument("ref", type=click.Path())
+@click.argument("sec", type=click.Path())
 @click.option(
     "-o",
     "--out",
@@ -31,6 +31,14 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 @click.option("--sec-date", default=None, help="Acquisition time of SEC (ISO 8601).")
 @click.option("--band", default=None, type=int, help="Band of multi-band inputs (1-based).")
 @click.option(
+    "--bbox",
+    nargs=4,
+    type=float,
+    default=None,
+    metavar="W S E N",
+    help="Area of interest in degrees (lon/lat): only this part of each scene is read.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar (default: when stderr is a terminal).",
@@ -38,12 +46,13 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 @click.option("--overwrite", **OVERWRITE)
 @setting_options(overrides=OVERRIDES)
 def command(
-    ref: Path,
-    sec: Path,
+    ref: Any,
+    sec: Any,
     out_dir: Path,
     ref_date: str | None,
     sec_date: str | None,
     band: int | None,
+    bbox: tuple[float, float, float, float] | None,
     progress: bool | None,
     overwrite: bool,
     **settings: Any,
@@ -52,8 +61,9 @@ def command(
 
     Outliers are removed and flagged in the quality band; a misregistration fitted on stable
     ground is removed from every node; v_error is calibrated on the same stable ground. Every
-    option below the first six is a setting of glacierflow.settings.TrackSettings (the same
-    names, with _ for -, in a project file and in Python).
+    option below the first seven is a setting of glacierflow.settings.TrackSettings (the same
+    names, with _ for -, in a project file and in Python). REF and SEC may be files, https://
+    or s3:// URLs of COGs, or STAC items (ITEM.json, or ITEM.json#ASSET for another band).
 
     \b
     Examples:
@@ -62,10 +72,18 @@ def command(
       glacierflow track A.TIF B.TIF -o out --method phase --subpixel dft --prefilter wallis
       glacierflow track A.TIF B.TIF -o out --tile-nodes 20000 --work-dir tiles/
       glacierflow track A.TIF B.TIF -o out --overwrite --workers 4
+      glacierflow track https://host/A_B8.TIF https://host/B_B8.TIF -o out \\
+        --bbox -141.5 60.1 -141.4 60.2
     """
     from glacierflow.cli.summary import print_summary
-    from glacierflow.track import track_to_products
+    from glacierflow.track import refuse_earlier_products, track_to_products
 
+    refuse_earlier_products(out_dir, overwrite)
+    if bbox:  # only the area of interest is read, from files or URLs
+        from glacierflow.remote import read_area
+
+        ref = read_area(ref, bbox, band=band, acquired=ref_date)
+        sec = read_area(sec, bbox, band=band, acquired=sec_date)
     ds, paths = track_to_products(
         ref,
         sec,
