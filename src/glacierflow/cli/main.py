@@ -26,7 +26,15 @@ class GlacierflowGroup(click.Group):
 @click.version_option(__version__, prog_name="glacierflow")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens, step by step.")
 def cli(verbose: bool) -> None:
-    """Glacier surface velocity from pairs of optical satellite images."""
+    """Glacier surface velocity from pairs of optical satellite images.
+
+    \b
+    Examples:
+      glacierflow demo
+      glacierflow track REF_B8.TIF SEC_B8.TIF -o out
+      glacierflow run project.toml
+      glacierflow COMMAND --help
+    """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="glacierflow: %(message)s",
