@@ -81,8 +81,6 @@ __all__ = [
 log = logging.getLogger("glacierflow")
 
 
-#: Nodes per tile task of tiled matching unless chosen (``tiling.tile_nodes``).
-DEFAULT_TILE_NODES = 16384
 #: Scenes with more pixels than this are matched tile by tile by :func:`track` when the settings
 #: allow it (about 6,300 x 6,300 px; a Landsat panchromatic scene holds about 220 million).
 AUTO_TILE_PIXELS = 40_000_000
@@ -265,7 +263,7 @@ def _match_tiled(
     band: int | None,
     prior: dict[str, np.ndarray],
 ) -> MatchResult:
-    from glacierflow.tiling import tiled_match
+    from glacierflow.tiling import DEFAULT_TILE_NODES, tiled_match
 
     t, p = settings.tiling, settings.prefilter
     return tiled_match(
@@ -566,6 +564,8 @@ def open_pair(
     settings then hold ``tiling.tile_nodes``).
     """
     if not settings.tiling.enabled and _auto_tiles(ref, sec, band, ref_date, sec_date, settings):
+        from glacierflow.tiling import DEFAULT_TILE_NODES
+
         settings = settings.updated(tile_nodes=DEFAULT_TILE_NODES)
     loader = load_pair_tiled if settings.tiling.enabled else load_pair
     return loader(ref, sec, ref_date=ref_date, sec_date=sec_date, band=band), settings

@@ -4,7 +4,6 @@ processes or on a Dask cluster, then the composites."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing as mp
 import sys
@@ -24,7 +23,7 @@ from glacierflow.progress import ProgressSink, QueueSink, TaskBars
 from glacierflow.project.compose import ProjectResult, compose_products
 from glacierflow.project.config import Project, file_key, load_project
 from glacierflow.project.plan import PairPlan, plan_pairs
-from glacierflow.project.resume import DONE_NAME, fingerprint, pair_is_complete
+from glacierflow.project.resume import DONE_NAME, fingerprint, pair_is_complete, write_done
 
 log = logging.getLogger("glacierflow")
 
@@ -82,7 +81,6 @@ def process_pair(
     xarray.Dataset
         The pair product.
     """
-    from glacierflow.atomic import atomic_write
     from glacierflow.pair import make_pair
     from glacierflow.products import PRODUCT_NAMES, write_products
     from glacierflow.track import track_pair
@@ -120,8 +118,7 @@ def process_pair(
         "products": sorted(PRODUCT_NAMES.values()),
         "glacierflow_version": __version__,
     }
-    with atomic_write(folder / DONE_NAME) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_done(folder, record)
     return ds
 
 
@@ -318,11 +315,7 @@ def run_project(
     if concurrent_pairs < 1:
         raise InputError(f"concurrent_pairs must be 1 or more, got {concurrent_pairs}")
 
-    def say(msg: str) -> None:
-        if echo is not None:
-            with tqdm.external_write_mode():
-                echo(msg)
-
+    say = _between_bars(echo)
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
@@ -359,6 +352,18 @@ def run_project(
     if result.report_path is not None:
         say(f"report: {result.report_path}")
     return result
+
+
+def _between_bars(echo: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``echo`` as a function that prints between the progress bars (nothing if None)."""
+    from tqdm.auto import tqdm
+
+    def say(msg: str) -> None:
+        if echo is not None:
+            with tqdm.external_write_mode():
+                echo(msg)
+
+    return say
 
 
 def _unfinished(
