@@ -316,3 +316,31 @@ def test_search_error_names_its_flag():
         "--end", "2003-12-31", "--url", "http://127.0.0.1:9",
     )  # fmt: skip
     assert_clean_failure(result, "--bbox must be west south east north")
+
+
+def test_help_lists_commands_without_importing_them():
+    """``glacierflow --help`` imports neither numpy nor the settings tree (pydantic) nor any
+    command, and lists the commands exactly as a group holding them all would."""
+    import importlib
+
+    import click
+
+    probe = (
+        "import sys; from glacierflow.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('numpy', 'pydantic', 'glacierflow.settings', 'xarray',"
+        " 'glacierflow.cli.track') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "HEAVY []" in out
+    cli_main = importlib.import_module("glacierflow.cli.main")
+    eager = click.Group("glacierflow")
+    for name, (module, _) in cli_main.COMMANDS.items():
+        eager.add_command(importlib.import_module(f"glacierflow.cli.{module}").command, name)
+    lazy = cli_main.GlacierflowGroup("glacierflow")  # no command imported yet
+    listed = CliRunner().invoke(lazy, ["--help"]).output.split("Commands:")[1]
+    assert listed == CliRunner().invoke(eager, ["--help"]).output.split("Commands:")[1]
+    assert lazy.commands == {}
