@@ -7,9 +7,8 @@ texture. They must go; the clear lower tongue, moving 11 to 16 px, must stay.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
