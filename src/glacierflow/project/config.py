@@ -324,6 +324,10 @@ class _Files:
         return p
 
     def scene(self, value: str) -> Path:
+        from glacierflow import remote
+
+        if remote.is_remote(value):  # a URL: read window by window when the pair runs
+            return remote.location(value)  # type: ignore[return-value]
         p = self.rel(value)
         if not p.is_file():
             start = self.lines.line("scenes.paths")
