@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "search": ("search", "Find scenes in a STAC API and write a scene list for a project file."),
     "serve": ("serve", "Serve the catalog as a read-only web portal and JSON API."),
+    "timeseries": (
+        "timeseries",
+        "Invert image pairs into a velocity time series on regular steps.",
+    ),
     "track": ("track", "Track features from REF to SEC and write velocity products to OUT."),
 }
 

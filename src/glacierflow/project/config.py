@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from glacierflow.errors import InputError
 from glacierflow.project.tables import DEFAULT_PATTERNS, ProjectFile, RunningTable
 from glacierflow.settings import TrackSettings, leaves
+from glacierflow.timeseries.settings import SeriesSettings
 
 __all__ = ["DEFAULT_PATTERNS", "Project", "Transect", "load_project"]
 
@@ -152,6 +153,8 @@ class Project:
     analysis: dict[str, float]
     transects: tuple[Transect, ...] = ()
     concurrent_pairs: int = 1
+    timeseries: SeriesSettings | None = None
+    timeseries_inputs: tuple[Path, ...] = ()
     _lines: _Lines | None = field(default=None, repr=False, compare=False)
 
     def line(self, dotted: str) -> int | None:
@@ -298,6 +301,10 @@ def _project(
             for i, t in enumerate(spec.transects)
         ),
         concurrent_pairs=running.concurrent_pairs,
+        timeseries=spec.timeseries.settings() if spec.timeseries is not None else None,
+        timeseries_inputs=tuple(
+            files.itslive(v) for v in (spec.timeseries.itslive if spec.timeseries else ())
+        ),
         _lines=lines,
     )
 
@@ -346,6 +353,17 @@ class _Files:
         if not p.is_file():
             raise self.error(
                 "scenes.list", f"scene list {p} not found; write one with glacierflow search"
+            )
+        return p
+
+    def itslive(self, value: str) -> Path:
+        p = self.rel(value)
+        if not p.exists():
+            start = self.lines.line("timeseries.itslive")
+            raise _error(
+                self.path,
+                self.lines.line_containing(start, value) or start,
+                f"ITS_LIVE granule or cube {value!r} not found (looked for {p})",
             )
         return p
 
