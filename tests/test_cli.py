@@ -340,6 +340,16 @@ def test_help_lists_commands_without_importing_them():
     eager = click.Group("glacierflow")
     for name, (module, _) in cli_main.COMMANDS.items():
         eager.add_command(importlib.import_module(f"glacierflow.cli.{module}").command, name)
+    # Every command module of the package is in the table.
+    import pkgutil
+
+    import glacierflow.cli as package
+
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+    with_command = {
+        m for m in modules if hasattr(importlib.import_module(f"glacierflow.cli.{m}"), "command")
+    }
+    assert with_command == {module for module, _ in cli_main.COMMANDS.values()}
     lazy = cli_main.GlacierflowGroup("glacierflow")  # no command imported yet
     listed = CliRunner().invoke(lazy, ["--help"]).output.split("Commands:")[1]
     assert listed == CliRunner().invoke(eager, ["--help"]).output.split("Commands:")[1]
