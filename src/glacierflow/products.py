@@ -22,10 +22,13 @@ in-memory form.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import secrets
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -64,12 +67,14 @@ from glacierflow.velocity import VARIABLES
 __all__ = [
     "PRODUCT_NAMES",
     "read_product",
+    "refuse_earlier_products",
     "write_cog",
     "write_gpkg",
     "write_itslive_netcdf_cube",
     "write_netcdf",
     "write_netcdf_cube",
     "write_products",
+    "write_products_with_worker",
     "write_summary",
     "write_table",
     "write_zarr_cube",
@@ -855,3 +860,60 @@ def write_products(
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
     return paths
+
+
+def refuse_earlier_products(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Raise unless ``out_dir`` holds no product of an earlier run, or ``overwrite`` is True.
+
+    Raises
+    ------
+    InputError
+        Naming the folder and the products found in it (keyed ``overwrite``).
+    """
+    earlier = [name for name in PRODUCT_NAMES.values() if (Path(out_dir) / name).exists()]
+    if earlier and not overwrite:
+        raise InputError(
+            f"already holds products of an earlier run ({', '.join(earlier)}); choose another "
+            "folder, or set overwrite to replace them",
+            out_dir,
+            key="overwrite",
+        )
+
+
+def write_products_with_worker(
+    ds: xr.Dataset,
+    out_dir: str | os.PathLike[str],
+    background: np.ndarray | None,
+    background_transform: Any,
+    executor: Any,
+) -> dict[str, Path]:
+    """:func:`write_products`, with the quick look drawn on a local worker of ``executor``
+    (a :class:`glacierflow.execute.Executor`) while this process writes the GeoTIFF and the
+    NetCDF; as :func:`write_products` when the executor has no local worker processes."""
+    if executor.kind != "processes":
+        return write_products(
+            ds, out_dir, background=background, background_transform=background_transform
+        )
+    with tempfile.TemporaryDirectory(prefix="glacierflow-quicklook-") as tmp:
+        drawn = Path(tmp) / "quicklook.png"
+        future = executor.submit(_draw_quicklook, ds, drawn, background, background_transform)
+
+        def quicklook(path: Path) -> None:
+            future.result()
+            shutil.copyfile(drawn, path)
+
+        try:
+            return write_products(ds, out_dir, quicklook=quicklook)
+        finally:
+            future.cancel()
+            with contextlib.suppress(Exception):
+                future.result()  # the worker is done with the folder before it is removed
+
+
+def _draw_quicklook(
+    ds: xr.Dataset, path: Path, background: np.ndarray | None, background_transform: Any
+) -> None:
+    """Draw the quick look of ``ds`` into ``path`` (in any process)."""
+    from glacierflow.plot import quicklook
+
+    quicklook(ds, path, background=background, background_transform=background_transform)

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import logging
 import shutil
-import tempfile
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
@@ -72,12 +71,10 @@ __all__ = [
     "ProgressSink",
     "load_pair",
     "load_pair_tiled",
-    "refuse_earlier_products",
     "track",
     "track_pair",
     "track_settings",
     "track_to_products",
-    "valid_fraction",
 ]
 
 if TYPE_CHECKING:
@@ -653,26 +650,6 @@ def _large_pair_on_one_lattice(
     return big and lattice_offset(a, b) is not None
 
 
-def refuse_earlier_products(out_dir: str | PathLike[str], overwrite: bool = False) -> None:
-    """Raise unless ``out_dir`` holds no product of an earlier run, or ``overwrite`` is True.
-
-    Raises
-    ------
-    InputError
-        Naming the folder and the products found in it (keyed ``overwrite``).
-    """
-    from glacierflow.products import PRODUCT_NAMES
-
-    earlier = [name for name in PRODUCT_NAMES.values() if (Path(out_dir) / name).exists()]
-    if earlier and not overwrite:
-        raise InputError(
-            f"already holds products of an earlier run ({', '.join(earlier)}); choose another "
-            "folder, or set overwrite to replace them",
-            out_dir,
-            key="overwrite",
-        )
-
-
 def track_to_products(
     ref: SceneLike,
     sec: SceneLike,
@@ -699,6 +676,8 @@ def track_to_products(
 
     # Settings first: a bad setting is reported before any image is read.
     s = track_settings(settings, **shortcuts)
+    from glacierflow.products import refuse_earlier_products, write_products_with_worker
+
     refuse_earlier_products(out_dir, overwrite)
     with matching_executor(s) as executor:
         # Workers start while the scenes are read and filtered.
@@ -712,53 +691,7 @@ def track_to_products(
             background, background_transform = read_preview(pair.ref.path, band=band)
         else:
             background, background_transform = pair.ref.data, pair.transform
-        paths = _write_products(ds, out_dir, background, background_transform, executor)
+        paths = write_products_with_worker(ds, out_dir, background, background_transform, executor)
     if own_work:
         shutil.rmtree(s.tiling.work_dir, ignore_errors=True)
     return ds, paths
-
-
-def _write_products(
-    ds: xr.Dataset,
-    out_dir: str | PathLike[str],
-    background: np.ndarray | None,
-    background_transform: Any,
-    executor: Executor,
-) -> dict[str, Path]:
-    """:func:`~glacierflow.products.write_products`, with the quick look drawn on a local
-    worker while this process writes the GeoTIFF and the NetCDF."""
-    from glacierflow.products import write_products
-
-    if executor.kind != "processes":
-        return write_products(
-            ds, out_dir, background=background, background_transform=background_transform
-        )
-    with tempfile.TemporaryDirectory(prefix="glacierflow-quicklook-") as tmp:
-        drawn = Path(tmp) / "quicklook.png"
-        future = executor.submit(_draw_quicklook, ds, drawn, background, background_transform)
-
-        def quicklook(path: Path) -> None:
-            future.result()
-            shutil.copyfile(drawn, path)
-
-        try:
-            return write_products(ds, out_dir, quicklook=quicklook)
-        finally:
-            future.cancel()
-            with contextlib.suppress(Exception):
-                future.result()  # the worker is done with the folder before it is removed
-
-
-def _draw_quicklook(
-    ds: xr.Dataset, path: Path, background: np.ndarray | None, background_transform: Any
-) -> None:
-    """Draw the quick look of ``ds`` into ``path`` (in any process)."""
-    from glacierflow.plot import quicklook
-
-    quicklook(ds, path, background=background, background_transform=background_transform)
-
-
-def valid_fraction(ds: xr.Dataset) -> float:
-    """Fraction of nodes with a finite speed (filled nodes count as valid)."""
-    v = ds["v"].values
-    return float(np.isfinite(v).mean()) if v.size else 0.0
