@@ -50,6 +50,10 @@ positive and the diagonal of the model resolution matrix ``R = (A^T W A + lambda
 A^T W A``, taken at the weakest lambda of the grid, is at least ``min_resolution`` (0.5 by
 default: the pairs alone pin at least half of the step; a step reached only through long
 pairs whose split between steps the network cannot tell is in the null space and has ~0).
+Nor is a step reported whose 1-sigma error (rms of the components) exceeds both its speed
+and twice (:data:`ERROR_RATIO`) the median stated error of the pixel's pairs: a value within
+its error of zero that the pairs measure far better than the step says nothing the pairs do
+not (a step only its sum with a neighbour pins: one 16-day pair split between two months).
 Elsewhere ``vx``, ``vy``, ``v`` and the errors are NaN; the step's coverage
 and pair count are still given, so a user sees why. Every step carries ``coverage_days``
 (days of the step inside at least one valid pair), ``pair_count`` (valid pairs overlapping
@@ -111,10 +115,13 @@ from glacierflow.timeseries import solver
 
 __all__ = [
     "InversionSettings",
+    "MAX_STEPS",
     "OUTPUTS",
     "closure_matrix",
+    "data_steps",
     "invert_pairs",
     "invert_series",
+    "step_count",
     "time_steps",
 ]
 
@@ -136,6 +143,17 @@ TUKEY_C = 4.685
 #: Bytes a batch of pixels may hold: ~16 float64 arrays of (pixels, pairs) are alive at once,
 #: so a batch has at most ``BATCH_BYTES / (128 * pairs)`` pixels (65 for 2,000 pairs).
 BATCH_BYTES = 16 * 2**20
+#: Bytes of one (pixels, steps, steps) float64 array of a batch (the normal matrices, their
+#: eigenvectors, the covariances: ~8 are alive at once), so a batch has at most
+#: ``MATRIX_BYTES / (8 * steps^2)`` pixels.
+MATRIX_BYTES = 32 * 2**20
+#: Most steps (requested or monthly base) one inversion takes: a pixel's matrices grow with
+#: the square of the steps (600 x 600 float64: 2.9 MB each, one eigendecomposition ~0.1 s).
+MAX_STEPS = 600
+#: A reported step's 1-sigma error (rms of the components, m/yr) may not exceed both its speed
+#: and this many times the median stated error of the pixel's pairs: beyond, the data do not
+#: determine the step (see "Honest gaps" in the module docstring).
+ERROR_RATIO = 2.0
 _DAY = np.timedelta64(1, "D")
 
 
@@ -277,6 +295,38 @@ def time_steps(start: Any, end: Any, freq: str | int | Sequence[Any]) -> np.ndar
             edges.append(np.datetime64(f"{int(str(edges[-1])[:4]) + 1}-{month_day}", "D"))
         return np.array(edges)
     raise ValueError(f"freq must be 'monthly', 'annual', 'annual-MM-DD', N days or edges: {freq!r}")
+
+
+def data_steps(start: Any, end: Any, freq: str | int) -> np.ndarray:
+    """The steps of ``freq`` (:func:`time_steps`) cut to the data: the first edge is the day of
+    ``start`` (the first acquisition), the last the day at or after ``end`` (the last), so the
+    first and last steps may be shorter than ``freq`` and no step lies outside the data.
+
+    Returns
+    -------
+    ndarray of datetime64[D], shape (m + 1,)
+    """
+    edges = time_steps(start, end, freq).copy()
+    edges[0] = max(edges[0], _day(start))
+    edges[-1] = min(edges[-1], _day_ceil(end))
+    return edges
+
+
+def _monthly_refined(union: np.ndarray) -> np.ndarray:
+    """``union`` (step edges) refined by the calendar months inside it."""
+    months = np.arange(
+        union[0].astype("datetime64[M]") + 1, union[-1].astype("datetime64[M]") + 1
+    ).astype("datetime64[D]")
+    return np.unique(np.concatenate([union, months[months < union[-1]]]))
+
+
+def step_count(edges: np.ndarray) -> tuple[int, int]:
+    """Steps of ``edges`` and, at most, base steps the inversion solves for (the steps refined
+    by the calendar months where one is longer than a month), for bounds before the work."""
+    edges = np.asarray(edges, "datetime64[D]")
+    if np.all(np.diff(edges) <= 31 * _DAY):
+        return edges.size - 1, edges.size - 1
+    return edges.size - 1, _monthly_refined(edges).size - 1
 
 
 def closure_matrix(t1: np.ndarray, t2: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -505,10 +555,7 @@ def _base_edges(
     union = np.unique(np.concatenate(list(sets.values())))
     if settings.base == "steps" or np.all(np.diff(union) <= 31 * _DAY):
         return union
-    months = np.arange(
-        union[0].astype("datetime64[M]") + 1, union[-1].astype("datetime64[M]") + 1
-    ).astype("datetime64[D]")
-    fine = np.unique(np.concatenate([union, months[months < union[-1]]]))
+    fine = _monthly_refined(union)
     if settings.base == "monthly":
         return fine
     # Network-level test on the dates alone (equal weights), so every chunk of a cube
@@ -607,6 +654,12 @@ def invert_series(
     def reg_of(m: int) -> np.ndarray:
         return _difference(m, settings.regularisation) if m > order else np.zeros((m, m))
 
+    most = max(step_count(np.unique(np.concatenate(list(sets.values())))))
+    if most > MAX_STEPS:
+        raise ValueError(
+            f"{most} steps to solve for (at most {MAX_STEPS}: the matrices grow with their "
+            "square); choose longer steps"
+        )
     base = _base_edges(sets, lambda e: closure_matrix(t1k, t2k, e), reg_of, settings)
     m = base.size - 1
     a = closure_matrix(t1k, t2k, base)
@@ -624,6 +677,7 @@ def invert_series(
         for name, e in sets.items()
     }
     batch = max(1, min(settings.batch_pixels, BATCH_BYTES // max(1, 16 * 8 * keep.size)))
+    batch = max(1, min(batch, MATRIX_BYTES // (8 * m * m)))
     with solver.single_threaded_blas():  # see there: 4.5x faster under Dask
         for s in range(0, p_total, batch):
             sl = slice(s, s + batch)
@@ -631,6 +685,10 @@ def invert_series(
             bsx, bsy = sx[sl][:, keep], sy[sl][:, keep]
             per_group, _ = _invert_batch(bx, by, bsx, bsy, a, basis, outer, settings, groups)
             valid = np.isfinite(bx) & np.isfinite(by) & np.isfinite(bsx) & np.isfinite(bsy)
+            pair_err = np.where(valid, np.sqrt((bsx**2 + bsy**2) / 2), np.nan)
+            has = valid.any(axis=1)
+            ref_err = np.full(len(valid), np.inf)
+            ref_err[has] = ERROR_RATIO * np.nanmedian(pair_err[has], axis=1)
             base_cov = solver.step_coverage(valid, t1k, t2k, base)[0]
             fine_ok = (base_cov > 0) & (per_group[0][4] >= settings.min_resolution)
             for (name, e), g, (ux, uy, ex, ey, res) in zip(
@@ -638,7 +696,9 @@ def invert_series(
             ):
                 days, first_d, last_d = solver.step_coverage(valid, t1k, t2k, e)
                 count = valid.astype(np.float64) @ (closure_matrix(t1k, t2k, e) > 0)
-                ok = (days > 0) & (res >= settings.min_resolution)
+                err = np.sqrt((ex**2 + ey**2) / 2)
+                determined = err <= np.maximum(np.hypot(ux, uy), ref_err[:, None])
+                ok = (days > 0) & (res >= settings.min_resolution) & determined
                 o = out[name]
                 for k, arr in (("vx", ux), ("vy", uy), ("vx_error", ex), ("vy_error", ey)):
                     o[k][sl] = np.where(ok, arr, np.nan)
