@@ -348,3 +348,31 @@ class ProjectFile(_Table):
     analysis: AnalysisTable = AnalysisTable()
     transects: list[TransectTable] = []
     timeseries: TimeseriesTable | None = None
+
+    @model_validator(mode="after")
+    def _points_on_grid(self) -> ProjectFile:
+        """The ``[timeseries]`` points lie on the project grid (checked now, not after the
+        pairs are tracked and inverted)."""
+        if self.timeseries is None or not self.timeseries.points:
+            return self
+        from pyproj import Transformer
+        from rasterio.warp import transform_bounds
+
+        from glacierflow.stack import Grid
+
+        g = self.grid
+        grid = Grid.from_bounds(
+            g.crs, g.box, g.resolution_m, bounds_crs="EPSG:4326" if g.lonlat else None
+        )
+        left, bottom, right, top = grid.bounds
+        to_map = Transformer.from_crs("EPSG:4326", grid.crs_wkt, always_xy=True)
+        for i, (lon, lat) in enumerate(self.timeseries.points, start=1):
+            x, y = to_map.transform(lon, lat)
+            if not (left <= x <= right and bottom <= y <= top):
+                w, s, e, n = transform_bounds(grid.crs_wkt, "EPSG:4326", *grid.bounds)
+                raise problem(
+                    f"points: point {i} [{lon}, {lat}] lies outside the project grid, which "
+                    f"covers longitude {w:.4f} to {e:.4f}, latitude {s:.4f} to {n:.4f}",
+                    "timeseries.points",
+                )
+        return self

@@ -152,6 +152,14 @@ class SeriesSettings(BaseModel):
         except ValueError as exc:
             raise _problem(str(exc)) from None
 
+    @field_validator("min_resolution", mode="before")
+    @classmethod
+    def _min_resolution(cls, value: Any) -> Any:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and not 0 <= value <= 1:  # NaN too
+            raise _problem(f"must be a number from 0 to 1, got {value!r}")
+        return value
+
     @field_validator("lam", mode="before")
     @classmethod
     def _lam(cls, value: Any) -> Any:
