@@ -80,7 +80,7 @@ def command(
 
     refuse_earlier_products(out_dir, overwrite)
     if bbox:  # only the area of interest is read, from files or URLs
-        from glacierflow.remote import read_area
+        from glacierflow.scenes import read_area
 
         ref = read_area(ref, bbox, band=band, acquired=ref_date)
         sec = read_area(sec, bbox, band=band, acquired=sec_date)
