@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from glacierflow.cli.options import OVERWRITE, WORKERS, setting_options, shortcuts
+from glacierflow.cli.options import OVERWRITE, WORKERS, out_option, setting_options, shortcuts
 
 #: Command-line defaults that differ from the library's.
 OVERRIDES: dict[str, dict[str, Any]] = {
@@ -19,14 +19,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 @click.command("track")
 @click.argument("ref", type=click.Path())
 @click.argument("sec", type=click.Path())
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder for the products.",
-)
+@out_option("out_dir", "Output folder for the products.", required=True)
 @click.option("--ref-date", default=None, help="Acquisition time of REF (ISO 8601).")
 @click.option("--sec-date", default=None, help="Acquisition time of SEC (ISO 8601).")
 @click.option("--band", default=None, type=int, help="Band of multi-band inputs (1-based).")
