@@ -348,10 +348,11 @@ def test_workers_means_the_same_in_track_demo_and_run():
 
     options = {}
     for name in ("track", "demo", "run"):
-        (option,) = [p for p in cli.commands[name].params if p.name == "workers"]
+        command = cli.get_command(click.Context(cli), name)
+        (option,) = [p for p in command.params if p.name == "workers"]
         options[name] = option
         assert option.opts == ["--workers"], name
-        assert option.get_default(click.Context(cli.commands[name])) == available_cpus(), name
+        assert option.get_default(click.Context(command)) == available_cpus(), name
     helps = {o.help for o in options.values()}
     assert len(helps) == 1 and "Processes" in helps.pop()
     assert len({repr(o.type) for o in options.values()}) == 1
@@ -365,3 +366,41 @@ def test_every_command_shows_usage_examples(name):
     start = next(i for i, line in enumerate(lines) if line.strip() in ("Example:", "Examples:"))
     examples = [line.strip() for line in lines[start + 1 :] if line.startswith("    glacierflow")]
     assert examples and all(e.startswith(f"glacierflow {name}") for e in examples), examples
+
+
+def test_help_lists_commands_without_importing_them():
+    """``glacierflow --help`` imports neither numpy nor the settings tree (pydantic) nor any
+    command, and lists the commands exactly as a group holding them all would."""
+    import importlib
+
+    import click
+
+    probe = (
+        "import sys; from glacierflow.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('numpy', 'pydantic', 'glacierflow.settings', 'xarray',"
+        " 'glacierflow.cli.track') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "HEAVY []" in out
+    cli_main = importlib.import_module("glacierflow.cli.main")
+    eager = click.Group("glacierflow")
+    for name, (module, _) in cli_main.COMMANDS.items():
+        eager.add_command(importlib.import_module(f"glacierflow.cli.{module}").command, name)
+    # Every command module of the package is in the table.
+    import pkgutil
+
+    import glacierflow.cli as package
+
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__) if m.name[0] != "_"}
+    with_command = {
+        m for m in modules if hasattr(importlib.import_module(f"glacierflow.cli.{m}"), "command")
+    }
+    assert with_command == {module for module, _ in cli_main.COMMANDS.values()}
+    lazy = cli_main.GlacierflowGroup("glacierflow")  # no command imported yet
+    listed = CliRunner().invoke(lazy, ["--help"]).output.split("Commands:")[1]
+    assert listed == CliRunner().invoke(eager, ["--help"]).output.split("Commands:")[1]
+    assert lazy.commands == {}
