@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from glacierflow.cli.options import OVERWRITE, WORKERS, out_option
+from glacierflow.cli.options import OVERWRITE, WORKERS
+from glacierflow.cli.paths import out_option
 
 
 @click.command("demo")

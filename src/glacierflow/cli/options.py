@@ -106,19 +106,6 @@ OVERWRITE: dict[str, Any] = {
 }
 
 
-def out_option(dest: str, help: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
-    """``-o/--out``, the file or folder a command writes, passed as ``dest``; ``kwargs`` add
-    ``required`` or a ``default``."""
-    return click.option("-o", "--out", dest, type=click.Path(path_type=Path), help=help, **kwargs)
-
-
-def catalog_option(help: str) -> Callable[[Callable[..., Any]], Any]:
-    """``--catalog``, the STAC catalog folder (required), passed as ``catalog_dir``."""
-    return click.option(
-        "--catalog", "catalog_dir", required=True, type=click.Path(path_type=Path), help=help
-    )
-
-
 def setting_option(key: str, **overrides: Any) -> Callable[[Callable[..., Any]], Any]:
     """A click option for one setting; ``overrides`` replace any derived keyword."""
     leaf = LEAVES[key]

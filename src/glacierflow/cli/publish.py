@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from glacierflow.cli.options import catalog_option
+from glacierflow.cli.paths import catalog_option
 
 
 @click.command("publish")

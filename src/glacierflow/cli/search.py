@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from glacierflow.cli.options import out_option
+from glacierflow.cli.paths import out_option
 
 
 @click.command("search")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 # Standard library only: the options are listed (and --help works) without the portal extra.
-from glacierflow.cli.options import catalog_option
+from glacierflow.cli.paths import catalog_option
 from glacierflow.portal.defaults import DEFAULTS, HELP, TYPES
 
 #: Options of the server that take a choice rather than any value.

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from glacierflow.cli.options import out_option
+from glacierflow.cli.paths import out_option
 from glacierflow.timeseries.settings import FORMATS, SeriesSettings, parse_freq, parse_lam
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from glacierflow.cli.options import OVERWRITE, WORKERS, out_option, setting_options, shortcuts
+from glacierflow.cli.options import OVERWRITE, WORKERS, setting_options, shortcuts
+from glacierflow.cli.paths import out_option
 
 #: Command-line defaults that differ from the library's.
 OVERRIDES: dict[str, dict[str, Any]] = {
