@@ -30,8 +30,8 @@ from glacierflow import remote
 from glacierflow.cli import cli
 from glacierflow.errors import InputError
 from glacierflow.pair import Pair
-from glacierflow.remote import NetworkError, SceneURL, read_area
-from glacierflow.scenes import header_window, read_header
+from glacierflow.remote import NetworkError, SceneURL
+from glacierflow.scenes import header_window, read_area, read_header
 from glacierflow.track import load_pair_tiled, track_pair, track_to_products
 
 REF_NAME = "LC80630182016200LGN00_B8_full.TIF"
