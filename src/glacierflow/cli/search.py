@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from glacierflow.cli.paths import out_option
+
 
 @click.command("search")
 @click.option(
@@ -34,14 +36,11 @@ import click
     default=None,
     help="Root of the STAC API [default: the USGS LandsatLook STAC server].",
 )
-@click.option(
-    "-o",
-    "--out",
+@out_option(
     "out_path",
+    "The scene list to write (CSV; name it in a project file as [scenes] list).",
     default=Path("scenes.csv"),
     show_default=True,
-    type=click.Path(path_type=Path),
-    help="The scene list to write (CSV; name it in a project file as [scenes] list).",
 )
 def command(
     bbox: tuple[float, float, float, float],

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from glacierflow.cli.paths import out_option
 from glacierflow.timeseries.settings import FORMATS, SeriesSettings, parse_freq, parse_lam
 
 
@@ -85,14 +86,7 @@ def _settings(values: dict[str, Any]) -> SeriesSettings:
 
 @click.command("timeseries")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder for the cubes and the point series.",
-)
+@out_option("out_dir", "Output folder for the cubes and the point series.", required=True)
 @_field_option("freq", metavar="monthly|annual|annual-MM-DD|N", callback=_converted(parse_freq))
 @_field_option("regularisation", type=click.Choice(["first", "second"]))
 @_field_option("lam", metavar="gcv|discrepancy|NUMBER", callback=_converted(parse_lam))

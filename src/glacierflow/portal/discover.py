@@ -41,6 +41,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
+from glacierflow.dates import parse_datetime
 from glacierflow.errors import InputError
 
 __all__ = [
@@ -223,12 +224,9 @@ def _tag_value(text: str) -> Any:
 def _parse_time(value: Any, what: str, path: Path) -> dt.datetime:
     """An ISO 8601 time as an aware UTC datetime (naive times are taken as UTC)."""
     try:
-        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError as exc:
+        return parse_datetime(str(value))
+    except InputError as exc:
         raise InputError(f"tag {what}={value!r} is not an ISO 8601 time", path) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC)
 
 
 def _classify(path: Path, names: list[str], tags: dict[str, Any]) -> tuple[str | None, int | None]:

@@ -1,0 +1,28 @@
+"""The path options several commands share (``-o/--out``, ``--catalog``), defined once.
+
+Only click and pathlib: a command that takes no tracking settings (``search``, ``publish``,
+``serve``) starts without importing the settings tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["catalog_option", "out_option"]
+
+
+def out_option(dest: str, help: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``-o/--out``, the file or folder a command writes, passed as ``dest``; ``kwargs`` add
+    ``required`` or a ``default``."""
+    return click.option("-o", "--out", dest, type=click.Path(path_type=Path), help=help, **kwargs)
+
+
+def catalog_option(help: str) -> Callable[[Callable[..., Any]], Any]:
+    """``--catalog``, the STAC catalog folder (required), passed as ``catalog_dir``."""
+    return click.option(
+        "--catalog", "catalog_dir", required=True, type=click.Path(path_type=Path), help=help
+    )
