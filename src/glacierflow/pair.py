@@ -26,6 +26,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from glacierflow.errors import InputError
+from glacierflow.limits import check_separation
 from glacierflow.scenes import Scene, header_window, read_header, read_scene
 
 __all__ = ["Pair", "make_pair"]
@@ -125,6 +126,7 @@ def make_pair(a: Scene, b: Scene, *, log: Callable[[str], None] | None = None) -
             "different times (check ref_date / sec_date if you gave them)",
             key=("ref_date", "sec_date"),
         )
+    check_separation(a.acquired, b.acquired, a.path)
     swapped = a.acquired > b.acquired
     ref, sec = (b, a) if swapped else (a, b)
     if swapped:
@@ -365,6 +367,7 @@ def load_pair_tiled(
             "velocity needs two different times",
             a.path,
         )
+    check_separation(a.acquired, b.acquired, a.path)
     swapped = a.acquired > b.acquired
     if swapped:
         a, b = b, a

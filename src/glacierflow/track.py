@@ -46,6 +46,12 @@ from glacierflow.filters import (
     fill_small_holes,
     filter_offsets,
 )
+from glacierflow.limits import (
+    BYTES_PER_NODE,
+    BYTES_PER_PIXEL,
+    check_memory,
+    check_writable_folder,
+)
 from glacierflow.matching import MatchResult, NodeGrid, make_grid, match
 from glacierflow.pair import Pair, SceneLike, lattice_offset, load_pair, load_pair_tiled
 from glacierflow.progress import Progress, ProgressSink, node_bar
@@ -141,6 +147,7 @@ def node_geometry(pair: Pair, settings: TrackSettings) -> NodeGeometry:
         raise InputError(
             f"{exc}", pair.ref.path, key=("matching.chip_px", "matching.search_px")
         ) from exc
+    check_node_memory(pair, grid, settings)
     rows_px, cols_px = np.meshgrid(grid.rows_px(), grid.cols_px(), indexing="ij")
     return NodeGeometry(
         grid=grid,
@@ -216,6 +223,53 @@ def track_pair(
         "v_error_calibration_nodes": int(stable.sum()),
     }
     return product_dataset(pair, geo, result, dx, dy, sigma_px, filt.quality, stable, attrs)
+
+
+def check_node_memory(pair: Pair, grid: NodeGrid, settings: TrackSettings) -> None:
+    """Refuse a node grid whose dense layers would not fit in memory, before matching.
+
+    Raises
+    ------
+    InputError
+        Naming the grid, the estimate and the memory available (:mod:`glacierflow.limits`).
+    """
+    ny, nx = grid.shape
+    need = ny * nx * BYTES_PER_NODE
+    if settings.tiling.enabled and settings.matching.pyramid_levels > 1:
+        rows, cols = pair.ref.shape
+        need += rows * cols / 4 * BYTES_PER_PIXEL  # the coarse pass holds half-resolution scenes
+    check_memory(
+        need,
+        f"a node grid of {ny:,} x {nx:,} nodes (step {settings.matching.step_px} px)",
+        "use a larger step_px or a smaller part of the scenes",
+        path=pair.ref.path,
+        key="matching.step_px",
+    )
+
+
+def _check_pixel_memory(
+    ref: SceneLike,
+    sec: SceneLike,
+    band: int | None,
+    ref_date: datetime | str | None,
+    sec_date: datetime | str | None,
+) -> None:
+    """Refuse two files too large to hold in memory for untiled matching, before reading."""
+    if isinstance(ref, Scene) or isinstance(sec, Scene):
+        return
+    try:
+        heads = [read_header(ref, band=band, acquired=ref_date)]
+        heads.append(read_header(sec, band=band, acquired=sec_date))
+    except GlacierflowError:
+        return  # the reader gives the full error
+    pixels = sum(h.shape[0] * h.shape[1] for h in heads)
+    check_memory(
+        pixels * BYTES_PER_PIXEL,
+        f"matching two images of {heads[0].shape[0]:,} x {heads[0].shape[1]:,} pixels in memory",
+        "match tile by tile (tiling.tile_nodes) or crop the scenes",
+        path=heads[0].path,
+        key="tiling.tile_nodes",
+    )
 
 
 def match_pair(
@@ -566,6 +620,8 @@ def open_pair(
     """
     if not settings.tiling.enabled and _auto_tiles(ref, sec, band, ref_date, sec_date, settings):
         settings = settings.updated(tile_nodes=DEFAULT_TILE_NODES)
+    if not settings.tiling.enabled:
+        _check_pixel_memory(ref, sec, band, ref_date, sec_date)
     loader = load_pair_tiled if settings.tiling.enabled else load_pair
     return loader(ref, sec, ref_date=ref_date, sec_date=sec_date, band=band), settings
 
@@ -631,6 +687,10 @@ def track_to_products(
 
     # Settings first: a bad setting is reported before any image is read.
     s = track_settings(settings, **shortcuts)
+    # Then the output folders: a folder that cannot be written fails now, not after matching.
+    check_writable_folder(out_dir)
+    if s.tiling.work_dir is not None:
+        check_writable_folder(s.tiling.work_dir, "work folder")
     pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
     if not s.tiling.enabled:
         ds = track_pair(pair, s, progress=progress, band=band)

@@ -21,6 +21,7 @@ import xarray as xr
 from glacierflow import __version__
 from glacierflow.errors import GlacierflowError, InputError
 from glacierflow.execute import Executor, available_cpus
+from glacierflow.limits import check_writable_folder
 from glacierflow.progress import ProgressSink, QueueSink, TaskBars
 from glacierflow.project.compose import ProjectResult, compose_products
 from glacierflow.project.config import Project, file_key, load_project
@@ -331,6 +332,8 @@ def run_project(
             with tqdm.external_write_mode():
                 echo(msg)
 
+    # The output folder first: one that cannot be written fails before any pair is tracked.
+    check_writable_folder(project.output)
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
