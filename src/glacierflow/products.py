@@ -20,10 +20,13 @@ in-memory form.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import secrets
+import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +38,7 @@ import rasterio.shutil
 import xarray as xr
 from affine import Affine
 from pyproj import CRS
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS as RioCRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
@@ -62,6 +66,7 @@ from glacierflow.velocity import VARIABLES
 __all__ = [
     "PRODUCT_NAMES",
     "read_product",
+    "remove_stale_staging",
     "write_cog",
     "write_gpkg",
     "write_netcdf",
@@ -661,6 +666,89 @@ def _default_quicklook(
     )
 
 
+#: Name prefix of the hidden folder :func:`write_products` stages a product set in.
+STAGING_PREFIX = ".glacierflow-staging-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0 and not isinstance(pid, bool)
+    return True
+
+
+def remove_stale_staging(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove what killed writers left in ``folder``: staging folders of :func:`write_products`
+    and hidden temporaries of :func:`glacierflow.atomic.atomic_write` (``.NAME.tmp-PID-...``,
+    ``.NAME.staged-PID-...``) whose process is gone. Returns what was removed."""
+    removed: list[Path] = []
+    pattern = re.compile(rf"^(?:{re.escape(STAGING_PREFIX)}|\..+\.(?:tmp|staged)-)(\d+)-")
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _switch_in(staged: Mapping[str, Path], paths: Mapping[str, Path], staging: Path) -> None:
+    """Rename the staged products onto ``paths``, all or none.
+
+    Anything in the way that is not a file is refused before the first rename; the old files
+    are kept (hard links, else copies) in ``staging`` and renamed back if a rename fails, so
+    that the folder holds either the old set or the new one.
+    """
+    for target in paths.values():
+        if os.path.lexists(target) and (target.is_dir() or not target.is_file()):
+            raise OutputError(
+                f"cannot write {target.name}: something that is not a file is in "
+                "the way; remove it",
+                target,
+            )
+    backups: dict[str, Path | None] = {}
+    for kind, target in paths.items():
+        backups[kind] = None
+        if target.is_file():
+            backup = staging / f"old-{target.name}"
+            try:
+                os.link(target, backup)
+            except OSError:
+                shutil.copy2(target, backup)
+            backups[kind] = backup
+    done: list[str] = []
+    try:
+        for kind, tmp in staged.items():
+            try:
+                os.replace(tmp, paths[kind])
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write {paths[kind].name}: {exc.strerror or exc}; the previous "
+                    "products were kept",
+                    paths[kind],
+                ) from exc
+            done.append(kind)
+    except BaseException:
+        for kind in reversed(done):
+            backup = backups[kind]
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    paths[kind].unlink()
+                else:
+                    os.replace(backup, paths[kind])
+        raise
+
+
 def write_products(
     ds: xr.Dataset,
     out_dir: str | os.PathLike[str],
@@ -672,7 +760,9 @@ def write_products(
     """Write the GeoTIFF, NetCDF, quick-look PNG and JSON summary of one pair into a folder.
 
     The folder is created if needed. Only the four files named in :data:`PRODUCT_NAMES` are
-    replaced, each atomically; other files in the folder are never touched.
+    replaced, as one set: all four are written in a hidden staging folder first and switched
+    in together, so a failure leaves the previous set whole (:func:`remove_stale_staging`
+    clears what a killed run left). Other files in the folder are never touched.
 
     Parameters
     ----------
@@ -706,23 +796,24 @@ def write_products(
         "quicklook": quicklook,
         "summary": lambda p: write_summary(ds, p),
     }
-    # The four products are one set: each is written complete under a hidden staging name, and
-    # only when all four exist are they renamed into place. A failure leaves the old set whole.
-    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
-    staged: dict[str, Path] = {}
+    # The four products are one set: each is written complete in a hidden staging folder, and
+    # only when all four exist are they switched in (see _switch_in). A failure, at any point,
+    # leaves the old set whole; a staging folder left by a killed run is removed here.
+    remove_stale_staging(out)
+    staging = out / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        staging.mkdir()
+        staged: dict[str, Path] = {}
         for kind, write in writers.items():
-            tmp = out / f".{PRODUCT_NAMES[kind]}.staged-{tag}"
-            write(tmp)
-            staged[kind] = tmp
-        for kind, tmp in staged.items():
-            try:
-                os.replace(tmp, paths[kind])
-            except OSError as exc:
-                raise OutputError(
-                    f"cannot write {paths[kind].name}: {exc.strerror or exc}", paths[kind]
-                ) from exc
+            write(staging / PRODUCT_NAMES[kind])
+            staged[kind] = staging / PRODUCT_NAMES[kind]
+        _switch_in(staged, paths, staging)
+    except (OSError, rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+        if isinstance(exc, OutputError):
+            raise
+        # A full disk or a lost mount, as the OS or GDAL says it: one line, the old set kept.
+        detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
+        raise OutputError(f"cannot write the products: {detail}", out) from exc
     finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return paths

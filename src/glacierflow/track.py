@@ -24,6 +24,7 @@ the differences between neighbours unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -689,6 +690,7 @@ def track_to_products(
     s = track_settings(settings, **shortcuts)
     # Then the output folders: a folder that cannot be written fails now, not after matching.
     check_writable_folder(out_dir)
+    out_existed = Path(out_dir).exists()
     if s.tiling.work_dir is not None:
         check_writable_folder(s.tiling.work_dir, "work folder")
     pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
@@ -699,7 +701,12 @@ def track_to_products(
         own_work = s.tiling.work_dir is None
         if own_work:
             s = s.updated(work_dir=Path(out_dir) / ".glacierflow-work")
-        ds = track_pair(pair, s, progress=progress, band=band)
+        try:
+            ds = track_pair(pair, s, progress=progress, band=band)
+        except BaseException:
+            if own_work:
+                _remove_empty_work(Path(s.tiling.work_dir), None if out_existed else Path(out_dir))
+            raise
         background, background_transform = read_preview(pair.ref.path, band=band)
     paths = write_products(
         ds, out_dir, background=background, background_transform=background_transform
@@ -707,6 +714,17 @@ def track_to_products(
     if s.tiling.enabled and own_work:
         shutil.rmtree(s.tiling.work_dir, ignore_errors=True)
     return ds, paths
+
+
+def _remove_empty_work(work: Path, out_dir: Path | None) -> None:
+    """After a failed tiled run: remove the work folder if no finished tile is kept in it (and
+    ``out_dir``, made by this run, if that left it empty): nothing is left that cannot resume."""
+    if any(work.rglob("tile_*.npz")):
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    if out_dir is not None:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()  # only if empty
 
 
 def valid_fraction(ds: xr.Dataset) -> float:

@@ -26,7 +26,13 @@ from glacierflow.progress import ProgressSink, QueueSink, TaskBars
 from glacierflow.project.compose import ProjectResult, compose_products
 from glacierflow.project.config import Project, file_key, load_project
 from glacierflow.project.plan import PairPlan, plan_pairs
-from glacierflow.project.resume import DONE_NAME, fingerprint, pair_is_complete
+from glacierflow.project.resume import (
+    DONE_NAME,
+    fingerprint,
+    pair_problem,
+    product_checksums,
+    scene_inputs,
+)
 
 log = logging.getLogger("glacierflow")
 
@@ -127,6 +133,8 @@ def process_pair(
         "sec_time": plan.sec.acquired.isoformat(),
         "fingerprint": fingerprint(project, plan),
         "products": sorted(PRODUCT_NAMES.values()),
+        "inputs": scene_inputs(plan),
+        "checksums": product_checksums(folder),
         "glacierflow_version": __version__,
     }
     with atomic_write(folder / DONE_NAME) as tmp:
@@ -337,6 +345,7 @@ def run_project(
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
+    _write_plan(project.output / "pairs", plans)
     lines = _PairLines(plans, say)
     jobs = _unfinished(project, plans, pair_dirs, lines)
 
@@ -372,6 +381,20 @@ def run_project(
     return result
 
 
+#: The list of the current plan's pairs in ``pairs/``: pair folders it does not name (from an
+#: earlier plan) are neither composed nor published.
+PLAN_NAME = "plan.json"
+
+
+def _write_plan(folder: Path, plans: Sequence[PairPlan]) -> None:
+    from glacierflow.atomic import atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"pairs": [plan.pair_id for plan in plans], "glacierflow_version": __version__}
+    with atomic_write(folder / PLAN_NAME) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
 def _unfinished(
     project: Project, plans: Sequence[PairPlan], pair_dirs: dict[str, Path], lines: _PairLines
 ) -> list[tuple[int, PairPlan, Path]]:
@@ -379,10 +402,13 @@ def _unfinished(
     jobs = []
     for i, plan in enumerate(plans):
         folder = pair_dirs[plan.pair_id]
-        if pair_is_complete(folder, fingerprint(project, plan)):
+        problem = pair_problem(folder, fingerprint(project, plan), scene_inputs(plan))
+        if problem is None:
             lines.finish(i, "complete, kept")
-        else:
-            jobs.append((i, plan, folder))
+            continue
+        if (folder / DONE_NAME).is_file():
+            log.warning("pair %s: %s; tracking it again", plan.pair_id, problem)
+        jobs.append((i, plan, folder))
     return jobs
 
 
