@@ -810,6 +810,8 @@ def write_products(
         _switch_in(staged, paths, staging)
     except (OSError, rasterio.errors.RasterioError, CPLE_BaseError) as exc:
         if isinstance(exc, OutputError):
+            if staging in Path(exc.path).parents:  # name the product, not its staged copy
+                raise OutputError(exc.problem, out / Path(exc.path).name) from exc
             raise
         # A full disk or a lost mount, as the OS or GDAL says it: one line, the old set kept.
         detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
