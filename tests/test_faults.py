@@ -451,3 +451,177 @@ def test_damaged_or_stale_pairs_are_tracked_again_and_stale_folders_not_publishe
     assert (out / "pairs" / second).is_dir()
     assert all(second not in str(p.cog) for p in products)
     assert any(second in str(p) and "outside the project's plan" in r for p, r in skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# Item 6: fuzzing the command line and the project file: no traceback, exit 0 or 2
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from glacierflow.errors import GlacierflowError  # noqa: E402
+from glacierflow.settings import LEAVES  # noqa: E402
+
+#: Values every option is tried with: edges, non-numbers, paths that are not there.
+ODD_VALUES = ["0", "-1", "1", "2", "8", "32", "1e309", "inf", "-inf", "nan", "", "abc", "3.5",
+              "100000", "-0", "1e-300", "/nonexistent.tif", "phase", "ncc", "none", "wallis",
+              "2016-07-18", "9999-12-31"]  # fmt: skip
+
+
+def _crop_pair(folder: Path, yahtse_dir: Path, side_px: int = 128) -> tuple[Path, Path]:
+    """A small window of both Yahtse scenes, so that a fuzz case that runs does so quickly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in (REF_NAME, SEC_NAME):
+        with rasterio.open(yahtse_dir / name) as src:
+            win = rasterio.windows.Window(400, 400, side_px, side_px)
+            profile = src.profile | {
+                "width": side_px,
+                "height": side_px,
+                "transform": src.window_transform(win),
+            }
+            profile.pop("blockxsize", None), profile.pop("blockysize", None)
+            profile["tiled"] = False
+            with rasterio.open(folder / name, "w", **profile) as dst:
+                dst.write(src.read(1, window=win), 1)
+        out.append(folder / name)
+    return out[0], out[1]
+
+
+def _option_strategy():
+    flags = []
+    for leaf in LEAVES.values():
+        name = leaf.short.replace("_", "-")
+        if leaf.annotation is bool:
+            flags.append(st.sampled_from([[f"--{name}"], [f"--no-{name}"]]))
+        else:
+            value = st.one_of(
+                st.sampled_from(ODD_VALUES),
+                st.integers(-(10**6), 10**6).map(str),
+                st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                st.text(max_size=6),
+            )
+            flags.append(value.map(lambda v, n=name: [f"--{n}", v]))
+    extra = st.sampled_from(
+        [
+            ["--ref-date", "2016-07-01"],
+            ["--sec-date", "yesterday"],
+            ["--band", "0"],
+            ["--band", "2"],
+            ["--bogus"],
+            ["--sec-date", "2016-07-18T00:00:01"],
+        ]  # fmt: skip
+    )
+    return st.lists(st.one_of(st.one_of(flags), extra), max_size=4).map(
+        lambda chunks: [part for chunk in chunks for part in chunk]
+    )
+
+
+@pytest.fixture(scope="module")
+def fuzz_inputs(tmp_path_factory, yahtse_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fuzz")
+    ref, sec = _crop_pair(root / "scenes", yahtse_dir)
+    (root / "cut.tif").write_bytes(ref.read_bytes()[:5000])
+    (root / "text.tif").write_text("not an image")
+    (root / "a_file").write_text("x")
+    return {"ref": ref, "sec": sec, "cut": root / "cut.tif", "text": root / "text.tif",
+            "dir": root / "scenes", "missing": root / "missing.tif", "root": root}  # fmt: skip
+
+
+def _invoke(args: list[str]) -> tuple[int, BaseException | None, str]:
+    from click.testing import CliRunner
+
+    from glacierflow.cli import cli as group
+
+    result = CliRunner().invoke(group, args, catch_exceptions=True)
+    exc = result.exception
+    if isinstance(exc, SystemExit):
+        exc = None
+    return result.exit_code, exc, result.output
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    inputs=st.sampled_from(
+        [("ref", "sec")] * 4
+        + [("cut", "sec"), ("text", "sec"), ("dir", "sec"), ("missing", "sec"), ("ref", "ref")]
+    ),  # fmt: skip
+    out=st.sampled_from(["out", "a_file", "a_file/out", "/proc/fuzz"]),
+    options=_option_strategy(),
+)
+def test_fuzzed_track_arguments_never_give_a_traceback(fuzz_inputs, inputs, out, options):
+    root = fuzz_inputs["root"]
+    target = Path(out) if out.startswith("/") else root / out
+    args = ["track", str(fuzz_inputs[inputs[0]]), str(fuzz_inputs[inputs[1]]), "-o", str(target)]
+    args += ["--workers", "1", "--no-progress", *options]
+    code, exc, output = _invoke(args)
+    assert exc is None, f"{args}: {exc!r}"
+    assert code in (0, 2), (args, code, output[-2000:])
+    shutil.rmtree(root / "out", ignore_errors=True)
+
+
+GOOD_PROJECT = """name = "fuzz"
+output = "out"
+
+[scenes]
+folder = "scenes"
+
+[pairs]
+min_days = 1
+max_days = 40
+
+[grid]
+crs = "EPSG:32607"
+resolution_m = 60
+bounds = [{left}, {bottom}, {right}, {top}]
+
+[matching]
+chip_px = 32
+search_px = 8
+
+[filtering]
+min_corr = 0.2
+"""
+
+PROJECT_VALUES = ["0", "-1", "1e309", "inf", "nan", '"x"', "true", "[]", "[1, 2]", "{}",
+                  '"EPSG:4326"', "1979-01-01", "0.001", "[0, 0, 1, 1]", '"/proc"', "3"]  # fmt: skip
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_fuzzed_project_files_never_give_a_traceback(fuzz_inputs, data):
+    root = fuzz_inputs["root"]
+    with rasterio.open(fuzz_inputs["ref"]) as src:
+        left, bottom, right, top = src.bounds
+    text = GOOD_PROJECT.format(left=left, bottom=bottom, right=right, top=top)
+    lines = text.splitlines()
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        kind = data.draw(st.sampled_from(["value", "drop", "garbage", "key"]))
+        if kind == "value" and "=" in lines[i]:
+            value = data.draw(st.one_of(st.sampled_from(PROJECT_VALUES), st.text(max_size=5)))
+            lines[i] = lines[i].split("=")[0] + "= " + value
+        elif kind == "drop":
+            lines[i] = ""
+        elif kind == "garbage":
+            lines[i] = data.draw(st.text(max_size=12))
+        else:
+            lines[i] = data.draw(st.sampled_from(["workers = 100000", "[nonsense]", "step_px = 0",
+                                                  "min_days = 1e-9", "dates = 3"]))  # fmt: skip
+    path = root / "fuzz.toml"
+    raw = "\n".join(lines).encode("utf-8", "surrogatepass")
+    if data.draw(st.booleans()) and data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))] + bytes([0xFF, 0xFE])
+    path.write_bytes(raw)
+    try:
+        plan_pairs(load_project(path))
+    except GlacierflowError:
+        pass  # the command line says it in one line, exit 2
