@@ -62,6 +62,12 @@ __all__ = [
 
 #: Pre-filters understood by :func:`prefilter`.
 PREFILTERS = ("none", "highpass", "wallis", "orientation")
+#: Defaults, written once: the settings tree (:class:`glacierflow.settings.PrefilterSettings`)
+#: and tiled matching take them from here. High-pass Gaussian sigma (pixels), Wallis window
+#: side (pixels) and Wallis contrast constant (dimensionless).
+HIGHPASS_SIGMA_PX = 3.0
+WALLIS_WINDOW_PX = 21.0
+WALLIS_CONTRAST = 0.9
 
 #: Gaussian kernels are cut off this many standard deviations from their centre (scipy's
 #: default, stated here because tiled matching reads exactly that far around each window).
@@ -73,7 +79,7 @@ MIN_SUPPORT = 0.05
 
 
 def local_mean(
-    image: np.ndarray, valid: np.ndarray | None = None, sigma_px: float = 3.0
+    image: np.ndarray, valid: np.ndarray | None = None, sigma_px: float = HIGHPASS_SIGMA_PX
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-weighted local mean over valid pixels only (normalized convolution).
 
@@ -114,7 +120,7 @@ def highpass_reach_px(sigma_px: float) -> int:
 
 
 def highpass(
-    image: np.ndarray, valid: np.ndarray | None = None, sigma_px: float = 3.0
+    image: np.ndarray, valid: np.ndarray | None = None, sigma_px: float = HIGHPASS_SIGMA_PX
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian high-pass: the image minus its nodata-aware Gaussian local mean.
 
@@ -144,8 +150,8 @@ def highpass(
 def wallis(
     image: np.ndarray,
     valid: np.ndarray | None = None,
-    window_px: float = 21.0,
-    contrast: float = 0.9,
+    window_px: float = WALLIS_WINDOW_PX,
+    contrast: float = WALLIS_CONTRAST,
     target: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Wallis filter: local mean removed, local contrast equalised, nodata-aware.
@@ -193,7 +199,7 @@ def wallis(
 
 
 def wallis_spread(
-    image: np.ndarray, valid: np.ndarray | None = None, window_px: float = 21.0
+    image: np.ndarray, valid: np.ndarray | None = None, window_px: float = WALLIS_WINDOW_PX
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Local deviation from the mean, local standard deviation and validity of the Wallis filter.
 
@@ -225,9 +231,9 @@ def prefilter(
     valid: np.ndarray | None = None,
     kind: str = "none",
     *,
-    sigma_px: float = 3.0,
-    window_px: float = 21.0,
-    contrast: float = 0.9,
+    sigma_px: float = HIGHPASS_SIGMA_PX,
+    window_px: float = WALLIS_WINDOW_PX,
+    contrast: float = WALLIS_CONTRAST,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply one pre-filter to an image, nodata-aware.
 

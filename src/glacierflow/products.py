@@ -1,7 +1,9 @@
 """Velocity products on disk: Cloud-Optimized GeoTIFF, CF-1.8 NetCDF, a JSON summary, a quick look.
 
 Also the project-level outputs: the NetCDF cube of period composites (:func:`write_netcdf_cube`),
-CSV tables (:func:`write_table`) and GeoPackages (:func:`write_gpkg`).
+cubes of pairs and of inverted time series in ITS_LIVE's cube layout as Zarr
+(:func:`write_zarr_cube`) and NetCDF (:func:`write_itslive_netcdf_cube`), CSV tables
+(:func:`write_table`) and GeoPackages (:func:`write_gpkg`).
 
 Every writer goes through :func:`glacierflow.atomic.atomic_write`: it writes to a temporary name
 in the target folder and renames onto the target only when the whole file is written, so a crash
@@ -69,11 +71,13 @@ __all__ = [
     "remove_stale_staging",
     "write_cog",
     "write_gpkg",
+    "write_itslive_netcdf_cube",
     "write_netcdf",
     "write_netcdf_cube",
     "write_products",
     "write_summary",
     "write_table",
+    "write_zarr_cube",
 ]
 
 #: File names :func:`write_products` writes in its output folder, by product kind.
@@ -463,14 +467,139 @@ def write_netcdf_cube(cube: xr.Dataset, path: str | os.PathLike[str]) -> Path:
         "crs_wkt": cube.attrs["crs_wkt"],
         "GeoTransform": _geotransform_text(cube.attrs["transform"]),
     }
+    for key in ("data_start_datetime", "data_end_datetime"):
+        if cube.attrs.get(key):
+            out.attrs[key] = str(cube.attrs[key])
     encoding = _set_xy_attrs(out)
     out["time"].attrs.update(axis="T", long_name="middle of the period")
     encoding.update(time=dict(_CUBE_TIME_ENCODING), time_bnds=dict(_CUBE_TIME_ENCODING))
+    for name in ("data_start", "data_end"):
+        if name in out.variables:
+            encoding[name] = dict(_CUBE_TIME_ENCODING)
     for name in CUBE_LAYERS:
         out[name].attrs["grid_mapping"] = "spatial_ref"
         integer = name == "count"
         encoding[name] = _layer_encoding(integer, "int16" if integer else "float32")
     out["spatial_ref"] = _grid_mapping(crs, out.attrs["GeoTransform"])
+    return _save_netcdf(out, path, encoding)
+
+
+# --------------------------------------------------------------------------------------------
+# Cubes in ITS_LIVE's layout: Zarr and NetCDF
+# --------------------------------------------------------------------------------------------
+
+
+def _itslive_cube(cube: xr.Dataset, path: Path) -> tuple[xr.Dataset, dict[str, Any]]:
+    """``cube`` with ITS_LIVE's ``mapping`` grid mapping and CF attributes, and its encoding:
+    float32 layers with a NaN fill, dates as days since 1970-01-01 (float64), ``date_dt`` in
+    days."""
+    crs = _crs(cube)
+    if crs is None:
+        raise InputError("the cube has no 'crs_wkt' attribute; it cannot be placed on a map", path)
+    geotransform = _geotransform_text(_transform(cube).to_gdal())
+    out = cube.drop_vars([GRID_MAPPING, "spatial_ref"], errors="ignore")
+    encoding: dict[str, Any] = _set_xy_attrs(out)
+    for name, var in out.variables.items():
+        if name in ("x", "y"):
+            continue
+        if var.dtype.kind in "Mm":
+            for key in ("units", "calendar"):
+                out[name].attrs.pop(key, None)  # the encoding says them
+        if var.dtype.kind == "M":
+            encoding[name] = {**_CUBE_TIME_ENCODING, "_FillValue": np.nan}
+        elif var.dtype.kind == "m":
+            encoding[name] = {"units": "days", "dtype": "float64", "_FillValue": np.nan}
+        elif var.dtype.kind == "f" and {"y", "x"} <= set(var.dims):
+            encoding[name] = {"dtype": "float32", "_FillValue": np.float32(np.nan)}
+        if {"y", "x"} <= set(var.dims):
+            out[name].attrs["grid_mapping"] = GRID_MAPPING
+    out[GRID_MAPPING] = _grid_mapping(crs, geotransform)
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    attrs = {k: _netcdf_attr(v) for k, v in cube.attrs.items() if k not in _GEO_ATTRS}
+    out.attrs = {
+        "Conventions": "CF-1.8",
+        **attrs,
+        "source": f"glacierflow {__version__}",
+        "history": f"{now}: written by glacierflow {__version__}",
+        "projection": str(crs.to_epsg() or ""),
+        "crs_wkt": crs.to_wkt(),
+        "GeoTransform": geotransform,
+    }
+    return out, encoding
+
+
+def write_zarr_cube(cube: xr.Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write a cube in ITS_LIVE's layout as a Zarr store (format 2, consolidated), atomically.
+
+    The store is written to a hidden temporary folder beside ``path`` and renamed onto it when
+    complete; a store already at ``path`` is moved aside first and removed only after the
+    rename, so a failed write leaves the old store as it was.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        A cube on ``(mid_date, y, x)`` with ITS_LIVE's variable names
+        (:mod:`glacierflow.timeseries.cube`) and ``crs_wkt``/``transform`` attributes.
+    path : str or PathLike
+        The store (a folder, conventionally ``*.zarr``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If the cube has no CRS.
+    OutputError
+        If the store cannot be written.
+    """
+    import shutil
+
+    path = Path(path)
+    out, encoding = _itslive_cube(cube, path)
+    for enc in encoding.values():
+        enc.pop("zlib", None)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = path.with_name(f".{path.name}.tmp-{tag}")
+    old = path.with_name(f".{path.name}.old-{tag}")
+    try:
+        out.to_zarr(tmp, mode="w", encoding=encoding, consolidated=True, zarr_format=2)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path.name}: {exc.strerror or exc}", path) from exc
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def write_itslive_netcdf_cube(cube: xr.Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write a cube in ITS_LIVE's layout as one CF-1.8 NetCDF-4 file (zlib), atomically.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        As for :func:`write_zarr_cube`.
+    path : str or PathLike
+        The ``.nc`` file.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    out, encoding = _itslive_cube(cube, path)
+    for name, var in out.data_vars.items():
+        if var.ndim >= 2 and var.dtype.kind in "fiu":
+            encoding.setdefault(name, {}).update(zlib=True, complevel=4, shuffle=True)
     return _save_netcdf(out, path, encoding)
 
 

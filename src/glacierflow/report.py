@@ -120,10 +120,16 @@ def _year_rows(composites: Sequence[xr.Dataset]) -> list[list[str]]:
             f"{p} ({100 * f:.0f} %)"
             for p, f in zip(a.get("pairs", []), a.get("pair_fractions", []), strict=True)
         )
+        period = f"{start} to {end}"
+        if a.get("data_start_datetime"):
+            period += (
+                f"; data {str(a['data_start_datetime'])[:10]} to "
+                f"{str(a['data_end_datetime'])[:10]}, {a.get('coverage_text', '')} covered"
+            )
         rows.append(
             [
                 _e(a.get("year")),
-                _e(f"{start} to {end}"),
+                _e(period),
                 _e(members),
                 _num(100 * has.mean() if has.size else float("nan"), 0),
                 _num(np.nanmedian(err[has]) if has.any() else float("nan")),
@@ -187,6 +193,18 @@ def render_report(
         out.append(f"<p>Output grid: {_e(grid_text)}.</p>")
     out.extend(_pairs_section(pairs))
     out.extend(_composites_section(composites, pictures))
+    series = pictures.take("series_")
+    if series:
+        out.append("<h2>Velocity time series at points</h2>")
+        out.append(
+            '<p class="note">Network inversion of every pair ([timeseries]): grey bars are the '
+            "pairs, each over its time span at its mean speed, with its one-sigma error; the "
+            "blue line is the inverted series on regular steps with its one-sigma band; grey "
+            "columns are steps the pairs do not resolve (gaps, not interpolated). The cubes "
+            "are in timeseries/ (ITS_LIVE layout, Zarr and NetCDF), the series as CSV in "
+            "timeseries/points/.</p>"
+        )
+        out.append(series)
     changes = pictures.take("change_")
     if changes:
         out.append("<h2>Change between periods</h2>")

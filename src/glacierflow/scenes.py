@@ -40,6 +40,7 @@ import rasterio.windows
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import MaskFlags
 
+from glacierflow import remote
 from glacierflow.errors import InputError, NoAcquisitionTimeError
 
 __all__ = [
@@ -438,7 +439,7 @@ def _acquisition(
                 f"{_DATE_HELP}",
                 path,
             ) from exc
-    mtl = find_mtl(path)
+    mtl = None if remote.is_remote(path) else find_mtl(path)
     mtl_problem = ""
     if mtl is not None:
         try:
@@ -457,7 +458,7 @@ def _acquisition(
         return t, sensor, scene_id, "filename"
     if acquired is not None:
         return when, "unknown", None, "option"
-    raise NoAcquisitionTimeError(_NO_TIME_HELP + mtl_problem, path)
+    raise NoAcquisitionTimeError(_NO_TIME_HELP + mtl_problem, path, key=("ref_date", "sec_date"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,6 +483,10 @@ def file_fingerprint(path: str | PathLike[str]) -> dict[str, object]:
     dict
         ``size`` (bytes), ``mtime_ns`` and ``sample_sha256`` (hex).
     """
+    if remote.is_remote(path):
+        # A URL: what the server says of it (size, time, ETag), not its bytes.
+        ident = remote.location(path).stat()
+        return {"size": ident.st_size, "mtime_ns": ident.st_mtime_ns, "etag": ident.etag}
     p = Path(path)
     st = p.stat()
     digest = hashlib.sha256()
@@ -555,30 +560,41 @@ def read_scene(
     NoAcquisitionTimeError
         If no acquisition time is given or found.
     """
+    stac = remote.resolve_stac(path) if remote.is_stac(path) else None
+    if stac is not None:
+        path = stac.href
     name = str(path)
-    file_path = Path(path)
-    if "://" not in name and not name.startswith("/vsi") and not file_path.exists():
+    file_path = remote.location(path)
+    if not remote.is_remote(name) and not name.startswith("/vsi") and not file_path.exists():
         raise InputError("file not found", file_path)
+    opened = contextlib.ExitStack()
     try:
         with warnings.catch_warnings():
             # An image without georeferencing gets its own InputError below.
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            dataset = rasterio.open(name)
+            dataset = opened.enter_context(remote.open_raster(name))
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"not a raster GeoTIFF GDAL can read: {exc}", file_path) from None
-    with dataset:
+    with opened:
         crs = dataset.crs
         _check_crs(crs, file_path)
         band = _choose_band(dataset.count, band, file_path)
-        when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired)
+        if stac is not None and stac.acquired is not None and acquired is None:
+            when, found_sensor, scene_id, time_source = (
+                stac.acquired,
+                stac.sensor,
+                stac.scene_id,
+                "STAC",
+            )
+        else:
+            when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired)
         sensor_name = sensor if sensor is not None else found_sensor
         with read_errors(file_path):
-            raw = dataset.read(band, window=window)
             nodata = dataset.nodatavals[band - 1]
             flags = dataset.mask_flag_enums[band - 1]
-            dataset_mask = None
-            if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
-                dataset_mask = dataset.read_masks(band, window=window) > 0
+            per_dataset = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+            raw, mask = remote.cached_window(dataset, name, band, window, masks=per_dataset)
+            dataset_mask = mask > 0 if mask is not None else None
         transform = dataset.transform if window is None else dataset.window_transform(window)
 
     data = raw.astype(np.float32)
@@ -603,13 +619,16 @@ def _choose_band(count: int, band: int | None, file_path: Path) -> int:
     """The 1-based band to read: the only one, or ``band`` if the file has it."""
     if band is None:
         if count != 1:
-            raise InputError(f"has {count} bands; choose one with band (1-based)", file_path)
+            raise InputError(
+                f"has {count} bands; choose one with band (1-based)", file_path, key="band"
+            )
         return 1
     if not 1 <= band <= count:
         raise InputError(
             f"has {count} band{'s' if count != 1 else ''}; band {band} is out of range "
             f"(1 to {count})",
             file_path,
+            key="band",
         )
     return band
 
@@ -648,8 +667,11 @@ def read_header(
     zero-cost broadcast views of the image's shape (all 0 and all True): for tiled processing,
     which reads the pixels window by window. Do not pickle them (that would materialise them).
     """
-    head = read_scene(path, band=band, acquired=acquired, sensor=sensor, window=_FIRST_PIXEL)
-    with read_errors(Path(path)), rasterio.open(str(path)) as ds:
+    head = read_scene(path, band=band, acquired=acquired, sensor=sensor, window=_NO_PIXEL)
+    with (
+        read_errors(head.path),
+        remote.open_raster(head.path if remote.is_remote(head.path) else path) as ds,
+    ):
         shape, transform = ds.shape, ds.transform
     return Scene(
         path=head.path,
@@ -664,7 +686,8 @@ def read_header(
     )
 
 
-_FIRST_PIXEL = rasterio.windows.Window(0, 0, 1, 1)
+#: An empty window: read_header runs read_scene's checks without reading a block.
+_NO_PIXEL = rasterio.windows.Window(0, 0, 0, 0)
 
 
 def header_window(scene: Scene, row0: int, col0: int, rows: int, cols: int) -> Scene:
@@ -691,7 +714,7 @@ def read_preview(
     Returns the float32 image (NaN at nodata) and its geotransform. Reads overviews when the
     file has them, so a full scene costs a fraction of a full read.
     """
-    with read_errors(Path(path)), rasterio.open(str(path)) as ds:
+    with read_errors(Path(str(path))), remote.open_raster(path) as ds:
         b = band or 1
         factor = max(1, int(np.ceil(max(ds.shape) / max_side_px)))
         shape = (max(1, ds.height // factor), max(1, ds.width // factor))
@@ -729,10 +752,11 @@ def read_raster_band(
         If the raster cannot be read or has no CRS.
     """
     try:
-        ds = rasterio.open(path)
+        opened = contextlib.ExitStack()
+        ds = opened.enter_context(remote.open_raster(path))
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"cannot read the {what}: {exc}", path) from None
-    with ds:
+    with opened:
         if ds.crs is None or not ds.crs.to_wkt():
             raise InputError(f"the {what} has no CRS", path)
         with read_errors(Path(path), f"the {what}"):

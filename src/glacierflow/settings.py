@@ -47,7 +47,7 @@ from glacierflow.coregister import COREG_METHODS
 from glacierflow.errors import SettingsError
 from glacierflow.filters import METHOD_THRESHOLDS, FilterSettings
 from glacierflow.matching import METHODS, MatchSettings
-from glacierflow.prefilter import PREFILTERS
+from glacierflow.prefilter import HIGHPASS_SIGMA_PX, PREFILTERS, WALLIS_WINDOW_PX
 
 __all__ = [
     "COREG_CHOICES",
@@ -87,13 +87,16 @@ class PrefilterSettings(_Group):
         json_schema_extra=_short("prefilter"),
     )
     highpass_sigma_px: float = Field(
-        3.0,
+        HIGHPASS_SIGMA_PX,
         gt=0,
         allow_inf_nan=False,
         description="Gaussian sigma of the high-pass pre-filter, pixels.",
     )
     wallis_window_px: float = Field(
-        21.0, gt=0, allow_inf_nan=False, description="Window of the Wallis pre-filter, pixels."
+        WALLIS_WINDOW_PX,
+        gt=0,
+        allow_inf_nan=False,
+        description="Window of the Wallis pre-filter, pixels.",
     )
 
 

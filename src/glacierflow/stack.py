@@ -71,6 +71,7 @@ __all__ = [
     "annual_composites",
     "calendar_periods",
     "composite",
+    "covered_span",
     "cube_dataset",
     "pair_interval",
     "period_fractions",
@@ -290,6 +291,44 @@ def period_fractions(
     return {p.year: 1.0 for p in periods if p.start <= mid < p.end}
 
 
+def covered_span(
+    intervals: Iterable[tuple[datetime, datetime]], period: Period
+) -> tuple[datetime | None, datetime | None, float]:
+    """What of a period the pairs' intervals actually cover: first and last covered instant
+    and the days inside at least one interval.
+
+    Parameters
+    ----------
+    intervals : iterable of (datetime, datetime)
+        The pairs' ``(ref_time, sec_time)``, aware UTC.
+    period : Period
+
+    Returns
+    -------
+    first, last : datetime or None
+        The covered span, clipped to the period (None when nothing is covered).
+    covered_days : float
+        Days of the period inside the union of the intervals (a 16-day pair in a calendar year:
+        16.0 of 366).
+    """
+    clipped = sorted(
+        (max(a, period.start), min(b, period.end))
+        for a, b in intervals
+        if min(b, period.end) > max(a, period.start)
+    )
+    if not clipped:
+        return None, None, 0.0
+    days, (cur0, cur1) = 0.0, clipped[0]
+    for a, b in clipped[1:]:
+        if a > cur1:
+            days += (cur1 - cur0).total_seconds() / 86400.0
+            cur0, cur1 = a, b
+        else:
+            cur1 = max(cur1, b)
+    days += (cur1 - cur0).total_seconds() / 86400.0
+    return clipped[0][0], max(b for _, b in clipped), days
+
+
 # --------------------------------------------------------------------------------------------
 # Resampling onto the grid
 # --------------------------------------------------------------------------------------------
@@ -459,7 +498,10 @@ def composite(
         docstring for the formulas); NaN (count 0) where no pair has data. Attributes: the
         grid, ``year``, ``start_datetime``, ``end_datetime``, ``mid_datetime``,
         ``pairs`` (labels), ``pair_fractions``,
-        ``chip_m`` (largest chip footprint of the pairs, metres) and the formulas.
+        ``chip_m`` (largest chip footprint of the pairs, metres) and the formulas; and what the
+        data cover (honest periods, :func:`covered_span`): ``data_start_datetime`` and
+        ``data_end_datetime`` (the pairs' span clipped to the period), ``coverage_days`` (days
+        of the period inside a pair), ``period_days`` and ``coverage_text`` ("16 of 366 days").
     """
     if len(pairs) != len(fractions):
         raise ValueError(f"{len(pairs)} pairs but {len(fractions)} fractions")
@@ -517,9 +559,21 @@ def composite(
         "composite_weights": "w = f / v_error^2 per pixel, f = share of the pair in the period",
         "composite_v_error": "sqrt(sum(w^2 v_error_i^2)) / sum(w), per component",
         "days_per_year": DAYS_PER_YEAR,
+        **_coverage_attrs([pair_interval(ds) for ds in pairs], period),
         **grid.attrs(),
     }
     return xr.Dataset(data_vars, coords=grid.coords(), attrs=attrs)
+
+
+def _coverage_attrs(intervals: list[tuple[datetime, datetime]], period: Period) -> dict[str, Any]:
+    first, last, days = covered_span(intervals, period)
+    return {
+        "data_start_datetime": first.isoformat() if first else "",
+        "data_end_datetime": last.isoformat() if last else "",
+        "coverage_days": float(days),
+        "period_days": float(period.days),
+        "coverage_text": f"{days:.0f} of {period.days:.0f} days",
+    }
 
 
 def annual_composites(
@@ -589,8 +643,11 @@ def cube_dataset(composites: Sequence[xr.Dataset]) -> xr.Dataset:
     """Stack period composites on one grid into a cube with a ``time`` axis.
 
     ``time`` is the middle of each period (``time_bnds`` its start and end), like ITS_LIVE's
-    annual mosaics; variables ``v``, ``vx``, ``vy``, ``v_error`` (m/yr, float32) and ``count``
-    (int16) on ``(time, y, x)``. The grid (``crs_wkt``, ``transform``) is in the attributes.
+    annual mosaics; what the data cover is beside it, per period (``data_start``, ``data_end``,
+    ``coverage_days``, ``period_days``, ``pair_count``) and over all (attributes
+    ``data_start_datetime``, ``data_end_datetime``); variables ``v``, ``vx``, ``vy``,
+    ``v_error`` (m/yr, float32) and ``count`` (int16) on ``(time, y, x)``. The grid
+    (``crs_wkt``, ``transform``) is in the attributes.
 
     Raises
     ------
@@ -626,6 +683,7 @@ def cube_dataset(composites: Sequence[xr.Dataset]) -> xr.Dataset:
         stacked = np.stack([c[name].values for c in composites])
         data_vars[name] = (("time", "y", "x"), stacked, dict(COMPOSITE_VARIABLES[name]))
     data_vars["time_bnds"] = (("time", "nv"), bounds)
+    data_vars.update(_coverage_variables(composites))
     coords = {
         "time": ("time", times, {"standard_name": "time", "bounds": "time_bnds"}),
         "x": ("x", first["x"].values, dict(first["x"].attrs)),
@@ -640,4 +698,50 @@ def cube_dataset(composites: Sequence[xr.Dataset]) -> xr.Dataset:
         "crs_wkt": first.attrs["crs_wkt"],
         "transform": list(first.attrs["transform"]),
     }
+    starts = [c.attrs.get("data_start_datetime") for c in composites]
+    ends = [c.attrs.get("data_end_datetime") for c in composites]
+    if all(starts) and all(ends):
+        attrs["data_start_datetime"] = min(_as_utc(s) for s in starts).isoformat()
+        attrs["data_end_datetime"] = max(_as_utc(e) for e in ends).isoformat()
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _coverage_variables(composites: Sequence[xr.Dataset]) -> dict[str, Any]:
+    """Per period: what the data cover (``data_start``, ``data_end``, ``coverage_days``,
+    ``period_days``, ``pair_count``), from the composites' attributes."""
+    if not all(c.attrs.get("data_start_datetime") for c in composites):
+        return {}
+
+    def when(key: str) -> np.ndarray:
+        return np.array([_datetime64(c.attrs[key]) for c in composites])
+
+    def per(key: str, dtype: Any) -> np.ndarray:
+        return np.array([c.attrs[key] for c in composites], dtype=dtype)
+
+    return {
+        "data_start": (("time",), when("data_start_datetime"), {"long_name": COVER["start"]}),
+        "data_end": (("time",), when("data_end_datetime"), {"long_name": COVER["end"]}),
+        "coverage_days": (
+            ("time",),
+            per("coverage_days", np.float64),
+            {"units": "days", "long_name": COVER["days"]},
+        ),
+        "period_days": (
+            ("time",),
+            per("period_days", np.float64),
+            {"units": "days", "long_name": "length of the period"},
+        ),
+        "pair_count": (
+            ("time",),
+            per("pair_count", np.int32),
+            {"units": "1", "long_name": "image pairs combined in the period"},
+        ),
+    }
+
+
+#: Long names of the coverage variables of the cube.
+COVER = {
+    "start": "first instant of the period covered by an image pair",
+    "end": "last instant of the period covered by an image pair",
+    "days": "days of the period inside at least one image pair",
+}

@@ -47,10 +47,15 @@ from glacierflow.matching.stats import (
     strip_sums,
 )
 from glacierflow.scenes import Scene, file_fingerprint, read_scene
+from glacierflow.settings import TILED_PREFILTERS
 
 log = logging.getLogger("glacierflow")
 
 Tile = tuple[slice, slice]
+
+
+#: Nodes per tile task of tiled matching unless chosen (``tiling.tile_nodes``).
+DEFAULT_TILE_NODES = 16384
 
 
 def internal_side(settings: MatchSettings) -> int:
@@ -115,10 +120,10 @@ class TileFilter:
     #: Pre-filter: ``"none"``, ``"highpass"`` or ``"wallis"``.
     kind: str = "none"
     #: High-pass Gaussian standard deviation, pixels.
-    sigma_px: float = 3.0
+    sigma_px: float = pf.HIGHPASS_SIGMA_PX
     #: Wallis window side, pixels, and contrast constant (dimensionless).
-    window_px: float = 21.0
-    contrast: float = 0.9
+    window_px: float = pf.WALLIS_WINDOW_PX
+    contrast: float = pf.WALLIS_CONTRAST
     #: Wallis target spread, in the image's units (None: not fixed yet).
     target: float | None = None
     #: Turn the (pre-filtered) scene into orientation images.
@@ -398,15 +403,15 @@ def tiled_match(
     settings: MatchSettings,
     *,
     band: int | None = None,
-    tile_nodes: int = 16384,
+    tile_nodes: int = DEFAULT_TILE_NODES,
     work_dir: str | os.PathLike[str] | None = None,
     scheduler: str | None = None,
     progress: Callable[[int], None] | None = None,
     prior_dx_px: np.ndarray | None = None,
     prior_dy_px: np.ndarray | None = None,
     prefilter: str = "none",
-    prefilter_sigma_px: float = 3.0,
-    wallis_window_px: float = 21.0,
+    prefilter_sigma_px: float = pf.HIGHPASS_SIGMA_PX,
+    wallis_window_px: float = pf.WALLIS_WINDOW_PX,
     executor: TaskRunner | None = None,
 ) -> MatchResult:
     """Match two images on one grid, tile by tile, from their files.
@@ -448,10 +453,9 @@ def tiled_match(
     """
     grid = _checked_grid(ref, sec, settings)
     prior = _prior_on_grid(prior_dx_px, prior_dy_px, grid)
-    if prefilter not in ("none", "highpass", "wallis"):
-        raise ValueError(
-            f"tiled pre-filters are 'none', 'highpass' and 'wallis', not {prefilter!r}"
-        )
+    if prefilter not in TILED_PREFILTERS:
+        *first, last = (repr(kind) for kind in TILED_PREFILTERS)
+        raise ValueError(f"tiled pre-filters are {', '.join(first)} and {last}, not {prefilter!r}")
     with contextlib.ExitStack() as stack:
         if executor is None:
             # Made first: a scheduler that does not answer fails before any work.

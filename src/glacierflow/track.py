@@ -87,8 +87,6 @@ __all__ = [
 log = logging.getLogger("glacierflow")
 
 
-#: Nodes per tile task of tiled matching unless chosen (``tiling.tile_nodes``).
-DEFAULT_TILE_NODES = 16384
 #: Scenes with more pixels than this are matched tile by tile by :func:`track` when the settings
 #: allow it (about 6,300 x 6,300 px; a Landsat panchromatic scene holds about 220 million).
 AUTO_TILE_PIXELS = 40_000_000
@@ -319,7 +317,7 @@ def _match_tiled(
     band: int | None,
     prior: dict[str, np.ndarray],
 ) -> MatchResult:
-    from glacierflow.tiling import tiled_match
+    from glacierflow.tiling import DEFAULT_TILE_NODES, tiled_match
 
     t, p = settings.tiling, settings.prefilter
     return tiled_match(
@@ -620,6 +618,8 @@ def open_pair(
     settings then hold ``tiling.tile_nodes``).
     """
     if not settings.tiling.enabled and _auto_tiles(ref, sec, band, ref_date, sec_date, settings):
+        from glacierflow.tiling import DEFAULT_TILE_NODES
+
         settings = settings.updated(tile_nodes=DEFAULT_TILE_NODES)
     if not settings.tiling.enabled:
         _check_pixel_memory(ref, sec, band, ref_date, sec_date)

@@ -460,6 +460,27 @@ def node_grid_transform(transform: Affine, row0_px: int, col0_px: int, step_px: 
     return transform @ Affine.translation(col0_px + shift, row0_px + shift) @ Affine.scale(step_px)
 
 
+def _data_vars(
+    layers: Mapping[str, np.ndarray], quality: np.ndarray | None, shape: tuple[int, int]
+) -> dict[str, tuple]:
+    """The product's variables as float32 layers with their CF attributes, in band order: the
+    seven of :data:`VARIABLES`, ``v_error``, ``quality`` (uint8, when given), then any extra."""
+    data_vars = {}
+    for name, arr in layers.items():
+        var_attrs = dict(VARIABLES.get(name, QUALITY_VARIABLES.get(name, {})))
+        data_vars[name] = (("y", "x"), np.asarray(arr, dtype=np.float32), var_attrs)
+    if quality is None:
+        return data_vars
+    if np.shape(quality) != shape:
+        raise ValueError(f"quality has shape {np.shape(quality)}, the grid {shape}")
+    q = (("y", "x"), np.asarray(quality).astype(np.uint8), dict(QUALITY_VARIABLES["quality"]))
+    return {
+        **{k: data_vars[k] for k in list(VARIABLES) + ["v_error"] if k in data_vars},
+        "quality": q,
+        **{k: val for k, val in data_vars.items() if k not in VARIABLES and k != "v_error"},
+    }
+
+
 def velocity_dataset(
     dx_px: np.ndarray,
     dy_px: np.ndarray,
@@ -531,22 +552,8 @@ def velocity_dataset(
         layers["v_error"] = v_error
     if extra:
         layers.update(extra)
-    data_vars = {}
-    for name, arr in layers.items():
-        var_attrs = dict(VARIABLES.get(name, QUALITY_VARIABLES.get(name, {})))
-        data_vars[name] = (("y", "x"), np.asarray(arr, dtype=np.float32), var_attrs)
-    if quality is not None:
-        if np.shape(quality) != (ny, nx):
-            raise ValueError(f"quality has shape {np.shape(quality)}, the grid {(ny, nx)}")
-        q = (("y", "x"), np.asarray(quality).astype(np.uint8), dict(QUALITY_VARIABLES["quality"]))
-        # Band order: the seven, v_error, quality, then any extra layer.
-        data_vars = {
-            **{k: data_vars[k] for k in list(VARIABLES) + ["v_error"] if k in data_vars},
-            "quality": q,
-            **{k: val for k, val in data_vars.items() if k not in VARIABLES and k != "v_error"},
-        }
     ds = xr.Dataset(
-        data_vars,
+        _data_vars(layers, quality, (ny, nx)),
         coords={
             "x": ("x", x, {"units": "m", "standard_name": "projection_x_coordinate"}),
             "y": ("y", y, {"units": "m", "standard_name": "projection_y_coordinate"}),

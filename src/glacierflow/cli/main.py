@@ -51,9 +51,9 @@ def cli(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from glacierflow.cli import demo, publish, run, search, serve, track
+    from glacierflow.cli import demo, publish, run, search, serve, timeseries, track
 
-    for module in (track, demo, run, search, publish, serve):
+    for module in (track, demo, run, timeseries, search, publish, serve):
         cli.add_command(module.command)
 
 

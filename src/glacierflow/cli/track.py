@@ -22,8 +22,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 
 
 @click.command("track")
-@click.argument("ref", type=click.Path(path_type=Path))
-@click.argument("sec", type=click.Path(path_type=Path))
+@click.argument("ref", type=click.Path())
+@click.argument("sec", type=click.Path())
 @click.option(
     "-o",
     "--out",
@@ -36,18 +36,27 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 @click.option("--sec-date", default=None, help="Acquisition time of SEC (ISO 8601).")
 @click.option("--band", default=None, type=int, help="Band of multi-band inputs (1-based).")
 @click.option(
+    "--bbox",
+    nargs=4,
+    type=float,
+    default=None,
+    metavar="W S E N",
+    help="Area of interest in degrees (lon/lat): only this part of each scene is read.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar (default: when stderr is a terminal).",
 )
 @setting_options(overrides=OVERRIDES)
 def command(
-    ref: Path,
-    sec: Path,
+    ref: Any,
+    sec: Any,
     out_dir: Path,
     ref_date: str | None,
     sec_date: str | None,
     band: int | None,
+    bbox: tuple[float, float, float, float] | None,
     progress: bool | None,
     **settings: Any,
 ) -> None:
@@ -56,7 +65,8 @@ def command(
     Outliers are removed and flagged in the quality band; a misregistration fitted on stable
     ground is removed from every node; v_error is calibrated on the same stable ground. Every
     option below the first five is a setting of glacierflow.settings.TrackSettings (the same
-    names, with _ for -, in a project file and in Python).
+    names, with _ for -, in a project file and in Python). REF and SEC may be files, https://
+    or s3:// URLs of COGs, or STAC items (ITEM.json, or ITEM.json#ASSET for another band).
 
     \b
     Examples:
@@ -64,10 +74,17 @@ def command(
       glacierflow track A.TIF B.TIF -o out --stable-mask rock.gpkg --coreg affine
       glacierflow track A.TIF B.TIF -o out --method phase --subpixel dft --prefilter wallis
       glacierflow track A.TIF B.TIF -o out --tile-nodes 20000 --work-dir tiles/
+      glacierflow track https://host/A_B8.TIF https://host/B_B8.TIF -o out \\
+        --bbox -141.5 60.1 -141.4 60.2
     """
     from glacierflow.cli.summary import print_summary
     from glacierflow.track import track_to_products
 
+    if bbox:  # only the area of interest is read, from files or URLs
+        from glacierflow.remote import read_area
+
+        ref = read_area(ref, bbox, band=band, acquired=ref_date)
+        sec = read_area(sec, bbox, band=band, acquired=sec_date)
     ds, paths = track_to_products(
         ref,
         sec,

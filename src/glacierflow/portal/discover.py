@@ -8,8 +8,10 @@ Two kinds of products are recognised:
     is from the GeoTIFF tags ``ref_time`` to ``sec_time``.
 ``annual``
     A GeoTIFF named ``v_YYYY.tif`` (bands ``vx``, ``vy``, ``v``, ``v_error``, ``count``), with
-    optional sidecars of the same stem (``v_YYYY.nc``, ``.png``, ``.json``). Its time frame is the
-    calendar year, or the tags ``start_datetime``/``end_datetime`` when the file has them.
+    optional sidecars of the same stem (``v_YYYY.nc``, ``.png``, ``.json``). Its time frame is
+    what its pairs cover, the tags ``data_start_datetime``/``data_end_datetime`` (written by the
+    composites since issue 14); else the tags ``start_datetime``/``end_datetime``; else the
+    calendar year.
 
 Other GeoTIFFs are recognised by their band descriptions and tags (a ``v`` band plus
 ``ref_time``/``sec_time`` is a pair; a ``v`` and a ``count`` band plus a ``year`` tag is annual);
@@ -319,6 +321,10 @@ def read_product_facts(path: str | PathLike[str]) -> ProductFacts | str:
         if "start_datetime" in tags and "end_datetime" in tags:
             start = _parse_time(tags["start_datetime"], "start_datetime", path)
             end = _parse_time(tags["end_datetime"], "end_datetime", path)
+        if tags.get("data_start_datetime") and tags.get("data_end_datetime"):
+            # honest periods: the item's time frame is what its pairs cover, not the calendar
+            start = _parse_time(tags["data_start_datetime"], "data_start_datetime", path)
+            end = _parse_time(tags["data_end_datetime"], "data_end_datetime", path)
     if end < start:
         raise InputError(f"the product ends ({end}) before it starts ({start})", path)
 

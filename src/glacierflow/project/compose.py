@@ -43,6 +43,7 @@ class ProjectResult:
     trends: Any = None
     profiles: Any = None
     surges: Any = None
+    series: Any = None
     files: dict[str, Path] = field(default_factory=dict)
     report_path: Path | None = None
 
@@ -106,6 +107,9 @@ def compose_products(
     if glaciers is not None:
         _glacier_analysis(project, result, glaciers, say)
     _profiles(project, result, grid.crs_wkt)
+    if project.timeseries is not None:
+        say("time series:")
+        _timeseries(project, result, products, say)
     if report:
         _write_report(project, result, products)
     return result
@@ -129,14 +133,59 @@ def _write_annual(
         tif = write_cog(comp, out / f"v_{year}.tif", variables=list(ANNUAL_BANDS))
         result.annual_paths[year] = tif
         plot.save_figure(
-            plot.annual_map_figure(comp, vmax=vmax, outlines=glaciers), out / f"v_{year}.png"
+            plot.annual_map_figure(comp, vmax=vmax, outlines=glaciers, title=composite_title(comp)),
+            out / f"v_{year}.png",
         )
         say(
             f"  v_{year}.tif: {comp.attrs['pair_count']} pair(s), "
-            f"{int((comp['count'].values > 0).sum())} cells with data"
+            f"{int((comp['count'].values > 0).sum())} cells with data, "
+            f"{data_span_text(comp.attrs)}"
         )
     cube = cube_dataset(composites)
     result.cube_path = write_netcdf_cube(cube, out / CUBE_NAME)
+
+
+def data_span_text(attrs: dict[str, Any]) -> str:
+    """What a composite's data cover, as people read it: ``"data 2016-07-18 to 2016-08-03,
+    16 of 366 days"`` (the period's dates when the attributes say nothing of the data)."""
+    first, last = attrs.get("data_start_datetime"), attrs.get("data_end_datetime")
+    if not first or not last:
+        start, end = attrs.get("start_datetime", ""), attrs.get("end_datetime", "")
+        return f"{str(start)[:10]} to {str(end)[:10]}"
+    return f"data {str(first)[:10]} to {str(last)[:10]}, {attrs.get('coverage_text', '')}"
+
+
+def composite_title(comp: xr.Dataset, place: str = "") -> str:
+    """Title of a period's map: the data's span and the days of the period it covers (``"2016
+    speed, data 2016-07-18 → 2016-08-03 (16 of 366 days covered)"``), the pairs."""
+    a = comp.attrs
+    pairs = int(a.get("pair_count", 0))
+    span = data_span_text(a).replace(" to ", " → ", 1).replace(", ", " (", 1)
+    if "(" in span:
+        span += " covered)"
+    return (
+        f"{place + ': ' if place else ''}{a.get('year', '')} speed, {span}\n"
+        f"{pairs} pair{'s' if pairs != 1 else ''}"
+    )
+
+
+def _timeseries(
+    project: Project, result: ProjectResult, products: dict[str, Any], say: Callable[[str], None]
+) -> None:
+    """``[timeseries]``: the pairs (and ITS_LIVE inputs) inverted; cubes, point CSV/figures."""
+    from glacierflow.timeseries.workflow import run_series
+
+    assert project.timeseries is not None
+    inputs = [*products.values(), *project.timeseries_inputs]
+    series = run_series(
+        inputs, project.output / "timeseries", project.timeseries, grid=project.grid(), echo=say
+    )
+    result.series = series
+    for key, path in series.files.items():
+        result.files[f"timeseries_{key}"] = path
+    for i, point in enumerate(series.points, start=1):
+        result.files[f"series_point_{i}"] = point.files["png"]
+        result.files[f"series_point_{i}_csv"] = point.files["csv"]
 
 
 def _glacier_analysis(

@@ -26,6 +26,7 @@ from glacierflow.errors import InputError
 from glacierflow.limits import BYTES_PER_GRID_CELL, check_memory
 from glacierflow.project.tables import DEFAULT_PATTERNS, ProjectFile, RunningTable
 from glacierflow.settings import TrackSettings, leaves
+from glacierflow.timeseries.settings import SeriesSettings
 
 __all__ = ["DEFAULT_PATTERNS", "Project", "Transect", "load_project"]
 
@@ -153,6 +154,8 @@ class Project:
     analysis: dict[str, float]
     transects: tuple[Transect, ...] = ()
     concurrent_pairs: int = 1
+    timeseries: SeriesSettings | None = None
+    timeseries_inputs: tuple[Path, ...] = ()
     _lines: _Lines | None = field(default=None, repr=False, compare=False)
 
     def line(self, dotted: str) -> int | None:
@@ -325,6 +328,10 @@ def _project(
             for i, t in enumerate(spec.transects)
         ),
         concurrent_pairs=running.concurrent_pairs,
+        timeseries=spec.timeseries.settings() if spec.timeseries is not None else None,
+        timeseries_inputs=tuple(
+            files.itslive(v) for v in (spec.timeseries.itslive if spec.timeseries else ())
+        ),
         _lines=lines,
     )
 
@@ -351,6 +358,10 @@ class _Files:
         return p
 
     def scene(self, value: str) -> Path:
+        from glacierflow import remote
+
+        if remote.is_remote(value):  # a URL: read window by window when the pair runs
+            return remote.location(value)  # type: ignore[return-value]
         p = self.rel(value)
         if not p.is_file():
             start = self.lines.line("scenes.paths")
@@ -369,6 +380,17 @@ class _Files:
         if not p.is_file():
             raise self.error(
                 "scenes.list", f"scene list {p} not found; write one with glacierflow search"
+            )
+        return p
+
+    def itslive(self, value: str) -> Path:
+        p = self.rel(value)
+        if not p.exists():
+            start = self.lines.line("timeseries.itslive")
+            raise _error(
+                self.path,
+                self.lines.line_containing(start, value) or start,
+                f"ITS_LIVE granule or cube {value!r} not found (looked for {p})",
             )
         return p
 

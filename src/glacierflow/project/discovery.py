@@ -75,7 +75,9 @@ def _scene_time(project: Project, p: Path) -> tuple[datetime, str, str | None]:
     for key in (p.name, str(p)):
         if key in project.scene_dates:
             return project.scene_dates[key], "project", scene_id
-    mtl = find_mtl(p)
+    from glacierflow.remote import is_remote
+
+    mtl = None if is_remote(p) else find_mtl(p)
     if mtl is not None:
         acquired, _sensor, mtl_id = acquisition_from_mtl(mtl)
         return acquired, "MTL", mtl_id or scene_id
@@ -152,9 +154,10 @@ def find_scenes(project: Project) -> list[SceneInfo]:
         If no scene is found, a file is not a readable georeferenced raster, a time is
         missing, or the grid covers none of the scenes (naming the grid's line).
     """
-    import rasterio
     from rasterio.errors import RasterioIOError
     from rasterio.warp import transform_bounds
+
+    from glacierflow.remote import open_raster
 
     files = _list_files(project)
     if not files:
@@ -166,7 +169,7 @@ def find_scenes(project: Project) -> list[SceneInfo]:
     scenes = []
     for p in files:
         try:
-            with rasterio.open(p) as src:
+            with open_raster(p) as src:
                 if src.crs is None:
                     raise InputError("scene has no CRS; glacierflow needs georeferenced images", p)
                 crs_wkt = src.crs.to_wkt()

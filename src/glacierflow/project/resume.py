@@ -84,6 +84,22 @@ def _same(value: Any, default: Any) -> bool:
     return value == (list(default) if isinstance(default, tuple) else default)
 
 
+def write_done(folder: Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` as the ``done.json`` marker of a pair's folder (atomically), last.
+
+    Returns
+    -------
+    pathlib.Path
+        The marker's path.
+    """
+    from glacierflow.atomic import atomic_write
+
+    done = folder / DONE_NAME
+    with atomic_write(done) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return done
+
+
 def scene_inputs(plan: PairPlan) -> dict[str, Any]:
     """Fingerprints of the pair's two scene files (size, time, sampled content hash; see
     :func:`glacierflow.scenes.file_fingerprint`): a scene replaced at the same path changes

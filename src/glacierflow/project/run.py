@@ -4,8 +4,6 @@ processes or on a Dask cluster, then the composites."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import multiprocessing as mp
 import sys
@@ -32,35 +30,34 @@ from glacierflow.project.resume import (
     pair_problem,
     product_checksums,
     scene_inputs,
+    write_done,
 )
 
 log = logging.getLogger("glacierflow")
 
 
-def _crop(scene, grid, margin_px: int):
-    """The part of a scene that covers the grid, with ``margin_px`` pixels to spare."""
+def _read_cropped(path, band: int | None, acquired, grid, margin_px: int):
+    """Read only the part of a scene that covers the grid, with ``margin_px`` pixels to spare
+    (a URL's other blocks never travel)."""
     import math
 
     from rasterio.warp import transform_bounds
-    from rasterio.windows import from_bounds
+    from rasterio.windows import Window, from_bounds
 
-    x0, y0, x1, y1 = transform_bounds(grid.crs_wkt, scene.crs, *grid.bounds, densify_pts=21)
-    win = from_bounds(x0, y0, x1, y1, transform=scene.transform)
-    rows, cols = scene.shape
+    from glacierflow.scenes import read_header, read_scene
+
+    head = read_header(path, band=band, acquired=acquired)
+    x0, y0, x1, y1 = transform_bounds(grid.crs_wkt, head.crs, *grid.bounds, densify_pts=21)
+    win = from_bounds(x0, y0, x1, y1, transform=head.transform)
+    rows, cols = head.shape
     r0 = max(0, math.floor(win.row_off) - margin_px)
     c0 = max(0, math.floor(win.col_off) - margin_px)
     r1 = min(rows, math.ceil(win.row_off + win.height) + margin_px)
     c1 = min(cols, math.ceil(win.col_off + win.width) + margin_px)
     if r1 - r0 <= 0 or c1 - c0 <= 0:
-        raise InputError("the scene does not reach the output grid", scene.path)
-    if (r0, c0, r1, c1) == (0, 0, rows, cols):
-        return scene
-    return dataclasses.replace(
-        scene,
-        data=scene.data[r0:r1, c0:c1].copy(),
-        valid=scene.valid[r0:r1, c0:c1].copy(),
-        transform=scene.transform @ scene.transform.translation(c0, r0),
-    )
+        raise InputError("the scene does not reach the output grid", head.path)
+    window = None if (r0, c0, r1, c1) == (0, 0, rows, cols) else Window(c0, r0, c1 - c0, r1 - r0)
+    return read_scene(head.path, band=band, acquired=acquired, window=window)
 
 
 def process_pair(
@@ -92,10 +89,8 @@ def process_pair(
     xarray.Dataset
         The pair product.
     """
-    from glacierflow.atomic import atomic_write
     from glacierflow.pair import make_pair
     from glacierflow.products import PRODUCT_NAMES, write_products
-    from glacierflow.scenes import read_scene
     from glacierflow.track import track_pair
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,12 +105,8 @@ def process_pair(
         settings = settings.updated(workers=workers)
     m = settings.matching
     margin = m.chip_px + m.search_px + m.step_px
-    ref = _crop(
-        read_scene(plan.ref.path, band=project.band, acquired=plan.ref.acquired), grid, margin
-    )
-    sec = _crop(
-        read_scene(plan.sec.path, band=project.band, acquired=plan.sec.acquired), grid, margin
-    )
+    ref = _read_cropped(plan.ref.path, project.band, plan.ref.acquired, grid, margin)
+    sec = _read_cropped(plan.sec.path, project.band, plan.sec.acquired, grid, margin)
     pair = make_pair(ref, sec, log=log.warning)
     if not pair.valid.any():
         raise InputError(
@@ -137,8 +128,7 @@ def process_pair(
         "checksums": product_checksums(folder),
         "glacierflow_version": __version__,
     }
-    with atomic_write(folder / DONE_NAME) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_done(folder, record)
     return ds
 
 
@@ -335,11 +325,7 @@ def run_project(
     if concurrent_pairs < 1:
         raise InputError(f"concurrent_pairs must be 1 or more, got {concurrent_pairs}")
 
-    def say(msg: str) -> None:
-        if echo is not None:
-            with tqdm.external_write_mode():
-                echo(msg)
-
+    say = _between_bars(echo)
     # The output folder first: one that cannot be written fails before any pair is tracked.
     check_writable_folder(project.output)
     plans = plan_pairs(project)
@@ -387,12 +373,26 @@ PLAN_NAME = "plan.json"
 
 
 def _write_plan(folder: Path, plans: Sequence[PairPlan]) -> None:
+    import json
+
     from glacierflow.atomic import atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     record = {"pairs": [plan.pair_id for plan in plans], "glacierflow_version": __version__}
     with atomic_write(folder / PLAN_NAME) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _between_bars(echo: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``echo`` as a function that prints between the progress bars (nothing if None)."""
+    from tqdm.auto import tqdm
+
+    def say(msg: str) -> None:
+        if echo is not None:
+            with tqdm.external_write_mode():
+                echo(msg)
+
+    return say
 
 
 def _unfinished(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic_core import PydanticCustomError
 
 from glacierflow.stack import ASSIGN_RULES
+from glacierflow.timeseries.settings import SeriesSettings
 
 #: Scene file patterns scanned in a folder when the project gives none.
 DEFAULT_PATTERNS = ("*.tif", "*.TIF", "*.tiff", "*.TIFF")
@@ -320,6 +321,21 @@ class TransectTable(_Table):
         return self
 
 
+class TimeseriesTable(SeriesSettings):
+    """``[timeseries]``: the network inversion run after the composites
+    (:class:`~glacierflow.timeseries.settings.SeriesSettings`: ``freq``, ``regularisation``,
+    ``lam``, ``min_resolution``, ``points``, ``formats``), plus ITS_LIVE granules or Zarr
+    cubes to invert with the project's own pairs (``itslive``, paths relative to the file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    itslive: Annotated[tuple[str, ...], BeforeValidator(_globs)] = ()
+
+    def settings(self) -> SeriesSettings:
+        """The series settings, without the extra inputs."""
+        return SeriesSettings(**self.model_dump(exclude={"itslive"}))
+
+
 class ProjectFile(_Table):
     """A whole project file; ``[matching]`` and ``[filtering]`` stay mappings (see module)."""
 
@@ -334,3 +350,4 @@ class ProjectFile(_Table):
     composites: CompositesTable = CompositesTable()
     analysis: AnalysisTable = AnalysisTable()
     transects: list[TransectTable] = []
+    timeseries: TimeseriesTable | None = None

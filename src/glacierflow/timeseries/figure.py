@@ -9,7 +9,6 @@ step), and optionally ``coverage_days`` and ``pair_count``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.dates as mdates
@@ -17,6 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+
+from glacierflow.atomic import atomic_write
 
 __all__ = ["series_figure", "write_series_csv"]
 
@@ -116,12 +117,6 @@ def write_series_csv(path: str | os.PathLike[str], steps_df: pd.DataFrame) -> Pa
     Path
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            steps_df.to_csv(fh, index=False, date_format="%Y-%m-%d", float_format="%.4g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        steps_df.to_csv(tmp, index=False, date_format="%Y-%m-%d", float_format="%.4g")
     return path

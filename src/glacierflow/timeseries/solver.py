@@ -194,23 +194,39 @@ def solve_grid(
         best_lam = np.where(take, lam, best_lam)
     assert best_d is not None and best_chi is not None
     best_u = (b * best_d[:, None, :]) @ np.swapaxes(fv, 1, 2) + u_null
-    # C = FV diag(d) (FV)^T + Z Nzz^-1 Z^T; Res = C N at the resolution lambda.
     d_res = 1.0 / (s + (resolution_lam * scale)[:, None])
+    var_out, res_out = _group_moments(groups or (np.eye(m),), n_mat, fv, z, n_zz_inv, best_d, d_res)
+    return best_u, var_out, best_chi / best_dof[:, None], res_out, best_lam
+
+
+def _group_moments(
+    groups: Sequence[np.ndarray],
+    n_mat: np.ndarray,
+    fv: np.ndarray,
+    z: np.ndarray,
+    n_zz_inv: np.ndarray,
+    d: np.ndarray,
+    d_res: np.ndarray,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per averaging matrix ``G``: posterior variances ``diag(G C G^T)`` (``d`` at the chosen
+    lambda) and resolutions ``diag(G Res G^+)`` (``d_res`` at the resolution lambda)."""
+    # C = FV diag(d) (FV)^T + Z Nzz^-1 Z^T; Res = C N at the resolution lambda.
+    k = z.shape[1]
     fvt_n = np.swapaxes(n_mat @ fv, 1, 2)  # (p, mr, m) = (FV)^T N
     zt_n = z.T @ n_mat  # (p, k, m)
     var_out, res_out = [], []
-    for g in groups or (np.eye(m),):
+    for g in groups:
         g_plus = (g > 0).T.astype(np.float64)  # (m, K)
         gfv = g @ fv  # (p, K, mr)
         gz = g @ z  # (K, k)
-        var = np.einsum("pkj,pj->pk", gfv**2, best_d)
+        var = np.einsum("pkj,pj->pk", gfv**2, d)
         var += np.einsum("ki,pil,kl->pk", gz, n_zz_inv, gz)
         res = np.einsum("pkj,pj,pjk->pk", gfv, d_res, fvt_n @ g_plus)
         if k:
             res += np.einsum("ki,pil,plk->pk", gz, n_zz_inv, zt_n @ g_plus)
         var_out.append(var)
         res_out.append(res)
-    return best_u, var_out, best_chi / best_dof[:, None], res_out, best_lam
+    return var_out, res_out
 
 
 def solve_fixed(n_mat: np.ndarray, rhs: np.ndarray, reg: np.ndarray, lam: np.ndarray) -> np.ndarray:

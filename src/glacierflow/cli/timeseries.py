@@ -1,0 +1,101 @@
+"""``glacierflow timeseries``: pairs (own, ITS_LIVE granules, a Zarr cube) to a velocity series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from glacierflow.timeseries.settings import FORMATS, SeriesSettings, parse_freq, parse_lam
+
+
+def _field_option(name: str, *decls: str, **overrides: Any) -> Any:
+    """A click option for a field of :class:`SeriesSettings`: its default and help."""
+    field = SeriesSettings.model_fields[name]
+    kwargs: dict[str, Any] = {
+        "default": field.default,
+        "show_default": True,
+        "help": field.description,
+        **overrides,
+    }
+    return click.option(*(decls or (f"--{name.replace('_', '-')}",)), name, **kwargs)
+
+
+def _converted(parse: Any) -> Any:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
+def _lonlat(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    points = []
+    for text in value:
+        parts = text.replace(" ", "").split(",")
+        try:
+            lon, lat = (float(p) for p in parts)
+        except ValueError:
+            raise click.BadParameter(f"expected LON,LAT in degrees, got {text!r}") from None
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise click.BadParameter(f"{text!r} is not a longitude, latitude in degrees")
+        points.append((lon, lat))
+    return tuple(points)
+
+
+@click.command("timeseries")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder for the cubes and the point series.",
+)
+@_field_option("freq", metavar="monthly|annual|annual-MM-DD|N", callback=_converted(parse_freq))
+@_field_option("regularisation", type=click.Choice(["first", "second"]))
+@_field_option("lam", metavar="gcv|discrepancy|NUMBER", callback=_converted(parse_lam))
+@_field_option("min_resolution", type=click.FloatRange(0, 1))
+@_field_option(
+    "points",
+    "--at",
+    multiple=True,
+    default=(),
+    show_default=False,
+    metavar="LON,LAT",
+    callback=_lonlat,
+    help="A point (degrees) whose series is printed and written as CSV and a figure; repeatable.",
+)
+@_field_option(
+    "formats",
+    "--format",
+    multiple=True,
+    type=click.Choice(FORMATS),
+    show_default=False,
+    help="Format of the cubes written; repeatable [default: zarr and netcdf].",
+)
+def command(inputs: tuple[Path, ...], out_dir: Path, **values: Any) -> None:
+    """Invert image pairs into a velocity time series on regular steps.
+
+    INPUTS are project output folders (their pairs/), pair product folders or files
+    (velocity.tif or .nc), ITS_LIVE image-pair granules (.nc) and local Zarr cubes in
+    ITS_LIVE's layout, in any mix; they are put on one grid (the project's, else the first
+    input's). Written to OUT: pairs_cube and velocity_series as Zarr and NetCDF with ITS_LIVE's
+    names, and for each --at point its steps (CSV), its pairs (CSV) and a figure.
+
+    \b
+    Examples:
+      glacierflow timeseries out/ -o out/timeseries --freq monthly --at -141.33,60.17
+      glacierflow timeseries out/ granules/*.nc -o series --freq 16 --format zarr
+    """
+    from glacierflow.timeseries.workflow import run_series
+
+    if not values["formats"]:
+        values["formats"] = FORMATS
+    result = run_series(list(inputs), out_dir, SeriesSettings(**values), echo=click.echo)
+    written = ", ".join(p.name for p in result.files.values())
+    click.echo(f"done: {written} and {len(result.points)} point series in {out_dir}")

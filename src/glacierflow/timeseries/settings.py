@@ -1,0 +1,149 @@
+"""Settings of a velocity time series: one definition for the three doors.
+
+:class:`SeriesSettings` is what ``glacierflow timeseries`` builds its options from (its fields'
+types, defaults and help), what the ``[timeseries]`` table of a project file validates into
+(:class:`glacierflow.project.tables.TimeseriesTable`) and what
+:func:`glacierflow.timeseries.workflow.run_series` takes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from glacierflow.timeseries.inversion import InversionSettings
+
+__all__ = ["FORMATS", "SeriesSettings", "parse_freq", "parse_lam"]
+
+#: File formats of the cubes written.
+FORMATS = ("zarr", "netcdf")
+
+_ANNUAL = re.compile(r"^annual(-\d{2}-\d{2})?$")
+
+
+def _problem(message: str) -> PydanticCustomError:
+    # The error type the project file's messages render as one sentence at the key's line
+    # (glacierflow.project.tables.problem).
+    return PydanticCustomError("project", "{message}", {"message": message, "key": ""})
+
+
+def parse_freq(value: Any) -> str | int:
+    """``"monthly"``, ``"annual"``, ``"annual-MM-DD"`` or a number of days (text or int).
+
+    Raises
+    ------
+    ValueError
+        Naming the allowed values.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    text = str(value).strip()
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    if text == "monthly" or _ANNUAL.match(text):
+        return text
+    raise ValueError(
+        'must be "monthly", "annual", "annual-MM-DD" (years from that day) or a whole number '
+        f"of days, got {value!r}"
+    )
+
+
+def parse_lam(value: Any) -> str | float:
+    """``"gcv"``, ``"discrepancy"`` or a non-negative number (text or number).
+
+    Raises
+    ------
+    ValueError
+        Naming the allowed values.
+    """
+    if isinstance(value, str) and value.strip() in ("gcv", "discrepancy"):
+        return value.strip()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number >= 0:
+        raise ValueError(f'must be "gcv", "discrepancy" or a number >= 0, got {value!r}')
+    return number
+
+
+def _pairs_of_numbers(value: Any) -> Any:
+    if isinstance(value, list | tuple) and all(
+        isinstance(p, list | tuple)
+        and len(p) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p)
+        for p in value
+    ):
+        return tuple((float(p[0]), float(p[1])) for p in value)
+    raise _problem(f"must be a list of [longitude, latitude] pairs (degrees), got {value!r}")
+
+
+def _formats(value: Any) -> Any:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items or any(v not in FORMATS for v in items):
+        raise _problem(f'must name "zarr", "netcdf" or both, got {value!r}')
+    return tuple(dict.fromkeys(items))
+
+
+class SeriesSettings(BaseModel):
+    """How pairs become a velocity time series, and what is written.
+
+    See :mod:`glacierflow.timeseries.inversion` for the inversion's model and choices.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    freq: str | int = Field(
+        "monthly",
+        description='Steps of the series: "monthly", "annual", "annual-MM-DD" (years from '
+        "that day) or a number of days.",
+    )
+    regularisation: Literal["first", "second"] = Field(
+        "first", description="Differences of consecutive steps that are penalised (order)."
+    )
+    lam: str | float = Field(
+        "gcv",
+        description='Strength of the temporal regularisation: "gcv" (generalised '
+        'cross-validation within the pairs\' stated errors), "discrepancy", or a fixed number '
+        "relative to the data's weight.",
+    )
+    min_resolution: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Smallest share of a step the pairs alone must determine for it to be "
+        "reported (model resolution); below it the step is a gap (NaN).",
+    )
+    points: Annotated[tuple[tuple[float, float], ...], BeforeValidator(_pairs_of_numbers)] = Field(
+        (), description="Points [longitude, latitude] (degrees) whose series are plotted."
+    )
+    formats: Annotated[tuple[Literal[FORMATS], ...], BeforeValidator(_formats)] = Field(  # type: ignore[valid-type]
+        FORMATS, description="Formats of the cubes written: zarr, netcdf or both."
+    )
+
+    @field_validator("freq", mode="before")
+    @classmethod
+    def _freq(cls, value: Any) -> Any:
+        try:
+            return parse_freq(value)
+        except ValueError as exc:
+            raise _problem(str(exc)) from None
+
+    @field_validator("lam", mode="before")
+    @classmethod
+    def _lam(cls, value: Any) -> Any:
+        try:
+            return parse_lam(value)
+        except ValueError as exc:
+            raise _problem(str(exc)) from None
+
+    def inversion(self) -> InversionSettings:
+        """The :class:`~glacierflow.timeseries.inversion.InversionSettings` of these settings."""
+        return InversionSettings(
+            regularisation=self.regularisation,
+            lam=self.lam,
+            min_resolution=self.min_resolution,
+        )
