@@ -179,9 +179,11 @@ def test_unwritable_outputs_fail_in_a_second_leaving_nothing(pair, tmp_path, rea
     }
     for out, needle in cases.items():
         t0 = time.monotonic()
-        done = cli("track", ref, sec, "-o", out, "--tile-nodes", "2000")
+        # Matching at a 4 px step would take tens of seconds: the margin tells it from a
+        # refusal on a machine busy enough to slow the start-up down.
+        done = cli("track", ref, sec, "-o", out, "--tile-nodes", "2000", "--step-px", "4")
         assert_one_line_error(done, str(out), needle)
-        assert time.monotonic() - t0 < baseline + 1.5, f"{out}: refused only after work"
+        assert time.monotonic() - t0 < baseline + 3.0, f"{out}: refused only after work"
         assert not (out / ".glacierflow-work").exists()
     assert (tmp_path / "a_file").read_text() == "in the way"
     assert list(read_only_dir.iterdir()) == []
@@ -625,3 +627,22 @@ def test_fuzzed_project_files_never_give_a_traceback(fuzz_inputs, data):
         plan_pairs(load_project(path))
     except GlacierflowError:
         pass  # the command line says it in one line, exit 2
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    folder = tmp_path / "tiny_disk"
+    if not _mount_tmpfs(folder, "size=40k"):
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_full_disk_during_a_run_is_one_line_leaving_no_staged_files(tmp_path, tiny_disk):
+    path = _build_project(tmp_path)
+    path.write_text(path.read_text().replace('output = "out"', f'output = "{tiny_disk}/out"'))
+    done = cli("run", path, "--no-report")
+    assert_one_line_error(done, "No space left on device")
+    for folder in (tiny_disk / "out" / "pairs").glob("*/"):
+        hidden = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+        assert hidden == [], f"{folder}: {hidden}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import os
 import re
@@ -340,8 +341,16 @@ def _grid_mapping(crs: CRS, geotransform: str) -> xr.DataArray:
 
 def _save_netcdf(out: xr.Dataset, path: Path, encoding: Mapping[str, Any]) -> Path:
     """``out`` as NetCDF-4 (engine ``h5netcdf``) at ``path``, atomically."""
+    options = {"engine": "h5netcdf", "format": "NETCDF4", "encoding": dict(encoding)}
     with atomic_write(path) as tmp:
-        out.to_netcdf(tmp, engine="h5netcdf", format="NETCDF4", encoding=dict(encoding))
+        if shutil.disk_usage(tmp.parent).free > 2 * out.nbytes + 2**20:
+            out.to_netcdf(tmp, **options)
+        else:
+            # HDF5 brings the process down when the disk fills under it: near a full disk the
+            # file is built in memory and written with plain I/O, which fails cleanly.
+            buffer = io.BytesIO()
+            out.to_netcdf(buffer, **options)
+            tmp.write_bytes(buffer.getbuffer())
     return path
 
 

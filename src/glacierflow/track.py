@@ -683,7 +683,7 @@ def track_to_products(
     complete, so that a killed run picks up where it stopped. Returns the dataset and a mapping
     from product name to path.
     """
-    from glacierflow.products import write_products
+    from glacierflow.products import remove_stale_staging, write_products
     from glacierflow.scenes import read_preview
 
     # Settings first: a bad setting is reported before any image is read.
@@ -691,6 +691,8 @@ def track_to_products(
     # Then the output folders: a folder that cannot be written fails now, not after matching.
     check_writable_folder(out_dir)
     out_existed = Path(out_dir).exists()
+    if out_existed:
+        remove_stale_staging(out_dir)  # what a killed run left, before this one starts
     if s.tiling.work_dir is not None:
         check_writable_folder(s.tiling.work_dir, "work folder")
     pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)

@@ -90,14 +90,15 @@ def process_pair(
         The pair product.
     """
     from glacierflow.pair import make_pair
-    from glacierflow.products import PRODUCT_NAMES, write_products
+    from glacierflow.products import PRODUCT_NAMES, remove_stale_staging, write_products
     from glacierflow.track import track_pair
 
     folder.mkdir(parents=True, exist_ok=True)
     # Leftovers of a killed run: stale marker and hidden temporaries of the atomic writers.
     (folder / DONE_NAME).unlink(missing_ok=True)
+    remove_stale_staging(folder)
     for leftover in folder.glob(".*"):
-        if ".staged-" in leftover.name or ".tmp-" in leftover.name:
+        if (".staged-" in leftover.name or ".tmp-" in leftover.name) and leftover.is_file():
             leftover.unlink(missing_ok=True)
     grid = project.grid()
     settings = project.track_settings
