@@ -4,7 +4,8 @@ Thousands of random ``glacierflow track`` argument lists (every setting of the t
 non-numeric and path values, broken or missing inputs, unwritable outputs) and of mutated
 project files (wrong values, dropped or garbage lines, truncated or binary bytes) run in this
 process. The expected outcomes are exit 0 (it ran) and exit 2 (usage or a one-line error);
-anything else, a traceback above all, is printed with its arguments.
+anything else, a traceback above all, is printed with its arguments. Arguments hold no NUL
+byte: a command line cannot carry one.
 
     python benchmarks/fuzz.py --track 2000 --project 2000 --seed 0
 """
@@ -31,7 +32,7 @@ from glacierflow.settings import LEAVES
 
 ODD = ["0", "-1", "1", "2", "8", "32", "1e309", "inf", "-inf", "nan", "", "abc", "3.5", "100000",
        "-0", "1e-300", "/nonexistent.tif", "phase", "ncc", "none", "wallis", "2016-07-18",
-       "9999-12-31", "\x00", "é", "--", "-5.5e3"]  # fmt: skip
+       "9999-12-31", "é", "--", "-5.5e3"]  # fmt: skip
 PROJECT_VALUES = ["0", "-1", "1e309", "inf", "nan", '"x"', "true", "[]", "[1, 2]", "{}",
                   '"EPSG:4326"', "1979-01-01", "0.001", "[0, 0, 1, 1]", '"/proc"', "3"]  # fmt: skip
 PROJECT = """name = "fuzz"
@@ -79,7 +80,7 @@ def crop_inputs(root: Path, side_px: int = 128) -> dict[str, Path]:
 
 
 def random_text(rng: random.Random, n: int) -> str:
-    return "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0, 0x2FF)])) for _ in
+    return "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(1, 0x2FF)])) for _ in
                    range(rng.randrange(n + 1)))  # fmt: skip
 
 
