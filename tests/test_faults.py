@@ -647,3 +647,15 @@ def test_a_full_disk_during_a_run_is_one_line_leaving_no_staged_files(tmp_path, 
     for folder in (tiny_disk / "out" / "pairs").glob("*/"):
         hidden = [p.name for p in folder.iterdir() if p.name.startswith(".")]
         assert hidden == [], f"{folder}: {hidden}"
+
+
+def test_run_with_a_bogus_scheduler_or_an_unwritable_output_leaves_nothing(tmp_path):
+    path = _build_project(tmp_path)
+    done = cli("run", path, "--scheduler", "tcp://127.0.0.1:1", "--no-report")
+    assert_one_line_error(done, "cannot reach the dask scheduler")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "blocker").write_text("x")
+    path.write_text(path.read_text().replace('output = "out"', 'output = "blocker/out"'))
+    done = cli("run", path, "--no-report")
+    assert_one_line_error(done, "blocker is a file")
+    assert (tmp_path / "blocker").read_text() == "x"

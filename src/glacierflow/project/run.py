@@ -332,7 +332,10 @@ def run_project(
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
-    _write_plan(project.output / "pairs", plans)
+    if (project.output / "pairs").is_dir():
+        # Folders of an earlier plan may be there: list the current pairs before any work
+        # (a fresh output folder gets its list with the composites, so a failure creates none).
+        _write_plan(project.output / "pairs", plans)
     lines = _PairLines(plans, say)
     jobs = _unfinished(project, plans, pair_dirs, lines)
 
@@ -360,6 +363,7 @@ def run_project(
             raise _in_project_terms(exc) from exc
     processed = [plan.pair_id for i, plan in enumerate(plans) if i in done]
     skipped = [plan.pair_id for i, plan in enumerate(plans) if i not in done]
+    _write_plan(project.output / "pairs", plans)
     say("composites:")
     result = compose_products(project, pair_dirs, report=report, echo=say)
     result.pairs, result.processed, result.skipped = plans, processed, skipped
