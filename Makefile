@@ -1,6 +1,8 @@
 # Two entry points, each self-contained on a fresh machine with Python 3.11+:
 #   make demo   sets up .venv and runs the demo pipeline on the bundled Yahtse pair
-#   make test   sets up .venv and runs ruff and the whole test suite
+#               (replacing the products of an earlier make demo)
+#   make test   sets up .venv (glacierflow with every extra, .[test]) and runs ruff and the
+#               whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +19,7 @@ $(BIN)/glacierflow: pyproject.toml
 setup: $(BIN)/glacierflow
 
 demo: setup
-	$(BIN)/glacierflow demo -o $(DEMO_OUT)
+	$(BIN)/glacierflow demo -o $(DEMO_OUT) --overwrite
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -1,13 +1,25 @@
-"""Matching speed on a real-texture pair, against a per-node OpenCV loop in the same run.
+"""Whole-process speed on the real Yahtse pair, and matching speed, against a per-node OpenCV
+loop measured in the same run.
 
-Usage: ``python benchmarks/speed.py [--size 2048] [--kernels]``
+Usage: ``python benchmarks/speed.py [--repeat 2] [--compare-src DIR] [--matching] [--kernels]``
 
-Both matchers use chip 32 px, search +/-16 px, step 8 px on the same pair: a 2048 x 2048 px image
-mirrored from the Yahtse Landsat 8 scene and its copy warped by a known glacier-like field (up to
-10 px, with a 0.3/-0.2 px misregistration). The baseline is what most scripts do: one
-``cv2.matchTemplate(TM_CCOEFF_NORMED)`` call per node, ``cv2.minMaxLoc`` and a three-point
-parabola for the sub-pixel peak. Printed: nodes per second, the ratio to the baseline, and the
-accuracy of both against the known field (median and 95th percentile error, in pixels).
+The baseline is what most scripts do: one ``cv2.matchTemplate(TM_CCOEFF_NORMED)`` call per node,
+``cv2.minMaxLoc`` and a three-point parabola for the sub-pixel peak (chip 32 px, search +/-16 px),
+one core, matching only (no reading, filtering or writing).
+
+The first table times the whole ``glacierflow track`` process (start-up, reading, matching,
+filtering, co-registration, error model, the four products) on the bundled Landsat 8 Yahtse pair
+(1,087 x 1,698 px) at steps 4 and 8 px with 1 and 2 workers: wall time, its ratio to the loop on
+the same nodes, and the CPU utilisation of the whole process tree (CPU seconds of the process and
+every worker, sampled with psutil, over wall seconds: 200 % is two busy cores). The stable-ground
+spread of the product (std of vx, m/yr, slowest quarter) shows its accuracy. ``--compare-src``
+runs another source tree (e.g. ``/work/main/src``) in the same loop, interleaved, as a second
+baseline. ``glacierflow --help`` is timed too (best of five).
+
+``--matching`` adds the matching-only table: a 2048 x 2048 px image mirrored from the Yahtse scene
+and its copy warped by a known glacier-like field (up to 10 px, with a 0.3/-0.2 px
+misregistration), step 8 px: nodes per second, the ratio to the loop, and the accuracy of both
+against the known field (median and 95th percentile error, in pixels).
 
 ``--kernels`` adds the measured crossover of the two NCC kernels (shared block FFTs and dense
 box-filtered products per offset) at several node steps, next to the kernel that the cost model
@@ -18,11 +30,17 @@ Landsat 7 SLC-off gaps (masked NCC per node against the masked dense kernel).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+from glacierflow.demo import demo_inputs
 from glacierflow.execute import Executor
 from glacierflow.matching import MatchSettings, make_grid, match
 from glacierflow.synthetic import glacier_field, warp_image
@@ -69,16 +87,180 @@ def errors(g, dx, dy, tx, ty) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--size", type=int, default=2048, help="image side, pixels")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs, best kept")
+    ap.add_argument("--steps", type=int, nargs="+", default=[4, 8], help="whole-process steps")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="whole-process workers")
+    ap.add_argument(
+        "--compare-src", type=Path, default=None, help="another source tree, timed alongside"
+    )
+    ap.add_argument("--matching", action="store_true", help="also the matching-only table")
+    ap.add_argument("--size", type=int, default=2048, help="image side of --matching, pixels")
     ap.add_argument(
         "--kernels",
         action="store_true",
         help="also time each NCC kernel (block FFT, dense) at several steps: the crossover",
     )
     ap.add_argument("--kernel-size", type=int, default=1024, help="image side for --kernels")
-    ap.add_argument("--steps", type=int, nargs="+", default=[2, 3, 4, 6, 8], help="--kernels steps")
+    ap.add_argument(
+        "--kernel-steps", type=int, nargs="+", default=[2, 3, 4, 6, 8], help="--kernels steps"
+    )
     args = ap.parse_args()
+    whole_process_table(args)
+    if args.matching:
+        print()
+        matching_table(args)
+    if args.kernels:
+        chip, search = 32, 16
+        ref = large_texture(args.size)
+        tx, ty = glacier_field(ref.shape, peak_px=10.0, misregistration_px=(0.3, -0.2))
+        ref32 = ref.astype(np.float32)
+        print()
+        kernel_table(ref32[: args.kernel_size, : args.kernel_size], tx, ty, chip, search, args)
+        print()
+        slc_off_table(ref32[:384, :384], tx, ty, chip, search, args)
+
+
+def _tree_cpu_s(proc, seen: dict[int, float]) -> None:
+    """Record the CPU seconds (user + system) of ``proc`` and its descendants in ``seen``."""
+    import psutil
+
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            seen[p.pid] = max(seen.get(p.pid, 0.0), t.user + t.system)
+        except psutil.Error:
+            pass
+
+
+def run_track(src: Path, ref: Path, sec: Path, step: int, workers: int) -> dict:
+    """One ``glacierflow track`` process of the tree ``src``: wall seconds, CPU seconds of the
+    process tree, and the stable-ground std of vx (m/yr) from its summary."""
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    with tempfile.TemporaryDirectory(prefix="speed-") as out:
+        cmd = [sys.executable, "-m", "glacierflow.cli", "track", str(ref), str(sec), "-o", out]
+        cmd += ["--step-px", str(step), "--workers", str(workers), "--no-progress"]
+        seen: dict[int, float] = {}
+        t0 = time.perf_counter()
+        proc = psutil.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while proc.poll() is None:
+            _tree_cpu_s(proc, seen)
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise SystemExit(f"{src}: track failed: {proc.stderr.read().decode()[-2000:]}")
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    cpu = sum(seen.values())
+    std = _find(summary.get("stable_ground", summary), "vx_std_m_per_yr")
+    return dict(wall=wall, cpu=cpu, std=std)
+
+
+def _find(tree, key: str):
+    """The first value of ``key`` anywhere in a nested dict (summary layouts differ)."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        for value in tree.values():
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def help_time_s(src: Path, repeat: int = 5) -> float:
+    """Best wall time of ``glacierflow --help`` from the source tree ``src``, in seconds."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "glacierflow.cli", "--help"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def whole_process_table(args) -> None:
+    """The whole ``glacierflow track`` process on the Yahtse pair against the cv2 loop."""
+    import rasterio
+
+    chip, search = 32, 16
+    ref_path, sec_path, _ = demo_inputs()
+    with rasterio.open(ref_path) as a, rasterio.open(sec_path) as b:
+        ref, sec = a.read(1).astype(np.float32), b.read(1).astype(np.float32)
+    here = Path(__file__).resolve().parents[1] / "src"
+    trees = {"this tree": here}
+    if args.compare_src is not None:
+        trees[f"{args.compare_src}"] = args.compare_src.resolve()
+    loop = {step: np.inf for step in args.steps}
+    best: dict[tuple, dict] = {}
+    # Interleaved: every repetition runs each configuration once, so that a busy spell of the
+    # machine falls on all of them alike; the best of the repetitions is kept.
+    for _ in range(args.repeat):
+        for step in args.steps:
+            t0 = time.perf_counter()
+            g, _, _ = cv2_loop(ref, sec, chip, search, step)
+            loop[step] = min(loop[step], time.perf_counter() - t0)
+            for workers in args.workers:
+                for name, src in trees.items():
+                    r = run_track(src, ref_path, sec_path, step, workers)
+                    key = (step, workers, name)
+                    if key not in best or r["wall"] < best[key]["wall"]:
+                        best[key] = r
+    rows = []
+    for step in args.steps:
+        n = make_grid(ref.shape, chip_px=chip, search_px=search, step_px=step).shape
+        nodes = n[0] * n[1]
+        rows.append(
+            dict(
+                run="cv2.matchTemplate loop + parabola (matching only)",
+                step_px=step,
+                workers=1,
+                nodes=nodes,
+                wall_s=f"{loop[step]:.2f}",
+                nodes_per_s=f"{nodes / loop[step]:,.0f}",
+                vs_loop="1.00",
+                cpu_pct="",
+                stable_vx_std="",
+            )
+        )
+        for workers in args.workers:
+            for name in trees:
+                r = best[(step, workers, name)]
+                rows.append(
+                    dict(
+                        run=f"glacierflow track, whole process ({name})",
+                        step_px=step,
+                        workers=workers,
+                        nodes=nodes,
+                        wall_s=f"{r['wall']:.2f}",
+                        nodes_per_s=f"{nodes / r['wall']:,.0f}",
+                        vs_loop=f"{loop[step] / r['wall']:.2f}",
+                        cpu_pct=f"{100 * r['cpu'] / r['wall']:.0f}",
+                        stable_vx_std="" if r["std"] is None else f"{r['std']:.2f}",
+                    )
+                )
+    print(
+        f"Yahtse pair {ref.shape[0]} x {ref.shape[1]} px, chip {chip}, search +/-{search}; "
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; best of "
+        f"{args.repeat}, interleaved"
+    )
+    cols = ["run", "step_px", "workers", "nodes", "wall_s", "nodes_per_s", "vs_loop", "cpu_pct"]
+    print(table(rows, [*cols, "stable_vx_std"]))
+    for name, src in trees.items():
+        print(f"glacierflow --help ({name}): {help_time_s(src):.3f} s (best of 5)")
+
+
+def matching_table(args) -> None:
+    """Matching only, on the warped 2048 px texture, against the cv2 loop (step 8)."""
     chip, search, step = 32, 16, 8
     ref = large_texture(args.size)
     tx, ty = glacier_field(ref.shape, peak_px=10.0, misregistration_px=(0.3, -0.2))
@@ -147,11 +329,6 @@ def main() -> None:
             ],
         )
     )
-    if args.kernels:
-        print()
-        kernel_table(ref32[: args.kernel_size, : args.kernel_size], tx, ty, chip, search, args)
-        print()
-        slc_off_table(ref32[:384, :384], tx, ty, chip, search, args)
 
 
 def slc_off_table(ref, tx, ty, chip: int, search: int, args) -> None:
@@ -205,7 +382,7 @@ def kernel_table(ref, tx, ty, chip: int, search: int, args) -> None:
     sec = warp_image(ref, tx[: ref.shape[0], : ref.shape[1]], ty[: ref.shape[0], : ref.shape[1]])
     sec = sec.astype(np.float32)
     rows = []
-    for step in args.steps:
+    for step in args.kernel_steps:
         rate, err = {}, {}
         for kernel in ("fft", "dense"):
             settings = MatchSettings(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import rasterio
@@ -223,15 +224,35 @@ def test_failed_run_keeps_existing_products(files, tmp_path, extra):
     sentinels = {name: f"earlier product {name}\n".encode() for name in PRODUCTS}
     for name, content in sentinels.items():
         (out / name).write_bytes(content)
-    result = run("track", files["ref"], files["sec"], "-o", out, *extra)
+    result = run("track", files["ref"], files["sec"], "-o", out, "--overwrite", *extra)
     assert result.exit_code == 2, result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == sentinels
+
+
+def test_existing_products_are_kept_without_overwrite(files, tmp_path):
+    out = tmp_path / "out"
+    first = run("track", files["ref"], files["sec"], "-o", out, "--step-px", "16")
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with rasterio.open(out / "velocity.tif") as tif:
+        assert tif.res == (240.0, 240.0)
+    again = run("track", files["ref"], files["sec"], "-o", out)
+    assert_clean_failure(again, str(out), "velocity.tif", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # One product left is enough to refuse; --overwrite replaces the set (step 16 -> 8 px).
+    (out / "velocity.tif").unlink()
+    assert_clean_failure(run("track", files["ref"], files["sec"], "-o", out), "velocity.nc")
+    replaced = run("track", files["ref"], files["sec"], "-o", out, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(PRODUCTS)
+    with rasterio.open(out / "velocity.tif") as tif:
+        assert tif.res == (120.0, 120.0)  # the second run's 8 px nodes
 
 
 def test_unwritable_product_fails_cleanly(files, tmp_path):
     out = tmp_path / "out"
     (out / "velocity.nc").mkdir(parents=True)
-    result = run("track", files["ref"], files["sec"], "-o", out)
+    result = run("track", files["ref"], files["sec"], "-o", out, "--overwrite")
     assert_clean_failure(result, "velocity.nc")
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
 
@@ -316,3 +337,70 @@ def test_search_error_names_its_flag():
         "--end", "2003-12-31", "--url", "http://127.0.0.1:9",
     )  # fmt: skip
     assert_clean_failure(result, "--bbox must be west south east north")
+
+
+# --------------------------------------------------------------------------------------------
+# Manners: one --workers, examples in every command's help
+
+
+def test_workers_means_the_same_in_track_demo_and_run():
+    from glacierflow.execute import available_cpus
+
+    options = {}
+    for name in ("track", "demo", "run"):
+        command = cli.get_command(click.Context(cli), name)
+        (option,) = [p for p in command.params if p.name == "workers"]
+        options[name] = option
+        assert option.opts == ["--workers"], name
+        assert option.get_default(click.Context(command)) == available_cpus(), name
+    helps = {o.help for o in options.values()}
+    assert len(helps) == 1 and "Processes" in helps.pop()
+    assert len({repr(o.type) for o in options.values()}) == 1
+
+
+@pytest.mark.parametrize("name", ["track", "demo", "run", "search", "publish", "serve"])
+def test_every_command_shows_usage_examples(name):
+    result = run(name, "--help")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() in ("Example:", "Examples:"))
+    examples = [line.strip() for line in lines[start + 1 :] if line.startswith("    glacierflow")]
+    assert examples and all(e.startswith(f"glacierflow {name}") for e in examples), examples
+
+
+def test_help_lists_commands_without_importing_them():
+    """``glacierflow --help`` imports neither numpy nor the settings tree (pydantic) nor any
+    command, and lists the commands exactly as a group holding them all would."""
+    import importlib
+
+    import click
+
+    probe = (
+        "import sys; from glacierflow.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('numpy', 'pydantic', 'glacierflow.settings', 'xarray',"
+        " 'glacierflow.cli.track') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "HEAVY []" in out
+    cli_main = importlib.import_module("glacierflow.cli.main")
+    eager = click.Group("glacierflow")
+    for name, (module, _) in cli_main.COMMANDS.items():
+        eager.add_command(importlib.import_module(f"glacierflow.cli.{module}").command, name)
+    # Every command module of the package is in the table.
+    import pkgutil
+
+    import glacierflow.cli as package
+
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__) if m.name[0] != "_"}
+    with_command = {
+        m for m in modules if hasattr(importlib.import_module(f"glacierflow.cli.{m}"), "command")
+    }
+    assert with_command == {module for module, _ in cli_main.COMMANDS.values()}
+    lazy = cli_main.GlacierflowGroup("glacierflow")  # no command imported yet
+    listed = CliRunner().invoke(lazy, ["--help"]).output.split("Commands:")[1]
+    assert listed == CliRunner().invoke(eager, ["--help"]).output.split("Commands:")[1]
+    assert lazy.commands == {}

@@ -117,6 +117,33 @@ def test_outlines_elsewhere_are_an_error():
         assert str(EVEREST_RGI) in str(exc.value)
 
 
+def test_outlines_elsewhere_are_located_in_degrees(tmp_path):
+    # Outlines drawn in degrees, an image grid in UTM 45N 1.8 degrees east of them: the error
+    # gives both extents in degrees, with the file's and the grid's CRS.
+    path = tmp_path / "drawn.gpkg"
+    gpd.GeoDataFrame(geometry=[box(84.90, 27.90, 85.00, 28.00)], crs="EPSG:4326").to_file(path)
+    transform, shape = Affine(30, 0, 480_000, 0, -30, 3_100_000), (100, 100)
+    with pytest.raises(InputError, match="do not overlap the image grid") as exc:
+        outline_mask(path, crs="EPSG:32645", transform=transform, shape=shape)
+    message = str(exc.value)
+    assert (
+        "the outlines cover lon 84.900..85.000, lat 27.900..28.000 (file CRS EPSG:4326" in message
+    )
+    # The grid's corners (480-483 km E, 3097-3100 km N in zone 45N) projected with pyproj.
+    assert "the image covers lon 86.797..86.827, lat 27.998..28.025 (EPSG:32645, " in message
+    assert "UTM zone 45N" in message
+    raster = tmp_path / "far_mask.tif"
+    profile = dict(driver="GTiff", width=10, height=10, count=1, dtype="uint8", crs="EPSG:4326")
+    with rasterio.open(
+        raster, "w", transform=Affine(0.01, 0, 84.9, 0, -0.01, 28.0), **profile
+    ) as dst:
+        dst.write(np.ones((1, 10, 10), np.uint8))
+    with pytest.raises(InputError, match="marks no stable cell") as exc:
+        mask_from_file(raster, crs="EPSG:32645", transform=transform, shape=shape)
+    assert "the mask covers lon 84.900..85.000, lat 27.900..28.000 (EPSG:4326" in str(exc.value)
+    assert "lon 86.797..86.827" in str(exc.value)
+
+
 def test_tiny_polygons_on_a_coarse_grid_say_so(tmp_path):
     path = tmp_path / "tiny.gpkg"
     gpd.GeoDataFrame(geometry=[box(100, 100, 110, 110)], crs="EPSG:32645").to_file(path)

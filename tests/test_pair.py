@@ -234,7 +234,52 @@ def test_far_apart_scenes_do_not_overlap(ref, sec, tmp_path):
     message = str(exc_info.value)
     assert "do not overlap" in message
     assert REF_NAME in message and "sec_100km_east.tif" in message
-    assert "465067.5..490537.5 E" in message and "565067.5..590537.5 E" in message
+    # Each extent (the earlier image first) in degrees with its CRS, checkable on a map: the
+    # corners of each image, projected with pyproj, lie on the bounds given (the edges between
+    # them bulge a little).
+    extents = _lonlat_extents(message)
+    assert [crs for _, crs in extents] == ["EPSG:32607, WGS 84 / UTM zone 7N"] * 2
+    for (bounds, _), x0 in zip(extents, (465_067.5, 565_067.5), strict=True):
+        _assert_corners_on(bounds, x0, 6_681_577.5, 1698 * 15.0, 1087 * 15.0, "EPSG:32607")
+
+
+def _lonlat_extents(message: str) -> list[tuple[tuple[float, ...], str]]:
+    """``(lon0, lon1, lat0, lat1), crs`` of each ``lon a..b, lat c..d (CRS)`` in a message."""
+    import re
+
+    found = re.findall(
+        r"lon (-?[\d.]+)\.\.(-?[\d.]+), lat (-?[\d.]+)\.\.(-?[\d.]+) \(([^)]*)\)", message
+    )
+    return [(tuple(float(v) for v in f[:4]), f[4]) for f in found]
+
+
+def _assert_corners_on(bounds, x0, y1, width_m, height_m, crs) -> None:
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    xs = [x0, x0 + width_m, x0, x0 + width_m]
+    ys = [y1, y1, y1 - height_m, y1 - height_m]
+    lon, lat = to_lonlat.transform(xs, ys)
+    lon0, lon1, lat0, lat1 = bounds
+    assert lon0 == pytest.approx(min(lon), abs=2e-3) and lon1 == pytest.approx(max(lon), abs=2e-3)
+    assert lat1 == pytest.approx(max(lat), abs=0.02) and lat0 == pytest.approx(min(lat), abs=0.02)
+    assert lat0 <= min(lat) + 1e-3 and lat1 >= max(lat) - 1e-3
+
+
+def test_no_overlap_across_utm_zones_is_given_in_degrees(ref, sec, tmp_path):
+    # The secondary in the next UTM zone, 300 km east: metres of two zones cannot be compared.
+    x0 = 300_000.0
+    zone8 = Affine(15.0, 0.0, x0, 0.0, -15.0, 6_700_000.0)
+    path = write_like(tmp_path / "sec_zone8.tif", sec.data.astype(np.uint16), zone8, "EPSG:32608")
+    moved = read_scene(path, acquired=sec.acquired)
+    with pytest.raises(InputError, match="do not overlap") as exc_info:
+        make_pair(ref, moved)
+    (ref_bounds, ref_crs), (sec_bounds, sec_crs) = _lonlat_extents(str(exc_info.value))
+    assert ref_crs == "EPSG:32607, WGS 84 / UTM zone 7N"
+    assert sec_crs == "EPSG:32608, WGS 84 / UTM zone 8N"
+    _assert_corners_on(ref_bounds, 465_067.5, 6_681_577.5, 1698 * 15.0, 1087 * 15.0, "EPSG:32607")
+    _assert_corners_on(sec_bounds, x0, 6_700_000.0, 1698 * 15.0, 1087 * 15.0, "EPSG:32608")
+    assert sec_bounds[0] > ref_bounds[1]  # east of the reference, as placed
 
 
 def test_overlap_of_one_column_is_too_small(ref, sec, tmp_path):

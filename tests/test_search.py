@@ -234,3 +234,45 @@ def test_unreachable_server_and_bad_arguments(tmp_path):
         search_scenes(BBOX, "2003-01-01", "1999-12-31", url="http://127.0.0.1:9")
     with pytest.raises(InputError, match=r"^start must be a date"):
         search_scenes(BBOX, "yesterday", "1999-12-31", url="http://127.0.0.1:9")
+
+
+def _no_proxy_env() -> dict[str, str]:
+    import os
+
+    proxies = {"http_proxy", "https_proxy", "all_proxy"}
+    return {k: v for k, v in os.environ.items() if k.lower() not in proxies}
+
+
+def test_search_without_network_says_so_in_one_line(tmp_path):
+    # .invalid never resolves (RFC 2606): what a machine without network sees for any host.
+    out = tmp_path / "scenes.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "glacierflow.cli", "search", "--bbox", *map(str, BBOX),
+         "--start", "1999-01-01", "--end", "2003-12-31", "--url", "http://nonexistent.invalid",
+         "-o", str(out)],
+        capture_output=True, text=True, timeout=120, env=_no_proxy_env(),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # no retry lines of the HTTP client
+    assert lines[0].startswith("glacierflow: error: cannot search the STAC API at ")
+    assert "host 'nonexistent.invalid' could not be resolved" in lines[0]
+    assert "refused" not in lines[0] and not out.exists()
+
+
+def test_a_refused_connection_is_named_as_such(monkeypatch):
+    import socket
+    import time
+
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as sock:  # a loopback port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(InputError) as exc_info:
+        search_scenes(BBOX, "1999-01-01", "2003-12-31", url=f"http://127.0.0.1:{port}")
+    message = str(exc_info.value)
+    assert f"the connection to 127.0.0.1 port {port} was refused" in message
+    assert "Max retries" not in message
+    assert time.monotonic() - start < 5  # not retried with back-off

@@ -37,6 +37,46 @@ def test_time_steps_monthly_annual_days_and_glaciological_years():
         time_steps("2020-01-01", "2020-02-01", "weekly")
 
 
+def test_an_end_on_a_step_edge_adds_no_empty_trailing_step():
+    # 2020-01-01 + 2 x 16 days = 2020-02-02: the last acquisition falls exactly on an edge.
+    e = time_steps("2020-01-01", "2020-02-02", 16)
+    assert list(e) == [_d("2020-01-01"), _d("2020-01-17"), _d("2020-02-02")]
+    # One second later the pair reaches into a third step, which is then needed.
+    e = time_steps("2020-01-01", "2020-02-02T00:00:01", 16)
+    assert e.size == 4 and e[-1] == _d("2020-02-18")
+    # The same for calendar months and years, and a single day is one step.
+    assert time_steps("2020-01-05", "2020-03-01", "monthly")[-1] == _d("2020-03-01")
+    assert list(time_steps("2020-01-01", "2021-01-01", "annual")) == [
+        _d("2020-01-01"),
+        _d("2021-01-01"),
+    ]
+    assert time_steps("2020-01-01", "2020-01-01", 16).size == 2
+    # Every step of an inversion over pairs ending on the edge has data.
+    t1 = np.array([_d("2020-01-01"), _d("2020-01-17"), _d("2020-01-01")])
+    t2 = np.array([_d("2020-01-17"), _d("2020-02-02"), _d("2020-02-02")])
+    edges = time_steps(t1.min(), t2.max(), 16)
+    r = invert_pairs(
+        np.array([100.0, 120.0, 110.0]), np.zeros(3), np.full(3, 5.0), np.full(3, 5.0),
+        t1, t2, edges,
+    )  # fmt: skip
+    assert r["coverage_days"].tolist() == [16.0, 16.0]
+    np.testing.assert_allclose(r["vx"], [100.0, 120.0], atol=1.0)
+    # A single 16-day pair is a single step, resolved (no penalty between steps to lean on),
+    # with either solver and either order of differences.
+    for settings in (
+        InversionSettings(),
+        InversionSettings(solver="direct"),
+        InversionSettings(regularisation="second"),
+    ):
+        one = invert_pairs(
+            np.array([100.0]), np.zeros(1), np.full(1, 5.0), np.full(1, 5.0),
+            t1[:1], t2[:1], time_steps(t1[0], t2[0], 16), settings,
+        )  # fmt: skip
+        assert one["resolution"].tolist() == [pytest.approx(1.0)]
+        assert one["vx"].tolist() == [pytest.approx(100.0)]
+        assert one["vx_error"].tolist() == [pytest.approx(5.0)]
+
+
 def test_closure_rows_sum_to_one_and_split_by_days():
     edges = time_steps("2020-01-01", "2020-12-31", "monthly")
     a = closure_matrix(np.array([_d("2020-01-22")]), np.array([_d("2020-02-11")]), edges)

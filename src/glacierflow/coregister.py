@@ -340,6 +340,16 @@ def make_coreg(method: str, **kwargs: float) -> PolynomialShift:
     return cls(**kwargs)
 
 
+def _nanmedian(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=-1)`` bit for bit, for rows holding a value, from one sort of
+    the short last axis (several times faster than the masked-array path it takes)."""
+    s = np.sort(a, axis=-1)  # NaN sort last
+    k = (~np.isnan(a)).sum(axis=-1)
+    lo = np.take_along_axis(s, (np.maximum(k - 1, 0) // 2)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(s, np.minimum(k // 2, a.shape[-1] - 1)[..., None], axis=-1)[..., 0]
+    return (lo + hi) / 2
+
+
 def slowest_nodes(
     dx_px: np.ndarray, dy_px: np.ndarray, fraction: float = 0.25, window_nodes: int = 5
 ) -> np.ndarray:
@@ -379,7 +389,7 @@ def slowest_nodes(
     padded = np.pad(mag, h, constant_values=np.nan)
     windows = sliding_window_view(padded, (2 * h + 1, 2 * h + 1))[ok]
     local = np.full(mag.shape, np.nan)
-    local[ok] = np.nanmedian(windows.reshape(windows.shape[0], -1), axis=1)
+    local[ok] = _nanmedian(windows.reshape(windows.shape[0], -1))
     return ok & (local <= np.quantile(local[ok], fraction))
 
 

@@ -114,8 +114,17 @@ def demo_statistics(ds: xr.Dataset, stable_outlines: str | PathLike[str]) -> dic
     }
 
 
-def run_demo(out_dir: str | PathLike[str], workers: int = 1, progress: bool | None = None):
+def run_demo(
+    out_dir: str | PathLike[str],
+    workers: int = 1,
+    progress: bool | None = None,
+    *,
+    overwrite: bool = False,
+):
     """Track the bundled Yahtse pair and write every product into ``out_dir``.
+
+    ``workers`` matching processes; products already in ``out_dir`` are replaced only with
+    ``overwrite`` (see :func:`glacierflow.track.track_to_products`).
 
     Returns
     -------
@@ -131,7 +140,7 @@ def run_demo(out_dir: str | PathLike[str], workers: int = 1, progress: bool | No
 
     ref, sec, rock = demo_inputs()
     ds, paths = track_to_products(
-        ref, sec, out_dir, workers=workers, progress=progress, stable_mask=rock
+        ref, sec, out_dir, workers=workers, progress=progress, overwrite=overwrite, stable_mask=rock
     )
     stats = demo_statistics(ds, rock)
     write_summary(ds, paths["summary"], extra={"demo": stats})

@@ -143,3 +143,27 @@ def render(exc: BaseException, name: Callable[[str], str], known: Iterable[str] 
         words = "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))
         text = re.sub(rf"(?<![\w.\-/])({words})(?![\w/])", lambda m: names[m.group(1)], text)
     return f"{path}: {text}" if path and isinstance(exc, InputError) else text
+
+
+class MissingExtraError(GlacierflowError, ImportError):
+    """A command needs an optional part of glacierflow that is not installed.
+
+    Parameters
+    ----------
+    extra : str
+        The extra that provides it (``"portal"``, ``"dask"``, ``"search"``).
+    module : str
+        The missing top-level module (``"fastapi"``).
+    what : str
+        What needs it, for the message (``"glacierflow serve"``).
+    """
+
+    def __init__(self, extra: str, module: str, what: str) -> None:
+        self.extra, self.module, self.what = extra, module, what
+        super().__init__(
+            f"{what} needs the optional package {module!r}, which is not installed; "
+            f"install it with: pip install 'glacierflow[{extra}]'"
+        )
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.extra, self.module, self.what))

@@ -96,6 +96,10 @@ class Executor:
         Address of a running ``dask.distributed`` scheduler (``"tcp://host:8786"``).
     connect_timeout_s : float
         Seconds to wait for the scheduler to answer.
+    preload : iterable of str
+        Modules the local workers import before their first task. Under ``forkserver`` the
+        server imports them once and every worker is forked with them loaded (what each worker
+        would otherwise import on its own, one after the other on a busy machine).
 
     Raises
     ------
@@ -111,8 +115,11 @@ class Executor:
         scheduler: str | None = None,
         *,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        preload: Iterable[str] = (),
     ) -> None:
         self.scheduler = scheduler or None
+        self._preload = list(preload)
+        self._starter: threading.Thread | None = None
         self.workers = 1 if self.scheduler else capped_workers(workers)
         self._timeout_s = connect_timeout_s
         self._pool: cf.ProcessPoolExecutor | None = None
@@ -241,6 +248,28 @@ class Executor:
 
     # -- start and stop ----------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the local workers now, in the background, and return at once.
+
+        They otherwise start with the first task; started early, their start-up (a process
+        each, and the ``preload`` imports) overlaps whatever this process does meanwhile
+        (reading and filtering the scenes). Nothing to do inline or on Dask.
+        """
+        self._check_open()
+        if self.kind != "processes" or self._starter is not None:
+            return
+        pool = self._local_pool()
+
+        def warm() -> None:
+            try:
+                for fut in [pool.submit(_ready) for _ in range(self.workers)]:
+                    fut.result()
+            except Exception:  # noqa: BLE001 - a real task meets the same problem and says so
+                pass
+
+        self._starter = threading.Thread(target=warm, name="glacierflow-workers", daemon=True)
+        self._starter.start()
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this Executor has been shut down")
@@ -249,6 +278,8 @@ class Executor:
         if self._pool is None:
             methods = mp.get_all_start_methods()
             ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+            if self._preload and ctx.get_start_method() == "forkserver":
+                ctx.set_forkserver_preload(self._preload)
             self._pool = cf.ProcessPoolExecutor(
                 self.workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
             )
@@ -284,11 +315,18 @@ class Executor:
             client.close()
 
 
+def _ready() -> None:
+    """A task that does nothing: sent to start a worker."""
+
+
 def _connect(address: str, timeout_s: float) -> Any:
     """A client of the scheduler at ``address``, or an InputError naming it."""
     problem = _probe(address, timeout_s)
     if problem is None:
-        from distributed import Client
+        from glacierflow._extras import needs
+
+        with needs("dask", f"a dask scheduler ({address})"):
+            from distributed import Client
 
         try:
             return Client(address, timeout=timeout_s)

@@ -202,11 +202,19 @@ def _neighbours(values: np.ndarray) -> np.ndarray:
 
 
 def _nanmedian(a: np.ndarray) -> np.ndarray:
-    """Median over the last axis ignoring NaN; NaN (without a warning) where all are NaN."""
-    out = np.full(a.shape[:-1], np.nan)
-    some = np.isfinite(a).any(axis=-1)
-    if some.any():
-        out[some] = np.nanmedian(a[some], axis=-1)
+    """Median over the last axis ignoring NaN; NaN (without a warning) where none is finite.
+
+    The values of ``np.nanmedian`` bit for bit (the middle value, or the mean of the two middle
+    ones), from one sort of the short last axis: several times faster on node grids, where
+    ``np.nanmedian`` goes through masked arrays.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    s = np.sort(a, axis=-1)  # NaN sort last
+    k = (~np.isnan(a)).sum(axis=-1)
+    lo = np.take_along_axis(s, (np.maximum(k - 1, 0) // 2)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(s, np.minimum(k // 2, a.shape[-1] - 1)[..., None], axis=-1)[..., 0]
+    out = (lo + hi) / 2
+    out[~np.isfinite(a).any(axis=-1)] = np.nan
     return out
 
 

@@ -103,13 +103,33 @@ def _no_overlap(
             "node step (step_px)",
             path,
         )
-    ox0, oy0, ox1, oy1 = gdf.total_bounds
     return InputError(
-        f"outlines do not overlap the image grid: outlines cover x {ox0:.0f}..{ox1:.0f}, "
-        f"y {oy0:.0f}..{oy1:.0f}, the image x {gx0:.0f}..{gx1:.0f}, y {gy0:.0f}..{gy1:.0f} "
-        "(image CRS units); give outlines of this scene",
+        f"outlines do not overlap the image grid: the outlines cover "
+        f"{_where_outlines(path, gdf)}; the image covers "
+        f"{_where_grid(gx0, gy0, gx1, gy1, gdf.crs)}; give outlines of this scene",
         path,
     )
+
+
+def _where_outlines(path: str | PathLike[str], gdf) -> str:
+    """The outlines' extent in degrees, and the CRS of their file."""
+    from glacierflow.extent import crs_name, lonlat_text
+
+    try:
+        import pyogrio
+
+        file_crs = pyogrio.read_info(path).get("crs") or gdf.crs
+    except Exception:  # noqa: BLE001 - only for the message; the grid's CRS will do
+        file_crs = gdf.crs
+    ox0, oy0, ox1, oy1 = gdf.to_crs("EPSG:4326").total_bounds
+    return f"{lonlat_text([ox0, ox1], [oy0, oy1], 'EPSG:4326')} (file CRS {crs_name(file_crs)})"
+
+
+def _where_grid(x0: float, y0: float, x1: float, y1: float, crs) -> str:
+    """A grid's extent in degrees, and its CRS."""
+    from glacierflow.extent import box_outline, crs_name, lonlat_text
+
+    return f"{lonlat_text(*box_outline(x0, y0, x1, y1), crs)} ({crs_name(crs)})"
 
 
 def _burn(geoms, transform: Affine, shape: tuple[int, int], all_touched: bool) -> np.ndarray:
@@ -234,6 +254,7 @@ def mask_from_file(
             if src.crs is None:
                 raise InputError("the raster mask has no coordinate reference system", p)
             data = src.read(1, masked=True)
+            mask_crs, mask_bounds = src.crs, tuple(src.bounds)
             out = np.zeros(shape, dtype=np.uint8)
             reproject(
                 np.where(data.mask, 0, data.filled(0) != 0).astype(np.uint8),
@@ -249,7 +270,13 @@ def mask_from_file(
         raise InputError(f"cannot read the raster mask ({exc})", p) from exc
     mask = out.astype(bool)
     if not mask.any():
-        raise InputError("the raster mask marks no stable cell on the image grid", p)
+        gx0, gy0, gx1, gy1 = _grid_bounds(transform, shape)
+        raise InputError(
+            f"the raster mask marks no stable cell on the image grid: the mask covers "
+            f"{_where_grid(*mask_bounds, mask_crs)}; the image covers "
+            f"{_where_grid(gx0, gy0, gx1, gy1, crs)}",
+            p,
+        )
     return mask
 
 

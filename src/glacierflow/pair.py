@@ -135,9 +135,9 @@ def make_pair(a: Scene, b: Scene, *, log: Callable[[str], None] | None = None) -
             f"{ref.path.name} ({_iso(ref)}) as reference and {sec.path.name} as secondary"
         )
 
-    window, sec_outline = _common_window(ref, sec)
+    window, _ = _common_window(ref, sec)
     if window is None:
-        raise InputError(_no_overlap(ref, sec, sec_outline))
+        raise InputError(_no_overlap(ref, sec))
     rows, cols = window.toslices()
     ref_valid = ref.valid[rows, cols]
     shift = _whole_pixel_shift(ref, sec)
@@ -155,7 +155,7 @@ def make_pair(a: Scene, b: Scene, *, log: Callable[[str], None] | None = None) -
     any_rows = np.flatnonzero(both.any(axis=1))
     any_cols = np.flatnonzero(both.any(axis=0))
     if any_rows.size == 0:
-        raise InputError(_no_overlap(ref, sec, sec_outline, "their valid pixels do not overlap"))
+        raise InputError(_no_overlap(ref, sec, "their valid pixels do not overlap"))
     r0, r1 = int(any_rows[0]), int(any_rows[-1]) + 1
     c0, c1 = int(any_cols[0]), int(any_cols[-1]) + 1
     if r1 - r0 < 2 or c1 - c0 < 2:
@@ -163,7 +163,6 @@ def make_pair(a: Scene, b: Scene, *, log: Callable[[str], None] | None = None) -
             _no_overlap(
                 ref,
                 sec,
-                sec_outline,
                 f"their valid pixels share only {r1 - r0} x {c1 - c0} pixels; at least 2 x 2 "
                 "are needed",
             )
@@ -321,21 +320,19 @@ def _reproject_onto(sec: Scene, ref: Scene, window: Window) -> tuple[np.ndarray,
     return data, valid
 
 
-def _extent_text(xs: np.ndarray, ys: np.ndarray) -> str:
-    if xs.size == 0:
-        return "an area outside the reference CRS's domain"
-    return f"{xs.min():.1f}..{xs.max():.1f} E, {ys.min():.1f}..{ys.max():.1f} N"
+def _where(scene: Scene) -> str:
+    """``"lon ..., lat ... (EPSG:..., name)"``: a scene's extent in degrees and its CRS."""
+    from glacierflow.extent import crs_name, lonlat_text
+
+    if scene.crs is None:
+        return "an area without a CRS"
+    return f"{lonlat_text(*_outline_in(scene, scene.crs), scene.crs)} ({crs_name(scene.crs)})"
 
 
-def _no_overlap(
-    ref: Scene, sec: Scene, sec_outline: tuple[np.ndarray, np.ndarray], detail: str = ""
-) -> str:
-    ref_xs, ref_ys = _outline_in(ref, ref.crs)
-    crs = ref.crs.to_string() if ref.crs is not None else "?"
+def _no_overlap(ref: Scene, sec: Scene, detail: str = "") -> str:
     return (
         f"{ref.path} and {sec.path} do not overlap{f' ({detail})' if detail else ''}: "
-        f"{ref.path.name} covers {_extent_text(ref_xs, ref_ys)}; {sec.path.name} covers "
-        f"{_extent_text(*sec_outline)} (map metres in {crs})"
+        f"{ref.path.name} covers {_where(ref)}; {sec.path.name} covers {_where(sec)}"
     )
 
 
@@ -384,7 +381,11 @@ def load_pair_tiled(
     r0, c0 = max(0, dr), max(0, dc)
     r1, c1 = min(a.shape[0], dr + b.shape[0]), min(a.shape[1], dc + b.shape[1])
     if r1 <= r0 or c1 <= c0:
-        raise InputError(f"REF and SEC ({b.path.name}) do not overlap", a.path)
+        raise InputError(
+            f"REF and SEC ({b.path.name}) do not overlap: {a.path.name} covers {_where(a)}; "
+            f"{b.path.name} covers {_where(b)}",
+            a.path,
+        )
     if (r0, c0, r1, c1) != (0, 0, *a.shape) or b.shape != a.shape:
         a = header_window(a, r0, c0, r1 - r0, c1 - c0)
         # One transform for both (SEC's own equals it up to rounding of the offsets).

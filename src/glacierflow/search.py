@@ -40,6 +40,8 @@ DEFAULT_STAC_URL = "https://landsatlook.usgs.gov/stac-server"
 COLLECTION_ALIASES: dict[str, dict[str, str]] = {
     DEFAULT_STAC_URL: {"landsat-c2-l1": "landsat-c2l1", "landsat-c2-l2": "landsat-c2l2-sr"},
 }
+#: Seconds to wait for the server to connect and to answer each request.
+TIMEOUT_S = 30.0
 #: Asset keys that hold the panchromatic band, tried in order.
 PAN_KEYS = ("pan", "B8", "b8", "B08")
 #: Asset keys of the MTL metadata, tried in order.
@@ -89,6 +91,82 @@ def _parse_date(text: str, what: str) -> datetime:
         raise InputError(
             f"{what} must be a date such as 2003-12-31, got {text!r}", key=what
         ) from None
+
+
+def _host(url: str) -> tuple[str, int] | None:
+    """Host and port of an http(s) URL (None for anything else, left to the STAC client)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InputError(f"the STAC API address has a bad port: {url!r}", key="url") from None
+
+
+def _proxied(url: str) -> bool:
+    """Whether requests would send ``url`` through a proxy (then the proxy resolves the host)."""
+    import urllib.request
+
+    from requests.utils import should_bypass_proxies
+
+    return bool(urllib.request.getproxies()) and not should_bypass_proxies(url, None)
+
+
+def _check_reachable(url: str) -> None:
+    """Raise one clear line when the server's host cannot be resolved (no network, a typo).
+
+    Checked before the search so that a machine without network fails at once, not after the
+    HTTP client's retries; skipped behind a proxy, which resolves names itself.
+    """
+    import socket
+
+    where = _host(url)
+    if where is None or _proxied(url):
+        return
+    host, port = where
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(
+            f"cannot search the STAC API at {url}: its host {host!r} could not be resolved "
+            f"({getattr(exc, 'strerror', None) or exc}); check the network connection and "
+            "the address",
+            key="url",
+        ) from None
+
+
+def _retry():
+    """Retries for answers that may succeed later (429, 502-504), none for a refused connection."""
+    from urllib3.util.retry import Retry
+
+    return Retry(
+        total=3,
+        connect=0,
+        read=1,
+        status=3,
+        backoff_factor=0.5,
+        status_forcelist=(429, 502, 503, 504),
+        allowed_methods=None,
+        raise_on_status=False,
+    )
+
+
+def _connection_problem(exc: BaseException, url: str) -> str | None:
+    """Why the server could not be reached, when ``exc`` says so (None: it answered)."""
+    text = str(exc)
+    host, port = _host(url) or (url, "?")
+    if "NameResolutionError" in text or "Failed to resolve" in text:
+        return f"its host {host!r} could not be resolved; check the network and the address"
+    if "Connection refused" in text or "NewConnectionError" in text:
+        return f"the connection to {host} port {port} was refused (no server listening there)"
+    if "timed out" in text or "Timeout" in text:
+        return f"{host} port {port} did not answer within {TIMEOUT_S:g} s"
+    if "ConnectionError" in text or "Max retries exceeded" in text:
+        return f"{host} port {port} could not be reached ({text.split('(Caused by ')[-1][:200]})"
+    return None
 
 
 def _asset_href(assets: dict[str, Any], keys: Sequence[str], common_name: str | None) -> str:
@@ -175,10 +253,14 @@ def search_scenes(
     InputError
         For a bad box or dates, or a server that cannot be reached or does not search.
     """
-    from pystac_client import Client
-    from pystac_client.errors import ClientTypeError
-    from pystac_client.exceptions import APIError
-    from pystac_client.warnings import DoesNotConformTo
+    from glacierflow._extras import needs
+
+    with needs("search", "searching a STAC API (glacierflow search)"):
+        from pystac_client import Client
+        from pystac_client.errors import ClientTypeError
+        from pystac_client.exceptions import APIError
+        from pystac_client.stac_api_io import StacApiIO
+        from pystac_client.warnings import DoesNotConformTo
 
     if len(bbox) != 4:
         raise InputError(f"bbox needs 4 numbers W S E N, got {list(bbox)}", key="bbox")
@@ -200,8 +282,9 @@ def search_scenes(
     name = COLLECTION_ALIASES.get(url.rstrip("/"), {}).get(collection, collection)
     stamp = "%Y-%m-%dT%H:%M:%SZ"
     window = f"{t0.astimezone(UTC):{stamp}}/{t1.astimezone(UTC):{stamp}}"
+    _check_reachable(url)
     try:
-        client = Client.open(url)
+        client = Client.open(url, stac_io=StacApiIO(timeout=TIMEOUT_S, max_retries=_retry()))
         query = None
         if max_cloud is not None and client.conforms_to("QUERY"):
             query = {"eo:cloud_cover": {"lte": float(max_cloud)}}
@@ -214,6 +297,8 @@ def search_scenes(
         )
         items = [item.to_dict() for item in search.items()]
     except APIError as exc:
+        if (problem := _connection_problem(exc, url)) is not None:
+            raise InputError(f"cannot search the STAC API at {url}: {problem}") from None
         raise InputError(f"the STAC API at {url} refused the search: {exc}") from None
     except (OSError, ValueError) as exc:  # connection errors, bad JSON
         raise InputError(f"cannot search the STAC API at {url}: {exc}") from None

@@ -28,10 +28,11 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+import tempfile
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -77,6 +78,7 @@ __all__ = [
     "ProgressSink",
     "load_pair",
     "load_pair_tiled",
+    "refuse_earlier_products",
     "track",
     "track_pair",
     "track_settings",
@@ -84,9 +86,14 @@ __all__ = [
     "valid_fraction",
 ]
 
+if TYPE_CHECKING:
+    from glacierflow.execute import Executor
+
 log = logging.getLogger("glacierflow")
 
 
+#: What a matching worker imports: loaded once by the worker server, before the workers fork.
+MATCHING_MODULES = ("glacierflow.matching.match", "glacierflow.tiling")
 #: Scenes with more pixels than this are matched tile by tile by :func:`track` when the settings
 #: allow it (about 6,300 x 6,300 px; a Landsat panchromatic scene holds about 220 million).
 AUTO_TILE_PIXELS = 40_000_000
@@ -163,6 +170,7 @@ def track_pair(
     *,
     progress: Progress = None,
     band: int | None = None,
+    executor: Executor | None = None,
     **shortcuts: Any,
 ) -> xr.Dataset:
     """Match a prepared pair and return the filtered, co-registered velocity product.
@@ -179,6 +187,9 @@ def track_pair(
         the node counts to a :class:`~glacierflow.progress.ProgressSink`.
     band : int, optional
         Band to read from multi-band files (tiled matching reads the files).
+    executor : Executor, optional
+        Runs the matching tasks; by default one is made for the call from ``matching.workers``
+        (and ``tiling.scheduler``).
     **shortcuts
         Short names of settings that override ``settings`` (see :func:`track_settings`).
 
@@ -199,7 +210,7 @@ def track_pair(
     """
     s = track_settings(settings, **shortcuts)
     geo = node_geometry(pair, s)
-    result = match_pair(pair, geo, s, progress=progress, band=band)
+    result = match_pair(pair, geo, s, progress=progress, band=band, executor=executor)
     fsettings = s.filter_settings()
     filt = filter_offsets(result.dx_px, result.dy_px, result.corr, result.snr, fsettings)
     stable, stable_attrs = stable_ground(
@@ -278,17 +289,19 @@ def match_pair(
     *,
     progress: Progress = None,
     band: int | None = None,
+    executor: Executor | None = None,
 ) -> MatchResult:
     """Step 1: match every node of the pair, in memory or tile by tile from the files.
 
     Tiled when any ``tiling`` setting is given (the pair must then come from
     :func:`load_pair_tiled`); a prior velocity (``prior``) centres each node's search window.
+    The tasks run on ``executor`` (default: one made for the call from the settings).
     """
     prior = prior_offsets(pair, geo, settings)
     with node_bar(geo.grid.ny * geo.grid.nx, progress) as bar:
         if settings.tiling.enabled:
-            return _match_tiled(pair, settings, bar.update, band, prior)
-        return _match_in_memory(pair, settings, bar.update, prior)
+            return _match_tiled(pair, settings, bar.update, band, prior, executor)
+        return _match_in_memory(pair, settings, bar.update, prior, executor)
 
 
 def prior_offsets(pair: Pair, geo: NodeGeometry, settings: TrackSettings) -> dict[str, np.ndarray]:
@@ -316,6 +329,7 @@ def _match_tiled(
     update: Any,
     band: int | None,
     prior: dict[str, np.ndarray],
+    executor: Executor | None = None,
 ) -> MatchResult:
     from glacierflow.tiling import DEFAULT_TILE_NODES, tiled_match
 
@@ -332,12 +346,32 @@ def _match_tiled(
         prefilter=p.method,
         prefilter_sigma_px=p.highpass_sigma_px,
         wallis_window_px=p.wallis_window_px,
+        executor=executor,
         **prior,
     )
 
 
 def _match_in_memory(
-    pair: Pair, settings: TrackSettings, update: Any, prior: dict[str, np.ndarray]
+    pair: Pair,
+    settings: TrackSettings,
+    update: Any,
+    prior: dict[str, np.ndarray],
+    executor: Executor | None = None,
+) -> MatchResult:
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(matching_executor(settings))
+        # Workers start while the scenes are filtered.
+        executor.start()
+        return _prefilter_and_match(pair, settings, update, prior, executor)
+
+
+def _prefilter_and_match(
+    pair: Pair,
+    settings: TrackSettings,
+    update: Any,
+    prior: dict[str, np.ndarray],
+    executor: Executor,
 ) -> MatchResult:
     from glacierflow.prefilter import prefilter
 
@@ -354,21 +388,30 @@ def _match_in_memory(
             for scene in (pair.ref, pair.sec)
         ]
         (ref_img, ref_ok), (sec_img, sec_ok) = images
-        from glacierflow.execute import Executor
-
-        with Executor(settings.matching.workers) as executor:
-            return match(
-                ref_img,
-                sec_img,
-                ref_ok,
-                sec_ok,
-                settings.matching,
-                progress=update,
-                executor=executor,
-                **prior,
-            )
+        return match(
+            ref_img,
+            sec_img,
+            ref_ok,
+            sec_ok,
+            settings.matching,
+            progress=update,
+            executor=executor,
+            **prior,
+        )
     except ValueError as exc:
         raise InputError(f"matching settings: {exc}", key="matching") from exc
+
+
+def matching_executor(settings: TrackSettings) -> Executor:
+    """The executor of a pair's matching: ``matching.workers`` local processes (started with
+    the matching modules loaded) or the ``tiling.scheduler``'s Dask cluster."""
+    from glacierflow.execute import Executor
+
+    return Executor(
+        settings.matching.workers,
+        settings.tiling.scheduler if settings.tiling.enabled else None,
+        preload=MATCHING_MODULES,
+    )
 
 
 def coregister_offsets(
@@ -599,8 +642,10 @@ def track(
         map coordinates ``x``, ``y`` (pixel centres), with pair metadata in attrs.
     """
     s = track_settings(settings, **shortcuts)
-    pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
-    return track_pair(pair, s, progress=progress, band=band)
+    with matching_executor(s) as executor:
+        executor.start()  # workers start while the scenes are read
+        pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
+        return track_pair(pair, s, progress=progress, band=band, executor=executor)
 
 
 def open_pair(
@@ -664,6 +709,26 @@ def _large_pair_on_one_lattice(
     return big and lattice_offset(a, b) is not None
 
 
+def refuse_earlier_products(out_dir: str | PathLike[str], overwrite: bool = False) -> None:
+    """Raise unless ``out_dir`` holds no product of an earlier run, or ``overwrite`` is True.
+
+    Raises
+    ------
+    InputError
+        Naming the folder and the products found in it (keyed ``overwrite``).
+    """
+    from glacierflow.products import PRODUCT_NAMES
+
+    earlier = [name for name in PRODUCT_NAMES.values() if (Path(out_dir) / name).exists()]
+    if earlier and not overwrite:
+        raise InputError(
+            f"already holds products of an earlier run ({', '.join(earlier)}); choose another "
+            "folder, or set overwrite to replace them",
+            out_dir,
+            key="overwrite",
+        )
+
+
 def track_to_products(
     ref: SceneLike,
     sec: SceneLike,
@@ -674,46 +739,51 @@ def track_to_products(
     sec_date: datetime | str | None = None,
     band: int | None = None,
     progress: Progress = None,
+    overwrite: bool = False,
     **shortcuts: Any,
 ) -> tuple[xr.Dataset, dict[str, Path]]:
     """Run :func:`track` and write every product into ``out_dir``.
 
-    Takes what :func:`track` takes. Tiled runs keep their finished tiles in
-    ``out_dir/.glacierflow-work`` (unless ``tiling.work_dir`` is given) until the products are
-    complete, so that a killed run picks up where it stopped. Returns the dataset and a mapping
-    from product name to path.
+    Takes what :func:`track` takes, and ``overwrite``: products of an earlier run in
+    ``out_dir`` are replaced only when it is True; otherwise they raise an
+    :class:`~glacierflow.errors.InputError` before any image is read. Tiled runs keep their
+    finished tiles in ``out_dir/.glacierflow-work`` (unless ``tiling.work_dir`` is given) until
+    the products are complete, so that a killed run picks up where it stopped. Returns the
+    dataset and a mapping from product name to path.
     """
-    from glacierflow.products import remove_stale_staging, write_products
+    from glacierflow.products import remove_stale_staging
     from glacierflow.scenes import read_preview
 
     # Settings first: a bad setting is reported before any image is read.
     s = track_settings(settings, **shortcuts)
-    # Then the output folders: a folder that cannot be written fails now, not after matching.
+    # Then the output folders: a folder that cannot be written fails now, not after matching;
+    # what a killed run left there is cleared before this one starts.
     check_writable_folder(out_dir)
     out_existed = Path(out_dir).exists()
     if out_existed:
-        remove_stale_staging(out_dir)  # what a killed run left, before this one starts
+        remove_stale_staging(out_dir)
     if s.tiling.work_dir is not None:
         check_writable_folder(s.tiling.work_dir, "work folder")
-    pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
-    if not s.tiling.enabled:
-        ds = track_pair(pair, s, progress=progress, band=band)
-        background, background_transform = pair.ref.data, pair.transform
-    else:
-        own_work = s.tiling.work_dir is None
+    refuse_earlier_products(out_dir, overwrite)
+    with matching_executor(s) as executor:
+        # Workers start while the scenes are read and filtered.
+        executor.start()
+        pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
+        own_work = s.tiling.enabled and s.tiling.work_dir is None
         if own_work:
             s = s.updated(work_dir=Path(out_dir) / ".glacierflow-work")
         try:
-            ds = track_pair(pair, s, progress=progress, band=band)
+            ds = track_pair(pair, s, progress=progress, band=band, executor=executor)
         except BaseException:
             if own_work:
                 _remove_empty_work(Path(s.tiling.work_dir), None if out_existed else Path(out_dir))
             raise
-        background, background_transform = read_preview(pair.ref.path, band=band)
-    paths = write_products(
-        ds, out_dir, background=background, background_transform=background_transform
-    )
-    if s.tiling.enabled and own_work:
+        if s.tiling.enabled:
+            background, background_transform = read_preview(pair.ref.path, band=band)
+        else:
+            background, background_transform = pair.ref.data, pair.transform
+        paths = _write_products(ds, out_dir, background, background_transform, executor)
+    if own_work:
         shutil.rmtree(s.tiling.work_dir, ignore_errors=True)
     return ds, paths
 
@@ -727,6 +797,46 @@ def _remove_empty_work(work: Path, out_dir: Path | None) -> None:
     if out_dir is not None:
         with contextlib.suppress(OSError):
             out_dir.rmdir()  # only if empty
+
+
+def _write_products(
+    ds: xr.Dataset,
+    out_dir: str | PathLike[str],
+    background: np.ndarray | None,
+    background_transform: Any,
+    executor: Executor,
+) -> dict[str, Path]:
+    """:func:`~glacierflow.products.write_products`, with the quick look drawn on a local
+    worker while this process writes the GeoTIFF and the NetCDF."""
+    from glacierflow.products import write_products
+
+    if executor.kind != "processes":
+        return write_products(
+            ds, out_dir, background=background, background_transform=background_transform
+        )
+    with tempfile.TemporaryDirectory(prefix="glacierflow-quicklook-") as tmp:
+        drawn = Path(tmp) / "quicklook.png"
+        future = executor.submit(_draw_quicklook, ds, drawn, background, background_transform)
+
+        def quicklook(path: Path) -> None:
+            future.result()
+            shutil.copyfile(drawn, path)
+
+        try:
+            return write_products(ds, out_dir, quicklook=quicklook)
+        finally:
+            future.cancel()
+            with contextlib.suppress(Exception):
+                future.result()  # the worker is done with the folder before it is removed
+
+
+def _draw_quicklook(
+    ds: xr.Dataset, path: Path, background: np.ndarray | None, background_transform: Any
+) -> None:
+    """Draw the quick look of ``ds`` into ``path`` (in any process)."""
+    from glacierflow.plot import quicklook
+
+    quicklook(ds, path, background=background, background_transform=background_transform)
 
 
 def valid_fraction(ds: xr.Dataset) -> float:

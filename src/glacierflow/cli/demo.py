@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from glacierflow.cli.options import OVERWRITE, WORKERS
+
 
 @click.command("demo")
 @click.option(
@@ -17,26 +19,22 @@ import click
     type=click.Path(path_type=Path),
     help="Output folder.",
 )
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Processes used for matching.",
-)
-def command(out_dir: Path, workers: int) -> None:
+@click.option("--workers", **WORKERS)
+@click.option("--overwrite", **OVERWRITE)
+def command(out_dir: Path, workers: int, overwrite: bool) -> None:
     """Track the bundled Landsat 8 pair of Yahtse Glacier, Alaska (2016-07-18 / 2016-08-03).
 
     \b
-    Example:
-      glacierflow demo -o demo_output
+    Examples:
+      glacierflow demo
+      glacierflow demo -o demo_output --overwrite --workers 2
     """
     from glacierflow.cli.summary import print_summary
     from glacierflow.demo import run_demo
 
     click.echo("Yahtse Glacier, Alaska: Landsat 8 OLI band 8, 2016-07-18 and 2016-08-03")
     click.echo("(Landsat-8 images courtesy of the U.S. Geological Survey)")
-    ds, paths, stats = run_demo(out_dir, workers=workers)
+    ds, paths, stats = run_demo(out_dir, workers=workers, overwrite=overwrite)
     print_summary(ds, paths)
     if stats["tongue_speed_p95_m_per_day"] is not None:
         click.echo(

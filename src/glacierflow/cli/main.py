@@ -1,21 +1,79 @@
-"""The ``glacierflow`` command group; each command lives in a module of its own."""
+"""The ``glacierflow`` command group; each command lives in a module of its own.
+
+Commands are imported when they run (or when their own help is asked for): ``glacierflow
+--help`` lists them from :data:`COMMANDS` without importing numpy, pydantic or the settings
+tree, so that it answers within a fraction of a second.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
 import click
 
-from glacierflow import __version__
-from glacierflow.cli.options import fail
-from glacierflow.errors import GlacierflowError, OutputError
+#: Command name -> (module under ``glacierflow.cli``, first paragraph of its help: what
+#: ``glacierflow --help`` shows, shortened as click shortens it; tests check it against the
+#: command's own help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "demo",
+        "Track the bundled Landsat 8 pair of Yahtse Glacier, Alaska (2016-07-18 / 2016-08-03).",
+    ),
+    "publish": ("publish", "Publish the products in PRODUCTS_DIR as a dataset of a STAC catalog."),
+    "run": (
+        "run",
+        "Process every pair of a project, then write the annual products and the report.",
+    ),
+    "search": ("search", "Find scenes in a STAC API and write a scene list for a project file."),
+    "serve": ("serve", "Serve the catalog as a read-only web portal and JSON API."),
+    "timeseries": (
+        "timeseries",
+        "Invert image pairs into a velocity time series on regular steps.",
+    ),
+    "track": ("track", "Track features from REF to SEC and write velocity products to OUT."),
+}
 
 
 class GlacierflowGroup(click.Group):
-    """The command group: the one place a library error becomes a one-line message."""
+    """The command group: commands imported on demand, and the one place a library error
+    becomes a one-line message."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module = importlib.import_module(f"glacierflow.cli.{COMMANDS[cmd_name][0]}")
+            self.add_command(module.command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # The one-line help of commands not imported yet comes from COMMANDS.
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(name) for name in names), default=0)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                cmd = self.commands[name]
+                if not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit)))
+            else:
+                stub = click.Command(name, help=COMMANDS[name][1])
+                rows.append((name, stub.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
+        from glacierflow.errors import GlacierflowError, OutputError
+
+        def fail(exc: GlacierflowError) -> None:
+            from glacierflow.cli.options import fail as say_and_exit
+
+            say_and_exit(exc)
+
         try:
             return super().invoke(ctx)
         except GlacierflowError as exc:
@@ -39,25 +97,39 @@ def _os_problem(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from glacierflow import __version__
+
+    click.echo(f"glacierflow, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=GlacierflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="glacierflow")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens, step by step.")
 def cli(verbose: bool) -> None:
-    """Glacier surface velocity from pairs of optical satellite images."""
+    """Glacier surface velocity from pairs of optical satellite images.
+
+    \b
+    Examples:
+      glacierflow demo
+      glacierflow track REF_B8.TIF SEC_B8.TIF -o out
+      glacierflow run project.toml
+      glacierflow COMMAND --help
+    """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="glacierflow: %(message)s",
     )
-
-
-def _register() -> None:
-    from glacierflow.cli import demo, publish, run, search, serve, timeseries, track
-
-    for module in (track, demo, run, timeseries, search, publish, serve):
-        cli.add_command(module.command)
-
-
-_register()
 
 
 def main() -> None:

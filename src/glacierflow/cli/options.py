@@ -83,6 +83,29 @@ def _click_type(leaf: Leaf) -> tuple[Any, dict[str, Any]]:
     return ann, {}
 
 
+def _all_cpus() -> int:
+    from glacierflow.execute import available_cpus
+
+    return available_cpus()
+
+
+#: ``--workers``, with one meaning, help and default in every command that matches
+#: (``track``, ``demo``, ``run``): processes, every CPU this process may use by default.
+WORKERS: dict[str, Any] = {
+    "type": click.IntRange(min=1),
+    "default": _all_cpus,
+    "show_default": "all CPUs",
+    "help": "Processes matching the nodes (the products do not depend on it).",
+}
+
+#: ``--overwrite`` of the commands that write products into a folder (``track``, ``demo``).
+OVERWRITE: dict[str, Any] = {
+    "is_flag": True,
+    "help": "Replace products of an earlier run in the output folder (without it they are "
+    "kept and the command stops before reading any image).",
+}
+
+
 def setting_option(key: str, **overrides: Any) -> Callable[[Callable[..., Any]], Any]:
     """A click option for one setting; ``overrides`` replace any derived keyword."""
     leaf = LEAVES[key]

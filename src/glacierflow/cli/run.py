@@ -6,16 +6,12 @@ from pathlib import Path
 
 import click
 
+from glacierflow.cli.options import WORKERS
+
 
 @click.command("run")
 @click.argument("project_file", metavar="PROJECT.toml", type=click.Path(path_type=Path))
-@click.option(
-    "--workers",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Processes used for matching [default: the project's, else 1; with "
-    "--concurrent-pairs, the number of CPUs, shared out between the pairs running at once].",
-)
+@click.option("--workers", **WORKERS)
 @click.option(
     "--concurrent-pairs",
     default=None,
@@ -41,7 +37,7 @@ import click
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 def command(
     project_file: Path,
-    workers: int | None,
+    workers: int,
     concurrent_pairs: int | None,
     scheduler: str | None,
     progress: bool | None,
@@ -49,15 +45,27 @@ def command(
 ) -> None:
     """Process every pair of a project, then write the annual products and the report.
 
-    Pairs whose products are already complete are kept, so an interrupted run resumes. Pairs
-    run one after another, N at a time with --concurrent-pairs N, or on a Dask cluster with
-    --scheduler ADDRESS; the annual products are composed once every pair is done.
+    The output folder belongs to the project, so run takes no --overwrite: pairs whose products
+    are complete and were made with the same settings are kept (an interrupted run resumes);
+    pairs whose settings changed are tracked again and replaced; the annual products and the
+    report are composed again from the pair products each time. Pairs run one after another,
+    N at a time with --concurrent-pairs N (the --workers processes shared out between them), or
+    on a Dask cluster with --scheduler ADDRESS. --workers given here wins over the project's
+    [matching] workers, which wins over the default.
 
     \b
-    Example:
-      glacierflow run yahtse.toml --concurrent-pairs 4
+    Examples:
+      glacierflow run examples/karakoram_1999_2003.toml
+      glacierflow run project.toml --concurrent-pairs 4 --workers 8
+      glacierflow run project.toml --scheduler tcp://10.0.0.5:8786 --no-report
     """
-    from glacierflow.project import run_project
+    from glacierflow.project import load_project, run_project
+
+    source = click.get_current_context().get_parameter_source("workers")
+    if source is click.core.ParameterSource.DEFAULT:
+        matching = load_project(project_file).track_settings.matching
+        if "workers" in matching.model_fields_set:
+            workers = None  # the project's own
 
     result = run_project(
         project_file,

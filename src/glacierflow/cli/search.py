@@ -55,9 +55,13 @@ def command(
 ) -> None:
     """Find scenes in a STAC API and write a scene list for a project file.
 
+    Needs the search extra: pip install 'glacierflow[search]'.
+
     \b
-    Example:
+    Examples:
       glacierflow search --bbox -141.5 60.2 -141.0 60.4 --start 2016-06-01 --end 2016-09-30
+      glacierflow search --bbox 75.5 35.0 77.5 36.5 --start 1999-07-01 --end 2003-03-31 \\
+          --platform LANDSAT_7 --max-cloud 30 -o karakoram_scenes.csv
     """
     from glacierflow.search import DEFAULT_STAC_URL, search_scenes, write_scene_list
 

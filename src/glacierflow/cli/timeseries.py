@@ -46,6 +46,22 @@ def _lonlat(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return tuple(points)
 
 
+def _where(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    where: dict[str, Any] = {}
+    for text in value:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {text!r}")
+        try:
+            where[key.strip()] = int(raw)
+        except ValueError:
+            try:
+                where[key.strip()] = float(raw)
+            except ValueError:
+                where[key.strip()] = raw
+    return where
+
+
 @click.command("timeseries")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -78,24 +94,62 @@ def _lonlat(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     show_default=False,
     help="Format of the cubes written; repeatable [default: zarr and netcdf].",
 )
-def command(inputs: tuple[Path, ...], out_dir: Path, **values: Any) -> None:
+@click.option(
+    "--centrelines",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Centrelines (a vector file of lines, e.g. OGGM's): the series along each is written "
+    "as CSV and a distance-time figure.",
+)
+@click.option(
+    "--centreline-where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_where,
+    help="Keep only the centrelines whose attribute KEY equals VALUE (e.g. MAIN=1); repeatable.",
+)
+@click.option(
+    "--spacing-m",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Distance between samples along a centreline, metres [default: the cell size].",
+)
+def command(
+    inputs: tuple[Path, ...],
+    out_dir: Path,
+    centrelines: Path | None,
+    centreline_where: dict[str, Any],
+    spacing_m: float | None,
+    **values: Any,
+) -> None:
     """Invert image pairs into a velocity time series on regular steps.
 
     INPUTS are project output folders (their pairs/), pair product folders or files
     (velocity.tif or .nc), ITS_LIVE image-pair granules (.nc) and local Zarr cubes in
     ITS_LIVE's layout, in any mix; they are put on one grid (the project's, else the first
     input's). Written to OUT: pairs_cube and velocity_series as Zarr and NetCDF with ITS_LIVE's
-    names, and for each --at point its steps (CSV), its pairs (CSV) and a figure.
+    names, for each --at point its steps (CSV), its pairs (CSV) and a figure, and for each
+    centreline its series by distance and step (lines/, CSV) and a distance-time figure.
 
     \b
     Examples:
       glacierflow timeseries out/ -o out/timeseries --freq monthly --at -141.33,60.17
       glacierflow timeseries out/ granules/*.nc -o series --freq 16 --format zarr
+      glacierflow timeseries cube.zarr -o series --centrelines lines.shp --centreline-where MAIN=1
     """
     from glacierflow.timeseries.workflow import run_series
 
     if not values["formats"]:
         values["formats"] = FORMATS
-    result = run_series(list(inputs), out_dir, SeriesSettings(**values), echo=click.echo)
-    written = ", ".join(p.name for p in result.files.values())
-    click.echo(f"done: {written} and {len(result.points)} point series in {out_dir}")
+    result = run_series(
+        list(inputs),
+        out_dir,
+        SeriesSettings(**values),
+        centrelines=centrelines,
+        centreline_where=centreline_where,
+        spacing_m=spacing_m,
+        echo=click.echo,
+    )
+    cubes = ", ".join(p.name for k, p in result.files.items() if not k.startswith("line_"))
+    lines = result.lines["line_id"].nunique() if result.lines is not None else 0
+    click.echo(
+        f"done: {cubes}, {len(result.points)} point series and {lines} line series in {out_dir}"
+    )

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from glacierflow.cli.options import setting_options, shortcuts
+from glacierflow.cli.options import OVERWRITE, WORKERS, setting_options, shortcuts
 
 #: Command-line defaults that differ from the library's.
 OVERRIDES: dict[str, dict[str, Any]] = {
-    "matching.workers": {
-        "default": os.cpu_count() or 1,
-        "show_default": "all cores",
-        "help": "Processes used for matching.",
-    },
+    "matching.workers": WORKERS,
     "tiling.scheduler": {"envvar": "DASK_SCHEDULER_ADDRESS", "metavar": "ADDRESS"},
 }
 
@@ -48,6 +43,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     default=None,
     help="Progress bar (default: when stderr is a terminal).",
 )
+@click.option("--overwrite", **OVERWRITE)
 @setting_options(overrides=OVERRIDES)
 def command(
     ref: Any,
@@ -58,13 +54,14 @@ def command(
     band: int | None,
     bbox: tuple[float, float, float, float] | None,
     progress: bool | None,
+    overwrite: bool,
     **settings: Any,
 ) -> None:
     """Track features from REF to SEC and write velocity products to OUT.
 
     Outliers are removed and flagged in the quality band; a misregistration fitted on stable
     ground is removed from every node; v_error is calibrated on the same stable ground. Every
-    option below the first five is a setting of glacierflow.settings.TrackSettings (the same
+    option below the first seven is a setting of glacierflow.settings.TrackSettings (the same
     names, with _ for -, in a project file and in Python). REF and SEC may be files, https://
     or s3:// URLs of COGs, or STAC items (ITEM.json, or ITEM.json#ASSET for another band).
 
@@ -74,12 +71,14 @@ def command(
       glacierflow track A.TIF B.TIF -o out --stable-mask rock.gpkg --coreg affine
       glacierflow track A.TIF B.TIF -o out --method phase --subpixel dft --prefilter wallis
       glacierflow track A.TIF B.TIF -o out --tile-nodes 20000 --work-dir tiles/
+      glacierflow track A.TIF B.TIF -o out --overwrite --workers 4
       glacierflow track https://host/A_B8.TIF https://host/B_B8.TIF -o out \\
         --bbox -141.5 60.1 -141.4 60.2
     """
     from glacierflow.cli.summary import print_summary
-    from glacierflow.track import track_to_products
+    from glacierflow.track import refuse_earlier_products, track_to_products
 
+    refuse_earlier_products(out_dir, overwrite)
     if bbox:  # only the area of interest is read, from files or URLs
         from glacierflow.remote import read_area
 
@@ -93,6 +92,7 @@ def command(
         sec_date=sec_date,
         band=band,
         progress=progress,
+        overwrite=overwrite,
         **shortcuts(settings),
     )
     print_summary(ds, paths)

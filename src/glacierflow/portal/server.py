@@ -40,28 +40,11 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from glacierflow.portal.app import PortalLimits, create_app
+from glacierflow.portal.defaults import DEFAULTS, HELP, TYPES
 
 __all__ = ["DEFAULTS", "GuardedH11Protocol", "app_from_environment", "main", "serve"]
 
 log = logging.getLogger(__name__)
-
-#: The options of :func:`serve` and their defaults (seconds, counts, MB).
-DEFAULTS: dict[str, Any] = {
-    "header_timeout_s": 10.0,
-    "keep_alive_s": 5,
-    "graceful_shutdown_s": 3,
-    "max_active": 32,
-    "max_queue": 1024,
-    "queue_timeout_s": 30.0,
-    "tile_workers": None,
-    "tile_timeout_s": 20.0,
-    "cache_dir": None,
-    "cache_max_mb": 512.0,
-    "workers": 1,
-    "log_level": "info",
-    "forwarded_allow_ips": "127.0.0.1",
-    "public_url": None,
-}
 
 #: Largest request head, bytes.
 MAX_HEAD_BYTES = 64 * 1024
@@ -201,8 +184,10 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - tested as
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default=8000, type=int)
     for key, default in DEFAULTS.items():
-        kind = type(default) if default is not None else str
-        parser.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=default)
+        kind = type(default) if default is not None else TYPES[key]
+        parser.add_argument(
+            "--" + key.replace("_", "-"), dest=key, type=kind, default=default, help=HELP[key]
+        )
     args = vars(parser.parse_args(argv))
     catalog, host, port = args.pop("catalog"), args.pop("host"), args.pop("port")
     if args["tile_workers"] is not None:

@@ -178,7 +178,14 @@ def _timeseries(
     assert project.timeseries is not None
     inputs = [*products.values(), *project.timeseries_inputs]
     series = run_series(
-        inputs, project.output / "timeseries", project.timeseries, grid=project.grid(), echo=say
+        inputs,
+        project.output / "timeseries",
+        project.timeseries,
+        grid=project.grid(),
+        centrelines=project.centrelines,
+        centreline_where=project.centreline_where,
+        spacing_m=project.analysis["profile_spacing_m"],
+        echo=say,
     )
     result.series = series
     for key, path in series.files.items():

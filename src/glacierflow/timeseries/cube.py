@@ -143,7 +143,7 @@ def pairs_cube(cube: xr.Dataset) -> xr.Dataset:
         if name not in out.variables:
             out[name] = ("mid_date", np.full(out.sizes["mid_date"], "", dtype=object))
         else:
-            out[name] = ("mid_date", out[name].values.astype(str).astype(object))
+            out[name] = ("mid_date", np.array([str(v) for v in out[name].values], dtype=object))
     order = ["vx", "vy", "v", "vx_error", "vy_error", "v_error", "acquisition_date_img1"]
     order += ["acquisition_date_img2", "date_dt", "satellite_img1", "satellite_img2"]
     out = out[[n for n in order if n in out.variables]]

@@ -1,4 +1,6 @@
-"""The point time-series picture: every pair as a bar over its span, the inverted steps on top.
+"""Time-series pictures: at a point, every pair as a bar over its span and the inverted steps
+on top (:func:`series_figure`); along a centreline, speed by distance and time
+(:func:`hovmoller_figure`).
 
 ``pairs_df`` has one row per pair: ``date1``, ``date2`` (acquisition dates), ``v`` and
 ``v_error`` (speed and its 1-sigma error, m/yr). ``steps_df`` has one row per step: ``start``,
@@ -18,8 +20,9 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from glacierflow.atomic import atomic_write
+from glacierflow.mapstyle import SPEED_CMAP, speed_floor, speed_norm, speed_ticks, speed_top
 
-__all__ = ["series_figure", "write_series_csv"]
+__all__ = ["hovmoller_figure", "series_figure", "write_series_csv"]
 
 PAIR_COLOUR = "0.55"
 SERIES_COLOUR = "#1f5fa8"
@@ -100,6 +103,72 @@ def series_figure(pairs_df: pd.DataFrame, steps_df: pd.DataFrame, title: str = "
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8, frameon=False, ncol=2)
+    return fig
+
+
+def hovmoller_figure(profile_df: pd.DataFrame, title: str = "") -> Figure:
+    """Speed along a line by distance and time: the diagram surge studies draw.
+
+    Distance along the line (from its first vertex, the glacier head for OGGM centrelines) runs
+    down the y axis, time along x; each step is a column over its span, coloured by speed on
+    the logarithmic scale of the maps (:mod:`glacierflow.mapstyle`: viridis from the noise
+    floor, the median ``v_error``, to a round number above the 99th percentile). Steps the
+    network does not resolve, and points off the grid, have no colour.
+
+    Parameters
+    ----------
+    profile_df : DataFrame
+        One line's rows of :func:`glacierflow.timeseries.profiles.sample_series_profiles`:
+        ``distance_m``, ``start``, ``end``, ``v``, ``v_error`` (m/yr).
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import xarray as xr
+    from matplotlib import colormaps
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    missing = [c for c in ("distance_m", "start", "end", "v", "v_error") if c not in profile_df]
+    if missing:
+        raise ValueError(f"profile_df: missing column(s) {', '.join(missing)}")
+    dist = np.unique(profile_df["distance_m"].to_numpy(float))
+    steps = profile_df[["start", "end"]].drop_duplicates().sort_values("start")
+    grid = profile_df.pivot_table(
+        index="distance_m", columns="start", values="v", aggfunc="first", dropna=False
+    ).reindex(index=dist, columns=steps["start"])
+    v = grid.to_numpy(float)
+    half = (dist[1] - dist[0]) / 2 if dist.size > 1 else 50.0
+    y_edges = np.r_[dist - half, dist[-1] + half] / 1000.0
+    x0, x1 = _num(steps["start"]), _num(steps["end"])
+    err = profile_df["v_error"].to_numpy(float)
+    floor = speed_floor([xr.Dataset({"v_error": ("p", err)})])
+    norm = speed_norm(floor, speed_top([xr.Dataset({"v": ("p", v.ravel())})], floor))
+    cmap = colormaps[SPEED_CMAP].with_extremes(bad=(0, 0, 0, 0))
+    height = float(np.clip(2.2 + 0.012 * dist.size, 3.6, 6.5))
+    fig = Figure(figsize=(9.0, height), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_facecolor("0.93")  # no colour: a gap, or off the grid
+    mesh = None
+    for j in range(x0.size):  # one column per step, over its own span (steps may be uneven)
+        col = np.ma.masked_invalid(v[:, j : j + 1])
+        mesh = ax.pcolormesh([x0[j], x1[j]], y_edges, col, cmap=cmap, norm=norm, shading="flat")
+    ax.set_xlim(x0.min(), x1.max())
+    ax.set_ylim(y_edges[-1], y_edges[0])  # distance grows downwards: head at the top
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("date (each column one step of the series; grey: gap, not resolved)")
+    ax.set_ylabel("distance along the line (km)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if mesh is not None:
+        bar = fig.colorbar(mesh, ax=ax, extend="both", pad=0.01)
+        bar.ax.yaxis.set_major_locator(FixedLocator(speed_ticks(norm)))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda t, _p: f"{t:g}"))
+        bar.ax.yaxis.set_minor_locator(NullLocator())
+        bar.set_label("speed (m/yr)", fontsize=9)
     return fig
 
 

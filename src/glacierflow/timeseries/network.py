@@ -26,12 +26,16 @@ from glacierflow.timeseries.inversion import (
 )
 
 __all__ = [
+    "CHUNK_BYTES",
     "STEP_VARIABLES",
     "combine_pairs",
     "invert_cube",
     "pair_to_cube",
     "series_at",
 ]
+
+#: Bytes of float64 inputs a Dask block of :func:`invert_cube` holds (default block size).
+CHUNK_BYTES = 16 * 2**20
 
 #: CF attributes of the inverted cube's variables.
 STEP_VARIABLES: dict[str, dict[str, str]] = {
@@ -230,7 +234,7 @@ def invert_cube(
     *,
     start: Any = None,
     end: Any = None,
-    chunk_pixels: int = 4096,
+    chunk_pixels: int | None = None,
 ) -> xr.Dataset:
     """Invert every pixel of a pair cube into a regular velocity time series.
 
@@ -243,9 +247,10 @@ def invert_cube(
     settings : InversionSettings, optional
     start, end : datetime-like, optional
         Range to cover; default the pairs' first and last acquisition.
-    chunk_pixels : int
-        Pixels per Dask block when ``cube`` is Dask-backed (memory per block is about
-        ``chunk_pixels * n_pairs * 40`` bytes plus the solver's batches).
+    chunk_pixels : int, optional
+        Pixels per Dask block when ``cube`` is Dask-backed; default as many as keep a block's
+        inputs near :data:`CHUNK_BYTES` (``chunk_pixels * n_pairs * 32`` bytes as float64,
+        at most 4096 pixels), so memory stays bounded however many pairs the cube holds.
 
     Returns
     -------
@@ -272,6 +277,8 @@ def invert_cube(
     vx, vy = cube["vx"], cube["vy"]
     if lazy:
         ny, nx = cube.sizes["y"], cube.sizes["x"]
+        if chunk_pixels is None:
+            chunk_pixels = min(4096, max(16, CHUNK_BYTES // (32 * t1.size)))
         side = max(1, int(np.sqrt(chunk_pixels)))
         chunks = {"mid_date": -1, "y": min(side, ny), "x": min(side, nx)}
         vx, vy = vx.chunk(chunks), vy.chunk(chunks)
@@ -317,6 +324,7 @@ def _step_dataset(
             layer = layer.astype(np.int32)
         elif name != "coverage_days":
             layer = layer.astype(np.float32)
+        layer.attrs = {}  # not the attributes of the input's vx (its standard_name)
         data_vars[name] = layer.assign_attrs(STEP_VARIABLES[name])
     data_vars["v"] = np.hypot(data_vars["vx"], data_vars["vy"]).assign_attrs(STEP_VARIABLES["v"])
     v_err = np.sqrt((data_vars["vx_error"] ** 2 + data_vars["vy_error"] ** 2) / 2)

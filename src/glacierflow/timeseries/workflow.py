@@ -11,6 +11,9 @@ ITS_LIVE image-pair granules (``.nc``) and local Zarr cubes in ITS_LIVE's layout
     points/point_N.csv                     steps at point N: start, end, v, v_error, coverage
     points/point_N_pairs.csv               the pairs at point N
     points/point_N.png                     pairs as bars over their spans, the series on top
+    lines/<line_id>.csv                    the series along a centreline: distance_m, time,
+                                           start, end, v, v_error, coverage_days, ...
+    lines/<line_id>.png                    speed by distance (y) and time (x), the maps' scale
 
 Files are written through :mod:`glacierflow.products` (atomic) and
 :mod:`glacierflow.timeseries.figure`.
@@ -19,6 +22,8 @@ Files are written through :mod:`glacierflow.products` (atomic) and
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +41,8 @@ from glacierflow.timeseries.settings import SeriesSettings
 __all__ = ["PointSeries", "SeriesResult", "load_inputs", "run_series", "series_text"]
 
 PAIRS_CUBE = "pairs_cube"
+#: Distance-time figures drawn at most (one per line; every line gets its CSV).
+MAX_LINE_FIGURES = 20
 SERIES_CUBE = "velocity_series"
 _SUFFIX = {"zarr": ".zarr", "netcdf": ".nc"}
 
@@ -59,6 +66,7 @@ class SeriesResult:
     series: xr.Dataset
     points: list[PointSeries] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    lines: pd.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,9 +254,16 @@ def run_series(
     settings: SeriesSettings | None = None,
     *,
     grid: Grid | None = None,
+    centrelines: str | os.PathLike[str] | None = None,
+    centreline_where: dict[str, Any] | None = None,
+    spacing_m: float | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> SeriesResult:
-    """Invert pairs into a velocity time series; write the cubes and the point series.
+    """Invert pairs into a velocity time series; write the cubes, point and line series.
+
+    A cube read lazily (a Zarr cube) is inverted block by block (Dask) and the series is
+    written chunk by chunk, so memory stays bounded by the blocks, not by the cube; pairs in
+    memory (pair products, granules) are inverted in memory.
 
     Parameters
     ----------
@@ -260,20 +275,27 @@ def run_series(
         Steps, regularisation, points, formats.
     grid : Grid, optional
         The common grid; default a project folder's, else the first input's.
+    centrelines : path, optional
+        Centrelines (or any lines) whose series are written as CSV and distance-time figures
+        (:func:`glacierflow.outlines.read_lines`).
+    centreline_where : dict, optional
+        Keep only lines whose attributes equal these values (``{"MAIN": 1}``).
+    spacing_m : float, optional
+        Distance between samples along a line, metres; default the cell size.
     echo : callable, optional
         Receives progress lines and the point series' text.
 
     Returns
     -------
     SeriesResult
+        For a lazy run, ``series`` is the written cube opened lazily.
 
     Raises
     ------
     InputError
         When there is no pair, a path cannot be read or a point lies outside the grid.
     """
-    from glacierflow.products import write_itslive_netcdf_cube, write_zarr_cube
-    from glacierflow.timeseries.network import combine_pairs, invert_cube, series_at
+    from glacierflow.timeseries.network import combine_pairs, invert_cube
 
     settings = settings or SeriesSettings()
     say = echo or (lambda _msg: None)
@@ -286,18 +308,88 @@ def run_series(
     if not items:
         raise InputError("no pair to invert: give pair products, granules or a cube", out)
     try:
-        cube = combine_pairs(items, grid).load()
+        cube = combine_pairs(items, grid)
     except ValueError as exc:
         raise InputError(f"the pairs cannot be combined: {exc}", out) from exc
-    say(f"time series: {cube.sizes['mid_date']} pair(s) on {cube.sizes['y']} x {cube.sizes['x']}")
-    inversion = settings.inversion()
-    series = invert_cube(cube, settings.freq, inversion).compute()
-    result = SeriesResult(pairs=pairs_cube(cube), series=series_cube(series, cube))
+    lazy = cube["vx"].chunks is not None
+    cube = cube if lazy else cube.load()
+    say(
+        f"time series: {cube.sizes['mid_date']} pair(s) on {cube.sizes['y']} x {cube.sizes['x']}"
+        + (", inverted block by block" if lazy else "")
+    )
+    series = invert_cube(cube, settings.freq, settings.inversion())
     out.mkdir(parents=True, exist_ok=True)
+    spill = out / f".{SERIES_CUBE}.blocks-{os.getpid()}.zarr"
+    try:
+        series = _spilled(series, spill) if lazy else series.compute()
+        result = SeriesResult(pairs=pairs_cube(cube), series=series_cube(series, cube))
+        _write_cubes(result, out, settings, lazy)
+        _points(result, cube, settings, out, say)
+        if centrelines is not None:
+            _lines(result, centrelines, centreline_where, spacing_m, out, say)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    if lazy:
+        fmt = "zarr" if "zarr" in settings.formats else "netcdf"
+        result.series = xr.open_dataset(
+            result.files[f"{SERIES_CUBE}_{fmt}"],
+            engine="zarr" if fmt == "zarr" else "h5netcdf",
+            chunks={},
+        )
+    return result
+
+
+def _spilled(series: xr.Dataset, store: Path) -> xr.Dataset:
+    """Compute a Dask-backed series block by block into a Zarr store; open it lazily.
+
+    One pass of the inversion writes every variable (they share the blocks); what follows
+    (the ITS_LIVE layout's per-step summaries, the cubes written, the line samples) reads the
+    store chunk by chunk instead of recomputing the inversion.
+    """
+    series = series.copy()
+    encoding = {
+        name: {"units": "seconds since 1970-01-01", "dtype": "int64"}
+        for name in ("first_date", "last_date", "time_bnds")
+    }
+    for var in series.variables.values():
+        var.encoding = {}
+    series.to_zarr(store, mode="w", encoding=encoding, consolidated=True, zarr_format=2)
+    opened = xr.open_zarr(store, consolidated=True)
+    opened["time_bnds"] = opened["time_bnds"].load()
+    return opened
+
+
+def _uniform_chunks(ds: xr.Dataset) -> xr.Dataset:
+    """Regular Dask chunks (Zarr needs them), about 16 MB per float32 layer chunk."""
+    chunks = {"mid_date": min(ds.sizes["mid_date"], 250), "y": 128, "x": 128}
+    out = ds.chunk({k: min(v, ds.sizes[k]) for k, v in chunks.items()})
+    for var in out.variables.values():
+        var.encoding = {}
+    return out
+
+
+def _write_cubes(result: SeriesResult, out: Path, settings: SeriesSettings, lazy: bool) -> None:
+    from glacierflow.products import write_itslive_netcdf_cube, write_zarr_cube
+
+    if lazy:
+        result.pairs = _uniform_chunks(result.pairs)
+        result.series = _uniform_chunks(result.series)
     writers = {"zarr": write_zarr_cube, "netcdf": write_itslive_netcdf_cube}
     for fmt in settings.formats:
         for key, ds in ((PAIRS_CUBE, result.pairs), (SERIES_CUBE, result.series)):
             result.files[f"{key}_{fmt}"] = writers[fmt](ds, out / f"{key}{_SUFFIX[fmt]}")
+
+
+def _points(
+    result: SeriesResult,
+    cube: xr.Dataset,
+    settings: SeriesSettings,
+    out: Path,
+    say: Callable[[str], None],
+) -> None:
+    """The series at each of ``settings.points``: CSV, pairs CSV, figure, text."""
+    from glacierflow.timeseries.network import series_at
+
     steps = result.series.sizes["mid_date"]
     say(
         f"  {SERIES_CUBE}: {steps} step(s) ({settings.freq}), "
@@ -305,7 +397,7 @@ def run_series(
     )
     for i, (lon, lat) in enumerate(settings.points, start=1):
         try:
-            pairs, steps_df = series_at(cube, lon, lat, settings.freq, inversion)
+            pairs, steps_df = series_at(cube, lon, lat, settings.freq, settings.inversion())
         except ValueError as exc:
             raise InputError(
                 f"point {i} ({lon}, {lat}): {exc}; the grid covers {_lonlat_box(cube)}"
@@ -315,4 +407,57 @@ def run_series(
         _write_point(point, out / "points", f"point_{i}")
         result.points.append(point)
         say(series_text(point))
-    return result
+
+
+def _lines(
+    result: SeriesResult,
+    path: str | os.PathLike[str],
+    where: dict[str, Any] | None,
+    spacing_m: float | None,
+    out: Path,
+    say: Callable[[str], None],
+) -> None:
+    """The series along each line: ``lines/<id>.csv`` and a distance-time figure."""
+    from glacierflow.atomic import atomic_write
+    from glacierflow.outlines import read_lines
+    from glacierflow.timeseries.figure import hovmoller_figure, write_series_csv
+    from glacierflow.timeseries.profiles import sample_series_profiles
+
+    lines = read_lines(path, result.series.attrs["crs_wkt"], where=where)
+    try:
+        table = sample_series_profiles(result.series, lines, spacing_m)
+    except ValueError as exc:
+        raise InputError(str(exc), Path(path)) from exc
+    folder = out / "lines"
+    drawn = 0
+    for line_id, grp in table.groupby("line_id", sort=False):
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(line_id))
+        folder.mkdir(parents=True, exist_ok=True)
+        result.files[f"line_{safe}_csv"] = write_series_csv(folder / f"{safe}.csv", grp)
+        if drawn < MAX_LINE_FIGURES and np.isfinite(grp["v"]).any():
+            name = str(grp["name"].iloc[0] or "")
+            title = (
+                f"{name + ' ' if name and name != 'nan' else ''}{line_id}: speed along the "
+                f"line, {settings_text(result)}"
+            )
+            png = folder / f"{safe}.png"
+            with atomic_write(png) as tmp:
+                hovmoller_figure(grp, title).savefig(
+                    tmp, format="png", dpi=110, pil_kwargs={"compress_level": 2}
+                )
+            result.files[f"line_{safe}_png"] = png
+            drawn += 1
+    result.lines = table
+    say(
+        f"  lines: {table['line_id'].nunique() if len(table) else 0} of {len(lines)} line(s) "
+        f"on the grid, written to {folder}"
+    )
+
+
+def settings_text(result: SeriesResult) -> str:
+    """``"N steps, data YYYY-MM-DD to YYYY-MM-DD"`` for figure titles."""
+    attrs = result.series.attrs
+    span = ""
+    if "data_start_datetime" in attrs:
+        span = f", data {attrs['data_start_datetime'][:10]} to {attrs['data_end_datetime'][:10]}"
+    return f"{result.series.sizes['mid_date']} steps{span}"
