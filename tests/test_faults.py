@@ -228,7 +228,7 @@ def test_corrupt_inputs_are_one_line_each(pair, tmp_path):
         out = tmp_path / f"out{len(extra)}"
         done = cli("track", cut, sec, "-o", out, "--ref-date", "2016-07-18", *extra)
         assert_one_line_error(done, "cut.tif", "truncated, corrupt")
-        assert not out.exists(), "a failed run left its folders"
+        assert not (out / ".glacierflow-work").exists(), "a failed run left its work folder"
     done = cli("track", ref, sec, "-o", tmp_path / "p", "--prior-vx", cut, "--prior-vy", cut)
     assert_one_line_error(done, "cut.tif", "prior vx raster")
     binary = tmp_path / "binary.toml"

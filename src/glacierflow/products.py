@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ from rasterio.io import MemoryFile
 from glacierflow import __version__
 from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError, OutputError
+from glacierflow.limits import check_writable_folder
 from glacierflow.product_layout import (
     GRID_MAPPING,
     ITSLIVE_PAIR_DATES,
@@ -68,14 +70,17 @@ from glacierflow.velocity import VARIABLES
 
 __all__ = [
     "PRODUCT_NAMES",
+    "prepare_output",
     "read_product",
     "remove_stale_staging",
+    "refuse_earlier_products",
     "write_cog",
     "write_gpkg",
     "write_itslive_netcdf_cube",
     "write_netcdf",
     "write_netcdf_cube",
     "write_products",
+    "write_products_with_worker",
     "write_summary",
     "write_table",
     "write_zarr_cube",
@@ -957,3 +962,80 @@ def write_products(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def prepare_output(
+    out_dir: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = True,
+) -> None:
+    """Check, before any work, that the output folder (and a work folder) can be written and
+    holds no earlier products unless ``overwrite`` (:func:`refuse_earlier_products`), and clear
+    what a killed run left there (:func:`remove_stale_staging`).
+
+    Raises an :class:`OutputError` naming a folder that cannot be used
+    (:func:`glacierflow.limits.check_writable_folder`); creates nothing.
+    """
+    check_writable_folder(out_dir)
+    if work_dir is not None:
+        check_writable_folder(work_dir, "work folder")
+    refuse_earlier_products(out_dir, overwrite)
+    if Path(out_dir).exists():
+        remove_stale_staging(out_dir)
+
+
+def refuse_earlier_products(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Raise unless ``out_dir`` holds no product of an earlier run, or ``overwrite`` is True.
+
+    Raises
+    ------
+    InputError
+        Naming the folder and the products found in it (keyed ``overwrite``).
+    """
+    earlier = [name for name in PRODUCT_NAMES.values() if (Path(out_dir) / name).exists()]
+    if earlier and not overwrite:
+        raise InputError(
+            f"already holds products of an earlier run ({', '.join(earlier)}); choose another "
+            "folder, or set overwrite to replace them",
+            out_dir,
+            key="overwrite",
+        )
+
+
+def write_products_with_worker(
+    ds: xr.Dataset,
+    out_dir: str | os.PathLike[str],
+    background: np.ndarray | None,
+    background_transform: Any,
+    executor: Any,
+) -> dict[str, Path]:
+    """:func:`write_products`, with the quick look drawn on a local worker of ``executor``
+    (a :class:`glacierflow.execute.Executor`) while this process writes the GeoTIFF and the
+    NetCDF; as :func:`write_products` when the executor has no local worker processes."""
+    if executor.kind != "processes":
+        return write_products(
+            ds, out_dir, background=background, background_transform=background_transform
+        )
+    with tempfile.TemporaryDirectory(prefix="glacierflow-quicklook-") as tmp:
+        drawn = Path(tmp) / "quicklook.png"
+        future = executor.submit(_draw_quicklook, ds, drawn, background, background_transform)
+
+        def quicklook(path: Path) -> None:
+            future.result()
+            shutil.copyfile(drawn, path)
+
+        try:
+            return write_products(ds, out_dir, quicklook=quicklook)
+        finally:
+            future.cancel()
+            with contextlib.suppress(Exception):
+                future.result()  # the worker is done with the folder before it is removed
+
+
+def _draw_quicklook(
+    ds: xr.Dataset, path: Path, background: np.ndarray | None, background_transform: Any
+) -> None:
+    """Draw the quick look of ``ds`` into ``path`` (in any process)."""
+    from glacierflow.plot import quicklook
+
+    quicklook(ds, path, background=background, background_transform=background_transform)

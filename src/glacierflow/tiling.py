@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -477,6 +478,9 @@ def tiled_match(
         if work_dir is not None:
             folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres, filters)
             folder.mkdir(parents=True, exist_ok=True)
+        if folder is not None:
+            # A failure before any tile is kept leaves no work folder behind.
+            stack.push(lambda kind, _exc, _tb, f=folder: bool(kind and remove_unused_work(f)))
         out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
         todo = _resume(out, plan_tiles(grid, settings, tile_nodes), folder, progress)
         if todo:
@@ -561,3 +565,14 @@ def _task(args, job, *, settings, stats) -> tuple[Tile, np.ndarray]:
     return tile, match_file_tile(
         ref, sec, band, grid, tile, settings, stats[0], stats[1], centres, filters
     )
+
+
+def remove_unused_work(folder: Path) -> None:
+    """After a failed tiled match: remove its work folder if no finished tile is kept in it
+    (and the ``.glacierflow-work`` folder above, if that left it empty)."""
+    if any(folder.glob("tile_*.npz")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.name == ".glacierflow-work":
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # only if empty

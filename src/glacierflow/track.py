@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import logging
 import shutil
-import tempfile
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
@@ -47,12 +46,6 @@ from glacierflow.filters import (
     Quality,
     fill_small_holes,
     filter_offsets,
-)
-from glacierflow.limits import (
-    BYTES_PER_NODE,
-    BYTES_PER_PIXEL,
-    check_memory,
-    check_writable_folder,
 )
 from glacierflow.matching import MatchResult, NodeGrid, make_grid, match
 from glacierflow.pair import Pair, SceneLike, lattice_offset, load_pair, load_pair_tiled
@@ -78,12 +71,10 @@ __all__ = [
     "ProgressSink",
     "load_pair",
     "load_pair_tiled",
-    "refuse_earlier_products",
     "track",
     "track_pair",
     "track_settings",
     "track_to_products",
-    "valid_fraction",
 ]
 
 if TYPE_CHECKING:
@@ -153,7 +144,9 @@ def node_geometry(pair: Pair, settings: TrackSettings) -> NodeGeometry:
         raise InputError(
             f"{exc}", pair.ref.path, key=("matching.chip_px", "matching.search_px")
         ) from exc
-    check_node_memory(pair, grid, settings)
+    from glacierflow.pair import check_node_memory
+
+    check_node_memory(pair, grid.shape, settings)
     rows_px, cols_px = np.meshgrid(grid.rows_px(), grid.cols_px(), indexing="ij")
     return NodeGeometry(
         grid=grid,
@@ -233,53 +226,6 @@ def track_pair(
         "v_error_calibration_nodes": int(stable.sum()),
     }
     return product_dataset(pair, geo, result, dx, dy, sigma_px, filt.quality, stable, attrs)
-
-
-def check_node_memory(pair: Pair, grid: NodeGrid, settings: TrackSettings) -> None:
-    """Refuse a node grid whose dense layers would not fit in memory, before matching.
-
-    Raises
-    ------
-    InputError
-        Naming the grid, the estimate and the memory available (:mod:`glacierflow.limits`).
-    """
-    ny, nx = grid.shape
-    need = ny * nx * BYTES_PER_NODE
-    if settings.tiling.enabled and settings.matching.pyramid_levels > 1:
-        rows, cols = pair.ref.shape
-        need += rows * cols / 4 * BYTES_PER_PIXEL  # the coarse pass holds half-resolution scenes
-    check_memory(
-        need,
-        f"a node grid of {ny:,} x {nx:,} nodes (step {settings.matching.step_px} px)",
-        "use a larger step_px or a smaller part of the scenes",
-        path=pair.ref.path,
-        key="matching.step_px",
-    )
-
-
-def _check_pixel_memory(
-    ref: SceneLike,
-    sec: SceneLike,
-    band: int | None,
-    ref_date: datetime | str | None,
-    sec_date: datetime | str | None,
-) -> None:
-    """Refuse two files too large to hold in memory for untiled matching, before reading."""
-    if isinstance(ref, Scene) or isinstance(sec, Scene):
-        return
-    try:
-        heads = [read_header(ref, band=band, acquired=ref_date)]
-        heads.append(read_header(sec, band=band, acquired=sec_date))
-    except GlacierflowError:
-        return  # the reader gives the full error
-    pixels = sum(h.shape[0] * h.shape[1] for h in heads)
-    check_memory(
-        pixels * BYTES_PER_PIXEL,
-        f"matching two images of {heads[0].shape[0]:,} x {heads[0].shape[1]:,} pixels in memory",
-        "match tile by tile (tiling.tile_nodes) or crop the scenes",
-        path=heads[0].path,
-        key="tiling.tile_nodes",
-    )
 
 
 def match_pair(
@@ -666,8 +612,6 @@ def open_pair(
         from glacierflow.tiling import DEFAULT_TILE_NODES
 
         settings = settings.updated(tile_nodes=DEFAULT_TILE_NODES)
-    if not settings.tiling.enabled:
-        _check_pixel_memory(ref, sec, band, ref_date, sec_date)
     loader = load_pair_tiled if settings.tiling.enabled else load_pair
     return loader(ref, sec, ref_date=ref_date, sec_date=sec_date, band=band), settings
 
@@ -709,26 +653,6 @@ def _large_pair_on_one_lattice(
     return big and lattice_offset(a, b) is not None
 
 
-def refuse_earlier_products(out_dir: str | PathLike[str], overwrite: bool = False) -> None:
-    """Raise unless ``out_dir`` holds no product of an earlier run, or ``overwrite`` is True.
-
-    Raises
-    ------
-    InputError
-        Naming the folder and the products found in it (keyed ``overwrite``).
-    """
-    from glacierflow.products import PRODUCT_NAMES
-
-    earlier = [name for name in PRODUCT_NAMES.values() if (Path(out_dir) / name).exists()]
-    if earlier and not overwrite:
-        raise InputError(
-            f"already holds products of an earlier run ({', '.join(earlier)}); choose another "
-            "folder, or set overwrite to replace them",
-            out_dir,
-            key="overwrite",
-        )
-
-
 def track_to_products(
     ref: SceneLike,
     sec: SceneLike,
@@ -751,20 +675,12 @@ def track_to_products(
     the products are complete, so that a killed run picks up where it stopped. Returns the
     dataset and a mapping from product name to path.
     """
-    from glacierflow.products import remove_stale_staging
+    from glacierflow.products import prepare_output, write_products_with_worker
     from glacierflow.scenes import read_preview
 
     # Settings first: a bad setting is reported before any image is read.
     s = track_settings(settings, **shortcuts)
-    # Then the output folders: a folder that cannot be written fails now, not after matching;
-    # what a killed run left there is cleared before this one starts.
-    check_writable_folder(out_dir)
-    out_existed = Path(out_dir).exists()
-    if out_existed:
-        remove_stale_staging(out_dir)
-    if s.tiling.work_dir is not None:
-        check_writable_folder(s.tiling.work_dir, "work folder")
-    refuse_earlier_products(out_dir, overwrite)
+    prepare_output(out_dir, s.tiling.work_dir, overwrite)
     with matching_executor(s) as executor:
         # Workers start while the scenes are read and filtered.
         executor.start()
@@ -772,74 +688,12 @@ def track_to_products(
         own_work = s.tiling.enabled and s.tiling.work_dir is None
         if own_work:
             s = s.updated(work_dir=Path(out_dir) / ".glacierflow-work")
-        try:
-            ds = track_pair(pair, s, progress=progress, band=band, executor=executor)
-        except BaseException:
-            if own_work:
-                _remove_empty_work(Path(s.tiling.work_dir), None if out_existed else Path(out_dir))
-            raise
+        ds = track_pair(pair, s, progress=progress, band=band, executor=executor)
         if s.tiling.enabled:
             background, background_transform = read_preview(pair.ref.path, band=band)
         else:
             background, background_transform = pair.ref.data, pair.transform
-        paths = _write_products(ds, out_dir, background, background_transform, executor)
+        paths = write_products_with_worker(ds, out_dir, background, background_transform, executor)
     if own_work:
         shutil.rmtree(s.tiling.work_dir, ignore_errors=True)
     return ds, paths
-
-
-def _remove_empty_work(work: Path, out_dir: Path | None) -> None:
-    """After a failed tiled run: remove the work folder if no finished tile is kept in it (and
-    ``out_dir``, made by this run, if that left it empty): nothing is left that cannot resume."""
-    if any(work.rglob("tile_*.npz")):
-        return
-    shutil.rmtree(work, ignore_errors=True)
-    if out_dir is not None:
-        with contextlib.suppress(OSError):
-            out_dir.rmdir()  # only if empty
-
-
-def _write_products(
-    ds: xr.Dataset,
-    out_dir: str | PathLike[str],
-    background: np.ndarray | None,
-    background_transform: Any,
-    executor: Executor,
-) -> dict[str, Path]:
-    """:func:`~glacierflow.products.write_products`, with the quick look drawn on a local
-    worker while this process writes the GeoTIFF and the NetCDF."""
-    from glacierflow.products import write_products
-
-    if executor.kind != "processes":
-        return write_products(
-            ds, out_dir, background=background, background_transform=background_transform
-        )
-    with tempfile.TemporaryDirectory(prefix="glacierflow-quicklook-") as tmp:
-        drawn = Path(tmp) / "quicklook.png"
-        future = executor.submit(_draw_quicklook, ds, drawn, background, background_transform)
-
-        def quicklook(path: Path) -> None:
-            future.result()
-            shutil.copyfile(drawn, path)
-
-        try:
-            return write_products(ds, out_dir, quicklook=quicklook)
-        finally:
-            future.cancel()
-            with contextlib.suppress(Exception):
-                future.result()  # the worker is done with the folder before it is removed
-
-
-def _draw_quicklook(
-    ds: xr.Dataset, path: Path, background: np.ndarray | None, background_transform: Any
-) -> None:
-    """Draw the quick look of ``ds`` into ``path`` (in any process)."""
-    from glacierflow.plot import quicklook
-
-    quicklook(ds, path, background=background, background_transform=background_transform)
-
-
-def valid_fraction(ds: xr.Dataset) -> float:
-    """Fraction of nodes with a finite speed (filled nodes count as valid)."""
-    v = ds["v"].values
-    return float(np.isfinite(v).mean()) if v.size else 0.0

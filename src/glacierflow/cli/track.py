@@ -76,7 +76,8 @@ def command(
         --bbox -141.5 60.1 -141.4 60.2
     """
     from glacierflow.cli.summary import print_summary
-    from glacierflow.track import refuse_earlier_products, track_to_products
+    from glacierflow.products import refuse_earlier_products
+    from glacierflow.track import track_to_products
 
     refuse_earlier_products(out_dir, overwrite)
     if bbox:  # only the area of interest is read, from files or URLs
