@@ -104,6 +104,7 @@ def test_a_deliberate_violation_breaks_a_contract(tmp_path, module, line, broken
 #: the paths on to one of these.
 DECLARED_IO = {
     "glacierflow.atomic": "the temporary-name-and-rename that every writer goes through",
+    "glacierflow.limits": "bounds before work: available memory, a probe file in output folders",
     "glacierflow.scenes": "reads scene rasters (windows, headers, previews) and MTL metadata",
     "glacierflow.remote": "scenes at URLs (GDAL /vsicurl/, /vsis3/), STAC items; window cache",
     "glacierflow.outlines": "reads glacier outlines (vector files) and mask rasters",

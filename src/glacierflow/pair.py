@@ -28,7 +28,6 @@ from rasterio.windows import Window
 from glacierflow.errors import InputError
 from glacierflow.limits import BYTES_PER_NODE, BYTES_PER_PIXEL, check_memory, check_separation
 from glacierflow.scenes import Scene, header_window, read_header, read_scene
-from glacierflow.settings import TrackSettings
 
 __all__ = ["Pair", "make_pair"]
 
@@ -436,18 +435,20 @@ def load_pair(
     return pair
 
 
-def check_node_memory(pair: Pair, grid_shape: tuple[int, int], settings: TrackSettings) -> None:
+def check_node_memory(
+    pair: Pair, grid_shape: tuple[int, int], step_px: int, coarse_pass: bool = False
+) -> None:
     """Refuse a node grid whose dense layers would not fit in memory, before matching (with
-    the half-resolution scenes of a tiled pyramid's coarse pass). Raises an
+    the half-resolution scenes of a tiled pyramid's coarse pass, ``coarse_pass``). Raises an
     :class:`InputError` naming the grid, the estimate and the memory available."""
     ny, nx = grid_shape
     need = ny * nx * BYTES_PER_NODE
-    if settings.tiling.enabled and settings.matching.pyramid_levels > 1:
+    if coarse_pass:
         rows, cols = pair.ref.shape
         need += rows * cols / 4 * BYTES_PER_PIXEL
     check_memory(
         need,
-        f"a node grid of {ny:,} x {nx:,} nodes (step {settings.matching.step_px} px)",
+        f"a node grid of {ny:,} x {nx:,} nodes (step {step_px} px)",
         "use a larger step_px or a smaller part of the scenes",
         path=pair.ref.path,
         key="matching.step_px",

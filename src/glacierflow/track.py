@@ -146,7 +146,7 @@ def node_geometry(pair: Pair, settings: TrackSettings) -> NodeGeometry:
         ) from exc
     from glacierflow.pair import check_node_memory
 
-    check_node_memory(pair, grid.shape, settings)
+    check_node_memory(pair, grid.shape, m.step_px, settings.tiling.enabled and m.pyramid_levels > 1)
     rows_px, cols_px = np.meshgrid(grid.rows_px(), grid.cols_px(), indexing="ij")
     return NodeGeometry(
         grid=grid,

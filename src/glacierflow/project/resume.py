@@ -165,3 +165,25 @@ def pair_is_complete(
 ) -> bool:
     """Whether ``folder`` holds a finished pair (see :func:`pair_problem`)."""
     return pair_problem(folder, fingerprint, inputs) is None
+
+
+#: The list of the current plan's pairs in ``pairs/``: pair folders it does not name (from an
+#: earlier plan) are neither composed nor published (see glacierflow.portal.discover).
+PLAN_NAME = "plan.json"
+
+
+def write_plan(folder: Path, pair_ids: list[str], *, only_if_there: bool = False) -> None:
+    """Write ``pairs/plan.json`` listing the current pairs (atomically).
+
+    ``only_if_there``: only when ``folder`` exists (folders of an earlier plan may be there; a
+    fresh output folder gets its list with the composites, so a failure creates nothing).
+    """
+    from glacierflow import __version__
+    from glacierflow.atomic import atomic_write
+
+    if only_if_there and not folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"pairs": list(pair_ids), "glacierflow_version": __version__}
+    with atomic_write(folder / PLAN_NAME) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -31,6 +31,7 @@ from glacierflow.project.resume import (
     product_checksums,
     scene_inputs,
     write_done,
+    write_plan,
 )
 
 log = logging.getLogger("glacierflow")
@@ -327,15 +328,10 @@ def run_project(
         raise InputError(f"concurrent_pairs must be 1 or more, got {concurrent_pairs}")
 
     say = _between_bars(echo)
-    # The output folder first: one that cannot be written fails before any pair is tracked.
-    check_writable_folder(project.output)
+    check_writable_folder(project.output)  # before any pair: an unwritable output fails now
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
-    if (project.output / "pairs").is_dir():
-        # Folders of an earlier plan may be there: list the current pairs before any work
-        # (a fresh output folder gets its list with the composites, so a failure creates none).
-        _write_plan(project.output / "pairs", plans)
     lines = _PairLines(plans, say)
     jobs = _unfinished(project, plans, pair_dirs, lines)
 
@@ -363,29 +359,13 @@ def run_project(
             raise _in_project_terms(exc) from exc
     processed = [plan.pair_id for i, plan in enumerate(plans) if i in done]
     skipped = [plan.pair_id for i, plan in enumerate(plans) if i not in done]
-    _write_plan(project.output / "pairs", plans)
+    write_plan(project.output / "pairs", [p.pair_id for p in plans])
     say("composites:")
     result = compose_products(project, pair_dirs, report=report, echo=say)
     result.pairs, result.processed, result.skipped = plans, processed, skipped
     if result.report_path is not None:
         say(f"report: {result.report_path}")
     return result
-
-
-#: The list of the current plan's pairs in ``pairs/``: pair folders it does not name (from an
-#: earlier plan) are neither composed nor published.
-PLAN_NAME = "plan.json"
-
-
-def _write_plan(folder: Path, plans: Sequence[PairPlan]) -> None:
-    import json
-
-    from glacierflow.atomic import atomic_write
-
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"pairs": [plan.pair_id for plan in plans], "glacierflow_version": __version__}
-    with atomic_write(folder / PLAN_NAME) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def _between_bars(echo: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -404,6 +384,7 @@ def _unfinished(
     project: Project, plans: Sequence[PairPlan], pair_dirs: dict[str, Path], lines: _PairLines
 ) -> list[tuple[int, PairPlan, Path]]:
     """The pairs to process: (index in the plan, plan, folder); complete ones are kept."""
+    write_plan(project.output / "pairs", [p.pair_id for p in plans], only_if_there=True)
     jobs = []
     for i, plan in enumerate(plans):
         folder = pair_dirs[plan.pair_id]
