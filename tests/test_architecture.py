@@ -105,6 +105,8 @@ def test_a_deliberate_violation_breaks_a_contract(tmp_path, module, line, broken
 DECLARED_IO = {
     "glacierflow.atomic": "the temporary-name-and-rename that every writer goes through",
     "glacierflow.acquisition": "reads Landsat MTL metadata files",
+    "glacierflow.limits": "bounds before work: available memory, a probe file in output folders",
+    "glacierflow.scenes": "reads scene rasters (windows, headers, previews) and MTL metadata",
     "glacierflow.remote": "scenes at URLs (GDAL /vsicurl/, /vsis3/), STAC items; window cache",
     "glacierflow.outlines": "reads glacier outlines (vector files) and mask rasters",
     "glacierflow.products": "writes and reads products: COG, NetCDF, JSON, CSV, GeoPackage",

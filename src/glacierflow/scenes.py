@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from os import PathLike
@@ -26,6 +28,7 @@ import rasterio
 import rasterio.crs
 import rasterio.errors
 import rasterio.windows
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import MaskFlags
 
 from glacierflow import remote
@@ -40,6 +43,7 @@ __all__ = [
     "check_bbox",
     "acquisition_from_mtl",
     "acquisition_from_name",
+    "file_fingerprint",
     "find_mtl",
     "parse_datetime",
     "read_area",
@@ -153,6 +157,59 @@ def _acquisition(
 # Reading
 
 
+#: Bytes of each block :func:`file_fingerprint` hashes, and how many blocks it spreads out.
+FINGERPRINT_BLOCK = 65536
+FINGERPRINT_BLOCKS = 8
+
+
+def file_fingerprint(path: str | PathLike[str]) -> dict[str, object]:
+    """What identifies a file's content, cheaply: its size, its modification time and a SHA-256
+    of a bounded sample (the header, :data:`FINGERPRINT_BLOCKS` blocks spread through the file
+    and its end; about half a megabyte whatever the size).
+
+    A file replaced at the same path, truncated or rewritten changes the fingerprint; reading
+    it costs a ``stat`` and a few small reads.
+
+    Returns
+    -------
+    dict
+        ``size`` (bytes), ``mtime_ns`` and ``sample_sha256`` (hex).
+    """
+    if remote.is_remote(path):
+        # A URL: what the server says of it (size, time, ETag), not its bytes.
+        ident = remote.location(path).stat()
+        return {"size": ident.st_size, "mtime_ns": ident.st_mtime_ns, "etag": ident.etag}
+    p = Path(path)
+    st = p.stat()
+    digest = hashlib.sha256()
+    size, block = st.st_size, FINGERPRINT_BLOCK
+    starts = {0, max(0, size - block)}
+    starts.update(size * k // (FINGERPRINT_BLOCKS + 1) for k in range(1, FINGERPRINT_BLOCKS + 1))
+    with open(p, "rb") as fh:
+        for start in sorted(starts):
+            fh.seek(start)
+            digest.update(fh.read(block))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sample_sha256": digest.hexdigest()}
+
+
+@contextlib.contextmanager
+def read_errors(path: Path, what: str = "its pixels") -> Iterator[None]:
+    """Turn GDAL's read errors inside the block (a truncated or corrupt file, a lost mount)
+    into one :class:`InputError` naming ``path``."""
+    try:
+        yield
+    except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
+        # rasterio's "Read failed. See previous exception" keeps GDAL's reason as its cause.
+        cause = exc.__cause__ or exc.__context__
+        detail = " ".join(str(cause if "previous exception" in str(exc) and cause else exc).split())
+        detail = detail[:200]
+        raise InputError(
+            f"cannot read {what} ({detail}): the file is truncated, corrupt or unreachable; "
+            "download it again",
+            path,
+        ) from None
+
+
 def read_scene(
     path: str | PathLike[str],
     *,
@@ -224,11 +281,12 @@ def read_scene(
         else:
             when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired)
         sensor_name = sensor if sensor is not None else found_sensor
-        nodata = dataset.nodatavals[band - 1]
-        flags = dataset.mask_flag_enums[band - 1]
-        per_dataset = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
-        raw, mask = remote.cached_window(dataset, name, band, window, masks=per_dataset)
-        dataset_mask = mask > 0 if mask is not None else None
+        with read_errors(file_path):
+            nodata = dataset.nodatavals[band - 1]
+            flags = dataset.mask_flag_enums[band - 1]
+            per_dataset = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+            raw, mask = remote.cached_window(dataset, name, band, window, masks=per_dataset)
+            dataset_mask = mask > 0 if mask is not None else None
         transform = dataset.transform if window is None else dataset.window_transform(window)
 
     data = raw.astype(np.float32)
@@ -302,7 +360,10 @@ def read_header(
     which reads the pixels window by window. Do not pickle them (that would materialise them).
     """
     head = read_scene(path, band=band, acquired=acquired, sensor=sensor, window=_NO_PIXEL)
-    with remote.open_raster(head.path if remote.is_remote(head.path) else path) as ds:
+    with (
+        read_errors(head.path),
+        remote.open_raster(head.path if remote.is_remote(head.path) else path) as ds,
+    ):
         shape, transform = ds.shape, ds.transform
     return Scene(
         path=head.path,
@@ -345,7 +406,7 @@ def read_preview(
     Returns the float32 image (NaN at nodata) and its geotransform. Reads overviews when the
     file has them, so a full scene costs a fraction of a full read.
     """
-    with remote.open_raster(path) as ds:
+    with read_errors(Path(str(path))), remote.open_raster(path) as ds:
         b = band or 1
         factor = max(1, int(np.ceil(max(ds.shape) / max_side_px)))
         shape = (max(1, ds.height // factor), max(1, ds.width // factor))
@@ -390,7 +451,8 @@ def read_raster_band(
     with opened:
         if ds.crs is None or not ds.crs.to_wkt():
             raise InputError(f"the {what} has no CRS", path)
-        data = ds.read(band, masked=True).astype(np.float64).filled(np.nan)
+        with read_errors(Path(path), f"the {what}"):
+            data = ds.read(band, masked=True).astype(np.float64).filled(np.nan)
         return data, ds.transform, ds.crs
 
 

@@ -190,6 +190,9 @@ def find_products(
         )
     products, skipped = [], []
     for path in candidates:
+        if not _in_current_plan(path):
+            skipped.append((path, f"pair folder outside the project's plan ({PLAN_NAME})"))
+            continue
         facts_or_reason = read_product_facts(path)
         if isinstance(facts_or_reason, str):
             skipped.append((path, facts_or_reason))
@@ -197,6 +200,24 @@ def find_products(
             products.append(facts_or_reason)
     products.sort(key=lambda p: (p.start, str(p.cog)))
     return products, skipped
+
+
+#: The list of a project's current pairs, written by ``glacierflow run`` in its ``pairs/``
+#: folder (:data:`glacierflow.project.PLAN_NAME`); pair folders it does not list are stale.
+PLAN_NAME = "plan.json"
+
+
+def _in_current_plan(cog: Path) -> bool:
+    """False for a pair product in ``pairs/ID/`` of a project whose ``pairs/plan.json`` does not
+    list ``ID`` (left by an earlier plan, e.g. before ``max_days`` changed)."""
+    plan = cog.parent.parent / PLAN_NAME
+    if cog.name != "velocity.tif" or not plan.is_file():
+        return True
+    try:
+        listed = json.loads(plan.read_text(encoding="utf-8")).get("pairs")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return not isinstance(listed, list) or cog.parent.name in listed
 
 
 def _sidecars(cog: Path, kind: str) -> dict[str, Path]:

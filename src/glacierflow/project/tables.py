@@ -11,6 +11,7 @@ points at its line (``"period 2001 ends (...) before it starts (...)"`` at ``end
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -66,6 +67,8 @@ def _is_number(value: Any) -> bool:
 
 def _four_numbers(value: Any) -> Any:
     if isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value):
+        if not all(math.isfinite(v) for v in value):
+            raise problem(f"must be 4 finite numbers, got {value!r}")
         return tuple(float(v) for v in value)
     raise problem(f"must be 4 numbers, got {value!r}")
 
@@ -147,8 +150,8 @@ class PairsTable(_Table):
     """``[pairs]``: explicit pairs, or the rules that pair scenes."""
 
     explicit: list[Annotated[tuple[str, str], BeforeValidator(_pair_item)]] | None = None
-    min_days: float = 1.0
-    max_days: float = 366.0 * 5
+    min_days: float = Field(1.0, allow_inf_nan=False)
+    max_days: float = Field(366.0 * 5, allow_inf_nan=False)
     same_path_row: bool = True
 
     @model_validator(mode="after")
@@ -170,7 +173,7 @@ class GridTable(_Table):
     """``[grid]``: the common output grid."""
 
     crs: str
-    resolution_m: float = Field(gt=0)
+    resolution_m: float = Field(gt=0, allow_inf_nan=False)
     bounds_lonlat: Box | None = None
     bounds: Box | None = None
 
