@@ -73,7 +73,7 @@ def _arrows(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
         err = bands["v_error"]
         ok &= np.isfinite(err) & (v > SIGNIFICANCE * err)
     rows, cols = np.nonzero(ok)
-    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    xs, ys = transform @ (cols + 0.5, rows + 0.5)
     speed = v[rows, cols]
     # a step of a tenth of a node along the flow gives the direction on the ground
     reach = 0.1 * abs(transform.a) / np.maximum(speed, 1e-9)

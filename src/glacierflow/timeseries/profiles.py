@@ -111,7 +111,7 @@ def sample_series_profiles(
             continue
         dist = np.arange(0.0, geom.length + 1e-9, step)
         xy = np.array([(p.x, p.y) for p in (geom.interpolate(d) for d in dist)])
-        cols, rows = ~transform * (xy[:, 0], xy[:, 1])
+        cols, rows = ~transform @ (xy[:, 0], xy[:, 1])
         rows, cols = np.asarray(rows) - 0.5, np.asarray(cols) - 0.5
         inside = (rows >= -0.5) & (rows <= shape[0] - 0.5) & (cols >= -0.5)
         inside &= cols <= shape[1] - 0.5
