@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import random
 import shutil
 import sys
@@ -149,7 +150,8 @@ def main() -> int:
     counts: collections.Counter[str] = collections.Counter()
     bad: list[str] = []
     runner = CliRunner()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+        # Relative paths among the fuzzed options land in the temporary folder.
         root = Path(tmp)
         inputs = crop_inputs(root)
         t0 = time.perf_counter()
