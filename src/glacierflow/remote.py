@@ -57,6 +57,7 @@ __all__ = [
     "gdal_options",
     "gdal_path",
     "is_remote",
+    "check_scheme",
     "location",
     "open_raster",
     "read_area",
@@ -147,6 +148,24 @@ class SceneURL(str):
     def stat(self) -> FileIdentity:
         """Size and ETag of the file at the URL (HEAD request; zeros where unknown)."""
         return identity(str(self))
+
+
+def check_scheme(loc: str | PathLike[str]) -> None:
+    """Refuse a URL whose scheme glacierflow cannot read (``ftp://``, ``gs://``, ...).
+
+    Raises
+    ------
+    InputError
+        Naming the URL and its scheme, and the locations that can be read.
+    """
+    text = str(loc)
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if m and not is_remote(text):
+        raise InputError(
+            f"cannot read {m.group(1)}:// URLs; give a local file, an http(s):// or s3:// URL, "
+            "or a STAC item",
+            text,
+        )
 
 
 def location(path: str | PathLike[str]) -> Path | SceneURL:
@@ -461,6 +480,8 @@ def resolve_stac(loc: str | PathLike[str]) -> StacAsset:
     if not isinstance(assets, dict) or item.get("type") != "Feature":
         raise InputError("is not a STAC item (a GeoJSON Feature with assets)", text)
     keys = [wanted] if wanted else [k for k in STAC_ASSETS if k in assets]
+    if not assets:
+        raise InputError("is a STAC item without assets: it names no image to read", text)
     if not keys or keys[0] not in assets:
         raise InputError(
             f"has no asset {wanted or ' or '.join(STAC_ASSETS)}; its assets are "

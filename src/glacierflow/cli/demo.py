@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from glacierflow.cli.options import OVERWRITE, WORKERS
+from glacierflow.cli.paths import OutputPath
 
 
 @click.command("demo")
@@ -16,7 +17,7 @@ from glacierflow.cli.options import OVERWRITE, WORKERS
     "out_dir",
     default=Path("demo_output"),
     show_default=True,
-    type=click.Path(path_type=Path),
+    type=OutputPath(),
     help="Output folder.",
 )
 @click.option("--workers", **WORKERS)

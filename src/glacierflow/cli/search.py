@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from glacierflow.cli.paths import OutputPath
+
 
 @click.command("search")
 @click.option(
@@ -40,7 +42,7 @@ import click
     "out_path",
     default=Path("scenes.csv"),
     show_default=True,
-    type=click.Path(path_type=Path),
+    type=OutputPath(),
     help="The scene list to write (CSV; name it in a project file as [scenes] list).",
 )
 def command(

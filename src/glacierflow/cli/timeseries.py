@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from glacierflow.cli.paths import OutputPath
 from glacierflow.timeseries.settings import FORMATS, SeriesSettings, parse_freq, parse_lam
 
 
@@ -69,7 +70,7 @@ def _where(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(path_type=Path),
+    type=OutputPath(),
     help="Output folder for the cubes and the point series.",
 )
 @_field_option("freq", metavar="monthly|annual|annual-MM-DD|N", callback=_converted(parse_freq))
