@@ -11,14 +11,10 @@ import pytest
 import rasterio
 from affine import Affine
 
+from glacierflow.acquisition import acquisition_from_mtl, acquisition_from_name, find_mtl
+from glacierflow.dates import parse_datetime
 from glacierflow.errors import InputError, NoAcquisitionTimeError
-from glacierflow.scenes import (
-    acquisition_from_mtl,
-    acquisition_from_name,
-    find_mtl,
-    parse_datetime,
-    read_scene,
-)
+from glacierflow.scenes import read_scene
 
 REF_NAME = "LC80630182016200LGN00_B8_yahtse.TIF"
 SEC_NAME = "LC80630182016216LGN00_B8_yahtse.TIF"

@@ -8,6 +8,7 @@ imports nothing of glacierflow but its errors.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -52,8 +53,11 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
             leftover.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             # A full disk, a folder in the way, no permission: the user's problem to fix, said
-            # in one line, not a traceback.
-            raise OutputError(f"cannot write {final.name}: {exc.strerror or exc}", final) from exc
+            # in one line, not a traceback (HDF5 and GDAL explain over several lines).
+            detail = " ".join(str(exc.strerror or exc).split())
+            if exc.errno == errno.ENOSPC or "errno = 28" in detail:
+                detail = os.strerror(errno.ENOSPC)
+            raise OutputError(f"cannot write {final.name}: {detail[:300]}", final) from exc
         raise
 
 

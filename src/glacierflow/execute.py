@@ -297,6 +297,10 @@ class Executor:
         if self._closed:
             return
         self._closed = True
+        if self._starter is not None:
+            # Let the early start finish first: a worker still being started when the others
+            # are stopped is missed by the kill below and keeps the pool (and the exit) waiting.
+            self._starter.join(timeout=60)
         pool, self._pool = self._pool, None
         if pool is not None:
             if cancel:

@@ -56,15 +56,8 @@ def read_outlines(path: str | PathLike[str], crs: CRS | str):
     geopandas.GeoDataFrame
         Polygons in ``crs``.
     """
-    import geopandas as gpd
-
     p = Path(path)
-    if not p.exists():
-        raise InputError("outline file not found", p)
-    try:
-        gdf = gpd.read_file(p)
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise InputError(f"not a vector file OGR can read ({exc})", p) from exc
+    gdf = _read_vector(p, "outline file")
     if gdf.empty:
         raise InputError("holds no outlines", p)
     if gdf.crs is None:
@@ -80,6 +73,18 @@ def read_outlines(path: str | PathLike[str], crs: CRS | str):
     # RGI and hand-drawn outlines hold self-intersections now and then; repair, don't fail.
     gdf["geometry"] = gdf.geometry.make_valid()
     return gdf.to_crs(CRS.from_user_input(crs).to_wkt())
+
+
+def _read_vector(path: Path, what: str):
+    """A vector file as a GeoDataFrame; a missing or unreadable file is an InputError."""
+    import geopandas as gpd
+
+    if not path.exists():
+        raise InputError(f"{what} not found", path)
+    try:
+        return gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise InputError(f"not a vector file OGR can read ({exc})", path) from exc
 
 
 def _grid_bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -414,12 +419,7 @@ def read_lines(
     from shapely.ops import linemerge
 
     p = Path(path)
-    if not p.exists():
-        raise InputError("line file not found", p)
-    try:
-        gdf = gpd.read_file(p)
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise InputError(f"not a vector file OGR can read ({exc})", p) from exc
+    gdf = _read_vector(p, "line file")
     if gdf.crs is None:
         raise InputError(
             "lines have no coordinate reference system (a shapefile needs its .prj)", p

@@ -26,6 +26,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from glacierflow.errors import InputError, time_given_by
+from glacierflow.limits import BYTES_PER_NODE, BYTES_PER_PIXEL, check_memory, check_separation
 from glacierflow.scenes import Scene, header_window, read_header, read_scene
 
 __all__ = ["Pair", "make_pair"]
@@ -125,6 +126,7 @@ def make_pair(a: Scene, b: Scene, *, log: Callable[[str], None] | None = None) -
             "different times (check ref_date / sec_date if you gave them)",
             key=("ref_date", "sec_date"),
         )
+    check_separation(a.acquired, b.acquired, a.path)
     swapped = a.acquired > b.acquired
     ref, sec = (b, a) if swapped else (a, b)
     if swapped:
@@ -366,6 +368,7 @@ def load_pair_tiled(
             "velocity needs two different times",
             a.path,
         )
+    check_separation(a.acquired, b.acquired, a.path)
     swapped = a.acquired > b.acquired
     if swapped:
         a, b = b, a
@@ -427,9 +430,55 @@ def load_pair(
     band : int, optional
         Band to read from multi-band files (1-based).
     """
+    check_pixel_memory(ref, sec, band, ref_date, sec_date)
     a = _scene(ref, ref_date, band, "ref_date")
     b = _scene(sec, sec_date, band, "sec_date")
     pair = make_pair(a, b, log=_logger.warning)
     if not pair.valid.any():
         raise InputError(f"REF and SEC share no valid pixel (SEC: {pair.sec.path})", pair.ref.path)
     return pair
+
+
+def check_node_memory(
+    pair: Pair, grid_shape: tuple[int, int], step_px: int, coarse_pass: bool = False
+) -> None:
+    """Refuse a node grid whose dense layers would not fit in memory, before matching (with
+    the half-resolution scenes of a tiled pyramid's coarse pass, ``coarse_pass``). Raises an
+    :class:`InputError` naming the grid, the estimate and the memory available."""
+    ny, nx = grid_shape
+    need = ny * nx * BYTES_PER_NODE
+    if coarse_pass:
+        rows, cols = pair.ref.shape
+        need += rows * cols / 4 * BYTES_PER_PIXEL
+    check_memory(
+        need,
+        f"a node grid of {ny:,} x {nx:,} nodes (step {step_px} px)",
+        "use a larger step_px or a smaller part of the scenes",
+        path=pair.ref.path,
+        key="matching.step_px",
+    )
+
+
+def check_pixel_memory(
+    ref: SceneLike,
+    sec: SceneLike,
+    band: int | None,
+    ref_date: datetime | str | None,
+    sec_date: datetime | str | None,
+) -> None:
+    """Refuse two files too large to hold in memory for untiled matching, before reading."""
+    if isinstance(ref, Scene) or isinstance(sec, Scene):
+        return
+    try:
+        heads = [read_header(ref, band=band, acquired=ref_date)]
+        heads.append(read_header(sec, band=band, acquired=sec_date))
+    except InputError:
+        return  # the reader gives the full error
+    pixels = sum(h.shape[0] * h.shape[1] for h in heads)
+    check_memory(
+        pixels * BYTES_PER_PIXEL,
+        f"matching two images of {heads[0].shape[0]:,} x {heads[0].shape[1]:,} pixels in memory",
+        "match tile by tile (tiling.tile_nodes) or crop the scenes",
+        path=heads[0].path,
+        key="tiling.tile_nodes",
+    )

@@ -109,7 +109,7 @@ def local_mean(
     if not sigma_px > 0:
         raise ValueError(f"sigma_px must be positive, got {sigma_px}")
     img = np.asarray(image, dtype=np.float64)
-    ok = np.isfinite(img) if valid is None else (np.asarray(valid, bool) & np.isfinite(img))
+    ok = _finite_and_valid(img, valid)
     w = ok.astype(np.float64)
     # mode="constant": outside the image is missing data, like a gap.
     num = ndimage.gaussian_filter(
@@ -119,6 +119,11 @@ def local_mean(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(den > 1e-12, num / den, 0.0)
     return mean, den
+
+
+def _finite_and_valid(img: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Pixels that are finite and (when a mask is given) valid."""
+    return np.isfinite(img) if valid is None else (np.asarray(valid, bool) & np.isfinite(img))
 
 
 def highpass_reach_px(sigma_px: float) -> int:
@@ -274,5 +279,5 @@ def prefilter(
     if kind == "orientation":
         return orientation(image, valid)
     img = np.asarray(image)
-    ok = np.isfinite(img) if valid is None else (np.asarray(valid, bool) & np.isfinite(img))
+    ok = _finite_and_valid(img, valid)
     return np.where(ok, img, 0).astype(np.float32), ok

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -40,6 +42,7 @@ import rasterio.shutil
 import xarray as xr
 from affine import Affine
 from pyproj import CRS
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS as RioCRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
@@ -48,6 +51,7 @@ from rasterio.io import MemoryFile
 from glacierflow import __version__
 from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError, OutputError
+from glacierflow.limits import check_writable_folder
 from glacierflow.product_layout import (
     GRID_MAPPING,
     ITSLIVE_PAIR_DATES,
@@ -66,7 +70,9 @@ from glacierflow.velocity import VARIABLES
 
 __all__ = [
     "PRODUCT_NAMES",
+    "prepare_output",
     "read_product",
+    "remove_stale_staging",
     "refuse_earlier_products",
     "write_cog",
     "write_gpkg",
@@ -340,8 +346,16 @@ def _grid_mapping(crs: CRS, geotransform: str) -> xr.DataArray:
 
 def _save_netcdf(out: xr.Dataset, path: Path, encoding: Mapping[str, Any]) -> Path:
     """``out`` as NetCDF-4 (engine ``h5netcdf``) at ``path``, atomically."""
+    options = {"engine": "h5netcdf", "format": "NETCDF4", "encoding": dict(encoding)}
     with atomic_write(path) as tmp:
-        out.to_netcdf(tmp, engine="h5netcdf", format="NETCDF4", encoding=dict(encoding))
+        if shutil.disk_usage(tmp.parent).free > 2 * out.nbytes + 2**20:
+            out.to_netcdf(tmp, **options)
+        else:
+            # HDF5 brings the process down when the disk fills under it: near a full disk the
+            # file is built in memory and written with plain I/O, which fails cleanly.
+            buffer = io.BytesIO()
+            out.to_netcdf(buffer, **options)
+            tmp.write_bytes(buffer.getbuffer())
     return path
 
 
@@ -795,6 +809,89 @@ def _default_quicklook(
     )
 
 
+#: Name prefix of the hidden folder :func:`write_products` stages a product set in.
+STAGING_PREFIX = ".glacierflow-staging-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0 and not isinstance(pid, bool)
+    return True
+
+
+def remove_stale_staging(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove what killed writers left in ``folder``: staging folders of :func:`write_products`
+    and hidden temporaries of :func:`glacierflow.atomic.atomic_write` (``.NAME.tmp-PID-...``,
+    ``.NAME.staged-PID-...``) whose process is gone. Returns what was removed."""
+    removed: list[Path] = []
+    pattern = re.compile(rf"^(?:{re.escape(STAGING_PREFIX)}|\..+\.(?:tmp|staged)-)(\d+)-")
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _switch_in(staged: Mapping[str, Path], paths: Mapping[str, Path], staging: Path) -> None:
+    """Rename the staged products onto ``paths``, all or none.
+
+    Anything in the way that is not a file is refused before the first rename; the old files
+    are kept (hard links, else copies) in ``staging`` and renamed back if a rename fails, so
+    that the folder holds either the old set or the new one.
+    """
+    for target in paths.values():
+        if os.path.lexists(target) and (target.is_dir() or not target.is_file()):
+            raise OutputError(
+                f"cannot write {target.name}: something that is not a file is in "
+                "the way; remove it",
+                target,
+            )
+    backups: dict[str, Path | None] = {}
+    for kind, target in paths.items():
+        backups[kind] = None
+        if target.is_file():
+            backup = staging / f"old-{target.name}"
+            try:
+                os.link(target, backup)
+            except OSError:
+                shutil.copy2(target, backup)
+            backups[kind] = backup
+    done: list[str] = []
+    try:
+        for kind, tmp in staged.items():
+            try:
+                os.replace(tmp, paths[kind])
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write {paths[kind].name}: {exc.strerror or exc}; the previous "
+                    "products were kept",
+                    paths[kind],
+                ) from exc
+            done.append(kind)
+    except BaseException:
+        for kind in reversed(done):
+            backup = backups[kind]
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    paths[kind].unlink()
+                else:
+                    os.replace(backup, paths[kind])
+        raise
+
+
 def write_products(
     ds: xr.Dataset,
     out_dir: str | os.PathLike[str],
@@ -806,7 +903,9 @@ def write_products(
     """Write the GeoTIFF, NetCDF, quick-look PNG and JSON summary of one pair into a folder.
 
     The folder is created if needed. Only the four files named in :data:`PRODUCT_NAMES` are
-    replaced, each atomically; other files in the folder are never touched.
+    replaced, as one set: all four are written in a hidden staging folder first and switched
+    in together, so a failure leaves the previous set whole (:func:`remove_stale_staging`
+    clears what a killed run left). Other files in the folder are never touched.
 
     Parameters
     ----------
@@ -840,26 +939,49 @@ def write_products(
         "quicklook": quicklook,
         "summary": lambda p: write_summary(ds, p),
     }
-    # The four products are one set: each is written complete under a hidden staging name, and
-    # only when all four exist are they renamed into place. A failure leaves the old set whole.
-    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
-    staged: dict[str, Path] = {}
+    # The four products are one set: each is written complete in a hidden staging folder, and
+    # only when all four exist are they switched in (see _switch_in). A failure, at any point,
+    # leaves the old set whole; a staging folder left by a killed run is removed here.
+    remove_stale_staging(out)
+    staging = out / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        staging.mkdir()
+        staged: dict[str, Path] = {}
         for kind, write in writers.items():
-            tmp = out / f".{PRODUCT_NAMES[kind]}.staged-{tag}"
-            write(tmp)
-            staged[kind] = tmp
-        for kind, tmp in staged.items():
-            try:
-                os.replace(tmp, paths[kind])
-            except OSError as exc:
-                raise OutputError(
-                    f"cannot write {paths[kind].name}: {exc.strerror or exc}", paths[kind]
-                ) from exc
+            write(staging / PRODUCT_NAMES[kind])
+            staged[kind] = staging / PRODUCT_NAMES[kind]
+        _switch_in(staged, paths, staging)
+    except (OSError, rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+        if isinstance(exc, OutputError):
+            if staging in Path(exc.path).parents:  # name the product, not its staged copy
+                raise OutputError(exc.problem, out / Path(exc.path).name) from exc
+            raise
+        # A full disk or a lost mount, as the OS or GDAL says it: one line, the old set kept.
+        detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
+        raise OutputError(f"cannot write the products: {detail}", out) from exc
     finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def prepare_output(
+    out_dir: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = True,
+) -> None:
+    """Check, before any work, that the output folder (and a work folder) can be written and
+    holds no earlier products unless ``overwrite`` (:func:`refuse_earlier_products`), and clear
+    what a killed run left there (:func:`remove_stale_staging`).
+
+    Raises an :class:`OutputError` naming a folder that cannot be used
+    (:func:`glacierflow.limits.check_writable_folder`); creates nothing.
+    """
+    check_writable_folder(out_dir)
+    if work_dir is not None:
+        check_writable_folder(work_dir, "work folder")
+    refuse_earlier_products(out_dir, overwrite)
+    if Path(out_dir).exists():
+        remove_stale_staging(out_dir)
 
 
 def refuse_earlier_products(out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:

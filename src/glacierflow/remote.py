@@ -17,9 +17,6 @@ A location that is a STAC item (a ``.json`` URL or file) stands for one of its a
 (:func:`resolve_stac`): by default the panchromatic band of Landsat Collection 2 items or the
 10 m NIR band of Sentinel-2 items; ``item.json#B04`` picks another asset. The acquisition time
 comes from the item's ``properties.datetime``, the scene ID from the item's ``id``.
-
-:func:`read_area` reads only the part of a scene inside a longitude/latitude box: with two
-full-scene COGs at URLs and a small area of interest, only that area's blocks travel.
 """
 
 from __future__ import annotations
@@ -40,6 +37,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from glacierflow.dates import parse_datetime
 from glacierflow.errors import InputError
 
 if TYPE_CHECKING:  # rasterio and numpy load when a raster is opened, not on import
@@ -60,9 +58,7 @@ __all__ = [
     "check_scheme",
     "location",
     "open_raster",
-    "read_area",
     "resolve_stac",
-    "window_of_bbox",
 ]
 
 _SCHEMES = ("http://", "https://", "s3://")
@@ -498,8 +494,6 @@ def resolve_stac(loc: str | PathLike[str]) -> StacAsset:
     props = item.get("properties") or {}
     acquired = None
     if props.get("datetime"):
-        from glacierflow.scenes import parse_datetime
-
         acquired = parse_datetime(props["datetime"])
     return StacAsset(href, acquired, _stac_sensor(props), item.get("id"))
 
@@ -541,115 +535,3 @@ def _stac_sensor(props: dict[str, Any]) -> str:
     if m:
         return f"Sentinel-2{m.group(1).upper()} MSI"
     return "unknown"
-
-
-# --------------------------------------------------------------------------------------------
-# Areas of interest
-
-
-def window_of_bbox(
-    crs: rasterio.crs.CRS,
-    transform: rasterio.Affine,
-    shape: tuple[int, int],
-    bbox_deg: tuple[float, float, float, float],
-) -> rasterio.windows.Window | None:
-    """The pixel window of a raster covering a longitude/latitude box (None if outside).
-
-    Parameters
-    ----------
-    crs, transform, shape
-        The raster's CRS, geotransform and (rows, cols).
-    bbox_deg : (west, south, east, north)
-        The box in degrees (WGS 84 longitude and latitude).
-
-    Returns
-    -------
-    Window or None
-        Whole pixels, rounded outwards, clipped to the raster.
-    """
-    import numpy as np
-    import rasterio.warp
-    import rasterio.windows
-
-    west, south, east, north = bbox_deg
-    left, bottom, right, top = rasterio.warp.transform_bounds(
-        "EPSG:4326", crs, west, south, east, north, densify_pts=21
-    )
-    xs, ys = [left, right, right, left], [top, top, bottom, bottom]
-    cols, rows = ~transform @ (np.array(xs), np.array(ys))
-    c0, c1 = max(0, int(np.floor(cols.min()))), min(shape[1], int(np.ceil(cols.max())))
-    r0, r1 = max(0, int(np.floor(rows.min()))), min(shape[0], int(np.ceil(rows.max())))
-    if c1 - c0 < 2 or r1 - r0 < 2:
-        return None
-    return rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
-
-
-def check_bbox(bbox_deg: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    """The box as four floats, west < east and south < north within -180..180 and -90..90."""
-    try:
-        west, south, east, north = (float(v) for v in bbox_deg)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"bbox must be four numbers W S E N in degrees, got {bbox_deg!r}"
-        ) from None
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise InputError(
-            f"bbox {west:g} {south:g} {east:g} {north:g} is not W S E N in degrees with "
-            "west < east (-180..180) and south < north (-90..90)"
-        )
-    return west, south, east, north
-
-
-def read_area(
-    path: str | PathLike[str],
-    bbox_deg: tuple[float, float, float, float],
-    *,
-    band: int | None = None,
-    acquired: datetime | str | None = None,
-) -> Any:
-    """Read only the part of a scene inside a longitude/latitude box.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        A local file, a URL or a STAC item (see the module docstring).
-    bbox_deg : (west, south, east, north)
-        The area of interest in degrees (WGS 84).
-    band : int, optional
-        1-based band of a multi-band file.
-    acquired : datetime or str, optional
-        Acquisition time overriding the metadata.
-
-    Returns
-    -------
-    Scene
-        The window of the scene covering the box (its transform the window's), with the time,
-        sensor and ID of the whole scene; pass two of them to :func:`glacierflow.track.track`.
-
-    Raises
-    ------
-    InputError
-        If the box does not overlap the scene, or as :func:`glacierflow.scenes.read_scene`.
-    """
-    from glacierflow.scenes import read_header, read_scene
-
-    box = check_bbox(bbox_deg)
-    head = read_header(path, band=band, acquired=acquired)
-    window = window_of_bbox(head.crs, head.transform, head.shape, box)
-    if window is None:
-        raise InputError(
-            f"the area of interest {' '.join(f'{v:g}' for v in box)} (W S E N degrees) does not "
-            "overlap this scene",
-            head.path,
-        )
-    part = read_scene(
-        head.path, band=band, acquired=head.acquired, sensor=head.sensor, window=window
-    )
-    if not part.valid.any():
-        raise InputError("holds no valid pixel inside the area of interest", head.path)
-    return dataclasses.replace(
-        part,
-        scene_id=head.scene_id,
-        time_source=head.time_source,
-        file_offset_px=(int(window.row_off), int(window.col_off)),
-    )

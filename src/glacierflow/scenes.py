@@ -1,31 +1,24 @@
 """Read one scene: the image as float32, its valid-pixel mask, georeferencing, time and sensor.
 
-This module (with ``products``) is the only place where glacierflow opens files. A scene must be
-a single-band raster GDAL can read, in a projected CRS with metre units. Its acquisition time
-comes, in this order, from an explicit argument, from a Landsat MTL metadata file beside it, or
-from a Landsat or Sentinel-2 identifier in its file name.
+A scene must be a single-band raster GDAL can read, in a projected CRS with metre units: a local
+file, a URL or a STAC item (:mod:`glacierflow.remote` opens it). Its acquisition time comes, in
+this order, from an explicit argument, from a Landsat MTL metadata file beside it, or from a
+Landsat or Sentinel-2 identifier in its file name (:mod:`glacierflow.acquisition` reads both).
 
-Landsat identifiers understood in file names:
-
-* Collection product IDs, ``LC08_L1TP_063018_20160718_20200906_02_T1`` (also ``LE07``, ``LT05``,
-  ``LC09``, ...): the date is the fourth field; the time of day is unknown and set to 00:00 UTC.
-* Pre-collection scene IDs, ``LE71480351999197SGS00``: ``L``, sensor letter, mission digit, WRS
-  path and row (3 digits each), year, day of year, ground station (3 letters) and version (2
-  digits); time of day unknown, 00:00 UTC.
-
-Sentinel-2 names understood: product names ``S2A_MSIL1C_20200407T044659_N0209_R076_T45RVL_...``
-and granule band files ``T45RVL_20200407T044659_B08.jp2``; both carry the sensing start time.
+:func:`read_area` reads only the part of a scene inside a longitude/latitude box: with two
+full-scene COGs at URLs and a small area of interest, only that area's blocks travel.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
-import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from os import PathLike
 from pathlib import Path
 
@@ -35,24 +28,31 @@ import rasterio
 import rasterio.crs
 import rasterio.errors
 import rasterio.windows
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import MaskFlags
 
 from glacierflow import remote
+from glacierflow.acquisition import acquisition_from_mtl, acquisition_from_name, find_mtl
+from glacierflow.dates import DATE_HELP, as_utc, parse_datetime
 from glacierflow.errors import InputError, NoAcquisitionTimeError
 
+# acquisition_from_*, find_mtl and parse_datetime live in glacierflow.acquisition and
+# glacierflow.dates; they stay importable from here, where scene readers look for them.
 __all__ = [
     "Scene",
+    "check_bbox",
     "acquisition_from_mtl",
     "acquisition_from_name",
+    "file_fingerprint",
     "find_mtl",
     "parse_datetime",
+    "read_area",
     "read_header",
     "read_preview",
     "read_raster_band",
     "read_scene",
+    "window_of_bbox",
 ]
-
-_DATE_HELP = "expected an ISO date or date-time, e.g. 2016-07-18 or 2016-07-18T20:37:06Z"
 
 _NO_TIME_HELP = (
     "cannot find the acquisition time (no MTL file beside it, no Landsat or Sentinel-2 ID in its "
@@ -117,321 +117,17 @@ class Scene:
 # Times
 
 
-def _to_utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def parse_datetime(text: str) -> datetime:
-    """Parse an ISO 8601 date or date-time into a timezone-aware UTC datetime.
-
-    Parameters
-    ----------
-    text : str
-        ``"2016-07-18"`` (midnight UTC), ``"2016-07-18T20:37:06Z"``,
-        ``"2016-07-18T20:37:06.339158+00:00"``, ... A time without an offset is taken as UTC.
-        Fractional seconds beyond microseconds are truncated.
-
-    Returns
-    -------
-    datetime
-        Timezone-aware, in UTC.
-
-    Raises
-    ------
-    InputError
-        If ``text`` is not an ISO date or date-time.
-    """
-    cleaned = str(text).strip()
-    try:
-        # Python 3.11's fromisoformat reads "Z", basic formats and any number of fractional
-        # digits; a trailing lower-case "z" is the one common variant it rejects.
-        value = datetime.fromisoformat(re.sub(r"z$", "Z", cleaned))
-    except ValueError:
-        raise InputError(f"cannot read the date {text!r}: {_DATE_HELP}") from None
-    return _to_utc(value)
-
-
-def _coerce_acquired(acquired: datetime | date | str) -> datetime:
-    if isinstance(acquired, datetime):
-        return _to_utc(acquired)
-    if isinstance(acquired, date):
-        return datetime(acquired.year, acquired.month, acquired.day, tzinfo=UTC)
-    return parse_datetime(acquired)
-
-
-# --------------------------------------------------------------------------------------------
-# Landsat MTL metadata
-
-_MTL_LINE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=\s*(.*?)\s*$")
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*Z?$", re.IGNORECASE)
-
-
-def _read_mtl_fields(mtl_path: Path) -> dict[str, str]:
-    """``KEY = VALUE`` pairs of an MTL file, quotes stripped; the first occurrence of a key wins.
-
-    The first occurrence matters for Collection 2 files, where PRODUCT_CONTENTS (the product
-    itself) comes before the processing records that repeat some keys.
-    """
-    fields: dict[str, str] = {}
-    text = mtl_path.read_text(encoding="utf-8", errors="replace")
-    for line in text.splitlines():
-        m = _MTL_LINE.match(line)
-        if m is None:
-            continue
-        key, value = m.group(1).upper(), m.group(2).strip().strip('"').strip()
-        if key in ("GROUP", "END_GROUP"):
-            continue
-        fields.setdefault(key, value)
-    return fields
-
-
-def _landsat_sensor(spacecraft: str | None, instrument: str | None) -> str:
-    """Sensor name like ``"Landsat 8 OLI"`` from MTL SPACECRAFT_ID and SENSOR_ID values."""
-    mission = re.search(r"(\d+)", spacecraft or "")
-    name = f"Landsat {int(mission.group(1))}" if mission else "Landsat"
-    inst = (instrument or "").upper().replace(" ", "")
-    if inst.startswith("OLI"):  # "OLI_TIRS" and "OLI": the optical bands are OLI's
-        return f"{name} OLI"
-    if inst.startswith("ETM"):
-        return f"{name} ETM+"
-    if inst in ("TM", "MSS", "TIRS"):
-        return f"{name} {inst}"
-    return name
-
-
-def acquisition_from_mtl(mtl_path: str | PathLike[str]) -> tuple[datetime, str, str | None]:
-    """Acquisition time, sensor and scene ID from a Landsat MTL metadata file.
-
-    Reads pre-collection and Collection 1 files (``DATE_ACQUIRED``, ``SCENE_CENTER_TIME``,
-    ``SPACECRAFT_ID``, ``SENSOR_ID``, ``LANDSAT_SCENE_ID``, ``LANDSAT_PRODUCT_ID``), Collection
-    2 files (the same keys in groups PRODUCT_CONTENTS and IMAGE_ATTRIBUTES) and the very old
-    ``ACQUISITION_DATE`` / ``SCENE_CENTER_SCAN_TIME`` keys.
-
-    Parameters
-    ----------
-    mtl_path : str or PathLike
-        The ``*_MTL.txt`` file.
-
-    Returns
-    -------
-    acquired : datetime
-        Scene-centre time, timezone-aware UTC, fractional seconds truncated to microseconds;
-        00:00 UTC when the file gives only the date.
-    sensor : str
-        E.g. ``"Landsat 8 OLI"``.
-    scene_id : str or None
-        ``LANDSAT_PRODUCT_ID`` if present, else ``LANDSAT_SCENE_ID``.
-
-    Raises
-    ------
-    InputError
-        If the file cannot be read or holds no acquisition date.
-    """
-    path = Path(mtl_path)
-    try:
-        fields = _read_mtl_fields(path)
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the MTL metadata file: {exc.strerror or exc}", path
-        ) from None
-    day_text = fields.get("DATE_ACQUIRED") or fields.get("ACQUISITION_DATE")
-    if not day_text:
-        raise InputError(
-            "holds no DATE_ACQUIRED (or ACQUISITION_DATE); is it a Landsat MTL metadata file?",
-            path,
-        )
-    try:
-        day = date.fromisoformat(day_text[:10])
-    except ValueError:
-        raise InputError(f"cannot read DATE_ACQUIRED = {day_text!r}", path) from None
-    acquired = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    clock_text = fields.get("SCENE_CENTER_TIME") or fields.get("SCENE_CENTER_SCAN_TIME")
-    if clock_text:
-        m = _CLOCK.match(clock_text.strip())
-        if m is None:
-            raise InputError(f"cannot read SCENE_CENTER_TIME = {clock_text!r}", path)
-        hh, mm, ss, frac = m.groups()
-        # USGS writes 7 fractional digits; datetime holds 6, so the rest is truncated.
-        micro = int((frac or "0")[:6].ljust(6, "0"))
-        acquired += timedelta(hours=int(hh), minutes=int(mm), seconds=int(ss), microseconds=micro)
-    sensor = _landsat_sensor(fields.get("SPACECRAFT_ID"), fields.get("SENSOR_ID"))
-    scene_id = fields.get("LANDSAT_PRODUCT_ID") or fields.get("LANDSAT_SCENE_ID") or None
-    return acquired, sensor, scene_id
-
-
-def _mtl_ids(mtl_path: Path) -> list[str]:
-    try:
-        fields = _read_mtl_fields(mtl_path)
-    except OSError:
-        return []
-    return [fields[k] for k in ("LANDSAT_SCENE_ID", "LANDSAT_PRODUCT_ID") if fields.get(k)]
-
-
-_BAND_SUFFIX = re.compile(r"^(.+?)_B(?:\d{1,2}|QA)(?![A-Za-z0-9])", re.IGNORECASE)
-
-
-def find_mtl(image_path: str | PathLike[str]) -> Path | None:
-    """Find the Landsat MTL metadata file that belongs to an image, in the image's folder.
-
-    Tried in order: ``<prefix>_MTL.txt`` where ``<prefix>`` is the name before ``_B<N>``
-    (``LC80630182016200LGN00_MTL.txt`` for ``LC80630182016200LGN00_B8_yahtse.TIF``);
-    ``<ID>_MTL.txt`` for a Landsat scene or product ID in the name; ``<stem>_MTL.txt``; then
-    the single ``*_MTL.txt`` in the folder whose LANDSAT_SCENE_ID or LANDSAT_PRODUCT_ID occurs
-    in the image name. File names are compared case-insensitively.
-
-    Parameters
-    ----------
-    image_path : str or PathLike
-        The image file.
-
-    Returns
-    -------
-    Path or None
-        The MTL file, or None if there is none.
-    """
-    path = Path(image_path)
-    folder = path.parent
-    try:
-        mtls = {p.name.lower(): p for p in folder.iterdir() if p.name.lower().endswith("_mtl.txt")}
-    except OSError:
-        return None
-    if not mtls:
-        return None
-    prefixes: list[str] = []
-    m = _BAND_SUFFIX.match(path.name)
-    if m:
-        prefixes.append(m.group(1))
-    for found in (_find_landsat_product_id(path.name), _find_landsat_scene_id(path.name)):
-        if found is not None:
-            prefixes.append(found[0])
-    prefixes.append(path.stem)
-    for prefix in prefixes:
-        candidate = mtls.get(f"{prefix}_mtl.txt".lower())
-        if candidate is not None and candidate.is_file():
-            return candidate
-    name = path.name.upper()
-    matches = [
-        p
-        for p in sorted(mtls.values())
-        if p.is_file() and any(i.upper() in name for i in _mtl_ids(p))
-    ]
-    return matches[0] if len(matches) == 1 else None
-
-
-# --------------------------------------------------------------------------------------------
-# Identifiers in file names
-
-_LANDSAT_PRODUCT_ID = re.compile(
-    r"(?<![A-Z0-9])L([COTEM])(\d{2})_([A-Z0-9]{4})_(\d{6})_(\d{8})_(\d{8})_(\d{2})_([A-Z0-9]{2})",
-    re.IGNORECASE,
-)
-_LANDSAT_SCENE_ID = re.compile(
-    r"(?<![A-Z0-9])L([COTEM])(\d)(\d{3})(\d{3})(\d{4})(\d{3})([A-Z]{3})(\d{2})(?![0-9])",
-    re.IGNORECASE,
-)
-_S2_PRODUCT = re.compile(
-    r"(?<![A-Z0-9])S2([A-D])_MSIL[0-9A-Z]{2,3}_(\d{8}T\d{6})"
-    r"(?:_N\d{4}_R\d{3}_T\d{2}[A-Z]{3}_\d{8}T\d{6})?",
-    re.IGNORECASE,
-)
-_S2_GRANULE = re.compile(r"(?<![A-Z0-9])T(\d{2}[A-Z]{3})_(\d{8}T\d{6})(?![0-9])", re.IGNORECASE)
-
-
-def _landsat_name_sensor(letter: str, mission: int) -> str:
-    letter = letter.upper()
-    if letter in ("C", "O"):
-        instrument = "OLI"
-    elif letter == "T":
-        instrument = "TIRS" if mission >= 8 else "TM"
-    elif letter == "E":
-        instrument = "ETM+"
-    else:
-        instrument = "MSS"
-    return f"Landsat {mission} {instrument}"
-
-
-def _find_landsat_product_id(name: str) -> tuple[str, datetime, str] | None:
-    for m in _LANDSAT_PRODUCT_ID.finditer(name):
-        try:
-            day = datetime.strptime(m.group(5), "%Y%m%d").replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        return m.group(0).upper(), day, _landsat_name_sensor(m.group(1), int(m.group(2)))
-    return None
-
-
-def _find_landsat_scene_id(name: str) -> tuple[str, datetime, str] | None:
-    for m in _LANDSAT_SCENE_ID.finditer(name):
-        year, doy = int(m.group(5)), int(m.group(6))
-        if not 1972 <= year <= 2100 or not 1 <= doy <= (366 if _is_leap(year) else 365):
-            continue
-        day = datetime(year, 1, 1, tzinfo=UTC) + timedelta(days=doy - 1)
-        return m.group(0).upper(), day, _landsat_name_sensor(m.group(1), int(m.group(2)))
-    return None
-
-
-def _is_leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
-def _s2_time(stamp: str) -> datetime | None:
-    try:
-        return datetime.strptime(stamp.upper(), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def acquisition_from_name(name: str) -> tuple[datetime, str, str | None] | None:
-    """Acquisition time, sensor and ID from a Landsat or Sentinel-2 identifier in a file name.
-
-    The identifier may sit anywhere in the name (prefixes and suffixes are allowed). Tried in
-    order: Landsat collection product ID, Landsat scene ID, Sentinel-2 product name, Sentinel-2
-    granule file name (see the module docstring for the formats).
-
-    Parameters
-    ----------
-    name : str
-        A file name (a full path works too; only identifiers matter).
-
-    Returns
-    -------
-    (acquired, sensor, scene_id) or None
-        ``acquired`` is timezone-aware UTC. Landsat IDs carry only the date, so their time is
-        00:00 UTC (the time of day is unknown); Sentinel-2 names carry the sensing start time.
-        ``scene_id`` is the Landsat ID, the Sentinel-2 product name, or ``T<tile>_<time>`` for
-        a granule file. None if the name holds no identifier.
-    """
-    base = Path(name).name
-    for finder in (_find_landsat_product_id, _find_landsat_scene_id):
-        found = finder(base)
-        if found is not None:
-            scene_id, acquired, sensor = found
-            return acquired, sensor, scene_id
-    for m in _S2_PRODUCT.finditer(base):
-        acquired = _s2_time(m.group(2))
-        if acquired is not None:
-            return acquired, f"Sentinel-2{m.group(1).upper()} MSI", m.group(0).upper()
-    for m in _S2_GRANULE.finditer(base):
-        acquired = _s2_time(m.group(2))
-        if acquired is not None:
-            return acquired, "Sentinel-2 MSI", m.group(0).upper()
-    return None
-
-
 def _acquisition(
     path: Path, acquired: datetime | date | str | None
 ) -> tuple[datetime, str, str | None, str]:
     """(time, sensor, scene_id, time_source) for an image; see :func:`read_scene`."""
     if acquired is not None:
         try:
-            when = _coerce_acquired(acquired)
+            when = as_utc(acquired)
         except InputError as exc:
             raise InputError(
                 f"the acquisition date given for this image ({acquired!r}) is not valid: "
-                f"{_DATE_HELP}",
+                f"{DATE_HELP}",
                 path,
             ) from exc
     mtl = None if remote.is_remote(path) else find_mtl(path)
@@ -460,6 +156,59 @@ def _acquisition(
 
 # --------------------------------------------------------------------------------------------
 # Reading
+
+
+#: Bytes of each block :func:`file_fingerprint` hashes, and how many blocks it spreads out.
+FINGERPRINT_BLOCK = 65536
+FINGERPRINT_BLOCKS = 8
+
+
+def file_fingerprint(path: str | PathLike[str]) -> dict[str, object]:
+    """What identifies a file's content, cheaply: its size, its modification time and a SHA-256
+    of a bounded sample (the header, :data:`FINGERPRINT_BLOCKS` blocks spread through the file
+    and its end; about half a megabyte whatever the size).
+
+    A file replaced at the same path, truncated or rewritten changes the fingerprint; reading
+    it costs a ``stat`` and a few small reads.
+
+    Returns
+    -------
+    dict
+        ``size`` (bytes), ``mtime_ns`` and ``sample_sha256`` (hex).
+    """
+    if remote.is_remote(path):
+        # A URL: what the server says of it (size, time, ETag), not its bytes.
+        ident = remote.location(path).stat()
+        return {"size": ident.st_size, "mtime_ns": ident.st_mtime_ns, "etag": ident.etag}
+    p = Path(path)
+    st = p.stat()
+    digest = hashlib.sha256()
+    size, block = st.st_size, FINGERPRINT_BLOCK
+    starts = {0, max(0, size - block)}
+    starts.update(size * k // (FINGERPRINT_BLOCKS + 1) for k in range(1, FINGERPRINT_BLOCKS + 1))
+    with open(p, "rb") as fh:
+        for start in sorted(starts):
+            fh.seek(start)
+            digest.update(fh.read(block))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sample_sha256": digest.hexdigest()}
+
+
+@contextlib.contextmanager
+def read_errors(path: Path, what: str = "its pixels") -> Iterator[None]:
+    """Turn GDAL's read errors inside the block (a truncated or corrupt file, a lost mount)
+    into one :class:`InputError` naming ``path``."""
+    try:
+        yield
+    except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
+        # rasterio's "Read failed. See previous exception" keeps GDAL's reason as its cause.
+        cause = exc.__cause__ or exc.__context__
+        detail = " ".join(str(cause if "previous exception" in str(exc) and cause else exc).split())
+        detail = detail[:200]
+        raise InputError(
+            f"cannot read {what} ({detail}): the file is truncated, corrupt or unreachable; "
+            "download it again",
+            path,
+        ) from None
 
 
 def read_scene(
@@ -535,11 +284,12 @@ def read_scene(
         else:
             when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired)
         sensor_name = sensor if sensor is not None else found_sensor
-        nodata = dataset.nodatavals[band - 1]
-        flags = dataset.mask_flag_enums[band - 1]
-        per_dataset = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
-        raw, mask = remote.cached_window(dataset, name, band, window, masks=per_dataset)
-        dataset_mask = mask > 0 if mask is not None else None
+        with read_errors(file_path):
+            nodata = dataset.nodatavals[band - 1]
+            flags = dataset.mask_flag_enums[band - 1]
+            per_dataset = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+            raw, mask = remote.cached_window(dataset, name, band, window, masks=per_dataset)
+            dataset_mask = mask > 0 if mask is not None else None
         transform = dataset.transform if window is None else dataset.window_transform(window)
 
     data = raw.astype(np.float32)
@@ -616,7 +366,7 @@ def read_header(
     head = read_scene(path, band=band, acquired=acquired, sensor=sensor, window=_NO_PIXEL)
     # The image itself: a STAC item's asset, not the item (local paths as given: /vsi... names).
     image = head.path if remote.is_remote(head.path) or remote.is_stac(path) else path
-    with remote.open_raster(image) as ds:
+    with read_errors(head.path), remote.open_raster(image) as ds:
         shape, transform = ds.shape, ds.transform
     return Scene(
         path=head.path,
@@ -659,7 +409,7 @@ def read_preview(
     Returns the float32 image (NaN at nodata) and its geotransform. Reads overviews when the
     file has them, so a full scene costs a fraction of a full read.
     """
-    with remote.open_raster(path) as ds:
+    with read_errors(Path(str(path))), remote.open_raster(path) as ds:
         b = band or 1
         factor = max(1, int(np.ceil(max(ds.shape) / max_side_px)))
         shape = (max(1, ds.height // factor), max(1, ds.width // factor))
@@ -704,7 +454,8 @@ def read_raster_band(
     with opened:
         if ds.crs is None or not ds.crs.to_wkt():
             raise InputError(f"the {what} has no CRS", path)
-        data = ds.read(band, masked=True).astype(np.float64).filled(np.nan)
+        with read_errors(Path(path), f"the {what}"):
+            data = ds.read(band, masked=True).astype(np.float64).filled(np.nan)
         return data, ds.transform, ds.crs
 
 
@@ -735,3 +486,111 @@ def _check_crs(crs: rasterio.crs.CRS | None, path: Path) -> None:
             "(e.g. UTM) first",
             path,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Areas of interest
+
+
+def window_of_bbox(
+    crs: rasterio.crs.CRS,
+    transform: affine.Affine,
+    shape: tuple[int, int],
+    bbox_deg: tuple[float, float, float, float],
+) -> rasterio.windows.Window | None:
+    """The pixel window of a raster covering a longitude/latitude box (None if outside).
+
+    Parameters
+    ----------
+    crs, transform, shape
+        The raster's CRS, geotransform and (rows, cols).
+    bbox_deg : (west, south, east, north)
+        The box in degrees (WGS 84 longitude and latitude).
+
+    Returns
+    -------
+    Window or None
+        Whole pixels, rounded outwards, clipped to the raster.
+    """
+    import rasterio.warp  # loaded when an area is read, not with every scene
+
+    west, south, east, north = bbox_deg
+    left, bottom, right, top = rasterio.warp.transform_bounds(
+        "EPSG:4326", crs, west, south, east, north, densify_pts=21
+    )
+    xs, ys = [left, right, right, left], [top, top, bottom, bottom]
+    cols, rows = ~transform @ (np.array(xs), np.array(ys))
+    c0, c1 = max(0, int(np.floor(cols.min()))), min(shape[1], int(np.ceil(cols.max())))
+    r0, r1 = max(0, int(np.floor(rows.min()))), min(shape[0], int(np.ceil(rows.max())))
+    if c1 - c0 < 2 or r1 - r0 < 2:
+        return None
+    return rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def check_bbox(bbox_deg: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """The box as four floats, west < east and south < north within -180..180 and -90..90."""
+    try:
+        west, south, east, north = (float(v) for v in bbox_deg)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"bbox must be four numbers W S E N in degrees, got {bbox_deg!r}"
+        ) from None
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise InputError(
+            f"bbox {west:g} {south:g} {east:g} {north:g} is not W S E N in degrees with "
+            "west < east (-180..180) and south < north (-90..90)"
+        )
+    return west, south, east, north
+
+
+def read_area(
+    path: str | PathLike[str],
+    bbox_deg: tuple[float, float, float, float],
+    *,
+    band: int | None = None,
+    acquired: datetime | str | None = None,
+) -> Scene:
+    """Read only the part of a scene inside a longitude/latitude box.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A local file, a URL or a STAC item (see :mod:`glacierflow.remote`).
+    bbox_deg : (west, south, east, north)
+        The area of interest in degrees (WGS 84).
+    band : int, optional
+        1-based band of a multi-band file.
+    acquired : datetime or str, optional
+        Acquisition time overriding the metadata.
+
+    Returns
+    -------
+    Scene
+        The window of the scene covering the box (its transform the window's), with the time,
+        sensor and ID of the whole scene; pass two of them to :func:`glacierflow.track.track`.
+
+    Raises
+    ------
+    InputError
+        If the box does not overlap the scene, or as :func:`read_scene`.
+    """
+    box = check_bbox(bbox_deg)
+    head = read_header(path, band=band, acquired=acquired)
+    window = window_of_bbox(head.crs, head.transform, head.shape, box)
+    if window is None:
+        raise InputError(
+            f"the area of interest {' '.join(f'{v:g}' for v in box)} (W S E N degrees) does not "
+            "overlap this scene",
+            head.path,
+        )
+    part = read_scene(
+        head.path, band=band, acquired=head.acquired, sensor=head.sensor, window=window
+    )
+    if not part.valid.any():
+        raise InputError("holds no valid pixel inside the area of interest", head.path)
+    return dataclasses.replace(
+        part,
+        scene_id=head.scene_id,
+        time_source=head.time_source,
+        file_offset_px=(int(window.row_off), int(window.col_off)),
+    )

@@ -24,6 +24,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from glacierflow.dates import parse_datetime
 from glacierflow.errors import InputError
 
 __all__ = [
@@ -83,8 +84,6 @@ class FoundScene:
 
 
 def _parse_date(text: str, what: str) -> datetime:
-    from glacierflow.scenes import parse_datetime
-
     try:
         return parse_datetime(text)
     except InputError:

@@ -20,7 +20,9 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -45,8 +47,10 @@ from glacierflow.matching.stats import (
     stats_from_strips,
     strip_sums,
 )
-from glacierflow.scenes import Scene, read_scene
+from glacierflow.scenes import Scene, file_fingerprint, read_scene
 from glacierflow.settings import TILED_PREFILTERS
+
+log = logging.getLogger("glacierflow")
 
 Tile = tuple[slice, slice]
 
@@ -343,14 +347,10 @@ def _work_key(
     if centres is not None:
         info["centres"] = hashlib.sha256(np.stack(centres).tobytes()).hexdigest()
     for name, s in (("ref", ref), ("sec", sec)):
-        st = s.path.stat()
-        info[name] = [
-            str(s.path.resolve()),
-            st.st_size,
-            st.st_mtime_ns,
-            list(s.file_offset_px),
-            list(s.shape),
-        ]
+        # Size, time and a hash of a sample of the content: a scene replaced at the same path
+        # (even with its old size and time) gets a new key, so its tiles are not reused.
+        info[name] = [str(s.path.resolve()), file_fingerprint(s.path)]
+        info[name] += [list(s.file_offset_px), list(s.shape)]
     return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -358,21 +358,44 @@ def _tile_file(folder: Path, tile: Tile) -> Path:
     return folder / f"tile_{tile[0].start:06d}_{tile[1].start:06d}.npz"
 
 
+def _checksum(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
 def _write_tile_atomically(path: Path, values: np.ndarray) -> None:
+    """Write a finished tile with its checksum and the key of its run (the folder's name), so
+    that a damaged tile or one from another run is never taken for this run's."""
     with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, values=values)
+        np.savez(
+            fh, values=values, key=np.str_(path.parent.name), sha256=np.str_(_checksum(values))
+        )
 
 
 def _load_tile(path: Path, tile: Tile) -> np.ndarray | None:
+    """A finished tile kept in the work folder, or None to match it (again).
+
+    A tile that cannot be read whole (truncated, bit-flipped), was written by another run (its
+    key is not the folder's) or has the wrong shape is removed with a one-line warning.
+    """
+    if not path.is_file():
+        return None
+    ti, tj = tile
     try:
         with np.load(path) as z:
-            values = z["values"]
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged leftover is simply matched again
-    ti, tj = tile
-    if values.shape != (4, ti.stop - ti.start, tj.stop - tj.start):
-        return None
-    return values
+            values, key, sha = z["values"], str(z["key"]), str(z["sha256"])
+        if key != path.parent.name:
+            problem = "written by another run (other inputs or settings)"
+        elif values.shape != (4, ti.stop - ti.start, tj.stop - tj.start):
+            problem = f"of the wrong shape {values.shape}"
+        elif sha != _checksum(values):
+            problem = "damaged (checksum mismatch)"
+        else:
+            return values
+    except Exception as exc:  # zipfile, numpy and OS errors alike: the tile is unusable
+        problem = f"damaged ({type(exc).__name__}: {exc})"
+    log.warning("discarded %s in %s: %s; matching it again", path.name, path.parent, problem)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def tiled_match(
@@ -455,6 +478,9 @@ def tiled_match(
         if work_dir is not None:
             folder = Path(work_dir) / _work_key(ref, sec, band, settings, centres, filters)
             folder.mkdir(parents=True, exist_ok=True)
+        if folder is not None:
+            # A failure before any tile is kept leaves no work folder behind.
+            stack.push(lambda kind, _exc, _tb, f=folder: bool(kind and remove_unused_work(f)))
         out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
         todo = _resume(out, plan_tiles(grid, settings, tile_nodes), folder, progress)
         if todo:
@@ -539,3 +565,14 @@ def _task(args, job, *, settings, stats) -> tuple[Tile, np.ndarray]:
     return tile, match_file_tile(
         ref, sec, band, grid, tile, settings, stats[0], stats[1], centres, filters
     )
+
+
+def remove_unused_work(folder: Path) -> None:
+    """After a failed tiled match: remove its work folder if no finished tile is kept in it
+    (and the ``.glacierflow-work`` folder above, if that left it empty)."""
+    if any(folder.glob("tile_*.npz")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.name == ".glacierflow-work":
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # only if empty

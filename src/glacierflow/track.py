@@ -138,6 +138,9 @@ def node_geometry(pair: Pair, settings: TrackSettings) -> NodeGeometry:
     m = settings.matching
     settings.check_image(pair.ref.shape, pair.ref.path)
     grid = make_grid(pair.ref.shape, chip_px=m.chip_px, search_px=m.search_px, step_px=m.step_px)
+    from glacierflow.pair import check_node_memory
+
+    check_node_memory(pair, grid.shape, m.step_px, settings.tiling.enabled and m.pyramid_levels > 1)
     rows_px, cols_px = np.meshgrid(grid.rows_px(), grid.cols_px(), indexing="ij")
     return NodeGeometry(
         grid=grid,
@@ -666,13 +669,12 @@ def track_to_products(
     the products are complete, so that a killed run picks up where it stopped. Returns the
     dataset and a mapping from product name to path.
     """
+    from glacierflow.products import prepare_output, write_products_with_worker
     from glacierflow.scenes import read_preview
 
     # Settings first: a bad setting is reported before any image is read.
     s = track_settings(settings, **shortcuts)
-    from glacierflow.products import refuse_earlier_products, write_products_with_worker
-
-    refuse_earlier_products(out_dir, overwrite)
+    prepare_output(out_dir, s.tiling.work_dir, overwrite)
     with matching_executor(s) as executor:
         # Workers start while the scenes are read and filtered.
         executor.start()

@@ -7,19 +7,11 @@ from pathlib import Path
 import click
 
 from glacierflow.cli.options import OVERWRITE, WORKERS
-from glacierflow.cli.paths import OutputPath
+from glacierflow.cli.paths import out_option
 
 
 @click.command("demo")
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    default=Path("demo_output"),
-    show_default=True,
-    type=OutputPath(),
-    help="Output folder.",
-)
+@out_option("out_dir", "Output folder.", default=Path("demo_output"), show_default=True)
 @click.option("--workers", **WORKERS)
 @click.option("--overwrite", **OVERWRITE)
 def command(out_dir: Path, workers: int, overwrite: bool) -> None:

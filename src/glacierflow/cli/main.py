@@ -67,14 +67,34 @@ class GlacierflowGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from glacierflow.errors import GlacierflowError
+        from glacierflow.errors import GlacierflowError, OutputError
+
+        def fail(exc: GlacierflowError) -> None:
+            from glacierflow.cli.options import fail as say_and_exit
+
+            say_and_exit(exc)
 
         try:
             return super().invoke(ctx)
         except GlacierflowError as exc:
-            from glacierflow.cli.options import fail
-
             fail(exc)
+        except (OSError, MemoryError) as exc:
+            # The edge: an I/O error no reader or writer named (a lost mount, a full disk met
+            # by a library) is still one line, with the file when the OS gives one.
+            name = getattr(exc, "filename", None)
+            fail(
+                OutputError(_os_problem(exc), name) if name else GlacierflowError(_os_problem(exc))
+            )
+        except Exception as exc:
+            if type(exc).__module__.startswith("rasterio"):  # GDAL's CPLE_* errors
+                fail(GlacierflowError(f"GDAL: {' '.join(str(exc).split())[:300]}"))
+            raise
+
+
+def _os_problem(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "out of memory; use tiled matching (--tile-nodes), a larger step or fewer workers"
+    return getattr(exc, "strerror", None) or " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

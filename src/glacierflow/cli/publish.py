@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from glacierflow.cli.paths import catalog_option
+
 
 @click.command("publish")
 @click.argument("products_dir", type=click.Path(path_type=Path))
@@ -16,13 +18,7 @@ import click
     type=click.Path(path_type=Path),
     help="The dataset record to publish with (dataset.toml; every key is in docs/dataset_toml.md).",
 )
-@click.option(
-    "--catalog",
-    "catalog_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The STAC catalog folder (created if missing).",
-)
+@catalog_option("The STAC catalog folder (created if missing).")
 @click.option("--strict", is_flag=True, help="Refuse fields still marked TO BE FILLED.")
 @click.option(
     "--reference-image",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from glacierflow.cli.paths import OutputPath
+from glacierflow.cli.paths import out_option
 
 
 @click.command("search")
@@ -36,14 +36,11 @@ from glacierflow.cli.paths import OutputPath
     default=None,
     help="Root of the STAC API [default: the USGS LandsatLook STAC server].",
 )
-@click.option(
-    "-o",
-    "--out",
+@out_option(
     "out_path",
+    "The scene list to write (CSV; name it in a project file as [scenes] list).",
     default=Path("scenes.csv"),
     show_default=True,
-    type=OutputPath(),
-    help="The scene list to write (CSV; name it in a project file as [scenes] list).",
 )
 def command(
     bbox: tuple[float, float, float, float],

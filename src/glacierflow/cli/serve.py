@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 # Standard library only: the options are listed (and --help works) without the portal extra.
+from glacierflow.cli.paths import catalog_option
 from glacierflow.portal.defaults import DEFAULTS, DEPRECATED, HELP, TYPES
 
 #: Options of the server that take a choice rather than any value.
@@ -41,13 +42,7 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.command("serve")
-@click.option(
-    "--catalog",
-    "catalog_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The STAC catalog folder written by glacierflow publish.",
-)
+@catalog_option("The STAC catalog folder written by glacierflow publish.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port."

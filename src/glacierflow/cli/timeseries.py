@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from glacierflow.cli.paths import OutputPath
+from glacierflow.cli.paths import out_option
 from glacierflow.timeseries.settings import FORMATS, SeriesSettings, parse_freq, parse_lam
 
 
@@ -63,16 +63,30 @@ def _where(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return where
 
 
+#: The flag of each field of :class:`SeriesSettings`, for messages.
+_FLAGS = {"points": "--at", "formats": "--format"}
+
+
+def _settings(values: dict[str, Any]) -> SeriesSettings:
+    """The settings of the options, validated by the model; a refusal names the flag."""
+    from pydantic import ValidationError
+
+    try:
+        return SeriesSettings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else ""
+        flag = _FLAGS.get(name, f"--{name.replace('_', '-')}")
+        message = err["ctx"]["message"] if err["type"] == "project" else err["msg"]
+        raise click.BadParameter(
+            f"{message}, got {err['input']!r}" if err["type"] != "project" else message,
+            param_hint=f"'{flag}'",
+        ) from None
+
+
 @click.command("timeseries")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    required=True,
-    type=OutputPath(),
-    help="Output folder for the cubes and the point series.",
-)
+@out_option("out_dir", "Output folder for the cubes and the point series.", required=True)
 @_field_option("freq", metavar="monthly|annual|annual-MM-DD|N", callback=_converted(parse_freq))
 @_field_option("regularisation", type=click.Choice(["first", "second"]))
 @_field_option("lam", metavar="gcv|discrepancy|NUMBER", callback=_converted(parse_lam))
@@ -143,7 +157,7 @@ def command(
     result = run_series(
         list(inputs),
         out_dir,
-        SeriesSettings(**values),
+        _settings(values),
         centrelines=centrelines,
         centreline_where=centreline_where,
         spacing_m=spacing_m,

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from glacierflow.cli.options import OVERWRITE, WORKERS, setting_options, shortcuts
-from glacierflow.cli.paths import OutputPath
+from glacierflow.cli.paths import out_option
 
 #: Command-line defaults that differ from the library's.
 OVERRIDES: dict[str, dict[str, Any]] = {
@@ -20,14 +20,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 @click.command("track")
 @click.argument("ref", type=click.Path())
 @click.argument("sec", type=click.Path())
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    required=True,
-    type=OutputPath(),
-    help="Output folder for the products.",
-)
+@out_option("out_dir", "Output folder for the products.", required=True)
 @click.option("--ref-date", default=None, help="Acquisition time of REF (ISO 8601).")
 @click.option("--sec-date", default=None, help="Acquisition time of SEC (ISO 8601).")
 @click.option("--band", default=None, type=int, help="Band of multi-band inputs (1-based).")
@@ -83,7 +76,7 @@ def command(
     refuse_earlier_products(out_dir, overwrite)
     if bbox:  # only the area of interest is read, from files or URLs
         from glacierflow.errors import time_given_by
-        from glacierflow.remote import read_area
+        from glacierflow.scenes import read_area
 
         with time_given_by("ref_date"):
             ref = read_area(ref, bbox, band=band, acquired=ref_date)

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,13 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 
 DatasetId = Annotated[str, PathParam(pattern=ID_PATTERN, description="Dataset id.")]
 ItemId = Annotated[str, PathParam(pattern=ID_PATTERN, description="Item id.")]
+TileZoom = Annotated[int, PathParam(ge=0, le=24)]
+TileIndex = Annotated[int, PathParam(ge=0)]
+#: What a PNG tile route answers (OpenAPI).
+_TILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}},
+    304: {"description": "Not modified"},
+}
 
 
 def get_index(request: Request) -> CatalogIndex:
@@ -204,15 +212,15 @@ def point_series(
     summary="Map tile of speed",
     tags=["map"],
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 304: {"description": "Not modified"}},
+    responses=_TILE_RESPONSES,
 )
 async def tile(
     request: Request,
     dataset_id: DatasetId,
     item_id: ItemId,
-    z: Annotated[int, PathParam(ge=0, le=24)],
-    x: Annotated[int, PathParam(ge=0)],
-    y: Annotated[int, PathParam(ge=0)],
+    z: TileZoom,
+    x: TileIndex,
+    y: TileIndex,
 ) -> Response:
     """A 256 x 256 PNG tile (Web Mercator) of speed on the dataset's fixed viridis scale.
 
@@ -222,11 +230,25 @@ async def tile(
     A tile that takes longer than the server's time budget answers 503; a tile whose client
     has gone is not finished.
     """
-    if x >= 2**z or y >= 2**z:
-        raise BadParameter("x/y", f"tile column and row must be below 2**z = {2**z}")
+    _check_tile_address(z, x, y)
     path, band, vmax, key = await run_in_threadpool(
         _tile_source, request, dataset_id, item_id, (z, x, y)
     )
+    return await _tile_response(
+        request, key, lambda: _render_or_stop(request, path, band, (z, x, y), vmax)
+    )
+
+
+def _check_tile_address(z: int, x: int, y: int) -> None:
+    if x >= 2**z or y >= 2**z:
+        raise BadParameter("x/y", f"tile column and row must be below 2**z = {2**z}")
+
+
+async def _tile_response(
+    request: Request, key: str, render: Callable[[], Awaitable[bytes | None]]
+) -> Response:
+    """A tile as PNG: ``304`` to a matching ``If-None-Match``, else from the tile cache, else
+    rendered (transparent when ``render`` gives None) and cached under ``key``."""
     etag = f'"{key}"'
     headers = {"Cache-Control": "public, max-age=300", "ETag": etag}
     if etag in _if_none_match(request):
@@ -234,7 +256,7 @@ async def tile(
     cache: TileCache = request.app.state.tile_cache
     png = await run_in_threadpool(cache.get, key)
     if png is None:
-        png = await _render_or_stop(request, path, band, (z, x, y), vmax)
+        png = await render()
         png = png if png is not None else raster.transparent_tile()
         await run_in_threadpool(cache.put, key, png)
     return Response(png, media_type="image/png", headers=headers)
@@ -344,23 +366,22 @@ BaseLayer = Annotated[Literal["reference_image", "hillshade"], PathParam(descrip
     summary="Map tile of a base layer",
     tags=["map"],
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 304: {"description": "Not modified"}},
+    responses=_TILE_RESPONSES,
 )
 async def base_tile(
     request: Request,
     dataset_id: DatasetId,
     layer: BaseLayer,
-    z: Annotated[int, PathParam(ge=0, le=24)],
-    x: Annotated[int, PathParam(ge=0)],
-    y: Annotated[int, PathParam(ge=0)],
+    z: TileZoom,
+    x: TileIndex,
+    y: TileIndex,
 ) -> Response:
     """A 256 x 256 greyscale PNG tile of the dataset's reference image or hillshade.
 
     Transparent outside the layer; 404 when the dataset was published without that layer.
     Cached and answered with ``ETag``/``304`` like the speed tiles.
     """
-    if x >= 2**z or y >= 2**z:
-        raise BadParameter("x/y", f"tile column and row must be below 2**z = {2**z}")
+    _check_tile_address(z, x, y)
     index = await run_in_threadpool(get_index, request)
     _collection(index, dataset_id)
     found = await run_in_threadpool(index.collection_asset, dataset_id, layer)
@@ -368,17 +389,9 @@ async def base_tile(
         raise HTTPException(404, f"dataset {dataset_id!r} has no {layer} layer")
     path, checksum = found
     key = tile_key(path, checksum, 1, (z, x, y), 0.0)
-    etag = f'"{key}"'
-    headers = {"Cache-Control": "public, max-age=300", "ETag": etag}
-    if etag in _if_none_match(request):
-        return Response(status_code=304, headers=headers)
-    cache: TileCache = request.app.state.tile_cache
-    png = await run_in_threadpool(cache.get, key)
-    if png is None:
-        png = await _render_or_stop(request, path, 0, (z, x, y), 0.0, kind="grey")
-        png = png if png is not None else raster.transparent_tile()
-        await run_in_threadpool(cache.put, key, png)
-    return Response(png, media_type="image/png", headers=headers)
+    return await _tile_response(
+        request, key, lambda: _render_or_stop(request, path, 0, (z, x, y), 0.0, kind="grey")
+    )
 
 
 @api.get("/datasets/{dataset_id}/legend", summary="Speed colour scale", tags=["map"])

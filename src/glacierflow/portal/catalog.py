@@ -35,12 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pystac
-import rasterio
-import rasterio.shutil
-from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
-from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
-from pystac.extensions.raster import Statistics as RasterStatistics
 from pystac.extensions.render import Render, RenderExtension
 from pystac.extensions.scientific import Publication, ScientificExtension
 
@@ -49,7 +44,8 @@ from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
 from glacierflow.portal.basemap import add_base_layers
 from glacierflow.portal.coverage import record_coverage
-from glacierflow.portal.discover import ProductFacts, find_products, sha256_multihash
+from glacierflow.portal.discover import ProductFacts, find_products
+from glacierflow.portal.items import ASSET_INFO, add_assets, asset_info, iso_z, item_ids, stac_item
 from glacierflow.portal.meta import DatasetMeta, is_placeholder, load_meta
 
 __all__ = [
@@ -68,38 +64,7 @@ log = logging.getLogger(__name__)
 #: Id of the root catalog that lists the datasets.
 ROOT_CATALOG_ID = "glacierflow"
 
-#: Media type, roles and title of each product file, by role (every velocity GeoTIFF is
-#: published as a COG).
-ASSET_INFO: dict[str, dict[str, Any]] = {
-    "velocity": {
-        "type": pystac.MediaType.COG,
-        "roles": ["data"],
-        "title": "Velocity (Cloud-Optimized GeoTIFF)",
-        "format": "GeoTIFF (Cloud-Optimized)",
-    },
-    "netcdf": {
-        "type": "application/x-netcdf",
-        "roles": ["data"],
-        "title": "Velocity (NetCDF-4, CF-1.8)",
-        "format": "NetCDF-4 (CF-1.8)",
-    },
-    "quicklook": {
-        "type": pystac.MediaType.PNG,
-        "roles": ["overview", "visual"],
-        "title": "Quick look",
-        "format": "PNG",
-    },
-    "summary": {
-        "type": pystac.MediaType.JSON,
-        "roles": ["metadata"],
-        "title": "Summary (JSON)",
-        "format": "JSON",
-    },
-}
-
-
 _SPDX_RE = re.compile(r"^[\w\-.+]+$")
-_SAFE_RE = re.compile(r"[^a-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -140,26 +105,6 @@ def nice_ceiling(value: float) -> float:
     return 10.0 * power
 
 
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _platform(sensor: Any) -> tuple[str | None, list[str]]:
-    """STAC ``platform`` and ``instruments`` from a sensor name such as 'Landsat 8 OLI'."""
-    text = str(sensor or "").strip()
-    match = re.match(r"^landsat[\s_-]*(\d+)\s*(.*)$", text, re.IGNORECASE)
-    if match:
-        instrument = match.group(2).strip().lower().replace(" ", "")
-        return f"landsat-{match.group(1)}", [instrument] if instrument else []
-    match = re.match(r"^sentinel[\s_-]*(\d)([a-d]?)\s*(.*)$", text, re.IGNORECASE)
-    if match:
-        instrument = match.group(3).strip().lower()
-        return f"sentinel-{match.group(1)}{match.group(2).lower()}", (
-            [instrument] if instrument else []
-        )
-    return None, []
-
-
 def dataset_citation(meta: DatasetMeta, year: int) -> str:
     """How to cite the dataset: ``meta.citation``, or one built from its fields.
 
@@ -186,193 +131,6 @@ def dataset_citation(meta: DatasetMeta, year: int) -> str:
     elif known(meta.landing_page):
         parts.append(f"Available at {meta.landing_page}")
     return " ".join(parts)
-
-
-# --------------------------------------------------------------------------------------------
-# Items
-# --------------------------------------------------------------------------------------------
-
-
-def _item_ids(products: Sequence[ProductFacts]) -> list[str]:
-    """Unique, URL-safe item ids: ``annual_YYYY`` or ``pair_YYYYMMDD_YYYYMMDD``."""
-    ids: list[str] = []
-    seen_years: dict[int, Path] = {}
-    for product in products:
-        if product.kind == "annual":
-            assert product.year is not None
-            if product.year in seen_years:
-                raise InputError(
-                    f"two annual products for {product.year}: {seen_years[product.year]} and "
-                    "this one; keep one of them",
-                    product.cog,
-                )
-            seen_years[product.year] = product.cog
-            base = f"annual_{product.year}"
-        else:
-            base = f"pair_{product.start:%Y%m%d}_{product.end:%Y%m%d}"
-        item_id, n = base, 1
-        while item_id in ids:
-            n += 1
-            folder = _SAFE_RE.sub("-", product.cog.parent.name.lower()).strip("-")
-            item_id = f"{base}_{folder}" if n == 2 and folder else f"{base}_{n}"
-        ids.append(item_id)
-    return ids
-
-
-def _rasterio_order(gdal: Sequence[float]) -> list[float]:
-    """Geotransform in rasterio/STAC ``proj:transform`` order (a, b, c, d, e, f)."""
-    c, a, b, f, d, e = gdal
-    return [a, b, c, d, e, f]
-
-
-def _raster_bands(product: ProductFacts) -> list[RasterBand]:
-    bands = []
-    for facts in product.bands:
-        stats = RasterStatistics.create(
-            minimum=facts.minimum,
-            maximum=facts.maximum,
-            mean=facts.mean,
-            stddev=facts.stddev,
-            valid_percent=round(facts.valid_percent, 4),
-        )
-        band = RasterBand.create(
-            nodata=NoDataStrings.NAN,
-            data_type=DataType.FLOAT32,
-            spatial_resolution=product.spacing_m,
-            unit=facts.unit,
-            statistics=stats,
-        )
-        band.properties["name"] = facts.name
-        if facts.long_name:
-            band.properties["description"] = facts.long_name
-        bands.append(band)
-    return bands
-
-
-def _item(product: ProductFacts, item_id: str) -> pystac.Item:
-    """A STAC Item for one product; assets are added when the files are copied."""
-    tags = product.tags
-    properties: dict[str, Any] = {
-        "title": (
-            f"Velocity {product.year}"
-            if product.kind == "annual"
-            else f"Velocity {product.start:%Y-%m-%d} to {product.end:%Y-%m-%d}"
-        ),
-        "glacierflow:kind": product.kind,
-        "glacierflow:mid_datetime": _iso(product.mid),
-        "glacierflow:dt_days": round((product.end - product.start).total_seconds() / 86400, 6),
-        "glacierflow:bands": product.band_names,
-    }
-    if product.year is not None:
-        properties["glacierflow:year"] = product.year
-    v = product.band("v")
-    if v is not None:
-        properties["glacierflow:speed_m_per_yr"] = {
-            **v.percentiles,
-            "max": v.maximum,
-            "mean": v.mean,
-            "valid_percent": round(v.valid_percent, 4),
-        }
-    error = product.band("v_error")
-    if error is not None and error.percentiles:
-        properties["glacierflow:v_error_median_m_per_yr"] = error.percentiles.get("p50")
-    sensor = tags.get("ref_sensor") or tags.get("sensor")
-    platform, instruments = _platform(sensor)
-    if sensor:
-        properties["glacierflow:sensor"] = str(sensor)
-    if platform:
-        properties["platform"] = platform
-        properties["instruments"] = instruments
-    scenes = [tags[k] for k in ("ref_scene_id", "sec_scene_id") if tags.get(k)]
-    if scenes:
-        properties["glacierflow:scene_ids"] = scenes
-    settings = {k: tags[k] for k in ("method", "chip_px", "search_px", "step_px") if k in tags}
-    if settings:
-        properties["glacierflow:settings"] = settings
-    if tags.get("glacierflow_version"):
-        properties["glacierflow:version"] = tags["glacierflow_version"]
-
-    item = pystac.Item(
-        id=item_id,
-        geometry=product.footprint,
-        bbox=list(product.bbox),
-        datetime=None,
-        start_datetime=product.start,
-        end_datetime=product.end,
-        properties=properties,
-    )
-    proj = ProjectionExtension.ext(item, add_if_missing=True)
-    if product.epsg is not None:
-        proj.code = f"EPSG:{product.epsg}"
-    else:
-        proj.wkt2 = product.crs_wkt
-    proj.shape = list(product.shape)
-    proj.transform = _rasterio_order(product.transform)
-    proj.bbox = list(product.bounds)
-    return item
-
-
-def _asset_info(product: ProductFacts, role: str) -> dict[str, Any]:
-    # every velocity GeoTIFF is published as a COG with overviews (_copy_velocity)
-    return ASSET_INFO[role]
-
-
-#: Block size of the published COGs and the size below which they need no overviews, pixels.
-COG_BLOCK_PX = 256
-
-
-def _copy_velocity(src: Path, dst: Path, is_cog: bool) -> None:
-    """Copy a velocity GeoTIFF as a Cloud-Optimized GeoTIFF with overviews.
-
-    A product that already is a COG with overviews down to one block (what ``track`` and
-    ``run`` write) is copied byte for byte; any other is rewritten with GDAL's COG driver:
-    the same full-resolution values, band descriptions and tags, tiled 256 x 256, DEFLATE,
-    with averaged overviews (missing values ignored) halving down to one block, so that a map
-    tile at any zoom reads a bounded number of pixels.
-    """
-    with rasterio.open(src) as ds:
-        levels = ds.overviews(1)
-        size = max(ds.width, ds.height)
-        coarsest = size / (levels[-1] if levels else 1)
-        if is_cog and coarsest <= COG_BLOCK_PX:
-            shutil.copyfile(src, dst)
-            return
-        rasterio.shutil.copy(
-            ds,
-            dst,
-            driver="COG",
-            blocksize=COG_BLOCK_PX,
-            compress="DEFLATE",
-            predictor="FLOATING_POINT" if ds.dtypes[0].startswith("float") else "YES",
-            overviews="IGNORE_EXISTING",
-            overview_resampling="AVERAGE",
-            bigtiff="IF_SAFER",
-        )
-
-
-def _add_assets(item: pystac.Item, product: ProductFacts, item_dir: Path) -> int:
-    """Copy the product's files into ``item_dir`` and describe them as assets; total bytes."""
-    total = 0
-    RasterExtension.add_to(item)
-    FileExtension.add_to(item)
-    for role, src in product.files.items():
-        dst = item_dir / src.name
-        with atomic_write(dst) as tmp:
-            if role == "velocity":
-                _copy_velocity(src, tmp, product.is_cog)
-            else:
-                shutil.copyfile(src, tmp)
-        info = _asset_info(product, role)
-        asset = pystac.Asset(
-            href=f"./{dst.name}", title=info["title"], media_type=info["type"], roles=info["roles"]
-        )
-        item.add_asset(role, asset)
-        size = dst.stat().st_size
-        total += size
-        FileExtension.ext(asset).apply(size=size, checksum=sha256_multihash(dst))
-        if role == "velocity":
-            RasterExtension.ext(asset).apply(_raster_bands(product))
-    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,6 +171,21 @@ def build_collection(
     if not products:
         raise InputError("no products to publish", meta.source)
     now = now or dt.datetime.now(dt.UTC)
+    collection = _collection(meta, products, now, products_dir)
+    items = [(stac_item(p, i), p) for p, i in zip(products, item_ids(products), strict=True)]
+    vmax = _add_speed_render(collection, meta, products)
+    _add_summaries(collection, products, items)
+    _add_glacierflow_fields(collection, meta, products, vmax, now)
+    return collection, items
+
+
+def _collection(
+    meta: DatasetMeta,
+    products: Sequence[ProductFacts],
+    now: dt.datetime,
+    products_dir: str | PathLike[str] | None,
+) -> pystac.Collection:
+    """The collection's core: identity, extent, licence, providers and citation."""
     record, data = record_coverage(meta, products, products_dir)
     # STAC: the first box/interval is the whole (the record's); a second, when it differs,
     # is the data's own
@@ -421,7 +194,6 @@ def build_collection(
     if (data.start, data.end) != (record.start, record.end):
         spans.append([data.start, data.end])
 
-    license_ = meta.license if _SPDX_RE.match(meta.license) else "other"
     providers = [
         pystac.Provider(name=p.name, roles=list(p.roles), url=p.url, description=p.description)
         for p in meta.providers
@@ -431,7 +203,7 @@ def build_collection(
         title=meta.title,
         description=meta.description,
         extent=pystac.Extent(pystac.SpatialExtent(boxes), pystac.TemporalExtent(spans)),
-        license=license_,
+        license=_spdx_license(meta),
         keywords=meta.all_keywords,
         providers=providers or None,
     )
@@ -444,8 +216,22 @@ def build_collection(
         citation=dataset_citation(meta, now.year),
         publications=[Publication(r.doi, r.citation) for r in meta.references] or None,
     )
+    return collection
 
-    items = [(_item(p, i), p) for p, i in zip(products, _item_ids(products), strict=True)]
+
+def _spdx_license(meta: DatasetMeta) -> str:
+    """The record's licence when it is an SPDX identifier, else ``"other"``."""
+    return meta.license if _SPDX_RE.match(meta.license) else "other"
+
+
+def _add_speed_render(
+    collection: pystac.Collection, meta: DatasetMeta, products: Sequence[ProductFacts]
+) -> float:
+    """Add the ``speed`` rendering (viridis from 0 to the top speed); return that top, m/yr.
+
+    The top is the record's ``speed_max_m_per_yr`` or a round number above the products'
+    largest 95th percentile of speed.
+    """
     speeds = [p.band("v").percentiles.get("p95") for p in products if p.band("v")]
     speeds = [s for s in speeds if s is not None]
     vmax = meta.speed_max_m_per_yr or nice_ceiling(max(speeds, default=1.0))
@@ -461,6 +247,15 @@ def build_collection(
             )
         }
     )
+    return vmax
+
+
+def _add_summaries(
+    collection: pystac.Collection,
+    products: Sequence[ProductFacts],
+    items: list[tuple[pystac.Item, ProductFacts]],
+) -> None:
+    """Summaries of the products: projections, grid spacings, kinds, platforms, instruments."""
     proj_codes = sorted({f"EPSG:{p.epsg}" if p.epsg else "custom WKT" for p in products})
     summaries: dict[str, Any] = {
         "proj:code": proj_codes,
@@ -475,6 +270,16 @@ def build_collection(
         )
     collection.summaries = pystac.Summaries(summaries)
     collection.stac_extensions.append(ProjectionExtension.get_schema_uri())  # proj:code above
+
+
+def _add_glacierflow_fields(
+    collection: pystac.Collection,
+    meta: DatasetMeta,
+    products: Sequence[ProductFacts],
+    vmax: float,
+    now: dt.datetime,
+) -> None:
+    """The record's own fields (``glacierflow:*``) and ``updated``; empty optional ones left out."""
     collection.extra_fields.update(
         {
             "glacierflow:keywords": {k: list(v) for k, v in meta.keywords.items()},
@@ -483,12 +288,12 @@ def build_collection(
             ],
             "glacierflow:creators": list(meta.creators),
             "glacierflow:formats": sorted(
-                {_asset_info(p, role)["format"] for p in products for role in p.files}
+                {asset_info(p, role)["format"] for p in products for role in p.files}
             ),
             "glacierflow:speed_max_m_per_yr": float(vmax),
             "glacierflow:placeholders": meta.placeholders,
             "glacierflow:glacierflow_version": __version__,
-            "updated": _iso(now),
+            "updated": iso_z(now),
         }
     )
     optional = {
@@ -497,11 +302,10 @@ def build_collection(
         "glacierflow:accuracy": meta.accuracy,
         "glacierflow:lineage": meta.lineage,
         "glacierflow:contact": meta.contact,
-        "glacierflow:license_text": meta.license if license_ != meta.license else None,
+        "glacierflow:license_text": meta.license if _spdx_license(meta) != meta.license else None,
         "glacierflow:landing_page": meta.landing_page,
     }
     collection.extra_fields.update({k: v for k, v in optional.items() if v})
-    return collection, items
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,7 +455,7 @@ def publish(
         for item, product in items:
             item_dir = Path(item.get_self_href()).parent
             item_dir.mkdir(parents=True, exist_ok=True)
-            total += _add_assets(item, product, item_dir)
+            total += add_assets(item, product, item_dir)
         total += add_base_layers(
             collection,
             staged,

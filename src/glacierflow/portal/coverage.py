@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 
+from glacierflow.dates import to_utc
 from glacierflow.errors import InputError
 from glacierflow.portal.discover import ProductFacts
 from glacierflow.portal.meta import DatasetMeta
+from glacierflow.portal.params import lon_intervals
 
 __all__ = [
     "BBOX_TOLERANCE_DEG",
@@ -76,23 +78,15 @@ class Coverage:
         _, south, _, north = self.bbox
         if other.bbox[1] < south - tol or other.bbox[3] > north + tol:
             return False
-        mine = _lon_intervals(self.bbox[0], self.bbox[2])
+        mine = lon_intervals(self.bbox[0], self.bbox[2])
         return all(
             any(w0 - tol <= w1 and e1 <= e0 + tol for w0, e0 in mine)
-            for w1, e1 in _lon_intervals(other.bbox[0], other.bbox[2])
+            for w1, e1 in lon_intervals(other.bbox[0], other.bbox[2])
         )
 
     def contains_time(self, other: Coverage) -> bool:
         """Whether this time frame holds ``other``'s, compared by calendar date (UTC)."""
         return self.start.date() <= other.start.date() and other.end.date() <= self.end.date()
-
-
-def _lon_intervals(west: float, east: float) -> list[tuple[float, float]]:
-    return [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def acquisition_span(product: ProductFacts) -> tuple[dt.datetime, dt.datetime]:
@@ -128,8 +122,8 @@ def data_coverage(products: Sequence[ProductFacts]) -> Coverage:
             max(p.bbox[2] for p in products),
             max(p.bbox[3] for p in products),
         ),
-        start=min(_utc(s) for s, _ in spans),
-        end=max(_utc(e) for _, e in spans),
+        start=min(to_utc(s) for s, _ in spans),
+        end=max(to_utc(e) for _, e in spans),
     )
 
 

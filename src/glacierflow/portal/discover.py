@@ -41,6 +41,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
+from glacierflow.dates import parse_datetime
 from glacierflow.errors import InputError
 
 __all__ = [
@@ -189,6 +190,9 @@ def find_products(
         )
     products, skipped = [], []
     for path in candidates:
+        if not _in_current_plan(path):
+            skipped.append((path, f"pair folder outside the project's plan ({PLAN_NAME})"))
+            continue
         facts_or_reason = read_product_facts(path)
         if isinstance(facts_or_reason, str):
             skipped.append((path, facts_or_reason))
@@ -196,6 +200,24 @@ def find_products(
             products.append(facts_or_reason)
     products.sort(key=lambda p: (p.start, str(p.cog)))
     return products, skipped
+
+
+#: The list of a project's current pairs, written by ``glacierflow run`` in its ``pairs/``
+#: folder (:data:`glacierflow.project.PLAN_NAME`); pair folders it does not list are stale.
+PLAN_NAME = "plan.json"
+
+
+def _in_current_plan(cog: Path) -> bool:
+    """False for a pair product in ``pairs/ID/`` of a project whose ``pairs/plan.json`` does not
+    list ``ID`` (left by an earlier plan, e.g. before ``max_days`` changed)."""
+    plan = cog.parent.parent / PLAN_NAME
+    if cog.name != "velocity.tif" or not plan.is_file():
+        return True
+    try:
+        listed = json.loads(plan.read_text(encoding="utf-8")).get("pairs")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return not isinstance(listed, list) or cog.parent.name in listed
 
 
 def _sidecars(cog: Path, kind: str) -> dict[str, Path]:
@@ -223,12 +245,9 @@ def _tag_value(text: str) -> Any:
 def _parse_time(value: Any, what: str, path: Path) -> dt.datetime:
     """An ISO 8601 time as an aware UTC datetime (naive times are taken as UTC)."""
     try:
-        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError as exc:
+        return parse_datetime(str(value))
+    except InputError as exc:
         raise InputError(f"tag {what}={value!r} is not an ISO 8601 time", path) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC)
 
 
 def _classify(path: Path, names: list[str], tags: dict[str, Any]) -> tuple[str | None, int | None]:

@@ -32,9 +32,11 @@ from typing import Any
 import rasterio
 from rasterio.errors import RasterioIOError
 
+from glacierflow.dates import parse_datetime
 from glacierflow.errors import InputError
 from glacierflow.portal.files import inside
 from glacierflow.portal.meta import KEYWORD_GROUPS
+from glacierflow.portal.params import lon_intervals
 
 __all__ = ["CatalogIndex", "SearchQuery", "bbox_intersects", "parse_time"]
 
@@ -64,17 +66,9 @@ def parse_time(value: Any) -> dt.datetime | None:
     if not value:
         return None
     try:
-        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        return parse_datetime(str(value))
+    except InputError:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC)
-
-
-def _intervals(west: float, east: float) -> list[tuple[float, float]]:
-    """Longitude intervals of a box; two when it crosses the antimeridian (west > east)."""
-    return [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
 
 
 def bbox_intersects(a: Sequence[float | None], b: Sequence[float | None]) -> bool:
@@ -90,8 +84,8 @@ def bbox_intersects(a: Sequence[float | None], b: Sequence[float | None]) -> boo
         return False
     return any(
         lo1 <= hi2 and lo2 <= hi1
-        for lo1, hi1 in _intervals(aw, ae)
-        for lo2, hi2 in _intervals(bw, be)
+        for lo1, hi1 in lon_intervals(aw, ae)
+        for lo2, hi2 in lon_intervals(bw, be)
     )
 
 

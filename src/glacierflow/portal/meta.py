@@ -271,12 +271,7 @@ def load_meta(path: str | PathLike[str]) -> DatasetMeta:
         required field, or has a value of the wrong kind; the message names the field.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such dataset file; write one like examples/*dataset.toml", path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a valid TOML file ({exc})", path) from exc
+    data = _read_toml(path)
     check = _Checker(path)
     unknown = sorted(set(data) - set(_TOP_KEYS))
     if unknown:
@@ -294,58 +289,11 @@ def load_meta(path: str | PathLike[str]) -> DatasetMeta:
     if year is not None and (not isinstance(year, int) or not 1900 <= year <= 2200):
         raise check.fail(f"year must be a whole number such as 2017, not {year!r}")
 
-    keywords_table = data.get("keywords", {})
-    if not isinstance(keywords_table, dict):
-        raise check.fail("keywords must be a table: [keywords] then theme = [...], ...")
-    keywords: dict[str, tuple[str, ...]] = {}
-    for group in [*KEYWORD_GROUPS, *sorted(set(keywords_table) - set(KEYWORD_GROUPS))]:
-        if group not in keywords_table:
-            continue
-        if not _GROUP_RE.match(group):
-            raise check.fail(f"keyword group {group!r}: use lower-case letters and '_'")
-        keywords[group] = check.texts(keywords_table, group, "keywords.")
-
-    references = []
-    for i, table in enumerate(check.tables(data, "references")):
-        where = f"references[{i}]."
-        ref_doi = check.text(table, "doi", where)
-        if ref_doi and not is_placeholder(ref_doi) and not _DOI_RE.match(ref_doi):
-            raise check.fail(f"{where}doi {ref_doi!r} is not a DOI like '10.1234/abcd'")
-        references.append(Reference(check.text(table, "citation", where, True), ref_doi))
-
-    providers = []
-    for i, table in enumerate(check.tables(data, "providers")):
-        where = f"providers[{i}]."
-        roles = check.texts(table, "roles", where)
-        bad = [r for r in roles if r not in PROVIDER_ROLES]
-        if bad:
-            raise check.fail(f"{where}roles {bad} unknown; use some of {list(PROVIDER_ROLES)}")
-        providers.append(
-            Provider(
-                name=check.text(table, "name", where, True),
-                roles=roles,
-                url=check.text(table, "url", where),
-                description=check.text(table, "description", where),
-            )
-        )
-
-    projects = [
-        Project(
-            name=check.text(table, "name", f"projects[{i}].", True),
-            funder=check.text(table, "funder", f"projects[{i}]."),
-            grant=check.text(table, "grant", f"projects[{i}]."),
-            url=check.text(table, "url", f"projects[{i}]."),
-        )
-        for i, table in enumerate(check.tables(data, "projects"))
-    ]
-
-    display = data.get("display", {})
-    vmax = display.get("speed_max_m_per_yr") if isinstance(display, dict) else None
-    if vmax is not None and (
-        isinstance(vmax, bool) or not isinstance(vmax, int | float) or not 0 < vmax < 1e6
-    ):
-        raise check.fail(f"display.speed_max_m_per_yr must be a positive number, not {vmax!r}")
-
+    keywords = _keywords(check, data)
+    references = _references(check, data)
+    providers = _providers(check, data)
+    projects = _projects(check, data)
+    vmax = _speed_max(check, data)
     bbox, start, end = _extent(check, data.get("extent", {}))
     landing_page = check.text(data, "landing_page", "")
     if landing_page and not is_placeholder(landing_page) and not _URL_RE.match(landing_page):
@@ -367,9 +315,9 @@ def load_meta(path: str | PathLike[str]) -> DatasetMeta:
         lineage=check.text(data, "lineage", ""),
         contact=check.text(data, "contact", ""),
         keywords=keywords,
-        references=tuple(references),
-        providers=tuple(providers),
-        projects=tuple(projects),
+        references=references,
+        providers=providers,
+        projects=projects,
         speed_max_m_per_yr=None if vmax is None else float(vmax),
         landing_page=landing_page,
         bbox=bbox,
@@ -377,6 +325,87 @@ def load_meta(path: str | PathLike[str]) -> DatasetMeta:
         end=end,
         source=path,
     )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table of a dataset file; a missing file or bad TOML is an InputError."""
+    if not path.is_file():
+        raise InputError("no such dataset file; write one like examples/*dataset.toml", path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a valid TOML file ({exc})", path) from exc
+
+
+def _keywords(check: _Checker, data: dict) -> dict[str, tuple[str, ...]]:
+    """``[keywords]``: the known groups first, in their order, then any others by name."""
+    keywords_table = data.get("keywords", {})
+    if not isinstance(keywords_table, dict):
+        raise check.fail("keywords must be a table: [keywords] then theme = [...], ...")
+    keywords: dict[str, tuple[str, ...]] = {}
+    for group in [*KEYWORD_GROUPS, *sorted(set(keywords_table) - set(KEYWORD_GROUPS))]:
+        if group not in keywords_table:
+            continue
+        if not _GROUP_RE.match(group):
+            raise check.fail(f"keyword group {group!r}: use lower-case letters and '_'")
+        keywords[group] = check.texts(keywords_table, group, "keywords.")
+    return keywords
+
+
+def _references(check: _Checker, data: dict) -> tuple[Reference, ...]:
+    """``[[references]]``: a citation each, and a DOI when there is one."""
+    references = []
+    for i, table in enumerate(check.tables(data, "references")):
+        where = f"references[{i}]."
+        ref_doi = check.text(table, "doi", where)
+        if ref_doi and not is_placeholder(ref_doi) and not _DOI_RE.match(ref_doi):
+            raise check.fail(f"{where}doi {ref_doi!r} is not a DOI like '10.1234/abcd'")
+        references.append(Reference(check.text(table, "citation", where, True), ref_doi))
+    return tuple(references)
+
+
+def _providers(check: _Checker, data: dict) -> tuple[Provider, ...]:
+    """``[[providers]]``: a name each, roles among :data:`PROVIDER_ROLES`."""
+    providers = []
+    for i, table in enumerate(check.tables(data, "providers")):
+        where = f"providers[{i}]."
+        roles = check.texts(table, "roles", where)
+        bad = [r for r in roles if r not in PROVIDER_ROLES]
+        if bad:
+            raise check.fail(f"{where}roles {bad} unknown; use some of {list(PROVIDER_ROLES)}")
+        providers.append(
+            Provider(
+                name=check.text(table, "name", where, True),
+                roles=roles,
+                url=check.text(table, "url", where),
+                description=check.text(table, "description", where),
+            )
+        )
+    return tuple(providers)
+
+
+def _projects(check: _Checker, data: dict) -> tuple[Project, ...]:
+    """``[[projects]]``: a name each, and a funder, grant and web page when known."""
+    return tuple(
+        Project(
+            name=check.text(table, "name", f"projects[{i}].", True),
+            funder=check.text(table, "funder", f"projects[{i}]."),
+            grant=check.text(table, "grant", f"projects[{i}]."),
+            url=check.text(table, "url", f"projects[{i}]."),
+        )
+        for i, table in enumerate(check.tables(data, "projects"))
+    )
+
+
+def _speed_max(check: _Checker, data: dict) -> float | int | None:
+    """``display.speed_max_m_per_yr``: a positive number, m/yr, or None."""
+    display = data.get("display", {})
+    vmax = display.get("speed_max_m_per_yr") if isinstance(display, dict) else None
+    if vmax is not None and (
+        isinstance(vmax, bool) or not isinstance(vmax, int | float) or not 0 < vmax < 1e6
+    ):
+        raise check.fail(f"display.speed_max_m_per_yr must be a positive number, not {vmax!r}")
+    return vmax
 
 
 def _date(check: _Checker, value: Any, key: str) -> dt.date | None:

@@ -10,7 +10,7 @@ import datetime as dt
 import math
 import re
 
-__all__ = ["BadParameter", "parse_bbox", "parse_interval", "check_lon_lat"]
+__all__ = ["BadParameter", "check_lon_lat", "lon_intervals", "parse_bbox", "parse_interval"]
 
 _YEAR_RE = re.compile(r"^\d{4}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -23,6 +23,11 @@ class BadParameter(ValueError):
         super().__init__(f"{name}: {problem}")
         self.name = name
         self.problem = problem
+
+
+def lon_intervals(west: float, east: float) -> list[tuple[float, float]]:
+    """Longitude intervals of a box; two when it crosses the antimeridian (west > east)."""
+    return [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
 
 
 def parse_bbox(text: str, name: str = "bbox") -> tuple[float, float, float, float]:

@@ -93,29 +93,11 @@ def render_tile(
     -------
     bytes or None
     """
-    left, bottom, right, top = _tms().xy_bounds(x, y, z)
-    px_m = (right - left) / TILE_PX
-    with rasterio.open(path) as src:
-        window = _covered_pixels(src, (left, bottom, right, top))
-        if window is None:
-            return None
-        c0, r0, c1, r1 = window
-        dst_transform = Affine(px_m, 0.0, left + c0 * px_m, 0.0, -px_m, top - r0 * px_m)
-        level = _overview_level(src, dst_transform, c1 - c0, r1 - r0)
-    with (
-        rasterio.open(path, overview_level=level) as src,
-        WarpedVRT(
-            src,
-            crs=_MERCATOR,
-            transform=dst_transform,
-            width=c1 - c0,
-            height=r1 - r0,
-            resampling=Resampling.nearest,
-            src_nodata=src.nodata if src.nodata is not None else float("nan"),
-            nodata=float("nan"),
-        ) as vrt,
-    ):
-        part = vrt.read(band).astype(np.float32)
+    warped = _warp_tile(path, z, x, y, band=band, resampling=Resampling.nearest, nodata=np.nan)
+    if warped is None:
+        return None
+    part, (c0, r0, c1, r1) = warped
+    part = part.astype(np.float32)
     data = np.ma.masked_all((1, TILE_PX, TILE_PX), dtype=np.float32)
     data[0, r0:r1, c0:c1] = np.ma.masked_invalid(part)
     if data.mask.all():
@@ -130,6 +112,35 @@ def render_grey_tile(path: str | PathLike[str], z: int, x: int, y: int) -> bytes
 
     Drawn bilinearly from the overview nearest the tile's pixel size; no data is transparent.
     """
+    warped = _warp_tile(
+        path, z, x, y, band=1, resampling=Resampling.bilinear, nodata=0, src_nodata=0
+    )
+    if warped is None:
+        return None
+    part, (c0, r0, c1, r1) = warped
+    data = np.zeros((1, TILE_PX, TILE_PX), dtype=np.uint8)
+    data[0, r0:r1, c0:c1] = part
+    if not data.any():
+        return None
+    return ImageData(np.ma.MaskedArray(data, mask=data == 0)).render(img_format="PNG")
+
+
+def _warp_tile(
+    path: str | PathLike[str],
+    z: int,
+    x: int,
+    y: int,
+    *,
+    band: int,
+    resampling: Resampling,
+    nodata: float,
+    src_nodata: float | None = None,
+) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The part of tile (z, x, y) that a raster covers, warped from its nearest overview.
+
+    Returns the warped pixels and where they sit in the tile (c0, r0, c1, r1), or None when
+    the raster does not reach the tile. ``src_nodata`` None: the file's nodata, else NaN.
+    """
     left, bottom, right, top = _tms().xy_bounds(x, y, z)
     px_m = (right - left) / TILE_PX
     with rasterio.open(path) as src:
@@ -139,25 +150,20 @@ def render_grey_tile(path: str | PathLike[str], z: int, x: int, y: int) -> bytes
         c0, r0, c1, r1 = window
         dst_transform = Affine(px_m, 0.0, left + c0 * px_m, 0.0, -px_m, top - r0 * px_m)
         level = _overview_level(src, dst_transform, c1 - c0, r1 - r0)
-    with (
-        rasterio.open(path, overview_level=level) as src,
-        WarpedVRT(
+    with rasterio.open(path, overview_level=level) as src:
+        if src_nodata is None:
+            src_nodata = src.nodata if src.nodata is not None else float("nan")
+        with WarpedVRT(
             src,
             crs=_MERCATOR,
             transform=dst_transform,
             width=c1 - c0,
             height=r1 - r0,
-            resampling=Resampling.bilinear,
-            src_nodata=0,
-            nodata=0,
-        ) as vrt,
-    ):
-        part = vrt.read(1)
-    data = np.zeros((1, TILE_PX, TILE_PX), dtype=np.uint8)
-    data[0, r0:r1, c0:c1] = part
-    if not data.any():
-        return None
-    return ImageData(np.ma.MaskedArray(data, mask=data == 0)).render(img_format="PNG")
+            resampling=resampling,
+            src_nodata=src_nodata,
+            nodata=nodata,
+        ) as vrt:
+            return vrt.read(band), window
 
 
 @functools.cache

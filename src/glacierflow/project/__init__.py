@@ -19,7 +19,11 @@ What lands in the output folder::
     report.html                one self-contained page: maps, tables, errors, settings
 
 Resuming: a pair is complete when its ``done.json`` exists, names the same inputs and settings
-(a fingerprint) and all four products are there. ``done.json`` is written last, after the four
+(a fingerprint), the same scene files (size, time and a hash of a sample of their bytes) and
+all four products are there with the checksums it recorded; a damaged product or a scene
+replaced at the same path gets the pair tracked again, with a one-line notice.
+``pairs/plan.json`` lists the current plan's pairs: folders of an earlier plan are neither
+composed nor published. ``done.json`` is written last, after the four
 products were renamed into place (they are written as one set), so a run killed at any moment
 leaves every pair either complete or redone on the next run. Composites, tables, figures and
 the report are recomputed from the pair products on every run; each file is written atomically.

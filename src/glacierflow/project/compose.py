@@ -108,7 +108,6 @@ def compose_products(
         _glacier_analysis(project, result, glaciers, say)
     _profiles(project, result, grid.crs_wkt)
     if project.timeseries is not None:
-        say("time series:")
         _timeseries(project, result, products, say)
     if report:
         _write_report(project, result, products)

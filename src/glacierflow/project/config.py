@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from glacierflow.errors import InputError
+from glacierflow.limits import BYTES_PER_GRID_CELL, check_memory
 from glacierflow.project.tables import DEFAULT_PATTERNS, ProjectFile, RunningTable
 from glacierflow.settings import TrackSettings, leaves
 from glacierflow.timeseries.settings import SeriesSettings
@@ -219,7 +220,14 @@ def load_project(path: str | PathLike[str]) -> Project:
     path = Path(path).resolve()
     if not path.is_file():
         raise InputError("project file not found", path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"not a text file (byte {exc.start} is not UTF-8); give a TOML project file", path
+        ) from None
+    except OSError as exc:
+        raise InputError(f"cannot read it: {exc.strerror or exc}", path) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -244,7 +252,26 @@ def load_project(path: str | PathLike[str]) -> Project:
     except ValidationError as exc:
         raise _validation_error(exc, path, lines, under=("matching",)) from None
     files = _Files(path, lines)
-    return _project(path, text, lines, spec, running, files)
+    project = _project(path, text, lines, spec, running, files)
+    _check_grid_size(project)
+    return project
+
+
+def _check_grid_size(project: Project) -> None:
+    """Refuse an output grid too large for the machine's memory, naming its line."""
+    key = "grid.resolution_m"
+    try:
+        rows, cols = project.grid().shape
+    except (ValueError, OverflowError, ZeroDivisionError) as exc:
+        raise project.error(f"resolution_m and bounds give no usable grid: {exc}", key) from None
+    try:
+        check_memory(
+            float(rows) * float(cols) * BYTES_PER_GRID_CELL,
+            f"an output grid of {rows:,} x {cols:,} cells of {project.resolution_m:g} m",
+            "choose a coarser resolution_m or smaller bounds",
+        )
+    except InputError as exc:
+        raise project.error(exc.problem, key) from None
 
 
 def _project(
@@ -523,6 +550,7 @@ def _phrase(err: dict[str, Any]) -> str:
     words = {
         "int_type": "a whole number",
         "float_type": "a number",
+        "finite_number": "a finite number",
         "bool_type": "true or false",
         "string_type": "text (in quotes)",
         "list_type": "a list",

@@ -7,6 +7,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from glacierflow.errors import InputError
+from glacierflow.limits import check_separation
 from glacierflow.project.config import Project
 from glacierflow.project.discovery import SceneInfo, find_scenes
 
@@ -66,6 +68,17 @@ def _pair_id(ref: SceneInfo, sec: SceneInfo) -> str:
     return f"{ref.acquired:%Y%m%d}_{sec.acquired:%Y%m%d}"
 
 
+def _check_dates(
+    project: Project, ref: SceneInfo, sec: SceneInfo, line: int | None, key: str | None = None
+) -> None:
+    """Refuse a pair whose dates make no physical sense, naming its line (see
+    :func:`glacierflow.limits.check_separation`)."""
+    try:
+        check_separation(ref.acquired, sec.acquired, key=None)
+    except InputError as exc:
+        raise project.error(f"pair {ref.label} -> {sec.label}: {exc.problem}", key, line) from None
+
+
 def plan_pairs(project: Project, scenes: Sequence[SceneInfo] | None = None) -> list[PairPlan]:
     """The pairs to process: ``[pairs] explicit`` in the given order, else the pairing rules.
 
@@ -98,6 +111,7 @@ def plan_pairs(project: Project, scenes: Sequence[SceneInfo] | None = None) -> l
                     "days): the first scene must be the earlier one; swap them",
                     line=line,
                 )
+            _check_dates(project, ref, sec, line)
             plans.append(PairPlan(ref, sec, _pair_id(ref, sec)))
     else:
         for i, ref in enumerate(scenes):
@@ -107,6 +121,7 @@ def plan_pairs(project: Project, scenes: Sequence[SceneInfo] | None = None) -> l
                     continue
                 if project.same_path_row and ref.path_row != sec.path_row:
                     continue
+                _check_dates(project, ref, sec, None, "pairs")
                 plans.append(PairPlan(ref, sec, _pair_id(ref, sec)))
     if not plans:
         raise project.error(

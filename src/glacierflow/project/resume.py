@@ -100,18 +100,90 @@ def write_done(folder: Path, record: dict[str, Any]) -> Path:
     return done
 
 
-def pair_is_complete(folder: Path, fingerprint: str | None = None) -> bool:
-    """Whether ``folder`` holds a finished pair: ``done.json`` (with ``fingerprint``, when
-    given) and all four products."""
+def scene_inputs(plan: PairPlan) -> dict[str, Any]:
+    """Fingerprints of the pair's two scene files (size, time, sampled content hash; see
+    :func:`glacierflow.scenes.file_fingerprint`): a scene replaced at the same path changes
+    them."""
+    from glacierflow.scenes import file_fingerprint
+
+    return {"ref": file_fingerprint(plan.ref.path), "sec": file_fingerprint(plan.sec.path)}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a whole file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def product_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of each of a pair's four products, by file name (for ``done.json``)."""
+    from glacierflow.products import PRODUCT_NAMES
+
+    return {name: file_sha256(folder / name) for name in sorted(PRODUCT_NAMES.values())}
+
+
+def pair_problem(
+    folder: Path, fingerprint: str | None = None, inputs: dict[str, Any] | None = None
+) -> str | None:
+    """Why ``folder`` does not hold a finished pair (None when it does).
+
+    Finished: ``done.json`` names the same settings (``fingerprint``, when given) and, when it
+    records them, the same scene files (``inputs``, when given) and the checksums of the four
+    products, which must match the files. ``done.json`` written before checksums were
+    recorded counts by the presence of the four products alone.
+    """
     from glacierflow.products import PRODUCT_NAMES
 
     done = folder / DONE_NAME
     if not done.is_file():
-        return False
+        return "not finished"
     try:
         record = json.loads(done.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return "its done.json is unreadable"
+    if not isinstance(record, dict):
+        return "its done.json is unreadable"
     if fingerprint is not None and record.get("fingerprint") != fingerprint:
-        return False
-    return all((folder / name).is_file() for name in PRODUCT_NAMES.values())
+        return "the settings changed"
+    if inputs is not None and "inputs" in record and record["inputs"] != inputs:
+        return "a scene file changed"
+    missing = [n for n in PRODUCT_NAMES.values() if not (folder / n).is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    for name, sha in (record.get("checksums") or {}).items():
+        path = folder / name
+        if not path.is_file() or file_sha256(path) != sha:
+            return f"{name} is damaged (checksum mismatch)"
+    return None
+
+
+def pair_is_complete(
+    folder: Path, fingerprint: str | None = None, inputs: dict[str, Any] | None = None
+) -> bool:
+    """Whether ``folder`` holds a finished pair (see :func:`pair_problem`)."""
+    return pair_problem(folder, fingerprint, inputs) is None
+
+
+#: The list of the current plan's pairs in ``pairs/``: pair folders it does not name (from an
+#: earlier plan) are neither composed nor published (see glacierflow.portal.discover).
+PLAN_NAME = "plan.json"
+
+
+def write_plan(folder: Path, pair_ids: list[str], *, only_if_there: bool = False) -> None:
+    """Write ``pairs/plan.json`` listing the current pairs (atomically).
+
+    ``only_if_there``: only when ``folder`` exists (folders of an earlier plan may be there; a
+    fresh output folder gets its list with the composites, so a failure creates nothing).
+    """
+    from glacierflow import __version__
+    from glacierflow.atomic import atomic_write
+
+    if only_if_there and not folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"pairs": list(pair_ids), "glacierflow_version": __version__}
+    with atomic_write(folder / PLAN_NAME) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

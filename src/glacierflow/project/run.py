@@ -19,11 +19,20 @@ import xarray as xr
 from glacierflow import __version__
 from glacierflow.errors import GlacierflowError, InputError
 from glacierflow.execute import Executor, available_cpus
+from glacierflow.limits import check_writable_folder
 from glacierflow.progress import ProgressSink, QueueSink, TaskBars
 from glacierflow.project.compose import ProjectResult, compose_products
 from glacierflow.project.config import Project, file_key, load_project
 from glacierflow.project.plan import PairPlan, plan_pairs
-from glacierflow.project.resume import DONE_NAME, fingerprint, pair_is_complete, write_done
+from glacierflow.project.resume import (
+    DONE_NAME,
+    fingerprint,
+    pair_problem,
+    product_checksums,
+    scene_inputs,
+    write_done,
+    write_plan,
+)
 
 log = logging.getLogger("glacierflow")
 
@@ -82,14 +91,15 @@ def process_pair(
         The pair product.
     """
     from glacierflow.pair import make_pair
-    from glacierflow.products import PRODUCT_NAMES, write_products
+    from glacierflow.products import PRODUCT_NAMES, remove_stale_staging, write_products
     from glacierflow.track import track_pair
 
     folder.mkdir(parents=True, exist_ok=True)
     # Leftovers of a killed run: stale marker and hidden temporaries of the atomic writers.
     (folder / DONE_NAME).unlink(missing_ok=True)
+    remove_stale_staging(folder)
     for leftover in folder.glob(".*"):
-        if ".staged-" in leftover.name or ".tmp-" in leftover.name:
+        if (".staged-" in leftover.name or ".tmp-" in leftover.name) and leftover.is_file():
             leftover.unlink(missing_ok=True)
     grid = project.grid()
     settings = project.track_settings
@@ -116,6 +126,8 @@ def process_pair(
         "sec_time": plan.sec.acquired.isoformat(),
         "fingerprint": fingerprint(project, plan),
         "products": sorted(PRODUCT_NAMES.values()),
+        "inputs": scene_inputs(plan),
+        "checksums": product_checksums(folder),
         "glacierflow_version": __version__,
     }
     write_done(folder, record)
@@ -316,6 +328,7 @@ def run_project(
         raise InputError(f"concurrent_pairs must be 1 or more, got {concurrent_pairs}")
 
     say = _between_bars(echo)
+    check_writable_folder(project.output)  # before any pair: an unwritable output fails now
     plans = plan_pairs(project)
     say(f"{project.name}: {len(plans)} pair(s) -> {project.output}")
     pair_dirs = {plan.pair_id: project.output / "pairs" / plan.pair_id for plan in plans}
@@ -346,6 +359,7 @@ def run_project(
             raise _in_project_terms(exc) from exc
     processed = [plan.pair_id for i, plan in enumerate(plans) if i in done]
     skipped = [plan.pair_id for i, plan in enumerate(plans) if i not in done]
+    write_plan(project.output / "pairs", [p.pair_id for p in plans])
     say("composites:")
     result = compose_products(project, pair_dirs, report=report, echo=say)
     result.pairs, result.processed, result.skipped = plans, processed, skipped
@@ -370,13 +384,17 @@ def _unfinished(
     project: Project, plans: Sequence[PairPlan], pair_dirs: dict[str, Path], lines: _PairLines
 ) -> list[tuple[int, PairPlan, Path]]:
     """The pairs to process: (index in the plan, plan, folder); complete ones are kept."""
+    write_plan(project.output / "pairs", [p.pair_id for p in plans], only_if_there=True)
     jobs = []
     for i, plan in enumerate(plans):
         folder = pair_dirs[plan.pair_id]
-        if pair_is_complete(folder, fingerprint(project, plan)):
+        problem = pair_problem(folder, fingerprint(project, plan), scene_inputs(plan))
+        if problem is None:
             lines.finish(i, "complete, kept")
-        else:
-            jobs.append((i, plan, folder))
+            continue
+        if (folder / DONE_NAME).is_file():
+            log.warning("pair %s: %s; tracking it again", plan.pair_id, problem)
+        jobs.append((i, plan, folder))
     return jobs
 
 

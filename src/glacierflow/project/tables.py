@@ -11,6 +11,7 @@ points at its line (``"period 2001 ends (...) before it starts (...)"`` at ``end
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -66,6 +67,8 @@ def _is_number(value: Any) -> bool:
 
 def _four_numbers(value: Any) -> Any:
     if isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value):
+        if not all(math.isfinite(v) for v in value):
+            raise problem(f"must be 4 finite numbers, got {value!r}")
         return tuple(float(v) for v in value)
     raise problem(f"must be 4 numbers, got {value!r}")
 
@@ -147,8 +150,8 @@ class PairsTable(_Table):
     """``[pairs]``: explicit pairs, or the rules that pair scenes."""
 
     explicit: list[Annotated[tuple[str, str], BeforeValidator(_pair_item)]] | None = None
-    min_days: float = 1.0
-    max_days: float = 366.0 * 5
+    min_days: float = Field(1.0, allow_inf_nan=False)
+    max_days: float = Field(366.0 * 5, allow_inf_nan=False)
     same_path_row: bool = True
 
     @model_validator(mode="after")
@@ -170,7 +173,7 @@ class GridTable(_Table):
     """``[grid]``: the common output grid."""
 
     crs: str
-    resolution_m: float = Field(gt=0)
+    resolution_m: float = Field(gt=0, allow_inf_nan=False)
     bounds_lonlat: Box | None = None
     bounds: Box | None = None
 
@@ -348,3 +351,31 @@ class ProjectFile(_Table):
     analysis: AnalysisTable = AnalysisTable()
     transects: list[TransectTable] = []
     timeseries: TimeseriesTable | None = None
+
+    @model_validator(mode="after")
+    def _points_on_grid(self) -> ProjectFile:
+        """The ``[timeseries]`` points lie on the project grid (checked now, not after the
+        pairs are tracked and inverted)."""
+        if self.timeseries is None or not self.timeseries.points:
+            return self
+        from pyproj import Transformer
+        from rasterio.warp import transform_bounds
+
+        from glacierflow.stack import Grid
+
+        g = self.grid
+        grid = Grid.from_bounds(
+            g.crs, g.box, g.resolution_m, bounds_crs="EPSG:4326" if g.lonlat else None
+        )
+        left, bottom, right, top = grid.bounds
+        to_map = Transformer.from_crs("EPSG:4326", grid.crs_wkt, always_xy=True)
+        for i, (lon, lat) in enumerate(self.timeseries.points, start=1):
+            x, y = to_map.transform(lon, lat)
+            if not (left <= x <= right and bottom <= y <= top):
+                w, s, e, n = transform_bounds(grid.crs_wkt, "EPSG:4326", *grid.bounds)
+                raise problem(
+                    f"points: point {i} [{lon}, {lat}] lies outside the project grid, which "
+                    f"covers longitude {w:.4f} to {e:.4f}, latitude {s:.4f} to {n:.4f}",
+                    "timeseries.points",
+                )
+        return self

@@ -202,5 +202,6 @@ def series_cube(series: xr.Dataset, pairs: xr.Dataset | None = None) -> xr.Datas
             )
         )
     attrs["steps_with_data"] = int(steps_with_data.sum())
+    attrs["steps_resolved"] = int(np.isfinite(out["v"]).any(dim=("y", "x")).values.sum())
     out.attrs = attrs
     return _with_attrs(out)

@@ -65,16 +65,18 @@ def series_figure(pairs_df: pd.DataFrame, steps_df: pd.DataFrame, title: str = "
     bars = LineCollection(segs, colors=PAIR_COLOUR, linewidths=1.0, alpha=0.7, zorder=1)
     bars.set_label(f"image pairs ({int(ok.sum())}), bar = time span")
     ax.add_collection(bars)
+    # A speed is not negative: the 1-sigma bars and band stop at 0 (said in the legend).
     ax.errorbar(
-        (a[ok] + b[ok]) / 2, v[ok], yerr=ev[ok], fmt="none", ecolor=PAIR_COLOUR,
-        elinewidth=0.6, alpha=0.6, capsize=0, zorder=1, label="pair 1-sigma error",
+        (a[ok] + b[ok]) / 2, v[ok], yerr=[np.minimum(ev[ok], v[ok]), ev[ok]], fmt="none",
+        ecolor=PAIR_COLOUR, elinewidth=0.6, alpha=0.6, capsize=0, zorder=1,
+        label="pair 1-sigma error (clipped at 0)",
     )  # fmt: skip
     edges = np.r_[_num(steps_df["start"]), _num(steps_df["end"].iloc[-1:])]
     u = steps_df["v"].to_numpy(float)
     eu = steps_df["v_error"].to_numpy(float)
     ax.stairs(
-        u + eu, edges, baseline=u - eu, fill=True, color=SERIES_COLOUR, alpha=0.25,
-        linewidth=0, zorder=2, label="inverted series 1-sigma band",
+        u + eu, edges, baseline=np.maximum(u - eu, 0.0), fill=True, color=SERIES_COLOUR,
+        alpha=0.25, linewidth=0, zorder=2, label="inverted series 1-sigma band (clipped at 0)",
     )  # fmt: skip
     ax.stairs(
         u, edges, baseline=None, color=SERIES_COLOUR, linewidth=2.0, zorder=3,
@@ -86,7 +88,8 @@ def series_figure(pairs_df: pd.DataFrame, steps_df: pd.DataFrame, title: str = "
             np.where(gaps, 1.0, np.nan), edges, baseline=0.0, fill=True, color="0.92",
             zorder=0, transform=ax.get_xaxis_transform(), label="not resolved (gap)",
         )  # fmt: skip
-    values = np.r_[v[ok] + ev[ok], v[ok] - ev[ok], u[~gaps] + eu[~gaps], u[~gaps] - eu[~gaps]]
+    values = np.r_[v[ok] + ev[ok], u[~gaps] + eu[~gaps]]
+    values = np.r_[values, np.maximum(v[ok] - ev[ok], 0), np.maximum(u[~gaps] - eu[~gaps], 0)]
     values = values[np.isfinite(values)]
     if values.size:
         lo, hi = np.percentile(values, [1, 99])

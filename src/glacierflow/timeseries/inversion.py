@@ -50,6 +50,10 @@ positive and the diagonal of the model resolution matrix ``R = (A^T W A + lambda
 A^T W A``, taken at the weakest lambda of the grid, is at least ``min_resolution`` (0.5 by
 default: the pairs alone pin at least half of the step; a step reached only through long
 pairs whose split between steps the network cannot tell is in the null space and has ~0).
+Nor is a step reported whose 1-sigma error (rms of the components) exceeds both its speed
+and twice (:data:`ERROR_RATIO`) the median stated error of the pixel's pairs: a value within
+its error of zero that the pairs measure far better than the step says nothing the pairs do
+not (a step only its sum with a neighbour pins: one 16-day pair split between two months).
 Elsewhere ``vx``, ``vy``, ``v`` and the errors are NaN; the step's coverage
 and pair count are still given, so a user sees why. Every step carries ``coverage_days``
 (days of the step inside at least one valid pair), ``pair_count`` (valid pairs overlapping
@@ -108,13 +112,17 @@ from typing import Any
 import numpy as np
 
 from glacierflow.timeseries import solver
+from glacierflow.timeseries.steps import data_steps, monthly_refined, step_count, time_steps
 
 __all__ = [
     "InversionSettings",
+    "MAX_STEPS",
     "OUTPUTS",
     "closure_matrix",
+    "data_steps",
     "invert_pairs",
     "invert_series",
+    "step_count",
     "time_steps",
 ]
 
@@ -136,6 +144,17 @@ TUKEY_C = 4.685
 #: Bytes a batch of pixels may hold: ~16 float64 arrays of (pixels, pairs) are alive at once,
 #: so a batch has at most ``BATCH_BYTES / (128 * pairs)`` pixels (65 for 2,000 pairs).
 BATCH_BYTES = 16 * 2**20
+#: Bytes of one (pixels, steps, steps) float64 array of a batch (the normal matrices, their
+#: eigenvectors, the covariances: ~8 are alive at once), so a batch has at most
+#: ``MATRIX_BYTES / (8 * steps^2)`` pixels.
+MATRIX_BYTES = 32 * 2**20
+#: Most steps (requested or monthly base) one inversion takes: a pixel's matrices grow with
+#: the square of the steps (600 x 600 float64: 2.9 MB each, one eigendecomposition ~0.1 s).
+MAX_STEPS = 600
+#: A reported step's 1-sigma error (rms of the components, m/yr) may not exceed both its speed
+#: and this many times the median stated error of the pixel's pairs: beyond, the data do not
+#: determine the step (see "Honest gaps" in the module docstring).
+ERROR_RATIO = 2.0
 _DAY = np.timedelta64(1, "D")
 
 
@@ -212,71 +231,6 @@ class InversionSettings:
 # --------------------------------------------------------------------------------------------
 # Steps and the closure matrix
 # --------------------------------------------------------------------------------------------
-
-
-def _day(value: Any) -> np.datetime64:
-    return np.datetime64(np.datetime64(value, "s").astype("datetime64[D]"), "D")
-
-
-def _day_ceil(value: Any) -> np.datetime64:
-    """The day of ``value``, or the next day when ``value`` is past midnight."""
-    t = np.datetime64(value, "s")
-    day = _day(t)
-    return day if day == t else day + _DAY
-
-
-def time_steps(start: Any, end: Any, freq: str | int | Sequence[Any]) -> np.ndarray:
-    """Edges of the regular steps that cover ``[start, end]``.
-
-    Parameters
-    ----------
-    start, end : datetime-like
-        First and last acquisition time to cover.
-    freq : str, int or sequence of datetime-like
-        ``"monthly"`` (calendar months), ``"annual"`` (calendar years), ``"annual-MM-DD"``
-        (years starting on that day, e.g. ``"annual-07-01"`` for glaciological years from
-        1 July), an int N (steps of N days from ``start``'s day) or explicit edges.
-
-    Returns
-    -------
-    ndarray of datetime64[D], shape (m + 1,)
-        Increasing step edges; step j is ``[edges[j], edges[j + 1])``. The last edge is the
-        first edge at or after ``end`` (rounded up to a whole day), so an ``end`` that falls
-        exactly on an edge adds no empty trailing step.
-    """
-    t0, t1 = _day(start), _day_ceil(end)
-    if t1 < t0:
-        raise ValueError(f"the end {t1} is before the start {t0}")
-    if not isinstance(freq, str | int | np.integer):
-        edges = np.array([_day(v) for v in freq])
-        if edges.size < 2 or np.any(np.diff(edges) <= _DAY * 0):
-            raise ValueError("explicit step edges must be at least two increasing dates")
-        return edges
-    if isinstance(freq, int | np.integer):
-        if freq < 1:
-            raise ValueError(f"a step of N days needs N >= 1, got {freq}")
-        n = max(1, int(np.ceil((t1 - t0) / _DAY / int(freq))))
-        return t0 + np.arange(n + 1) * int(freq) * _DAY
-    if freq == "monthly":
-        m0 = t0.astype("datetime64[M]")
-        m1 = t1.astype("datetime64[M]")
-        m1 = m1 if m1.astype("datetime64[D]") == t1 and m1 > m0 else m1 + 1
-        return np.arange(m0, m1 + 1).astype("datetime64[D]")
-    if freq == "annual" or freq.startswith("annual-"):
-        month_day = freq[len("annual-") :] if freq != "annual" else "01-01"
-        try:
-            anchor = np.datetime64(f"2001-{month_day}", "D")
-        except ValueError:
-            msg = f"freq {freq!r}: expected 'annual-MM-DD', e.g. 'annual-07-01'"
-            raise ValueError(msg) from None
-        del anchor  # only validated: the edges are that day of every year (leap years too)
-        year0 = int(str(t0)[:4])
-        first = year0 if t0 >= np.datetime64(f"{year0}-{month_day}", "D") else year0 - 1
-        edges = [np.datetime64(f"{first}-{month_day}", "D")]
-        while edges[-1] < t1 or len(edges) < 2:
-            edges.append(np.datetime64(f"{int(str(edges[-1])[:4]) + 1}-{month_day}", "D"))
-        return np.array(edges)
-    raise ValueError(f"freq must be 'monthly', 'annual', 'annual-MM-DD', N days or edges: {freq!r}")
 
 
 def closure_matrix(t1: np.ndarray, t2: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -505,10 +459,7 @@ def _base_edges(
     union = np.unique(np.concatenate(list(sets.values())))
     if settings.base == "steps" or np.all(np.diff(union) <= 31 * _DAY):
         return union
-    months = np.arange(
-        union[0].astype("datetime64[M]") + 1, union[-1].astype("datetime64[M]") + 1
-    ).astype("datetime64[D]")
-    fine = np.unique(np.concatenate([union, months[months < union[-1]]]))
+    fine = monthly_refined(union)
     if settings.base == "monthly":
         return fine
     # Network-level test on the dates alone (equal weights), so every chunk of a cube
@@ -522,6 +473,25 @@ def _base_edges(
     covered = a.sum(axis=0) > 0
     share = float(np.mean(res[covered] >= settings.min_resolution)) if covered.any() else 0.0
     return fine if share >= settings.base_support else union
+
+
+def _check_size(sets: dict[str, np.ndarray]) -> None:
+    most = max(step_count(np.unique(np.concatenate(list(sets.values())))))
+    if most > MAX_STEPS:
+        raise ValueError(
+            f"{most} steps to solve for (at most {MAX_STEPS}: the matrices grow with their "
+            "square); choose longer steps"
+        )
+
+
+def _reference_error(valid: np.ndarray, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
+    """Per pixel, :data:`ERROR_RATIO` times the median stated error of its valid pairs (m/yr,
+    rms of the components); inf where no pair is valid."""
+    pair_err = np.where(valid, np.sqrt((sx**2 + sy**2) / 2), np.nan)
+    has = valid.any(axis=1)
+    ref = np.full(len(valid), np.inf)
+    ref[has] = ERROR_RATIO * np.nanmedian(pair_err[has], axis=1)
+    return ref
 
 
 def invert_pairs(
@@ -607,6 +577,7 @@ def invert_series(
     def reg_of(m: int) -> np.ndarray:
         return _difference(m, settings.regularisation) if m > order else np.zeros((m, m))
 
+    _check_size(sets)
     base = _base_edges(sets, lambda e: closure_matrix(t1k, t2k, e), reg_of, settings)
     m = base.size - 1
     a = closure_matrix(t1k, t2k, base)
@@ -624,6 +595,7 @@ def invert_series(
         for name, e in sets.items()
     }
     batch = max(1, min(settings.batch_pixels, BATCH_BYTES // max(1, 16 * 8 * keep.size)))
+    batch = max(1, min(batch, MATRIX_BYTES // (8 * m * m)))
     with solver.single_threaded_blas():  # see there: 4.5x faster under Dask
         for s in range(0, p_total, batch):
             sl = slice(s, s + batch)
@@ -631,6 +603,7 @@ def invert_series(
             bsx, bsy = sx[sl][:, keep], sy[sl][:, keep]
             per_group, _ = _invert_batch(bx, by, bsx, bsy, a, basis, outer, settings, groups)
             valid = np.isfinite(bx) & np.isfinite(by) & np.isfinite(bsx) & np.isfinite(bsy)
+            ref_err = _reference_error(valid, bsx, bsy)
             base_cov = solver.step_coverage(valid, t1k, t2k, base)[0]
             fine_ok = (base_cov > 0) & (per_group[0][4] >= settings.min_resolution)
             for (name, e), g, (ux, uy, ex, ey, res) in zip(
@@ -638,7 +611,9 @@ def invert_series(
             ):
                 days, first_d, last_d = solver.step_coverage(valid, t1k, t2k, e)
                 count = valid.astype(np.float64) @ (closure_matrix(t1k, t2k, e) > 0)
-                ok = (days > 0) & (res >= settings.min_resolution)
+                err = np.sqrt((ex**2 + ey**2) / 2)
+                determined = err <= np.maximum(np.hypot(ux, uy), ref_err[:, None])
+                ok = (days > 0) & (res >= settings.min_resolution) & determined
                 o = out[name]
                 for k, arr in (("vx", ux), ("vy", uy), ("vx_error", ex), ("vy_error", ey)):
                     o[k][sl] = np.where(ok, arr, np.nan)

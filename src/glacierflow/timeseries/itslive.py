@@ -405,12 +405,14 @@ def read_itslive_cube(
     start: Any = None,
     end: Any = None,
 ) -> xr.Dataset:
-    """Open a local Zarr cube in ITS_LIVE's layout, lazily, in the cube convention.
+    """Open a local Zarr (or NetCDF) cube in ITS_LIVE's layout, lazily, in the cube convention.
 
     Parameters
     ----------
     path : str or PathLike
-        A Zarr store with dimensions ``(mid_date, y, x)`` and ITS_LIVE's variables (``vx``,
+        A Zarr store or a NetCDF file (glacierflow's own ``pairs_cube.nc`` and
+        ``velocity_series.nc`` among them) with dimensions ``(mid_date, y, x)`` and ITS_LIVE's
+        variables (``vx``,
         ``vy``, ``vx_error``/``vy_error`` or ``v_error``, ``acquisition_date_img1/2``,
         ``satellite_img1``, ``date_dt``, a ``mapping`` grid mapping).
     bbox : tuple of 4 float, optional
@@ -426,10 +428,14 @@ def read_itslive_cube(
     path = Path(path)
     if not path.exists():
         raise InputError("no such Zarr cube; check the path", path)
+    kind = "a Zarr cube" if path.is_dir() else "a NetCDF cube"
     try:
-        ds = xr.open_zarr(path, consolidated=None)
+        if path.is_dir():
+            ds = xr.open_zarr(path, consolidated=None)
+        else:
+            ds = xr.open_dataset(path, engine="h5netcdf", chunks={})
     except Exception as exc:
-        raise InputError(f"cannot open as a Zarr cube ({exc})", path) from exc
+        raise InputError(f"cannot open as {kind} ({exc})", path) from exc
     for name in ("vx", "vy", "acquisition_date_img1", "acquisition_date_img2"):
         if name not in ds.variables:
             raise InputError(f"not an ITS_LIVE-like cube: no {name!r} variable", path)
@@ -450,6 +456,9 @@ def read_itslive_cube(
             raise InputError("the cube has neither vx_error/vy_error nor v_error", path)
         ds["vx_error"] = ds["v_error"]
         ds["vy_error"] = ds["v_error"]
+    for name in ("satellite_img1", "satellite_img2"):
+        if name in ds.variables:  # Zarr reads text back as numpy's StringDType: plain str
+            ds[name] = ("mid_date", np.array([str(v) for v in ds[name].values], dtype=object))
     if "date_dt" in ds.variables and np.issubdtype(ds["date_dt"].dtype, np.timedelta64):
         ds["date_dt"] = ds["date_dt"] / np.timedelta64(1, "D")
     mapping = dict(ds["mapping"].attrs) if "mapping" in ds.variables else dict(ds.attrs)

@@ -21,6 +21,7 @@ from glacierflow.stack import Grid, regrid
 from glacierflow.timeseries.inversion import (
     OUTPUTS,
     InversionSettings,
+    data_steps,
     invert_pairs,
     time_steps,
 )
@@ -246,7 +247,8 @@ def invert_cube(
         Steps (:func:`glacierflow.timeseries.inversion.time_steps`).
     settings : InversionSettings, optional
     start, end : datetime-like, optional
-        Range to cover; default the pairs' first and last acquisition.
+        Range to cover; default the pairs' first and last acquisition, and then the first and
+        last steps are cut to them (:func:`~glacierflow.timeseries.inversion.data_steps`).
     chunk_pixels : int, optional
         Pixels per Dask block when ``cube`` is Dask-backed; default as many as keep a block's
         inputs near :data:`CHUNK_BYTES` (``chunk_pixels * n_pairs * 32`` bytes as float64,
@@ -268,9 +270,12 @@ def invert_cube(
     t2 = cube["acquisition_date_img2"].values.astype("datetime64[s]")
     if t1.size == 0:
         raise ValueError("the cube holds no pair")
-    edges = time_steps(
-        start if start is not None else t1.min(), end if end is not None else t2.max(), freq
-    )
+    if isinstance(freq, str | int) and start is None and end is None:
+        edges = data_steps(t1.min(), t2.max(), freq)  # no step outside the data
+    else:
+        edges = time_steps(
+            start if start is not None else t1.min(), end if end is not None else t2.max(), freq
+        )
     ex = cube["vx_error"]
     ey = cube["vy_error"]
     lazy = cube["vx"].chunks is not None
@@ -411,7 +416,7 @@ def series_at(
     pairs.insert(2, "dt_days", (pairs["date2"] - pairs["date1"]).dt.total_seconds() / 86400.0)
     pairs.insert(5, "v", np.hypot(pairs["vx"], pairs["vy"]))
     if "satellite_img1" in one.variables:
-        pairs["satellite_img1"] = one["satellite_img1"].values.astype(str)
+        pairs["satellite_img1"] = [str(v) for v in one["satellite_img1"].values]
     pairs = pairs[np.isfinite(pairs["vx"]) & np.isfinite(pairs["vy"])].reset_index(drop=True)
     bounds = result["time_bnds"].values
     steps = pd.DataFrame(

@@ -8,7 +8,9 @@ types, defaults and help), what the ``[timeseries]`` table of a project file val
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -43,7 +45,17 @@ def parse_freq(value: Any) -> str | int:
     text = str(value).strip()
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    if text == "monthly" or _ANNUAL.match(text):
+    if text == "monthly" or text == "annual":
+        return text
+    if _ANNUAL.match(text):
+        month, day = int(text[7:9]), int(text[10:12])
+        try:
+            date(2001, month, day)  # a day of every year: not 29 February
+        except ValueError:
+            raise ValueError(
+                "must name a day of every year in annual-MM-DD (a month 01-12, a day of that "
+                f"month, not 02-29, e.g. annual-07-01), got {value!r}"
+            ) from None
         return text
     raise ValueError(
         'must be "monthly", "annual", "annual-MM-DD" (years from that day) or a whole number '
@@ -65,8 +77,8 @@ def parse_lam(value: Any) -> str | float:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
-    if isinstance(value, bool) or not number >= 0:
-        raise ValueError(f'must be "gcv", "discrepancy" or a number >= 0, got {value!r}')
+    if isinstance(value, bool) or not (number >= 0 and math.isfinite(number)):
+        raise ValueError(f'must be "gcv", "discrepancy" or a finite number >= 0, got {value!r}')
     return number
 
 
@@ -77,7 +89,14 @@ def _pairs_of_numbers(value: Any) -> Any:
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p)
         for p in value
     ):
-        return tuple((float(p[0]), float(p[1])) for p in value)
+        points = tuple((float(p[0]), float(p[1])) for p in value)
+        for i, (lon, lat) in enumerate(points, start=1):
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                raise _problem(
+                    f"must be [longitude, latitude] in degrees (longitude -180 to 180, latitude "
+                    f"-90 to 90); point {i} is {[p for p in value][i - 1]!r}"
+                )
+        return points
     raise _problem(f"must be a list of [longitude, latitude] pairs (degrees), got {value!r}")
 
 
@@ -114,6 +133,7 @@ class SeriesSettings(BaseModel):
         0.5,
         ge=0,
         le=1,
+        allow_inf_nan=False,
         description="Smallest share of a step the pairs alone must determine for it to be "
         "reported (model resolution); below it the step is a gap (NaN).",
     )
@@ -131,6 +151,14 @@ class SeriesSettings(BaseModel):
             return parse_freq(value)
         except ValueError as exc:
             raise _problem(str(exc)) from None
+
+    @field_validator("min_resolution", mode="before")
+    @classmethod
+    def _min_resolution(cls, value: Any) -> Any:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and not 0 <= value <= 1:  # NaN too
+            raise _problem(f"must be a number from 0 to 1, got {value!r}")
+        return value
 
     @field_validator("lam", mode="before")
     @classmethod

@@ -88,17 +88,43 @@ def _pair_file(folder: Path) -> Path | None:
     return None
 
 
-def _netcdf(path: Path) -> xr.Dataset:
-    """A ``.nc`` file: a glacierflow pair product (it has ``dx``) or an ITS_LIVE granule."""
-    from glacierflow.products import read_product
+_NOT_PAIRS = (
+    "not a glacierflow pair product (velocity.tif/.nc) or cube (pairs_cube, velocity_series), "
+    "nor an ITS_LIVE granule or cube"
+)
+
+
+def _netcdf(path: Path) -> tuple[str, xr.Dataset | None]:
+    """What a ``.nc`` file holds: ``("product", ds)`` for a glacierflow pair product (it has
+    ``dx``), ``("cube", None)`` for a cube (``mid_date`` layers: glacierflow's own or ITS_LIVE's),
+    ``("granule", ds)`` for an ITS_LIVE granule (``img_pair_info``)."""
     from glacierflow.timeseries.itslive import read_itslive_granule
 
     try:
         with xr.open_dataset(path, engine="h5netcdf", decode_times=False) as ds:
-            own = "dx" in ds.variables
+            names = set(ds.variables)
+            layered = "mid_date" in ds.dims
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read as NetCDF ({exc})", path) from exc
-    return read_product(path) if own else read_itslive_granule(path)
+        raise InputError(f"cannot read as NetCDF ({exc}); {_NOT_PAIRS}", path) from exc
+    if "dx" in names:
+        return "product", _pair_product(path)
+    if layered and "acquisition_date_img1" in names:
+        return "cube", None
+    if "img_pair_info" in names:
+        return "granule", read_itslive_granule(path)
+    raise InputError(_NOT_PAIRS, path)
+
+
+def _pair_product(path: Path) -> xr.Dataset:
+    """A glacierflow pair product, refused (naming ``path``) when it is none (a scene)."""
+    from glacierflow.products import read_product
+
+    ds = read_product(path)
+    lacks = [k for k in ("vx", "vy", "v_error") if k not in ds.variables]
+    lacks += [k for k in ("ref_time", "sec_time", "crs_wkt", "transform") if k not in ds.attrs]
+    if lacks:
+        raise InputError(f"{_NOT_PAIRS} (it has no {', '.join(map(repr, lacks))})", path)
+    return ds
 
 
 def load_inputs(
@@ -127,7 +153,6 @@ def load_inputs(
     InputError
         For a path that is missing or none of the above.
     """
-    from glacierflow.products import read_product
     from glacierflow.timeseries.itslive import read_itslive_cube
 
     items: list[xr.Dataset] = []
@@ -142,7 +167,7 @@ def load_inputs(
             found = [f for d in sorted((path / "pairs").iterdir()) if (f := _pair_file(d))]
             if not found:
                 raise InputError("a project folder without pair products under pairs/", path)
-            items.extend(read_product(f) for f in found)
+            items.extend(_pair_product(f) for f in found)
             if grid is None and (path / "velocity_cube.nc").is_file():
                 grid = _cube_grid(path / "velocity_cube.nc")
         elif path.is_dir():
@@ -153,13 +178,21 @@ def load_inputs(
                     "or a Zarr cube",
                     path,
                 )
-            items.append(read_product(found_one))
+            items.append(_pair_product(found_one))
         elif path.suffix.lower() in (".tif", ".tiff"):
-            items.append(read_product(path))
+            items.append(_pair_product(path))
         elif path.suffix.lower() in (".nc", ".nc4"):
-            items.append(_netcdf(path))
+            kind, ds = _netcdf(path)
+            if ds is None:
+                zarrs.append(path)  # a cube: read lazily, subset to the grid, like a Zarr one
+            else:
+                items.append(ds)
         else:
-            raise InputError("expected a .tif or .nc product, a granule or a Zarr cube", path)
+            raise InputError(
+                f"{_NOT_PAIRS}: expected a .tif or .nc product, a .nc granule or cube, or a "
+                "Zarr cube",
+                path,
+            )
     for path in zarrs:
         items.append(read_itslive_cube(path, bbox=_bbox_in(path, grid) if grid else None))
     return items, grid
@@ -307,17 +340,26 @@ def run_series(
         items += loaded
     if not items:
         raise InputError("no pair to invert: give pair products, granules or a cube", out)
+    items, dropped = unique_pairs(items)
+    if dropped:
+        say(
+            f"time series: {dropped} duplicate pair(s) left out (same acquisition times, "
+            "scenes or sensors, and grid as another input)"
+        )
     try:
         cube = combine_pairs(items, grid)
     except ValueError as exc:
         raise InputError(f"the pairs cannot be combined: {exc}", out) from exc
     lazy = cube["vx"].chunks is not None
     cube = cube if lazy else cube.load()
+    _check_points(cube, settings)
+    edges = series_steps(cube, settings)
     say(
         f"time series: {cube.sizes['mid_date']} pair(s) on {cube.sizes['y']} x {cube.sizes['x']}"
         + (", inverted block by block" if lazy else "")
     )
-    series = invert_cube(cube, settings.freq, settings.inversion())
+    series = invert_cube(cube, edges, settings.inversion())
+    series.attrs["freq"] = str(settings.freq)
     out.mkdir(parents=True, exist_ok=True)
     spill = out / f".{SERIES_CUBE}.blocks-{os.getpid()}.zarr"
     try:
@@ -337,6 +379,109 @@ def run_series(
             chunks={},
         )
     return result
+
+
+def _grid_key(ds: xr.Dataset) -> tuple[Any, ...]:
+    """The grid of ``ds`` comparable across formats (the same CRS written as WKT1 or WKT2)."""
+    from pyproj import CRS
+
+    wkt = str(ds.attrs.get("crs_wkt", ""))
+    try:
+        crs = CRS.from_user_input(wkt)
+        crs_key: Any = crs.to_epsg() or crs.to_wkt()
+    except Exception:  # pyproj raises CRSError and others for bad text: compare the text
+        crs_key = wkt
+    t = ds.attrs.get("transform", ())
+    t = t.strip("[]").split(",") if isinstance(t, str) else t
+    return (crs_key, tuple(round(float(v), 6) for v in t), ds.sizes.get("y"), ds.sizes.get("x"))
+
+
+def _pair_keys(ds: xr.Dataset) -> list[tuple[Any, ...]]:
+    """Per pair of ``ds`` (a pair product, or each layer of a cube): acquisition times, scene
+    ids (else sensors) and grid, what makes two inputs the same pair."""
+    grid = _grid_key(ds)
+    if "mid_date" not in ds.dims:
+        a = ds.attrs
+        who = tuple(str(a.get(f"{k}_scene_id") or a.get(f"{k}_sensor", "")) for k in ("ref", "sec"))
+        times = tuple(str(pd.Timestamp(a.get(k))) for k in ("ref_time", "sec_time"))
+        return [(*times, *who, *grid)]
+    t1 = ds["acquisition_date_img1"].values.astype("datetime64[s]")
+    t2 = ds["acquisition_date_img2"].values.astype("datetime64[s]")
+    sats = [
+        [str(v) for v in ds[n].values] if n in ds.variables else [""] * t1.size
+        for n in ("satellite_img1", "satellite_img2")
+    ]
+    return [(str(a), str(b), s1, s2, *grid) for a, b, s1, s2 in zip(t1, t2, *sats, strict=True)]
+
+
+def unique_pairs(items: Sequence[xr.Dataset]) -> tuple[list[xr.Dataset], int]:
+    """``items`` without pairs given twice (the same pair as ``velocity.tif`` and
+    ``velocity.nc``, a cube and its own pairs): the first of each is kept.
+
+    Two pairs are the same when their acquisition times, scene ids (sensors where no scene id
+    is known) and grid (CRS, transform, shape) are. Returns the items and the count left out.
+    """
+    seen: set[tuple[Any, ...]] = set()
+    kept: list[xr.Dataset] = []
+    dropped = 0
+    for ds in items:
+        keys = _pair_keys(ds)
+        new = [i for i, k in enumerate(keys) if k not in seen and not seen.add(k)]
+        dropped += len(keys) - len(new)
+        if len(new) == len(keys):
+            kept.append(ds)
+        elif new:  # a cube some of whose layers were given before
+            kept.append(ds.isel(mid_date=new))
+    return kept, dropped
+
+
+def _check_points(cube: xr.Dataset, settings: SeriesSettings) -> None:
+    """Refuse, before inverting, a point of ``settings.points`` off the combined grid."""
+    from pyproj import Transformer
+
+    if not settings.points:
+        return
+    to_map = Transformer.from_crs("EPSG:4326", cube.attrs["crs_wkt"], always_xy=True)
+    xs, ys = cube["x"].values, cube["y"].values
+    half_x = abs(float(xs[1] - xs[0])) / 2 if xs.size > 1 else 0.0
+    half_y = abs(float(ys[1] - ys[0])) / 2 if ys.size > 1 else 0.0
+    for i, (lon, lat) in enumerate(settings.points, start=1):
+        x, y = to_map.transform(lon, lat)
+        inside = xs.min() - half_x <= x <= xs.max() + half_x
+        if not (inside and ys.min() - half_y <= y <= ys.max() + half_y):
+            raise InputError(
+                f"point {i} ({lon}, {lat}) lies outside the grid; the grid covers "
+                f"{_lonlat_box(cube)}"
+            )
+
+
+def series_steps(cube: xr.Dataset, settings: SeriesSettings) -> np.ndarray:
+    """The step edges of the series of ``cube``: ``settings.freq`` over the data only, from the
+    first to the last acquisition (:func:`~glacierflow.timeseries.inversion.data_steps`).
+
+    Raises
+    ------
+    SettingsError
+        (key ``freq``) when the steps, or the monthly base the inversion refines them to, are
+        more than :data:`~glacierflow.timeseries.inversion.MAX_STEPS`: the normal matrices
+        would not fit in memory (their size grows with the square of the steps).
+    """
+    from glacierflow.errors import SettingsError
+    from glacierflow.timeseries.inversion import MAX_STEPS, data_steps, step_count
+
+    t1 = cube["acquisition_date_img1"].values.astype("datetime64[s]")
+    t2 = cube["acquisition_date_img2"].values.astype("datetime64[s]")
+    edges = data_steps(t1.min(), t2.max(), settings.freq)
+    steps, base = step_count(edges)
+    if max(steps, base) > MAX_STEPS:
+        raise SettingsError(
+            "freq",
+            f"{settings.freq!r} gives {steps} step(s) ({base} monthly base step(s)) over the "
+            f"data {_date(t1.min())} to {_date(t2.max())}; at most {MAX_STEPS} fit in memory "
+            "(the inversion's matrices grow with their square): choose longer steps or fewer "
+            "years of pairs",
+        )
+    return edges
 
 
 def _spilled(series: xr.Dataset, store: Path) -> xr.Dataset:
@@ -390,14 +535,20 @@ def _points(
     """The series at each of ``settings.points``: CSV, pairs CSV, figure, text."""
     from glacierflow.timeseries.network import series_at
 
+    attrs = result.series.attrs
     steps = result.series.sizes["mid_date"]
+    resolved = int(attrs.get("steps_resolved", 0))
+    covered = int(attrs.get("steps_with_data", 0))
     say(
-        f"  {SERIES_CUBE}: {steps} step(s) ({settings.freq}), "
-        f"{result.series.attrs.get('steps_with_data', 0)} with data"
+        f"  {SERIES_CUBE}: {steps} step(s) ({settings.freq}), {resolved} with a value at some "
+        f"pixel, {covered - resolved} covered by pairs but unresolved everywhere, "
+        f"{steps - covered} without data"
     )
+    edges = result.series["acquisition_date_img1"].values.astype("datetime64[D]")
+    edges = np.append(edges, result.series["acquisition_date_img2"].values[-1:].astype(edges.dtype))
     for i, (lon, lat) in enumerate(settings.points, start=1):
         try:
-            pairs, steps_df = series_at(cube, lon, lat, settings.freq, settings.inversion())
+            pairs, steps_df = series_at(cube, lon, lat, edges, settings.inversion())
         except ValueError as exc:
             raise InputError(
                 f"point {i} ({lon}, {lat}): {exc}; the grid covers {_lonlat_box(cube)}"
