@@ -156,19 +156,25 @@ class PortalServer:
     """``glacierflow serve`` as a real subprocess on 127.0.0.1, stopped by :meth:`stop`.
 
     With ``options`` (e.g. ``{"tile_timeout_s": 3}``) the server runs as
-    ``python -m glacierflow.portal.server`` with those options instead. The tile cache is
-    kept in a ``cache`` folder beside the log.
+    ``python -m glacierflow.portal.server`` with those options instead (as ``glacierflow
+    serve`` with ``cli=True``). The tile cache is kept in a ``cache`` folder beside the log.
     """
 
     def __init__(
-        self, catalog_dir: Path, log_path: Path, options: dict[str, Any] | None = None
+        self,
+        catalog_dir: Path,
+        log_path: Path,
+        options: dict[str, Any] | None = None,
+        *,
+        cli: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.cache_dir = log_path.parent / f"{log_path.stem}-cache"
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        entry = ["glacierflow.portal.server"] if options else ["glacierflow.cli", "serve"]
+        module = options and not cli
+        entry = ["glacierflow.portal.server"] if module else ["glacierflow.cli", "serve"]
         command = [sys.executable, "-m", *entry, "--catalog", str(catalog_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         for key, value in (options or {}).items():

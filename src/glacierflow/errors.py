@@ -6,8 +6,9 @@ command line turns any :class:`GlacierflowError` into a one-line message and exi
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from os import PathLike
 
 
@@ -61,7 +62,41 @@ def _rebuild(cls: type, state: dict) -> GlacierflowError:
 
 
 class NoAcquisitionTimeError(InputError):
-    """The acquisition time of a scene cannot be found in its metadata or name."""
+    """The acquisition time of a scene cannot be found in its metadata or name.
+
+    Made by :meth:`missing`, the message ends by naming the settings that give the time;
+    :meth:`given_by` names only the one that gives this scene's time.
+    """
+
+    #: How the message ends: which settings give the time, and in what form.
+    _ASK = "; give it as {keys} (an ISO date or date-time, e.g. 2016-07-18)"
+
+    @classmethod
+    def missing(
+        cls, reason: str, path: str | PathLike[str] | None, keys: tuple[str, ...]
+    ) -> NoAcquisitionTimeError:
+        """The error for a scene at ``path`` whose time is missing for ``reason``, asking for
+        it as one of ``keys`` (``("ref_date", "sec_date")``)."""
+        exc = cls(reason + cls._ASK.format(keys=" or ".join(keys)), path, key=keys)
+        exc.reason = reason
+        return exc
+
+    def given_by(self, key: str) -> NoAcquisitionTimeError:
+        """The same error asking for the time as ``key`` only (e.g. ``"sec_date"``)."""
+        reason = getattr(self, "reason", None)
+        if reason is None:
+            return self
+        return type(self).missing(reason, self.path, (key,))
+
+
+@contextlib.contextmanager
+def time_given_by(key: str) -> Iterator[None]:
+    """Inside, a :class:`NoAcquisitionTimeError` asks for the time as ``key`` only (the scene
+    read is the one ``key`` dates, e.g. ``"ref_date"``)."""
+    try:
+        yield
+    except NoAcquisitionTimeError as exc:
+        raise exc.given_by(key) from None
 
 
 class OutputError(GlacierflowError, OSError):

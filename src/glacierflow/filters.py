@@ -165,6 +165,16 @@ class FilterSettings(BaseModel):
             raise ValueError(f"must be a number, got {value!r}")
         return value
 
+    @field_validator("min_neighbours")
+    @classmethod
+    def _neighbour_count(cls, value: int) -> int:
+        if value > 8:
+            raise ValueError(
+                f"min_neighbours must be 1 to 8 (a node has 8 neighbours in its 3 x 3 "
+                f"window), got {value}"
+            )
+        return value
+
     @classmethod
     def for_grid(cls, chip_px: int, step_px: int, **overrides: Any) -> FilterSettings:
         """Settings with ``min_cluster_nodes`` = nodes in one chip footprint (at least 4).

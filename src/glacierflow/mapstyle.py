@@ -86,9 +86,16 @@ ARROW_MIN_SNR = 3.0
 #: few faster ones are up to about twice as long (centred on their node, they stay within about
 #: one spacing of it), while typical ice still gets an arrow longer than its head.
 ARROW_REF_PERCENTILE = 95.0
-#: Arrows shorter than this fraction of the arrow spacing are left out (an arrow shorter than
-#: its head is an unreadable blob; the colour still shows the speed).
+#: Arrows shorter than this fraction of the arrow spacing are left out (the colour still
+#: shows the speed), and so are arrows shorter than their head (:data:`ARROW_HEAD_LENGTH`):
+#: a few pixels long, they show no direction.
 MIN_ARROW_LENGTH = 0.12
+#: Shaft width (fraction of the map's width) and head length (shaft widths) of the arrows.
+ARROW_WIDTH = 0.0024
+ARROW_HEAD_LENGTH = 2.8
+#: Arrows shorter than this many head lengths keep their shape (shaft and head, about twice as
+#: long as wide) and shrink as a whole, so that every drawn arrow points along its flow.
+ARROW_MIN_SHAFT = 2.0
 
 # Layout (inches): room for tick labels and axis labels left and below, title and arrow key on
 # top, colour bar on the right.
@@ -498,11 +505,12 @@ def draw_arrows(
         ref_speed = float(np.percentile(v[keep], ARROW_REF_PERCENTILE))
     if not ref_speed > 0:
         return np.empty(0), np.empty(0)
-    keep &= v >= MIN_ARROW_LENGTH * ref_speed
+    spacing_m = stride * node_m
+    head_m = ARROW_HEAD_LENGTH * ARROW_WIDTH * (right - left)
+    keep &= v >= max(MIN_ARROW_LENGTH, head_m / spacing_m) * ref_speed
     gx, gy = np.meshgrid(
         transform.c + transform.a * (cols + 0.5), transform.f + transform.e * (rows + 0.5)
     )
-    spacing_m = stride * node_m
     vx = np.asarray(ds["vx"].values, dtype=np.float64)[sub]
     vy = np.asarray(ds["vy"].values, dtype=np.float64)[sub]
     q = frame.ax.quiver(
@@ -517,12 +525,15 @@ def draw_arrows(
         color="white",
         edgecolor="black",
         linewidth=0.5,
-        width=0.0024,
+        width=ARROW_WIDTH,
+        # Arrows shorter than two heads (minshaft x headlength) are whole arrows scaled down,
+        # not matplotlib's shaftless head: with minshaft 1 that head is a triangle about as
+        # wide as long, which reads as pointing any way (often west). minlength 0: no dots.
         headwidth=3.0,
-        headlength=2.8,
+        headlength=ARROW_HEAD_LENGTH,
         headaxislength=2.5,
-        minshaft=1.0,
-        minlength=0.5,
+        minshaft=ARROW_MIN_SHAFT,
+        minlength=0.0,
         zorder=3,
         gid="flow-arrows",
     )

@@ -25,7 +25,7 @@ import rasterio.warp
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from glacierflow.errors import InputError
+from glacierflow.errors import InputError, time_given_by
 from glacierflow.limits import BYTES_PER_NODE, BYTES_PER_PIXEL, check_memory, check_separation
 from glacierflow.scenes import Scene, header_window, read_header, read_scene
 
@@ -336,10 +336,12 @@ def _no_overlap(ref: Scene, sec: Scene, detail: str = "") -> str:
     )
 
 
-def _scene(src: SceneLike, date: datetime | str | None, band: int | None) -> Scene:
+def _scene(src: SceneLike, date: datetime | str | None, band: int | None, key: str) -> Scene:
+    """The scene ``src``, read unless it is one; a missing time is asked for as ``key``."""
     if isinstance(src, Scene):
         return src
-    return read_scene(src, band=band, acquired=date)
+    with time_given_by(key):
+        return read_scene(src, band=band, acquired=date)
 
 
 def load_pair_tiled(
@@ -356,8 +358,10 @@ def load_pair_tiled(
     pixel size and be offset by whole pixels (as scenes of one Landsat path/row or Sentinel-2
     tile are); the pair covers their overlap. Unlike :func:`load_pair`, nothing is reprojected.
     """
-    a = read_header(ref, band=band, acquired=ref_date)
-    b = read_header(sec, band=band, acquired=sec_date)
+    with time_given_by("ref_date"):
+        a = read_header(ref, band=band, acquired=ref_date)
+    with time_given_by("sec_date"):
+        b = read_header(sec, band=band, acquired=sec_date)
     if a.acquired == b.acquired:
         raise InputError(
             f"REF and SEC ({b.path}) were both acquired at {a.acquired.isoformat()}; the "
@@ -427,8 +431,8 @@ def load_pair(
         Band to read from multi-band files (1-based).
     """
     check_pixel_memory(ref, sec, band, ref_date, sec_date)
-    a = _scene(ref, ref_date, band)
-    b = _scene(sec, sec_date, band)
+    a = _scene(ref, ref_date, band, "ref_date")
+    b = _scene(sec, sec_date, band, "sec_date")
     pair = make_pair(a, b, log=_logger.warning)
     if not pair.valid.any():
         raise InputError(f"REF and SEC share no valid pixel (SEC: {pair.sec.path})", pair.ref.path)

@@ -45,6 +45,8 @@ from glacierflow.matching.stats import checked_image as _inputs
 from glacierflow.matching.stats import sampled_median
 
 __all__ = [
+    "MAX_HIGHPASS_SIGMA_PX",
+    "MAX_WALLIS_WINDOW_PX",
     "ORIENTATION_REACH_PX",
     "ORIENTATION_SOFT",
     "PREFILTERS",
@@ -68,6 +70,11 @@ PREFILTERS = ("none", "highpass", "wallis", "orientation")
 HIGHPASS_SIGMA_PX = 3.0
 WALLIS_WINDOW_PX = 21.0
 WALLIS_CONTRAST = 0.9
+#: Largest high-pass sigma and Wallis window, pixels: Gaussian kernels up to 2001 px (the
+#: Wallis window is four of its sigmas). Larger ones only allocate (a 1e9 px sigma asks for a
+#: 60 GiB kernel); both are also checked against the image before any work.
+MAX_HIGHPASS_SIGMA_PX = 250.0
+MAX_WALLIS_WINDOW_PX = 1000.0
 
 #: Gaussian kernels are cut off this many standard deviations from their centre (scipy's
 #: default, stated here because tiled matching reads exactly that far around each window).

@@ -25,6 +25,8 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
+import math
 import os
 import re
 import urllib.error
@@ -55,7 +57,9 @@ __all__ = [
     "gdal_options",
     "gdal_path",
     "is_remote",
+    "check_scheme",
     "location",
+    "network_limits",
     "open_raster",
     "resolve_stac",
 ]
@@ -63,13 +67,26 @@ __all__ = [
 _SCHEMES = ("http://", "https://", "s3://")
 _VSI_PREFIXES = ("/vsicurl/", "/vsis3/")
 
-#: Seconds allowed to connect, and for a whole request, before a read counts as failed.
-CONNECT_TIMEOUT_S = 10
-REQUEST_TIMEOUT_S = 60
-#: Retries of a failed request (HTTP 429, 500, 502, 503, 504, reset connections), and the first
-#: delay between them in seconds (GDAL grows it for the next tries).
-MAX_RETRY = 4
+#: Network limits of every request (scenes, STAC items, searches), defaults of
+#: :func:`network_limits`: seconds to connect (``$GLACIERFLOW_CONNECT_TIMEOUT_S``), seconds
+#: without a byte received before a request counts as failed (``$GLACIERFLOW_READ_TIMEOUT_S``;
+#: a server that accepts and never answers), and retries of a failed request (HTTP 429, 500,
+#: 502, 503, 504, reset connections; ``$GLACIERFLOW_HTTP_RETRIES``). A silent server costs
+#: about one read time-out (GDAL does not retry a stalled transfer) and the 10 s of the check
+#: that says why; a server that fails each try costs at most (retries + 1) x (connect + read).
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+MAX_RETRY = 2
+#: Longest whole request (one merged range of a COG), seconds, and the first delay between
+#: retries in seconds (GDAL grows it for the next tries).
+REQUEST_TIMEOUT_S = 60.0
 RETRY_DELAY_S = 0.5
+#: The environment variables of :func:`network_limits`.
+NETWORK_ENV = {
+    "connect_s": "GLACIERFLOW_CONNECT_TIMEOUT_S",
+    "read_s": "GLACIERFLOW_READ_TIMEOUT_S",
+    "retries": "GLACIERFLOW_HTTP_RETRIES",
+}
 #: Bytes of in-memory block caches: per open file (VSI_CACHE) and for all /vsicurl/ reads.
 VSI_CACHE_BYTES = 64 * 1024 * 1024
 CURL_CACHE_BYTES = 256 * 1024 * 1024
@@ -84,6 +101,70 @@ STAC_ASSETS = ("pan", "B8", "nir", "B08", "nir08", "B5", "red", "B04", "B4")
 
 class NetworkError(InputError):
     """A scene URL cannot be reached or read (connection refused, HTTP error, time-out)."""
+
+
+class NetworkLimits(NamedTuple):
+    """Time-outs and retries of network requests (see :data:`CONNECT_TIMEOUT_S`)."""
+
+    connect_s: float
+    read_s: float
+    retries: int
+
+
+def network_limits() -> NetworkLimits:
+    """The network limits in force: the defaults, or the values of :data:`NETWORK_ENV`.
+
+    Raises
+    ------
+    InputError
+        Naming the environment variable, for a value that is not a positive number (a whole
+        number of 0 or more for the retries).
+    """
+    defaults = {"connect_s": CONNECT_TIMEOUT_S, "read_s": READ_TIMEOUT_S, "retries": MAX_RETRY}
+    values: dict[str, Any] = {}
+    for field, default in defaults.items():
+        name = NETWORK_ENV[field]
+        text = os.environ.get(name, "").strip()
+        if not text:
+            values[field] = default
+            continue
+        kind = int if field == "retries" else float
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (value >= 0 if kind is int else 0 < value < float("inf")):
+            want = "a whole number, 0 or more" if kind is int else "a positive number of seconds"
+            raise InputError(f"${name} must be {want}, got {text!r}")
+        values[field] = value
+    return NetworkLimits(**values)
+
+
+#: GDAL's line for each retry of an HTTP request (``CPLE_AppDefined in HTTP error code: 0 -
+#: URL. Retrying again in 6.4 secs``), at WARNING through rasterio's logger.
+_GDAL_RETRY = re.compile(r"HTTP error code: (\d+) - (\S+?)\.? Retrying again in ([\d.]+) secs")
+
+
+class _RetryLines:
+    """A logging filter for ``rasterio._env`` and ``urllib3``: retries are INFO, shown with
+    ``-v`` only (a request that fails in the end is reported as an error). GDAL's retry lines
+    become one short line (``URL: no answer (HTTP error code 0), retrying in 6.4 s``)."""
+
+    def filter(self, record: Any) -> bool:
+        message = str(record.getMessage())
+        match = _GDAL_RETRY.search(message)
+        if match:
+            code, url, delay = match.groups()
+            answer = "no answer" if code == "0" else "the server answered"
+            record.msg = f"{url}: {answer} (HTTP error code {code}), retrying in {delay} s"
+            record.args = ()
+        if match or message.startswith("Retrying ("):  # urllib3's retry line
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+for _name in ("rasterio._env", "urllib3.connectionpool"):
+    logging.getLogger(_name).addFilter(_RetryLines())
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,6 +226,24 @@ class SceneURL(str):
         return identity(str(self))
 
 
+def check_scheme(loc: str | PathLike[str]) -> None:
+    """Refuse a URL whose scheme glacierflow cannot read (``ftp://``, ``gs://``, ...).
+
+    Raises
+    ------
+    InputError
+        Naming the URL and its scheme, and the locations that can be read.
+    """
+    text = str(loc)
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if m and not is_remote(text):
+        raise InputError(
+            f"cannot read {m.group(1)}:// URLs; give a local file, an http(s):// or s3:// URL, "
+            "or a STAC item",
+            text,
+        )
+
+
 def location(path: str | PathLike[str]) -> Path | SceneURL:
     """A scene location: :class:`SceneURL` for a URL, :class:`pathlib.Path` otherwise."""
     if isinstance(path, SceneURL):
@@ -194,8 +293,10 @@ def gdal_options(loc: str | PathLike[str] | None = None) -> dict[str, Any]:
     -------
     dict
         Options for :class:`rasterio.Env`. Options already set in the environment win, so a
-        user can tune any of them (e.g. ``GDAL_HTTP_MAX_RETRY``).
+        user can tune any of them (e.g. ``GDAL_HTTP_MAX_RETRY``); time-outs and retries come
+        from :func:`network_limits`.
     """
+    limits = network_limits()
     options: dict[str, Any] = {
         # Opening a file must not list its folder (one request per open, and S3 listings).
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -209,10 +310,14 @@ def gdal_options(loc: str | PathLike[str] | None = None) -> dict[str, Any]:
         # a 300 x 300 px area of two COGs, tiled: 3.9 MB with SERIAL, 13.4 MB with YES).
         "GDAL_HTTP_MULTIRANGE": "SERIAL",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-        "GDAL_HTTP_MAX_RETRY": MAX_RETRY,
+        "GDAL_HTTP_MAX_RETRY": limits.retries,
         "GDAL_HTTP_RETRY_DELAY": RETRY_DELAY_S,
-        "GDAL_HTTP_CONNECTTIMEOUT": CONNECT_TIMEOUT_S,
-        "GDAL_HTTP_TIMEOUT": REQUEST_TIMEOUT_S,
+        # GDAL reads these as whole seconds.
+        "GDAL_HTTP_CONNECTTIMEOUT": math.ceil(limits.connect_s),
+        # A transfer without a byte for read_s seconds fails (a server that never answers).
+        "GDAL_HTTP_LOW_SPEED_TIME": math.ceil(limits.read_s),
+        "GDAL_HTTP_LOW_SPEED_LIMIT": 1,
+        "GDAL_HTTP_TIMEOUT": math.ceil(max(REQUEST_TIMEOUT_S, 2 * limits.read_s)),
     }
     if loc is not None and _plain_url(str(loc)).lower().startswith("s3://"):
         if not _has_aws_credentials():
@@ -270,15 +375,27 @@ def _probe(url: str) -> str | None:
         return None
     request = urllib.request.Request(http_url, method="HEAD")
     try:
-        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S):
+        with urllib.request.urlopen(request, timeout=network_limits().connect_s):
             return None
     except urllib.error.HTTPError as exc:
         return f"the server answered HTTP {exc.code} ({exc.reason})"
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            return _no_answer()
         reason = getattr(exc.reason, "strerror", None) or exc.reason
         return f"cannot reach the server ({reason})"
+    except TimeoutError:
+        return _no_answer()
     except (OSError, ValueError) as exc:
         return f"cannot reach the server ({exc})"
+
+
+def _no_answer() -> str:
+    limits = network_limits()
+    return (
+        f"the server did not answer within {limits.read_s:g} s (connecting: {limits.connect_s:g} "
+        f"s; set ${NETWORK_ENV['read_s']} for a slow server)"
+    )
 
 
 @lru_cache(maxsize=256)
@@ -293,7 +410,7 @@ def identity(url: str) -> FileIdentity:
         return FileIdentity(0, 0, "")
     request = urllib.request.Request(http_url, method="HEAD")
     try:
-        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=network_limits().connect_s) as response:
             size = int(response.headers.get("Content-Length") or 0)
             tag = response.headers.get("ETag") or response.headers.get("Last-Modified") or ""
     except (OSError, ValueError):
@@ -457,6 +574,8 @@ def resolve_stac(loc: str | PathLike[str]) -> StacAsset:
     if not isinstance(assets, dict) or item.get("type") != "Feature":
         raise InputError("is not a STAC item (a GeoJSON Feature with assets)", text)
     keys = [wanted] if wanted else [k for k in STAC_ASSETS if k in assets]
+    if not assets:
+        raise InputError("is a STAC item without assets: it names no image to read", text)
     if not keys or keys[0] not in assets:
         raise InputError(
             f"has no asset {wanted or ' or '.join(STAC_ASSETS)}; its assets are "
@@ -483,14 +602,18 @@ def _fetch_json(text: str) -> Any:
             http_url = _http_url(text)
             if http_url is None:
                 raise InputError("cannot fetch this STAC item", text)
-            with urllib.request.urlopen(http_url, timeout=REQUEST_TIMEOUT_S) as response:
+            with urllib.request.urlopen(http_url, timeout=network_limits().read_s) as response:
                 body = response.read()
         else:
             body = Path(text).read_bytes()
     except urllib.error.HTTPError as exc:
         raise NetworkError(f"network failure: HTTP {exc.code} ({exc.reason})", text) from None
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise NetworkError(f"network failure: {_no_answer()}", text) from None
         raise NetworkError(f"network failure: {exc.reason}", text) from None
+    except TimeoutError:
+        raise NetworkError(f"network failure: {_no_answer()}", text) from None
     except OSError as exc:
         if is_remote(text):
             raise NetworkError(f"network failure: {exc}", text) from None

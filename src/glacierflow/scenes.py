@@ -56,8 +56,7 @@ __all__ = [
 
 _NO_TIME_HELP = (
     "cannot find the acquisition time (no MTL file beside it, no Landsat or Sentinel-2 ID in its "
-    "name); give it as ref_date or sec_date (the acquired time of read_scene; ISO date, e.g. "
-    "2016-07-18)"
+    "name)"
 )
 
 
@@ -150,7 +149,9 @@ def _acquisition(
         return t, sensor, scene_id, "filename"
     if acquired is not None:
         return when, "unknown", None, "option"
-    raise NoAcquisitionTimeError(_NO_TIME_HELP + mtl_problem, path, key=("ref_date", "sec_date"))
+    raise NoAcquisitionTimeError.missing(
+        _NO_TIME_HELP + mtl_problem, path, ("ref_date", "sec_date")
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,9 +253,11 @@ def read_scene(
     NoAcquisitionTimeError
         If no acquisition time is given or found.
     """
+    remote.check_scheme(path)
     stac = remote.resolve_stac(path) if remote.is_stac(path) else None
     if stac is not None:
         path = stac.href
+        remote.check_scheme(path)
     name = str(path)
     file_path = remote.location(path)
     if not remote.is_remote(name) and not name.startswith("/vsi") and not file_path.exists():
@@ -316,9 +319,10 @@ def _choose_band(count: int, band: int | None, file_path: Path) -> int:
             )
         return 1
     if not 1 <= band <= count:
+        # Not "has 1 band": the setting's name standing alone is renamed in messages (--band).
+        has = f"has {count} bands" if count != 1 else "is a single-band image"
         raise InputError(
-            f"has {count} band{'s' if count != 1 else ''}; band {band} is out of range "
-            f"(1 to {count})",
+            f"{has}; band {band} is out of range (1 to {count})",
             file_path,
             key="band",
         )
@@ -360,10 +364,9 @@ def read_header(
     which reads the pixels window by window. Do not pickle them (that would materialise them).
     """
     head = read_scene(path, band=band, acquired=acquired, sensor=sensor, window=_NO_PIXEL)
-    with (
-        read_errors(head.path),
-        remote.open_raster(head.path if remote.is_remote(head.path) else path) as ds,
-    ):
+    # The image itself: a STAC item's asset, not the item (local paths as given: /vsi... names).
+    image = head.path if remote.is_remote(head.path) or remote.is_stac(path) else path
+    with read_errors(head.path), remote.open_raster(image) as ds:
         shape, transform = ds.shape, ds.transform
     return Scene(
         path=head.path,

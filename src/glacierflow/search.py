@@ -26,6 +26,7 @@ from typing import Any
 
 from glacierflow.dates import parse_datetime
 from glacierflow.errors import InputError
+from glacierflow.remote import network_limits
 
 __all__ = [
     "DEFAULT_STAC_URL",
@@ -41,8 +42,6 @@ DEFAULT_STAC_URL = "https://landsatlook.usgs.gov/stac-server"
 COLLECTION_ALIASES: dict[str, dict[str, str]] = {
     DEFAULT_STAC_URL: {"landsat-c2-l1": "landsat-c2l1", "landsat-c2-l2": "landsat-c2l2-sr"},
 }
-#: Seconds to wait for the server to connect and to answer each request.
-TIMEOUT_S = 30.0
 #: Asset keys that hold the panchromatic band, tried in order.
 PAN_KEYS = ("pan", "B8", "b8", "B08")
 #: Asset keys of the MTL metadata, tried in order.
@@ -137,19 +136,32 @@ def _check_reachable(url: str) -> None:
         ) from None
 
 
-def _retry():
-    """Retries for answers that may succeed later (429, 502-504), none for a refused connection."""
+def _retry(retries: int):
+    """Retries for answers that may succeed later (429, 502-504), none for a refused
+    connection, one at most for a server that did not answer in time."""
     from urllib3.util.retry import Retry
 
     return Retry(
-        total=3,
+        total=retries,
         connect=0,
-        read=1,
-        status=3,
+        read=min(retries, 1),
+        status=retries,
         backoff_factor=0.5,
         status_forcelist=(429, 502, 503, 504),
         allowed_methods=None,
         raise_on_status=False,
+    )
+
+
+def _open_client(client_cls: Any, io_cls: Any, url: str) -> Any:
+    """``pystac_client.Client`` of ``url`` with the time-outs and retries of
+    :func:`~glacierflow.remote.network_limits` (the time-out goes to ``Client.open``, which
+    sets it on the ``StacApiIO`` it is given, replacing that object's own)."""
+    limits = network_limits()
+    return client_cls.open(
+        url,
+        stac_io=io_cls(max_retries=_retry(limits.retries)),
+        timeout=(limits.connect_s, limits.read_s),
     )
 
 
@@ -162,7 +174,11 @@ def _connection_problem(exc: BaseException, url: str) -> str | None:
     if "Connection refused" in text or "NewConnectionError" in text:
         return f"the connection to {host} port {port} was refused (no server listening there)"
     if "timed out" in text or "Timeout" in text:
-        return f"{host} port {port} did not answer within {TIMEOUT_S:g} s"
+        limits = network_limits()
+        return (
+            f"{host} port {port} did not answer within {limits.read_s:g} s (connecting: "
+            f"{limits.connect_s:g} s; set $GLACIERFLOW_READ_TIMEOUT_S for a slow server)"
+        )
     if "ConnectionError" in text or "Max retries exceeded" in text:
         return f"{host} port {port} could not be reached ({text.split('(Caused by ')[-1][:200]})"
     return None
@@ -236,7 +252,8 @@ def search_scenes(
         cover are kept. Sent to the server as a ``query`` when it conforms to the Query
         extension, and always checked here.
     url : str
-        Root of the STAC API.
+        Root of the STAC API; requests have the time-outs and retries of
+        :func:`glacierflow.remote.network_limits`.
     max_items : int, optional
         Stop after this many items.
     platform : str, optional
@@ -283,7 +300,7 @@ def search_scenes(
     window = f"{t0.astimezone(UTC):{stamp}}/{t1.astimezone(UTC):{stamp}}"
     _check_reachable(url)
     try:
-        client = Client.open(url, stac_io=StacApiIO(timeout=TIMEOUT_S, max_retries=_retry()))
+        client = _open_client(Client, StacApiIO, url)
         query = None
         if max_cloud is not None and client.conforms_to("QUERY"):
             query = {"eo:cloud_cover": {"lte": float(max_cloud)}}
@@ -303,7 +320,13 @@ def search_scenes(
         raise InputError(f"cannot search the STAC API at {url}: {exc}") from None
     except (DoesNotConformTo, ClientTypeError, NotImplementedError) as exc:
         raise InputError(f"{url} is not a STAC API with item search ({exc})") from None
-    found = [_found(item, name) for item in items]
+    return _kept([_found(item, name) for item in items], max_cloud, platform)
+
+
+def _kept(
+    found: list[FoundScene], max_cloud: float | None, platform: str | None
+) -> list[FoundScene]:
+    """The scenes within the cloud cover and of the platform asked for, by time."""
     if max_cloud is not None:
         found = [s for s in found if s.cloud_cover is None or s.cloud_cover <= max_cloud]
     if platform is not None:

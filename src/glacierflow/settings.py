@@ -44,10 +44,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from glacierflow.coregister import COREG_METHODS
-from glacierflow.errors import SettingsError
+from glacierflow.errors import InputError, SettingsError
 from glacierflow.filters import METHOD_THRESHOLDS, FilterSettings
-from glacierflow.matching import METHODS, MatchSettings
-from glacierflow.prefilter import HIGHPASS_SIGMA_PX, PREFILTERS, WALLIS_WINDOW_PX
+from glacierflow.matching import METHODS, MatchSettings, make_grid
+from glacierflow.prefilter import (
+    HIGHPASS_SIGMA_PX,
+    MAX_HIGHPASS_SIGMA_PX,
+    MAX_WALLIS_WINDOW_PX,
+    PREFILTERS,
+    WALLIS_WINDOW_PX,
+)
 
 __all__ = [
     "COREG_CHOICES",
@@ -67,6 +73,9 @@ __all__ = [
 COREG_CHOICES = (*COREG_METHODS, "none")
 #: Pre-filters the tiled (from-the-files) matcher can apply window by window.
 TILED_PREFILTERS = ("none", "highpass", "wallis")
+#: Fewest nodes of the grid along each axis: the outlier tests judge a node by its 3 x 3
+#: neighbours, and co-registration needs nodes spread over the image.
+MIN_NODES_PER_AXIS = 3
 
 
 def _short(name: str) -> dict[str, Any]:
@@ -89,12 +98,14 @@ class PrefilterSettings(_Group):
     highpass_sigma_px: float = Field(
         HIGHPASS_SIGMA_PX,
         gt=0,
+        le=MAX_HIGHPASS_SIGMA_PX,
         allow_inf_nan=False,
         description="Gaussian sigma of the high-pass pre-filter, pixels.",
     )
     wallis_window_px: float = Field(
         WALLIS_WINDOW_PX,
         gt=0,
+        le=MAX_WALLIS_WINDOW_PX,
         allow_inf_nan=False,
         description="Window of the Wallis pre-filter, pixels.",
     )
@@ -283,6 +294,52 @@ class TrackSettings(_Group):
             and self.prefilter.method in TILED_PREFILTERS
             and not self.matching.retry_chip_px
         )
+
+    def check_image(self, shape_px: tuple[int, int], path: str | Path | None = None) -> None:
+        """Refuse settings that do not fit an image of ``shape_px`` (rows, columns), before
+        any work: chips, search windows, retry chips and pre-filters larger than the image, or
+        a node grid with fewer than :data:`MIN_NODES_PER_AXIS` nodes along an axis.
+
+        Raises
+        ------
+        InputError
+            Naming ``path``, the image size and the settings to change.
+        """
+        m, p = self.matching, self.prefilter
+        rows, cols = (int(n) for n in shape_px)
+        size = f"the image ({rows} x {cols} px)"
+        try:
+            grid = make_grid((rows, cols), chip_px=m.chip_px, search_px=m.search_px, step_px=1)
+        except ValueError as exc:
+            keys = ("matching.chip_px", "matching.search_px")
+            raise InputError(str(exc), path, key=keys) from None
+        span = min(grid.ny, grid.nx) - 1  # pixels between the first and last usable centres
+        if span // m.step_px + 1 < MIN_NODES_PER_AXIS:
+            raise InputError(
+                f"{size} holds fewer than {MIN_NODES_PER_AXIS} nodes per axis with chip_px "
+                f"{m.chip_px}, search_px {m.search_px} and step_px {m.step_px}; use a step_px "
+                f"of at most {max(span // (MIN_NODES_PER_AXIS - 1), 1)} (or a smaller chip_px "
+                "or search_px, or a larger image)",
+                path,
+                key=("matching.step_px", "matching.chip_px", "matching.search_px"),
+            )
+        for chip in m.retry_chip_px:
+            if chip + 2 * m.search_px > min(rows, cols):
+                raise InputError(
+                    f"{size} is smaller than a retry chip with its search window ({chip} + "
+                    f"2 x {m.search_px} px); use smaller retry_chip_px",
+                    path,
+                    key=("matching.retry_chip_px", "matching.search_px"),
+                )
+        filters = {"highpass": ("highpass_sigma_px", p.highpass_sigma_px)}
+        filters["wallis"] = ("wallis_window_px", p.wallis_window_px)
+        if p.method in filters and filters[p.method][1] > max(rows, cols):
+            name, value = filters[p.method]
+            raise InputError(
+                f"{name} {value:g} is larger than {size}; use a smaller one",
+                path,
+                key=f"prefilter.{name}",
+            )
 
     def filter_settings(self) -> FilterSettings:
         """The outlier filter's settings for this correlator and grid, defaults filled in."""

@@ -136,14 +136,8 @@ def node_geometry(pair: Pair, settings: TrackSettings) -> NodeGeometry:
         If the image is smaller than one chip with its search window.
     """
     m = settings.matching
-    try:
-        grid = make_grid(
-            pair.ref.shape, chip_px=m.chip_px, search_px=m.search_px, step_px=m.step_px
-        )
-    except ValueError as exc:
-        raise InputError(
-            f"{exc}", pair.ref.path, key=("matching.chip_px", "matching.search_px")
-        ) from exc
+    settings.check_image(pair.ref.shape, pair.ref.path)
+    grid = make_grid(pair.ref.shape, chip_px=m.chip_px, search_px=m.search_px, step_px=m.step_px)
     from glacierflow.pair import check_node_memory
 
     check_node_memory(pair, grid.shape, m.step_px, settings.tiling.enabled and m.pyramid_levels > 1)
@@ -647,7 +641,7 @@ def _large_pair_on_one_lattice(
     try:
         a = read_header(ref, band=band, acquired=ref_date)
         b = read_header(sec, band=band, acquired=sec_date)
-    except GlacierflowError:
+    except (GlacierflowError, OSError):  # OSError: GDAL's (RasterioIOError)
         return False  # the untiled reader gives the full error
     big = a.shape[0] * a.shape[1] > AUTO_TILE_PIXELS or b.shape[0] * b.shape[1] > AUTO_TILE_PIXELS
     return big and lattice_offset(a, b) is not None

@@ -126,10 +126,13 @@ def cli(verbose: bool) -> None:
       glacierflow run project.toml
       glacierflow COMMAND --help
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="glacierflow: %(message)s",
-    )
+    level = logging.INFO if verbose else logging.WARNING
+    # The handler has the level too: lines a library filter turns into INFO (GDAL's HTTP
+    # retries, see glacierflow.remote) are shown with -v only.
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("glacierflow: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def main() -> None:

@@ -12,13 +12,26 @@ from typing import Any
 
 import click
 
-__all__ = ["catalog_option", "out_option"]
+__all__ = ["OutputPath", "catalog_option", "out_option"]
+
+
+class OutputPath(click.Path):
+    """A path to write, which may not be empty (``-o ""`` would quietly write into the current
+    folder)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; give the folder or file to write, e.g. -o out", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def out_option(dest: str, help: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
-    """``-o/--out``, the file or folder a command writes, passed as ``dest``; ``kwargs`` add
-    ``required`` or a ``default``."""
-    return click.option("-o", "--out", dest, type=click.Path(path_type=Path), help=help, **kwargs)
+    """``-o/--out``, the file or folder a command writes (not empty), passed as ``dest``;
+    ``kwargs`` add ``required`` or a ``default``."""
+    return click.option("-o", "--out", dest, type=OutputPath(), help=help, **kwargs)
 
 
 def catalog_option(help: str) -> Callable[[Callable[..., Any]], Any]:

@@ -10,7 +10,7 @@ import click
 
 # Standard library only: the options are listed (and --help works) without the portal extra.
 from glacierflow.cli.paths import catalog_option
-from glacierflow.portal.defaults import DEFAULTS, HELP, TYPES
+from glacierflow.portal.defaults import DEFAULTS, DEPRECATED, HELP, TYPES
 
 #: Options of the server that take a choice rather than any value.
 _CHOICES = {"log_level": click.Choice(["critical", "error", "warning", "info", "debug", "trace"])}
@@ -48,7 +48,17 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port."
 )
 @_server_options
-def command(catalog_dir: Path, host: str, port: int, **options: Any) -> None:
+@click.option(
+    "--workers",
+    "old_workers",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="Deprecated name of --server-processes.",
+)
+def command(
+    catalog_dir: Path, host: str, port: int, old_workers: int | None, **options: Any
+) -> None:
     """Serve the catalog as a read-only web portal and JSON API.
 
     Needs the portal extra: pip install 'glacierflow[portal]'.
@@ -57,12 +67,19 @@ def command(catalog_dir: Path, host: str, port: int, **options: Any) -> None:
     Examples:
       glacierflow serve --catalog catalog/ --port 8000
       glacierflow serve --catalog catalog/ --host 0.0.0.0 --public-url https://data.example.org
-      glacierflow serve --catalog catalog/ --max-active 8 --tile-timeout-s 10 --workers 2
+      glacierflow serve --catalog catalog/ --max-active 8 --tile-timeout-s 10 --server-processes 2
     """
     from glacierflow._extras import needs
 
     with needs("portal", "glacierflow serve"):
         from glacierflow.portal.server import serve as serve_portal
 
+    if old_workers is not None:
+        click.echo(
+            "glacierflow: note: serve --workers is now --server-processes (processes of the "
+            "web server; track, demo and run use --workers for matching processes)",
+            err=True,
+        )
+        options[DEPRECATED["workers"]] = old_workers
     click.echo(f"glacierflow portal for {catalog_dir} on http://{host}:{port}/ (Ctrl-C stops)")
     serve_portal(catalog_dir, host=host, port=port, **options)

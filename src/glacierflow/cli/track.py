@@ -55,7 +55,7 @@ def command(
 
     Outliers are removed and flagged in the quality band; a misregistration fitted on stable
     ground is removed from every node; v_error is calibrated on the same stable ground. Every
-    option below the first seven is a setting of glacierflow.settings.TrackSettings (the same
+    option from --chip-px on is a setting of glacierflow.settings.TrackSettings (the same
     names, with _ for -, in a project file and in Python). REF and SEC may be files, https://
     or s3:// URLs of COGs, or STAC items (ITEM.json, or ITEM.json#ASSET for another band).
 
@@ -75,10 +75,13 @@ def command(
 
     refuse_earlier_products(out_dir, overwrite)
     if bbox:  # only the area of interest is read, from files or URLs
+        from glacierflow.errors import time_given_by
         from glacierflow.scenes import read_area
 
-        ref = read_area(ref, bbox, band=band, acquired=ref_date)
-        sec = read_area(sec, bbox, band=band, acquired=sec_date)
+        with time_given_by("ref_date"):
+            ref = read_area(ref, bbox, band=band, acquired=ref_date)
+        with time_given_by("sec_date"):
+            sec = read_area(sec, bbox, band=band, acquired=sec_date)
     ds, paths = track_to_products(
         ref,
         sec,

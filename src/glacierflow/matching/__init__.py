@@ -9,10 +9,19 @@ caller's executor), ``nodes`` (a set or tile of nodes), ``peaks`` (peak search, 
 from glacierflow.matching.grid import NodeGrid, make_grid
 from glacierflow.matching.match import MatchResult, TaskRunner, match
 from glacierflow.matching.nodes import match_nodes, match_tile
-from glacierflow.matching.settings import METHODS, NCC_KERNELS, SUBPIXEL_METHODS, MatchSettings
+from glacierflow.matching.settings import (
+    MAX_CHIP_PX,
+    MAX_PYRAMID_LEVELS,
+    METHODS,
+    NCC_KERNELS,
+    SUBPIXEL_METHODS,
+    MatchSettings,
+)
 from glacierflow.matching.subpixel import refine_peak
 
 __all__ = [
+    "MAX_CHIP_PX",
+    "MAX_PYRAMID_LEVELS",
     "METHODS",
     "NCC_KERNELS",
     "SUBPIXEL_METHODS",

@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from glacierflow.matching.ncc_tiles import GRID_TILE_SIDE, dense_is_faster
 
-__all__ = ["METHODS", "NCC_KERNELS", "SUBPIXEL_METHODS", "MatchSettings"]
+__all__ = [
+    "MAX_CHIP_PX",
+    "MAX_PYRAMID_LEVELS",
+    "METHODS",
+    "NCC_KERNELS",
+    "SUBPIXEL_METHODS",
+    "MatchSettings",
+]
 
 #: Correlators: masked normalized cross-correlation, phase correlation, orientation correlation.
 METHODS = ("ncc", "phase", "orientation")
@@ -25,6 +32,12 @@ SUBPIXEL_METHODS = ("lanczos", "cubic", "parabola", "gaussian", "dft")
 NCC_KERNELS = ("auto", "fft", "dense")
 
 _POSITIVE = ("chip_px", "search_px", "step_px", "batch_nodes", "workers", "pyramid_levels")
+
+#: Largest chip side (first and retry chips), pixels: 61 km of Landsat panchromatic. Chips are
+#: also checked against the image before any work (:meth:`TrackSettings.check_image`).
+MAX_CHIP_PX = 4096
+#: Most passes of the resolution pyramid (the coarsest at 1/32 of the resolution).
+MAX_PYRAMID_LEVELS = 6
 
 
 class MatchSettings(BaseModel):
@@ -119,6 +132,18 @@ class MatchSettings(BaseModel):
     def _chip_size(cls, value: int) -> int:
         if value < 4:
             raise ValueError(f"chip_px must be at least 4 pixels, got {value}")
+        if value > MAX_CHIP_PX:
+            raise ValueError(f"chip_px must be at most {MAX_CHIP_PX} pixels, got {value}")
+        return value
+
+    @field_validator("pyramid_levels")
+    @classmethod
+    def _levels(cls, value: int) -> int:
+        if value > MAX_PYRAMID_LEVELS:
+            raise ValueError(
+                f"pyramid_levels must be 1 to {MAX_PYRAMID_LEVELS} (1: no coarse pass; each "
+                f"level halves the resolution), got {value}"
+            )
         return value
 
     @field_validator("method", "subpixel", "ncc_kernel")
@@ -145,6 +170,10 @@ class MatchSettings(BaseModel):
         for chip in retry:
             if isinstance(chip, bool) or not _is_whole(chip) or chip < 4:
                 raise ValueError(f"retry_chip_px must hold chip sizes of 4 px or more, got {retry}")
+            if chip > MAX_CHIP_PX:
+                raise ValueError(
+                    f"retry_chip_px must hold chip sizes of at most {MAX_CHIP_PX} px, got {retry}"
+                )
         return tuple(int(chip) for chip in retry)
 
     @field_validator("retry_min_snr")

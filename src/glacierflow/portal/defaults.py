@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "HELP", "TYPES"]
+__all__ = ["DEFAULTS", "DEPRECATED", "HELP", "TYPES"]
 
 #: The options of :func:`~glacierflow.portal.server.serve` and their defaults (seconds,
 #: counts, MB).
@@ -26,11 +26,14 @@ DEFAULTS: dict[str, Any] = {
     "tile_timeout_s": 20.0,
     "cache_dir": None,
     "cache_max_mb": 512.0,
-    "workers": 1,
+    "server_processes": 1,
     "log_level": "info",
     "forwarded_allow_ips": "127.0.0.1",
     "public_url": None,
 }
+
+#: Old option names still taken, by the option they stand for (a one-line note says so).
+DEPRECATED: dict[str, str] = {"workers": "server_processes"}
 
 #: Types of the options whose default is None.
 TYPES: dict[str, type] = {"tile_workers": int, "cache_dir": Path, "public_url": str}
@@ -49,7 +52,7 @@ HELP: dict[str, str] = {
     "cache_dir": "Folder of the on-disk tile cache [default: $XDG_CACHE_HOME/glacierflow/"
     "portal-tiles, ~/.cache/... without it].",
     "cache_max_mb": "Size of the tile cache, MB.",
-    "workers": "Server processes sharing the port.",
+    "server_processes": "Server processes sharing the port (uvicorn workers).",
     "log_level": "uvicorn's log level.",
     "forwarded_allow_ips": "Proxies whose X-Forwarded-* headers are trusted (comma-separated "
     "addresses, or *).",

@@ -33,6 +33,8 @@ import asyncio
 import json
 import logging
 import os
+import warnings
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from glacierflow.portal.app import PortalLimits, create_app
-from glacierflow.portal.defaults import DEFAULTS, HELP, TYPES
+from glacierflow.portal.defaults import DEFAULTS, DEPRECATED, HELP, TYPES
 
 __all__ = ["DEFAULTS", "GuardedH11Protocol", "app_from_environment", "main", "serve"]
 
@@ -104,10 +106,18 @@ class GuardedH11Protocol(H11Protocol):
 
 
 def _config(catalog_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Every option with its default filled in, as JSON values (paths as strings)."""
+    options = dict(options)
+    for old, new in DEPRECATED.items():
+        if old in options:
+            warnings.warn(f"serve option {old!r} is now {new!r}", DeprecationWarning, stacklevel=3)
+            options.setdefault(new, options.pop(old))
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown serve options: {', '.join(sorted(unknown))}")
-    return {"catalog_dir": str(catalog_dir), **DEFAULTS, **options}
+    config = {"catalog_dir": str(catalog_dir), **DEFAULTS, **options}
+    # The configuration travels to the server processes as JSON: a folder is its path string.
+    return {k: str(v) if isinstance(v, PathLike) else v for k, v in config.items()}
 
 
 def _limits(config: dict[str, Any]) -> PortalLimits:
@@ -138,7 +148,8 @@ def serve(catalog_dir: Path, host: str, port: int, **options: Any) -> None:
         Any of :data:`DEFAULTS`: ``header_timeout_s`` (s), ``keep_alive_s`` (s),
         ``graceful_shutdown_s`` (s), ``max_active``, ``max_queue``, ``queue_timeout_s`` (s),
         ``tile_workers``, ``tile_timeout_s`` (s), ``cache_dir``, ``cache_max_mb`` (MB),
-        ``workers`` (server processes sharing the port), ``log_level``,
+        ``server_processes`` (server processes sharing the port; ``workers`` is its old,
+        deprecated name), ``log_level``,
         ``forwarded_allow_ips`` (proxies whose ``X-Forwarded-*`` headers are trusted),
         ``public_url`` (the portal's public address, e.g. ``https://data.example.org``: citations
         of datasets without a DOI or landing page point to ``PUBLIC_URL/datasets/ID``).
@@ -164,7 +175,7 @@ def serve(catalog_dir: Path, host: str, port: int, **options: Any) -> None:
         factory=True,
         host=host,
         port=port,
-        workers=int(config["workers"]),
+        workers=int(config["server_processes"]),
         http=GuardedH11Protocol,
         log_level=config["log_level"],
         timeout_keep_alive=int(config["keep_alive_s"]),
@@ -187,6 +198,10 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - tested as
         kind = type(default) if default is not None else TYPES[key]
         parser.add_argument(
             "--" + key.replace("_", "-"), dest=key, type=kind, default=default, help=HELP[key]
+        )
+    for old, new in DEPRECATED.items():  # old names, hidden from --help
+        parser.add_argument(
+            "--" + old.replace("_", "-"), dest=new, type=int, help=argparse.SUPPRESS
         )
     args = vars(parser.parse_args(argv))
     catalog, host, port = args.pop("catalog"), args.pop("host"), args.pop("port")
