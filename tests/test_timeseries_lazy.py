@@ -207,3 +207,18 @@ def test_centreline_series_csv_and_distance_time_figure(small):
     grey = np.all(np.abs(png - 0.93) < 0.01, axis=-1)
     yellow = (png[..., 0] > 0.7) & (png[..., 1] > 0.7) & (png[..., 2] < 0.4)
     assert grey.sum() > 2000 and yellow.sum() > 2000
+
+
+def test_a_killed_runs_spill_store_is_removed_by_the_next_run(tmp_path):
+    """The spill store of a run killed midway (its process gone) is recognised as stale."""
+    from glacierflow.products import remove_stale_staging
+    from glacierflow.timeseries.workflow import spill_store
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = spill_store(tmp_path, int(dead.stdout))
+    (stale / "vx").mkdir(parents=True)
+    live = spill_store(tmp_path)
+    live.mkdir()
+    assert remove_stale_staging(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()

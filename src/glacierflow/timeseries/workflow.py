@@ -34,6 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from glacierflow.errors import InputError
+from glacierflow.products import remove_stale_staging
 from glacierflow.stack import Grid
 from glacierflow.timeseries.cube import pairs_cube, series_cube
 from glacierflow.timeseries.settings import SeriesSettings
@@ -281,6 +282,14 @@ def _write_point(point: PointSeries, folder: Path, name: str) -> None:
         fig.savefig(tmp, format="png", dpi=110, pil_kwargs={"compress_level": 2})
 
 
+def spill_store(out: Path, pid: int | None = None) -> Path:
+    """Where a lazily read cube's series is spilled while the cubes are written: a hidden
+    temporary of process ``pid`` (default this one), named as
+    :func:`glacierflow.products.remove_stale_staging` recognises, so that a run killed midway
+    leaves nothing behind once the next run starts."""
+    return out / f".{SERIES_CUBE}.tmp-{os.getpid() if pid is None else pid}-blocks.zarr"
+
+
 def run_series(
     inputs: Sequence[xr.Dataset | str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -361,7 +370,8 @@ def run_series(
     series = invert_cube(cube, edges, settings.inversion())
     series.attrs["freq"] = str(settings.freq)
     out.mkdir(parents=True, exist_ok=True)
-    spill = out / f".{SERIES_CUBE}.blocks-{os.getpid()}.zarr"
+    remove_stale_staging(out)  # spill stores and temporaries of runs that were killed
+    spill = spill_store(out)
     try:
         series = _spilled(series, spill) if lazy else series.compute()
         result = SeriesResult(pairs=pairs_cube(cube), series=series_cube(series, cube))
