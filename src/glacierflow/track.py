@@ -50,7 +50,7 @@ from glacierflow.filters import (
 from glacierflow.matching import MatchResult, NodeGrid, make_grid, match
 from glacierflow.pair import Pair, SceneLike, lattice_offset, load_pair, load_pair_tiled
 from glacierflow.progress import Progress, ProgressSink, node_bar
-from glacierflow.scenes import Scene, read_header
+from glacierflow.scenes import Scene, read_header, read_scene
 from glacierflow.settings import COREG_CHOICES, TrackSettings
 from glacierflow.stable import FALLBACK_SOURCE, stable_ground
 from glacierflow.uncertainty import node_errors
@@ -205,7 +205,7 @@ def track_pair(
     dx, dy, stable, coreg_sigma_px, coreg_attrs = coregister_offsets(
         filt, stable, geo, s, stable_attrs["stable_source"]
     )
-    peak_cov = peak_covariance(pair, geo, s)
+    peak_cov = peak_covariance(pair, geo, s, band)
     sigma_px, error_attrs = error_model(
         result.corr, dx, dy, stable, coreg_sigma_px, s, stable_attrs["stable_source"], peak_cov
     )
@@ -406,16 +406,24 @@ def coregister_offsets(
 
 
 def peak_covariance(
-    pair: Pair, geo: NodeGeometry, settings: TrackSettings
-) -> tuple[np.ndarray, np.ndarray] | None:
+    pair: Pair, geo: NodeGeometry, settings: TrackSettings, band: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The texture's elongation of each node's peak (:func:`peak_covariance_shape` of the
-    reference scene), or None where the pixels are not in memory (tiled matching)."""
-    ref = pair.ref
-    if settings.tiling.enabled or ref.data.shape != ref.valid.shape or ref.data.size == 0:
-        return None
-    grid = geo.grid
+    reference scene; in strips read from the file when matching is tiled)."""
+    ref, grid = pair.ref, geo.grid
+    image: Any = ref.data
+    if settings.tiling.enabled:
+        from rasterio.windows import Window
+
+        (r0, c0), width, at = ref.file_offset_px, ref.shape[1], (ref.acquired, ref.sensor)
+
+        def image(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+            win = Window(c0, r0 + top, width, bottom - top)
+            part = read_scene(ref.path, band=band, acquired=at[0], sensor=at[1], window=win)
+            return part.data, part.valid
+
     return peak_covariance_shape(
-        ref.data, ref.valid, grid.rows_px(), grid.cols_px(), settings.matching.chip_px
+        image, ref.valid, grid.rows_px(), grid.cols_px(), settings.matching.chip_px, shape=ref.shape
     )
 
 
@@ -429,13 +437,8 @@ def error_model(
     source: str,
     peak_cov: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Step 5: the one-sigma offset errors of every node, in pixels, stacked as (isotropic,
-    of dx, of dy), and the ``v_error_*`` attributes (:func:`glacierflow.uncertainty.node_errors`).
-
-    Their shape comes from the correlation peak (elongated along the texture for the two
-    components, by ``peak_cov``) and their scales from the stable nodes; too few stable nodes:
-    the default scale, with a warning.
-    """
+    """Step 5: the one-sigma offset errors of every node in pixels, stacked (isotropic, of dx,
+    of dy), and the ``v_error_*`` attributes (:func:`glacierflow.uncertainty.node_errors`)."""
     m = settings.matching
     return node_errors(corr, dx, dy, stable, m.chip_px, m.step_px, coreg_sigma_px, peak_cov, source)
 

@@ -40,6 +40,7 @@ References
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -348,12 +349,14 @@ def offset_sigma_px(
 
 
 def peak_covariance_shape(
-    image: np.ndarray,
+    image: np.ndarray | Callable[[int, int], tuple[np.ndarray, np.ndarray]],
     valid: np.ndarray | None,
     rows_px: np.ndarray,
     cols_px: np.ndarray,
     chip_px: int,
     block_rows: int = 32,
+    *,
+    shape: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Relative variance of ``dx`` and of ``dy`` at each node, from the shape of its peak.
 
@@ -368,10 +371,14 @@ def peak_covariance_shape(
 
     Parameters
     ----------
-    image : ndarray, shape (H, W)
-        The reference image as matched.
+    image : ndarray, shape (H, W), or callable
+        The reference image as matched; or ``rows(top, bottom) -> (data, valid)`` giving its
+        rows ``top:bottom`` (e.g. read from the file, for scenes too large to hold), with
+        ``shape``. Either way the image is taken in the same strips, so the result is the same
+        to the last bit.
     valid : ndarray of bool, optional
-        Valid pixels; gradients touching an invalid pixel count as zero.
+        Valid pixels; gradients touching an invalid pixel count as zero (unused with a
+        callable ``image``).
     rows_px, cols_px : ndarray of int
         Image rows and columns of the nodes (chips centred on them, as in
         :mod:`glacierflow.matching.grid`).
@@ -379,23 +386,36 @@ def peak_covariance_shape(
         Chip side, in pixels.
     block_rows : int
         Node rows summed at a time (bounds the memory to a strip of the image).
+    shape : (int, int), optional
+        ``(H, W)`` of the image, with a callable ``image``.
 
     Returns
     -------
     c_x, c_y : ndarray of float64, shape (len(rows_px), len(cols_px))
         Factors on the variance of ``dx`` and of ``dy`` (dimensionless, mean 1).
     """
-    img = np.asarray(image)
-    ok = np.ones(img.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    if callable(image):
+        if shape is None:
+            raise ValueError("give the image's shape with a callable image")
+        rows_of = image
+    else:
+        img = np.asarray(image)
+        ok = np.ones(img.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+        shape = img.shape
+
+        def rows_of(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+            return img[top:bottom], ok[top:bottom]
+
     rows_px, cols_px = np.asarray(rows_px, dtype=np.int64), np.asarray(cols_px, dtype=np.int64)
-    h, (height, width) = chip_px // 2, img.shape
+    h, (height, width) = chip_px // 2, shape
     sums = np.zeros((2, rows_px.size, cols_px.size))
     c0, c1 = np.clip(cols_px - h, 0, width), np.clip(cols_px - h + chip_px, 0, width)
     for i0 in range(0, rows_px.size, block_rows):
         rs = rows_px[i0 : i0 + block_rows]
         top = max(int(rs.min()) - h - 1, 0)
         bottom = min(int(rs.max()) - h + chip_px + 1, height)
-        a, m = img[top:bottom].astype(np.float64), ok[top:bottom]
+        data, m = rows_of(top, bottom)
+        a, m = np.asarray(data, dtype=np.float64), np.asarray(m, dtype=bool)
         grads = np.zeros((2, *a.shape))
         grads[0][:, 1:-1] = (a[:, 2:] - a[:, :-2]) * (m[:, 2:] & m[:, :-2])
         grads[1][1:-1] = (a[2:] - a[:-2]) * (m[2:] & m[:-2])
