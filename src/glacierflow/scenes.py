@@ -241,10 +241,7 @@ def read_scene(
     acquired : datetime, date or str, optional
         Acquisition time; overrides metadata and file name (``time_source = "option"``). A
         string is parsed with :func:`parse_datetime`; naive times are UTC. On another UTC day
-        than the MTL file's or the name's ID it stops with a
-        :class:`~glacierflow.errors.DateConflictError` (unless inside
-        :func:`glacierflow.acquisition.trusting_given_dates`); checked when the whole scene
-        or its header is read, not for the window reads that follow.
+        than the metadata's: :func:`glacierflow.acquisition.check_given_date` (not on windows).
     sensor : str, optional
         Overrides the sensor found in metadata or name.
     window : rasterio.windows.Window, optional
