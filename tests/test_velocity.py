@@ -484,3 +484,35 @@ def test_stable_shift_is_the_bias_of_the_raw_velocities_on_rock(yahtse_products)
             np.testing.assert_allclose(
                 granule[comp].values[on_rock] + shift, raw[comp].values[on_rock], atol=0.05
             )
+
+
+def test_a_pair_cube_of_the_time_series_keeps_the_component_errors():
+    """The time series takes each component's own error from a pair product, and v_error for
+    both from products written before vx_error/vy_error existed."""
+    from pyproj import CRS
+
+    from glacierflow.timeseries.network import pair_to_cube
+
+    z = np.zeros((3, 4))
+    ds = velocity_dataset(
+        z,
+        z,
+        z + 1,
+        z + 10,
+        image_transform=Affine(15, 0, 500000, 0, -15, 6000000),
+        row0_px=0,
+        col0_px=0,
+        step_px=8,
+        crs_wkt=CRS.from_epsg(32607).to_wkt(),
+        dt_days=16.0,
+        attrs={"ref_time": "2016-07-18T00:00:00+00:00", "sec_time": "2016-08-03T00:00:00+00:00"},
+        v_error=z + 2,
+        vx_error=z + 1,
+        vy_error=z + 3,
+    )
+    cube = pair_to_cube(ds)
+    np.testing.assert_array_equal(cube["vx_error"].values[0], 1.0)
+    np.testing.assert_array_equal(cube["vy_error"].values[0], 3.0)
+    old = pair_to_cube(ds.drop_vars(["vx_error", "vy_error"]))
+    np.testing.assert_array_equal(old["vx_error"].values[0], 2.0)
+    np.testing.assert_array_equal(old["vy_error"].values[0], 2.0)
