@@ -195,20 +195,20 @@ def _window_transform(window: Window, transform: affine.Affine) -> affine.Affine
 
 
 def check_given_order(a: Scene, b: Scene) -> None:
-    """Refuse to reorder REF ``a`` after SEC ``b`` on the word of a given date alone.
+    """Refuse to reorder REF ``a`` after SEC ``b`` when both dates were given.
 
-    Files given later image first are put in order when their metadata (MTL, IDs, STAC) says
-    so; but where a date came from ``ref_date``/``sec_date`` (``time_source == "option"``), a
-    later REF most likely means swapped dates, and reordering would reverse the flow. (A
-    given date that contradicts the metadata has stopped the read already.)
+    Files given later image first are put in order (with a note) when a date from metadata
+    (MTL, IDs, STAC) takes part; but two given dates (``ref_date``/``sec_date``, ``time_source
+    == "option"``) that make REF the later image are most likely swapped, and reordering would
+    reverse the flow. (A given date that contradicts the metadata has stopped the read
+    already.)
 
     Raises
     ------
     InputError
-        Naming both files, their dates and where each came from.
+        Naming both files and their dates.
     """
-    given = [s for s in (a, b) if s.time_source == "option"]
-    if not given:
+    if not a.time_source == b.time_source == "option":
         return
     raise InputError(
         f"REF's date ({_iso(a)}, from {_source(a, 'ref_date')}) is later than SEC's "
