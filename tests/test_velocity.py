@@ -388,6 +388,10 @@ def test_summary_and_netcdf_carry_the_statistics_and_flags(yahtse_products):
         assert list(nc["quality"].attrs["flag_masks"]) == [1, 2, 4, 8, 16, 32]
         assert nc["quality"].attrs["flag_meanings"].startswith("no_match low_correlation")
         np.testing.assert_array_equal(nc["quality"].values, ds["quality"].values)
+        # Each component points at its own error (CF ancillary_variables), as ITS_LIVE names it.
+        assert nc["vx"].attrs["ancillary_variables"] == "vx_error v_error quality"
+        assert nc["vy"].attrs["ancillary_variables"] == "vy_error v_error quality"
+        assert nc["vx_error"].attrs["long_name"] == "1-sigma error of vx"
     with rasterio.open(paths["cog"]) as tif:
         assert tif.descriptions == (*VARIABLES, *ERROR_VARIABLES, "quality", "chip_px")
         assert tif.tags(VARIABLES_BANDS["vx_error"])["units"] == "m/yr"
