@@ -256,6 +256,57 @@ def _finish_tile(
     -------
     ndarray, shape (NY * NX, K, K), float32
     """
+    k = 2 * search_px + 1
+    ny, nx = rows_px.size, cols_px.size
+    dm, s1_w, inv_t, inv_w = _finish_factors(
+        raw.dtype,
+        m,
+        m_w,
+        ref_tab,
+        sec_tab,
+        rows_px,
+        cols_px,
+        chip_px,
+        search_px,
+        step_px,
+        win_offset_px,
+    )
+    raw = raw.reshape(ny, nx, k, k)
+    fused = _fused()
+    if fused is not None and raw.dtype == np.float32:
+        raw = np.ascontiguousarray(raw)
+        fused.finish_grid(raw, dm, s1_w, inv_t, inv_w, step_px)
+        return raw.reshape(-1, k, k)
+    # Numerator: sum (t - mean_t) w = sum (t - mean_t) (w - m_w)
+    #                               = raw + (m - mean_t) * (sum of w - m_w under the chip).
+    s1v, inv_wv = (sliding_window_view(a, (k, k))[::step_px, ::step_px] for a in (s1_w, inv_w))
+    raw += dm[:, :, None, None] * s1v
+    raw = raw.astype(np.float32, copy=False)
+    raw *= inv_t[:, :, None, None] * inv_wv
+    return raw.reshape(-1, k, k)
+
+
+def _finish_factors(
+    dtype: np.dtype,
+    m: float,
+    m_w: float,
+    ref_tab: SumTables,
+    sec_tab: SumTables,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    chip_px: int,
+    search_px: int,
+    step_px: int,
+    win_offset_px: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What turns a tile's raw products into coefficients, from the summed-area tables.
+
+    Returns ``dm`` (NY, NX), the chip means' difference from ``m``; ``s1_w``, the window sums
+    less ``m_w`` under the chip at every shift of the tile (a dense map whose node ``(i, j)``
+    reads ``[i * step : i * step + K, j * step : j * step + K]``), both in ``dtype``; and the
+    inverse spreads of chips (NY, NX) and of windows (the same dense map), float32, NaN where
+    flat.
+    """
     c, s, step = chip_px, search_px, step_px
     oy, ox = win_offset_px
     half, k = c // 2, 2 * s + 1
@@ -272,17 +323,17 @@ def _finish_tile(
     s1 = sec_tab.box_region(t0, l0, rows_d, cols_d, c)
     s2 = sec_tab.box_region(t0, l0, rows_d, cols_d, c, squared=True)
     inv_w = _inverse_spread(s2 - s1 * (s1 / n_px), n_px)
-    s1_w = (s1 - n_px * m_w).astype(raw.dtype)
-    s1v, inv_wv = (sliding_window_view(a, (k, k))[::step, ::step] for a in (s1_w, inv_w))
-    # Numerator: sum (t - mean_t) w = sum (t - mean_t) (w - m_w)
-    #                               = raw + (m - mean_t) * (sum of w - m_w under the chip).
-    raw = raw.reshape(ny, nx, k, k)
-    dm = (m - sum_t / n_px).astype(raw.dtype).reshape(ny, nx)
-    raw += dm[:, :, None, None] * s1v
-    raw = raw.astype(np.float32, copy=False)
+    s1_w = (s1 - n_px * m_w).astype(dtype)
+    dm = (m - sum_t / n_px).astype(dtype).reshape(ny, nx)
     inv_t = _inverse_spread(energy, n_px).reshape(ny, nx)
-    raw *= inv_t[:, :, None, None] * inv_wv
-    return raw.reshape(-1, k, k)
+    return dm, s1_w, inv_t, inv_w
+
+
+def _fused():
+    """The compiled loops (:mod:`.fused`), or None where numba is missing."""
+    from glacierflow.matching import fused
+
+    return fused if fused.AVAILABLE else None
 
 
 def ncc_dense(
@@ -320,9 +371,26 @@ def ncc_dense(
     bsec = sec.image[t0 : t0 + h + k - 1, l0 : l0 + w + k - 1]
     m_w = float(bsec.mean(dtype=np.float64))
     bsec = bsec - np.float32(m_w)
-    raw = np.empty((k, k, ny, nx), dtype=np.float64)
     prod = np.empty((h, w), dtype=np.float32)
     box = np.empty((h, w), dtype=np.float64)
+    fused = _fused()
+    if fused is not None:
+        # Each offset's coefficients straight from its box sums: no raw array, no transpose.
+        factors = _finish_factors(
+            np.float64, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox)
+        )
+        if c > 5 and np.ascontiguousarray(bsec).flags.c_contiguous:
+            return fused.dense_tile(
+                np.ascontiguousarray(a), np.ascontiguousarray(bsec), c, step, *factors
+            )
+        out = np.empty((ny * nx, k, k), dtype=np.float32)
+        for sy in range(k):
+            for sx in range(k):
+                cv2.multiply(a, bsec[sy : sy + h, sx : sx + w], dst=prod)
+                _box_sums_px(prod, c, box)
+                fused.dense_offset(box, step, sy, sx, *factors, out)
+        return out
+    raw = np.empty((k, k, ny, nx), dtype=np.float64)
     for sy in range(k):
         for sx in range(k):
             cv2.multiply(a, bsec[sy : sy + h, sx : sx + w], dst=prod)

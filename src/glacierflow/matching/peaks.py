@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from glacierflow.matching.settings import MatchSettings
-from glacierflow.matching.subpixel import refine_peak
+from glacierflow.matching.subpixel import lanczos_taps, refine_peak
 
 __all__ = ["integer_peaks", "locate_peaks", "peak_snr"]
 
@@ -108,6 +108,14 @@ def locate_peaks(
     """
     n = surf.shape[0]
     s = settings.search_px
+    if settings.subpixel == "lanczos" and n:
+        from glacierflow.matching import fused
+
+        if fused.AVAILABLE:
+            # One compiled pass per surface: peak, SNR and refinement (the same arithmetic).
+            taps, order = lanczos_taps(surf.shape[1])
+            out = fused.locate_lanczos(surf, s, taps, order)
+            return out[0], out[1], out[2], out[3]
     pr, pc, usable = integer_peaks(surf)
     out = np.full((4, n), np.nan, dtype=np.float32)
     if usable.any():

@@ -101,6 +101,16 @@ def _kernel_weights(kind: str, frac: np.ndarray, taps: int, order: int = LANCZOS
     return w / w.sum(axis=-1, keepdims=True)
 
 
+def lanczos_taps(k: int) -> tuple[int, int]:
+    """Samples on each side of the peak and Lanczos order for ``K x K`` surfaces.
+
+    The order is :data:`LANCZOS_A`, lowered (to 2 at least) where the surface is too small to
+    hold its support; the taps are its support plus the +/-1 px range of the result.
+    """
+    order = max(2, min(LANCZOS_A, (k - 3) // 2))
+    return order + 1, order
+
+
 def refine_peak(
     surfaces: np.ndarray,
     peak_rows: np.ndarray,
@@ -144,9 +154,8 @@ def refine_peak(
     n, k, _ = surfaces.shape
     if n == 0:
         return np.zeros(0), np.zeros(0)
-    # Kernel support plus the +/-1 px range of the result.
-    order = max(2, min(LANCZOS_A, (k - 3) // 2))
-    taps = {"lanczos": order + 1, "cubic": 3}.get(method, 1)
+    taps, order = lanczos_taps(k)
+    taps = {"lanczos": taps, "cubic": 3}.get(method, 1)
     # Neighbourhood of the peak; indices clipped at the border repeat the edge sample, and NaN
     # samples (too little overlap in masked correlation) take the neighbourhood's minimum.
     offs = np.arange(-taps, taps + 1)
