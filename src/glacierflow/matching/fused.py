@@ -11,15 +11,15 @@ the same precision: float32 normalisation gives the same values bit for bit; the
 refinement and the SNR work in float64 as before (sums in another order, which moves results by
 about 1e-16).
 
-This module imports numba, which takes a few tenths of a second in a fresh process: it is
-imported only by the kernels that use it (and preloaded by the matching workers); the compiled
-code is cached on disk (numba's cache: next to this file, or in the user's cache folder where
-the package is read-only), so only the very first run compiles (a few seconds).
+Importing this module imports numba and loads the loops (a few tenths of a second; the code is
+cached on disk by numba, next to this file or in the user's cache folder where the package is
+read-only, so only the very first run compiles, for a few seconds). The kernels reach it through
+:func:`glacierflow.matching.ncc.compiled_loops`, which loads it in the background and keeps
+the numpy form (the same values) until it is ready; matching workers import it before their
+first task.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -212,16 +212,33 @@ def dense_tile(
 
 
 @_jit
-def _weights(f, taps, order, u, v, w):  # pragma: no cover - compiled
-    """Normalised Lanczos weights of samples ``-taps..taps`` at position ``f`` into ``w``."""
+def _sin_cos_pi(t, sin_taylor, cos_taylor):  # pragma: no cover - compiled
+    """``subpixel.sin_cos_pi`` of one value, operation by operation."""
+    n = np.rint(t)
+    x = np.pi * (t - n)
+    x2 = x * x
+    m = sin_taylor.size
+    s = sin_taylor[m - 1]
+    c = cos_taylor[m - 1]
+    for i in range(m - 2, -1, -1):
+        s = s * x2 + sin_taylor[i]
+        c = c * x2 + cos_taylor[i]
+    sign = 1.0 - 2.0 * (n % 2)
+    return sign * (s * x), sign * c
+
+
+@_jit
+def _weights(f, taps, order, u, v, w, st, ct):  # pragma: no cover - compiled
+    """Normalised Lanczos weights of samples ``-taps..taps`` at position ``f`` into ``w``
+    (``subpixel._kernel_weights``)."""
     a = float(order)
     whole = np.rint(f)
     if abs(f - whole) < 1e-7:
         f = whole + 1e-7
-    c = a / (np.pi * np.pi) * math.sin(np.pi * f)
-    p = c * math.sin(np.pi * f / a)
-    q = c * math.cos(np.pi * f / a)
-    total = 0.0
+    c = a / (np.pi * np.pi) * _sin_cos_pi(f, st, ct)[0]
+    sa, ca = _sin_cos_pi(f / a, st, ct)
+    p = c * sa
+    q = c * ca
     for m in range(2 * taps + 1):
         t = f - (m - taps)
         t2 = t * t
@@ -231,7 +248,7 @@ def _weights(f, taps, order, u, v, w):  # pragma: no cover - compiled
             x -= q * v[m]
             x /= t2
         w[m] = x
-        total += x
+    total = _leaf_sum(w, 0, 2 * taps + 1, 0.0)
     for m in range(2 * taps + 1):
         w[m] /= total
 
@@ -262,7 +279,7 @@ def _step(g, h, cross, cross_g, det, concave):  # pragma: no cover - compiled
 
 
 @_jit
-def _refine(local, taps, order, u, v, iterations):  # pragma: no cover - compiled
+def _refine(local, taps, order, u, v, st, ct, iterations):  # pragma: no cover - compiled
     """Sub-pixel peak of one neighbourhood (``subpixel.refine_peak``, Lanczos)."""
     n = 2 * taps + 1
     t = taps
@@ -276,19 +293,20 @@ def _refine(local, taps, order, u, v, iterations):  # pragma: no cover - compile
     z = np.empty((3, 3))
     for _ in range(iterations):
         for s in range(3):
-            _weights(drow + (s - 1) * h, taps, order, u, v, wy[s])
-            _weights(dcol + (s - 1) * h, taps, order, u, v, wx[s])
+            _weights(drow + (s - 1) * h, taps, order, u, v, wy[s], st, ct)
+            _weights(dcol + (s - 1) * h, taps, order, u, v, wx[s], st, ct)
+        # wy @ local @ wx.T, summed sample by sample (as subpixel._interpolate).
         for s in range(3):
             for col in range(n):
-                acc = 0.0
-                for row in range(n):
-                    acc += wy[s, row] * local[row, col]
+                acc = wy[s, 0] * local[0, col]
+                for row in range(1, n):
+                    acc = acc + wy[s, row] * local[row, col]
                 m[s, col] = acc
         for s in range(3):
             for r in range(3):
-                acc = 0.0
-                for col in range(n):
-                    acc += m[s, col] * wx[r, col]
+                acc = m[s, 0] * wx[r, 0]
+                for col in range(1, n):
+                    acc = acc + m[s, col] * wx[r, col]
                 z[s, r] = acc
         gy = (z[2, 1] - z[0, 1]) / (2 * h)
         gx = (z[1, 2] - z[1, 0]) / (2 * h)
@@ -305,39 +323,125 @@ def _refine(local, taps, order, u, v, iterations):  # pragma: no cover - compile
 
 
 @_jit
-def _locate(surf, search, taps, order, u, v, iterations, exclude, out):  # pragma: no cover
+def _leaf_sum(a, lo, n, zero):  # pragma: no cover - compiled
+    """numpy's pairwise summation of at most 128 values (eight interleaved sums)."""
+    if n < 8:
+        res = zero
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@_jit
+def _pairwise_sum(a, lo, n, zero):  # pragma: no cover - compiled
+    """numpy's pairwise summation (``np.add.reduce`` of a contiguous row) in the precision of
+    ``zero``, bit for bit: halves (rounded down to a multiple of 8) summed recursively down to
+    128 values. Written with an explicit stack (numba cannot cache recursive functions)."""
+    seg_lo = np.empty(64, np.int64)
+    seg_n = np.empty(64, np.int64)  # -1: add the last two results
+    done = np.empty(64, np.asarray(zero).dtype)
+    top, n_done = 0, 0
+    seg_lo[0], seg_n[0] = lo, n
+    while top >= 0:
+        start, m = seg_lo[top], seg_n[top]
+        top -= 1
+        if m < 0:
+            n_done -= 1
+            done[n_done - 1] = done[n_done - 1] + done[n_done]
+        elif m <= 128:
+            done[n_done] = _leaf_sum(a, start, m, zero)
+            n_done += 1
+        else:
+            half = m // 2
+            half -= half % 8
+            seg_lo[top + 1], seg_n[top + 1] = 0, -1  # then add them
+            seg_lo[top + 2], seg_n[top + 2] = start + half, m - half  # then the second
+            seg_lo[top + 3], seg_n[top + 3] = start, half  # the first half first
+            top += 3
+    return done[0]
+
+
+@_jit
+def _snr(s, pr, pc, exclude, a64, a32, b32):  # pragma: no cover - compiled
+    """``peaks.peak_snr`` of one surface, with numpy's sums (float64 over the surface, float32
+    where it holds NaN, float32 over the box around the peak)."""
+    k = s.shape[0]
+    has_nan = False
+    count = 0
+    m = 0
+    for r in range(k):
+        for c in range(k):
+            x = abs(s[r, c])
+            a64[m] = x
+            if np.isfinite(x):
+                a32[m] = x
+                count += 1
+            else:
+                a32[m] = 0.0
+                has_nan = has_nan or np.isnan(x)
+            m += 1
+    if has_nan:
+        total = np.float64(_pairwise_sum(a32, 0, k * k, np.float32(0.0)))
+    else:
+        total = _pairwise_sum(a64, 0, k * k, 0.0)
+        count = k * k
+    m = 0
+    fbox = 0
+    for r in range(pr - exclude, pr + exclude + 1):
+        for c in range(pc - exclude, pc + exclude + 1):
+            b32[m] = 0.0
+            if 0 <= r < k and 0 <= c < k:
+                x = abs(s[r, c])
+                if np.isfinite(x):
+                    b32[m] = x
+                    fbox += 1
+            m += 1
+    box = _pairwise_sum(b32, 0, m, np.float32(0.0))
+    noise = (total - box) / max(count - fbox, 1)
+    return s[pr, pc] / max(noise, 1e-6)
+
+
+@_jit
+def _locate(surf, search, taps, order, u, v, st, ct, iterations, exclude, out):  # pragma: no cover
     n, k, _ = surf.shape
     nb = 2 * taps + 1
     local = np.empty((nb, nb))
+    a64 = np.empty(k * k)
+    a32 = np.empty(k * k, dtype=np.float32)
+    b32 = np.empty((2 * exclude + 1) ** 2, dtype=np.float32)
     for i in range(n):
         s = surf[i]
         best = -np.inf
         pr = -1
         pc = -1
-        total = 0.0
-        count = 0
         for r in range(k):
             for c in range(k):
                 x = s[r, c]
-                if np.isfinite(x):
-                    total += abs(x)
-                    count += 1
-                    if x > best:
-                        best = x
-                        pr = r
-                        pc = c
+                if x > best:  # the first maximum; NaN never compares greater
+                    best = x
+                    pr = r
+                    pc = c
         if pr <= 0 or pr >= k - 1 or pc <= 0 or pc >= k - 1:
             continue  # no finite value, or a truncated peak on the border of the search
-        # Noise: mean absolute value outside the box around the peak.
-        box = 0.0
-        fbox = 0
-        for r in range(max(pr - exclude, 0), min(pr + exclude + 1, k)):
-            for c in range(max(pc - exclude, 0), min(pc + exclude + 1, k)):
-                x = s[r, c]
-                if np.isfinite(x):
-                    box += abs(x)
-                    fbox += 1
-        noise = (total - box) / max(count - fbox, 1)
+        snr = _snr(s, pr, pc, exclude, a64, a32, b32)
         # Neighbourhood of the peak, edge samples repeated, non-finite ones its minimum.
         lowest = np.inf
         bad = False
@@ -357,12 +461,11 @@ def _locate(surf, search, taps, order, u, v, iterations, exclude, out):  # pragm
                 for b in range(nb):
                     if not np.isfinite(local[a, b]):
                         local[a, b] = fill
-        dr, dc = _refine(local, taps, order, u, v, iterations)
-        peak = s[pr, pc]
+        dr, dc = _refine(local, taps, order, u, v, st, ct, iterations)
         out[0, i] = pc - search + dc
         out[1, i] = pr - search + dr
-        out[2, i] = peak
-        out[3, i] = peak / max(noise, 1e-6)
+        out[2, i] = s[pr, pc]
+        out[3, i] = snr
 
 
 def locate_lanczos(
@@ -370,6 +473,7 @@ def locate_lanczos(
     search_px: int,
     taps: int,
     order: int,
+    factors: tuple[np.ndarray, ...],
     iterations: int = 3,
     exclude_px: int = 2,
 ) -> np.ndarray:
@@ -383,6 +487,9 @@ def locate_lanczos(
         Search radius, pixels (``K = 2 search_px + 1``).
     taps, order : int
         Samples on each side of the peak and Lanczos order (as ``subpixel.refine_peak``).
+    factors : tuple of ndarray
+        ``u, v`` per tap (``subpixel.lanczos_tap_factors``) and the Taylor coefficients of
+        ``subpixel.sin_cos_pi`` (``SIN_TAYLOR``, ``COS_TAYLOR``), float64.
     iterations : int
         Newton steps.
     exclude_px : int
@@ -395,18 +502,22 @@ def locate_lanczos(
     """
     out = np.full((4, surf.shape[0]), np.nan, dtype=np.float32)
     if surf.shape[0]:
-        u, v = _lanczos_taps(taps, order)
+        u, v, st, ct = (np.asarray(a, dtype=np.float64) for a in factors)
         surf = np.ascontiguousarray(surf, dtype=np.float32)
-        _locate(surf, int(search_px), int(taps), int(order), u, v, int(iterations), exclude_px, out)
+        _locate(
+            surf,
+            int(search_px),
+            int(taps),
+            int(order),
+            u,
+            v,
+            st,
+            ct,
+            int(iterations),
+            int(exclude_px),
+            out,
+        )
     return out
-
-
-def _lanczos_taps(taps: int, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-tap factors of the Lanczos weights (``subpixel._lanczos_weights``)."""
-    a = float(order)
-    k = np.arange(-taps, taps + 1, dtype=np.float64)
-    sign = np.where(k % 2 == 0, 1.0, -1.0)
-    return np.cos(np.pi * k / a) * sign, np.sin(np.pi * k / a) * sign
 
 
 def warm() -> None:
@@ -419,4 +530,15 @@ def warm() -> None:
     one = np.ones((1, 1), f32)
     finish_grid(raw, one, two, one, two, 1)
     dense_offset(np.zeros((3, 3)), 1, 0, 0, np.ones((1, 1)), np.ones((3, 3)), one, two, raw[0])
-    locate_lanczos(np.zeros((1, 7, 7), f32), 3, 3, 2)
+    dense_tile(np.zeros((2, 2), f32), np.zeros((3, 3), f32), 2, 1, np.ones((1, 1)), np.ones((2, 2)),
+               one, np.ones((2, 2), f32))  # fmt: skip
+    ones = tuple(np.ones(n) for n in (7, 7, 13, 13))
+    locate_lanczos(np.zeros((1, 7, 7), f32), 3, 3, 2, ones)
+
+
+try:  # loaded here, so that a process that imports this module has the loops ready
+    warm()
+except Exception:  # pragma: no cover - a numba that cannot compile: the numpy form stays
+    AVAILABLE = False
+#: Set once the loops are loaded (:func:`glacierflow.matching.ncc.compiled_loops` reads it).
+READY = True

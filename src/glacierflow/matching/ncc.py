@@ -16,6 +16,9 @@ References
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import cv2
 import numpy as np
 import scipy.fft as sfft
@@ -29,6 +32,35 @@ from glacierflow.matching.stats import image_stats
 #: 25-50 % of the chip's valid pixels; at 0.5 it was cut out and every such node locked onto
 #: the stripes instead (a surface with such holes is now rejected, see ``match_nodes``).
 MIN_OVERLAP_FRACTION = 0.25
+
+
+_LOADING: list[threading.Thread] = []
+_LOADING_LOCK = threading.Lock()
+
+
+def compiled_loops():
+    """The compiled loops of the NCC kernels (:mod:`glacierflow.matching.fused`), or None.
+
+    Importing numba and loading its cached code takes a few tenths of a second (seconds on the
+    very first run, which compiles): the first call starts that in a background thread and
+    returns None, and so does every call until the loops are ready. The kernels then take
+    their numpy form, which gives the same values bit for bit: a small run never waits for
+    numba, a large one switches after its first tiles. Matching workers load the loops before
+    their first task (importing the module loads them); where numba is missing this stays None.
+    """
+    mod = sys.modules.get("glacierflow.matching.fused")
+    if mod is not None and getattr(mod, "READY", False):
+        return mod if mod.AVAILABLE else None
+    with _LOADING_LOCK:
+        if not _LOADING:
+            thread = threading.Thread(target=_load_compiled, name="glacierflow-numba", daemon=True)
+            _LOADING.append(thread)
+            thread.start()
+    return None
+
+
+def _load_compiled() -> None:
+    import glacierflow.matching.fused  # noqa: F401  (its import loads the loops)
 
 
 def _box_sums(a: np.ndarray, size_px: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from glacierflow.matching.ncc import (
     MIN_OVERLAP_FRACTION,
     PreparedImage,
     SumTables,
+    compiled_loops,
 )
 
 __all__ = [
@@ -272,7 +273,7 @@ def _finish_tile(
         win_offset_px,
     )
     raw = raw.reshape(ny, nx, k, k)
-    fused = _fused()
+    fused = compiled_loops()
     if fused is not None and raw.dtype == np.float32:
         raw = np.ascontiguousarray(raw)
         fused.finish_grid(raw, dm, s1_w, inv_t, inv_w, step_px)
@@ -329,13 +330,6 @@ def _finish_factors(
     return dm, s1_w, inv_t, inv_w
 
 
-def _fused():
-    """The compiled loops (:mod:`.fused`), or None where numba is missing."""
-    from glacierflow.matching import fused
-
-    return fused if fused.AVAILABLE else None
-
-
 def ncc_dense(
     ref: PreparedImage,
     sec: PreparedImage,
@@ -373,7 +367,7 @@ def ncc_dense(
     bsec = bsec - np.float32(m_w)
     prod = np.empty((h, w), dtype=np.float32)
     box = np.empty((h, w), dtype=np.float64)
-    fused = _fused()
+    fused = compiled_loops()
     if fused is not None:
         # Each offset's coefficients straight from its box sums: no raw array, no transpose.
         factors = _finish_factors(
