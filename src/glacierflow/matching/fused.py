@@ -298,10 +298,10 @@ def _refine(local, taps, order, u, v, st, ct, iterations):  # pragma: no cover -
         # wy @ local @ wx.T, summed sample by sample (as subpixel._interpolate).
         for s in range(3):
             for col in range(n):
-                acc = wy[s, 0] * local[0, col]
-                for row in range(1, n):
-                    acc = acc + wy[s, row] * local[row, col]
-                m[s, col] = acc
+                m[s, col] = wy[s, 0] * local[0, col]
+            for row in range(1, n):
+                for col in range(n):
+                    m[s, col] = m[s, col] + wy[s, row] * local[row, col]
         for s in range(3):
             for r in range(3):
                 acc = m[s, 0] * wx[r, 0]
@@ -380,29 +380,24 @@ def _pairwise_sum(a, lo, n, zero):  # pragma: no cover - compiled
 
 
 @_jit
-def _snr(s, pr, pc, exclude, a64, a32, b32):  # pragma: no cover - compiled
-    """``peaks.peak_snr`` of one surface, with numpy's sums (float64 over the surface, float32
-    where it holds NaN, float32 over the box around the peak)."""
+def _snr(s, pr, pc, exclude, total, a32, b32):  # pragma: no cover - compiled
+    """``peaks.peak_snr`` of one surface from its float64 sum of absolute values, with numpy's
+    sums (float32 over the finite values where the surface holds NaN, float32 over the box
+    around the peak)."""
     k = s.shape[0]
-    has_nan = False
-    count = 0
-    m = 0
-    for r in range(k):
-        for c in range(k):
-            x = abs(s[r, c])
-            a64[m] = x
-            if np.isfinite(x):
-                a32[m] = x
-                count += 1
-            else:
+    count = k * k
+    if np.isnan(total):
+        count = 0
+        m = 0
+        for r in range(k):
+            for c in range(k):
+                x = abs(s[r, c])
                 a32[m] = 0.0
-                has_nan = has_nan or np.isnan(x)
-            m += 1
-    if has_nan:
+                if np.isfinite(x):
+                    a32[m] = x
+                    count += 1
+                m += 1
         total = np.float64(_pairwise_sum(a32, 0, k * k, np.float32(0.0)))
-    else:
-        total = _pairwise_sum(a64, 0, k * k, 0.0)
-        count = k * k
     m = 0
     fbox = 0
     for r in range(pr - exclude, pr + exclude + 1):
@@ -429,19 +424,20 @@ def _locate(surf, search, taps, order, u, v, st, ct, iterations, exclude, out): 
     b32 = np.empty((2 * exclude + 1) ** 2, dtype=np.float32)
     for i in range(n):
         s = surf[i]
+        flat = s.reshape(k * k)
         best = -np.inf
-        pr = -1
-        pc = -1
-        for r in range(k):
-            for c in range(k):
-                x = s[r, c]
-                if x > best:  # the first maximum; NaN never compares greater
-                    best = x
-                    pr = r
-                    pc = c
-        if pr <= 0 or pr >= k - 1 or pc <= 0 or pc >= k - 1:
+        at = -1
+        for m in range(k * k):
+            x = flat[m]
+            a64[m] = abs(np.float64(x))
+            if x > best:  # the first maximum; NaN never compares greater
+                best = x
+                at = m
+        pr, pc = at // k, at % k
+        if at < 0 or pr <= 0 or pr >= k - 1 or pc <= 0 or pc >= k - 1:
             continue  # no finite value, or a truncated peak on the border of the search
-        snr = _snr(s, pr, pc, exclude, a64, a32, b32)
+        # NaN anywhere makes the float64 sum NaN: numpy's signal to sum finite values only.
+        snr = _snr(s, pr, pc, exclude, _pairwise_sum(a64, 0, k * k, 0.0), a32, b32)
         # Neighbourhood of the peak, edge samples repeated, non-finite ones its minimum.
         lowest = np.inf
         bad = False
