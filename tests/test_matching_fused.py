@@ -9,6 +9,8 @@ once without, and requires every array to be identical.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ def pair(yahtse_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run(monkeypatch, compiled: bool, ref, sec, settings, **kw):
-    loops = (lambda: fused) if compiled else (lambda: None)
+    loops = (lambda nodes=0: fused) if compiled else (lambda nodes=0: None)
     monkeypatch.setattr(ncc_tiles, "compiled_loops", loops)
     monkeypatch.setattr(peaks, "compiled_loops", loops)
     res = match(ref, sec, settings=settings, **kw)
@@ -74,3 +76,27 @@ def test_compiled_loops_with_nodata_and_prior(monkeypatch, pair):
         b = _run(monkeypatch, True, ref, sec, settings, **kw)
         assert np.isfinite(a[0]).mean() > 0.3
         np.testing.assert_array_equal(a, b)
+
+
+def test_small_runs_never_import_numba_large_ones_load_it_in_the_background(yahtse_dir):
+    """numba costs about half a second of CPU per process: a run under
+    ``COMPILE_AFTER_NODES`` nodes must not import it; past them it is loaded while the numpy
+    kernels go on."""
+    code = f"""
+import sys, rasterio
+import numpy as np
+from glacierflow.matching import MatchSettings, match, ncc
+with rasterio.open({str(yahtse_dir / "LC80630182016200LGN00_B8_yahtse.TIF")!r}) as ds:
+    ref = ds.read(1).astype(np.float64)[:400, :400]
+sec = np.roll(ref, 2, axis=1)
+res = match(ref, sec, settings=MatchSettings(step_px=8))
+assert res.valid.mean() > 0.9
+assert "numba" not in sys.modules, "a small run imported numba"
+ncc.COMPILE_AFTER_NODES = 2 * res.dx_px.size
+match(ref, sec, settings=MatchSettings(step_px=8))
+ncc._LOADING[0].join(300)
+assert ncc.compiled_loops() is not None, "the compiled loops were not loaded"
+"""
+    if not fused.AVAILABLE:
+        pytest.skip("numba is not installed")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=600)

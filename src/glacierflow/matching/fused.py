@@ -14,9 +14,8 @@ about 1e-16).
 Importing this module imports numba and loads the loops (a few tenths of a second; the code is
 cached on disk by numba, next to this file or in the user's cache folder where the package is
 read-only, so only the very first run compiles, for a few seconds). The kernels reach it through
-:func:`glacierflow.matching.ncc.compiled_loops`, which loads it in the background and keeps
-the numpy form (the same values) until it is ready; matching workers import it before their
-first task.
+:func:`glacierflow.matching.ncc.compiled_loops`, which loads it in the background once a process
+has matched enough nodes to win it back, and keeps the numpy form (the same values) until then.
 """
 
 from __future__ import annotations

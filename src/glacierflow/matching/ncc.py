@@ -34,25 +34,32 @@ from glacierflow.matching.stats import image_stats
 MIN_OVERLAP_FRACTION = 0.25
 
 
+#: Nodes a process matches with the numpy kernels before it loads the compiled loops: numba's
+#: import and cached code cost about half a second of CPU, which a smaller run would not win
+#: back (the loops save about 30 us per node on a busy 2-core machine).
+COMPILE_AFTER_NODES = 30_000
 _LOADING: list[threading.Thread] = []
 _LOADING_LOCK = threading.Lock()
+_NODES_SEEN = [0]
 
 
-def compiled_loops():
+def compiled_loops(nodes: int = 0):
     """The compiled loops of the NCC kernels (:mod:`glacierflow.matching.fused`), or None.
 
-    Importing numba and loading its cached code takes a few tenths of a second (seconds on the
-    very first run, which compiles): the first call starts that in a background thread and
-    returns None, and so does every call until the loops are ready. The kernels then take
-    their numpy form, which gives the same values bit for bit: a small run never waits for
-    numba, a large one switches after its first tiles. Matching workers load the loops before
-    their first task (importing the module loads them); where numba is missing this stays None.
+    Until they are loaded the kernels take their numpy form, which gives the same values bit
+    for bit. Once this process has asked for :data:`COMPILE_AFTER_NODES` nodes (``nodes`` per
+    call: the peak search counts each tile), a background thread imports numba and loads the
+    loops (a few tenths of a second; seconds on the very first run, which compiles), and every
+    call after that returns them: a small run never pays for numba, a large one switches
+    after its first tiles. A process that imported the module has them at once; where numba
+    is missing this stays None.
     """
     mod = sys.modules.get("glacierflow.matching.fused")
     if mod is not None and getattr(mod, "READY", False):
         return mod if mod.AVAILABLE else None
     with _LOADING_LOCK:
-        if not _LOADING:
+        _NODES_SEEN[0] += nodes
+        if not _LOADING and _NODES_SEEN[0] >= COMPILE_AFTER_NODES:
             thread = threading.Thread(target=_load_compiled, name="glacierflow-numba", daemon=True)
             _LOADING.append(thread)
             thread.start()
