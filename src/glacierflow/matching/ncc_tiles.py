@@ -206,25 +206,48 @@ def ncc_grid(
     m = float(ref.image[br[0] : br[-1] + b, bc[0] : bc[-1] + b].mean(dtype=np.float64))
     m_w = float(sec.image[r0:r1, c0:c1].mean(dtype=np.float64))
     blocks = sliding_window_view(ref.image, (b, b))[br[:, None], bc[None, :]] - np.float32(m)
-    wins = np.zeros((nu, nv, *shape), dtype=np.float32)
-    wins[:, :, :p0, :p0] = sliding_window_view(sec.image, (p0, p0))[
-        (br - s + oy)[:, None], (bc - s + ox)[None, :]
-    ]
-    wins[:, :, :p0, :p0] -= np.float32(m_w)
+    # Spectra kept as (rows of blocks, columns of blocks, frequency along x, along y).
     # The block spectrum: only its first b rows are non-zero, so transform those rows first
     # and let the column transform pad (about a third less work than a padded 2-D FFT).
-    spec = sfft.fft(sfft.rfft(blocks, n=shape[1], axis=-1), n=shape[0], axis=-2)
+    rows = sfft.rfft(blocks, n=shape[1], axis=-1)
+    spec = sfft.fft(rows.swapaxes(-1, -2), n=shape[0], axis=-1)
     np.conjugate(spec, out=spec)
-    spec *= sfft.rfft2(wins)
-    del wins
+    spec *= _window_spectra(sec.image, r0, c0, nu, nv, b, p0, shape, m_w)
     # Inverse transform of the rows that hold shifts 0..K-1 only.
-    f = sfft.irfft(sfft.ifft(spec, axis=-2)[:, :, :k], n=shape[1], axis=-1)[..., :k]
+    cols = sfft.ifft(spec, axis=-1)[..., :k]
     del spec
+    f = sfft.irfft(cols.swapaxes(-1, -2), n=shape[1], axis=-1)[..., :k]
+    del cols
     # A chip's numerator is the sum of its nb x nb blocks: moving sums over the block lattice
     # by pairwise doubling (log2(nb) passes per axis when nb is a power of two).
     raw = _lattice_sums(_lattice_sums(f, nb, st, axis=0), nb, st, axis=1)
     del f
     return _finish_tile(raw, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox))
+
+
+def _window_spectra(
+    image: np.ndarray,
+    r0: int,
+    c0: int,
+    nu: int,
+    nv: int,
+    b: int,
+    p0: int,
+    shape: tuple[int, int],
+    m_w: float,
+) -> np.ndarray:
+    """2-D spectra of the ``p0`` px search windows of a lattice of ``b`` px blocks, less
+    ``m_w``, zero-padded to ``shape``; shape (NU, NV, frequency along x, along y).
+
+    Windows ``b`` px apart share most of their rows: each row of the strip is transformed
+    once per column of blocks (a quarter of the row transforms of one 2-D FFT per window), then
+    each window's columns: the same transforms of the same values as ``rfft2``.
+    """
+    strip = image[r0 : r0 + (nu - 1) * b + p0]
+    parts = sliding_window_view(strip, p0, axis=1)[:, c0 : c0 + (nv - 1) * b + 1 : b]
+    rows = sfft.rfft(parts - np.float32(m_w), n=shape[1], axis=-1)  # (rows, NV, freq x)
+    win = sliding_window_view(rows, p0, axis=0)[::b]  # (NU, NV, freq x, p0 rows)
+    return sfft.fft(win, n=shape[0], axis=-1)
 
 
 def _tile_step(rows_px: np.ndarray, cols_px: np.ndarray, default: int) -> int:
