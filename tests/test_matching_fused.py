@@ -48,6 +48,7 @@ def _run(monkeypatch, compiled: bool, ref, sec, settings, **kw):
         dict(step_px=3, chip_px=31, search_px=10),  # dense, odd chip
         dict(step_px=6, chip_px=24, search_px=12, ncc_kernel="fft"),  # block FFT, 6 px blocks
         dict(step_px=4, search_px=3),  # small surfaces: a lower Lanczos order
+        dict(step_px=8, chip_px=24, search_px=12, ncc_kernel="fft"),  # 3 blocks per chip
     ],
 )
 def test_compiled_loops_give_numpy_values_bit_for_bit(monkeypatch, pair, options):

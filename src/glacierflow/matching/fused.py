@@ -27,7 +27,15 @@ try:  # numba is a core dependency; without it the kernels keep their numpy form
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["AVAILABLE", "dense_offset", "dense_tile", "finish_grid", "locate_lanczos", "warm"]
+__all__ = [
+    "AVAILABLE",
+    "dense_offset",
+    "dense_tile",
+    "finish_grid",
+    "lattice_sums",
+    "locate_lanczos",
+    "warm",
+]
 
 AVAILABLE = numba is not None
 
@@ -70,6 +78,61 @@ def finish_grid(
     inv_w[i*step + a, j*step + b])`` in float32, as ``ncc_tiles._finish_tile`` in numpy.
     """
     _finish_grid(raw, dm, s1w, inv_t, inv_w, int(step_px))
+
+
+@_jit
+def _lattice_axis0(a, width, stride, out, part):  # pragma: no cover - compiled
+    """``ncc_tiles._lattice_sums`` along the first axis of 4-D arrays, operation by operation:
+    partial sums of 1, 2, 4, ... entries by doubling, those of the set bits of ``width`` added
+    from the smallest."""
+    n, p2, p3, p4 = a.shape
+    n_out = out.shape[0]
+    for x in range(n):
+        for j in range(p2):
+            for r in range(p3):
+                for c in range(p4):
+                    part[x, j, r, c] = a[x, j, r, c]
+    span, rest, offset, first = 1, width, 0, True
+    while rest:
+        if rest & 1:
+            for i in range(n_out):
+                x = offset + i * stride
+                for j in range(p2):
+                    for r in range(p3):
+                        for c in range(p4):
+                            if first:
+                                out[i, j, r, c] = part[x, j, r, c]
+                            else:
+                                out[i, j, r, c] = out[i, j, r, c] + part[x, j, r, c]
+            first = False
+            offset += span
+        rest >>= 1
+        if rest:
+            n -= span
+            for x in range(n):
+                for j in range(p2):
+                    for r in range(p3):
+                        for c in range(p4):
+                            part[x, j, r, c] = part[x, j, r, c] + part[x + span, j, r, c]
+            span *= 2
+
+
+def lattice_sums(f: np.ndarray, width: int, stride: int) -> np.ndarray:
+    """``ncc_tiles._lattice_sums`` along axis 0 then axis 1 of ``f`` (NU, NV, K, K), float32:
+    the same sums bit for bit, without temporaries. Returns (NY, NX, K, K), C-contiguous."""
+    nu, nv, k, _ = f.shape
+    ny, nx = (nu - width) // stride + 1, (nv - width) // stride + 1
+    g = np.empty((ny, nv, k, k), dtype=np.float32)
+    _lattice_axis0(f, int(width), int(stride), g, np.empty(f.shape, dtype=np.float32))
+    out = np.empty((ny, nx, k, k), dtype=np.float32)
+    _lattice_axis0(
+        g.transpose(1, 0, 2, 3),
+        int(width),
+        int(stride),
+        out.transpose(1, 0, 2, 3),
+        np.empty((nv, ny, k, k), dtype=np.float32),
+    )
+    return out
 
 
 @_jit
@@ -527,6 +590,9 @@ def warm() -> None:
     dense_offset(np.zeros((3, 3)), 1, 0, 0, np.ones((1, 1)), np.ones((3, 3)), one, two, raw[0])
     dense_tile(np.zeros((2, 2), f32), np.zeros((3, 3), f32), 2, 1, np.ones((1, 1)), np.ones((2, 2)),
                one, np.ones((2, 2), f32))  # fmt: skip
+    f4 = np.zeros((4, 4, 2, 2), f32)
+    lattice_sums(f4, 2, 1)
+    lattice_sums(f4[..., :1], 2, 1)  # the view the FFTs leave
     ones = tuple(np.ones(n) for n in (7, 7, 13, 13))
     locate_lanczos(np.zeros((1, 7, 7), f32), 3, 3, 2, ones)
 

@@ -220,7 +220,11 @@ def ncc_grid(
     del cols
     # A chip's numerator is the sum of its nb x nb blocks: moving sums over the block lattice
     # by pairwise doubling (log2(nb) passes per axis when nb is a power of two).
-    raw = _lattice_sums(_lattice_sums(f, nb, st, axis=0), nb, st, axis=1)
+    fused = compiled_loops()
+    if fused is not None:
+        raw = fused.lattice_sums(f, nb, st)
+    else:
+        raw = _lattice_sums(_lattice_sums(f, nb, st, axis=0), nb, st, axis=1)
     del f
     return _finish_tile(raw, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox))
 
