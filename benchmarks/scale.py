@@ -172,9 +172,11 @@ def run(
     ref: Path, sec: Path, step: int, workers: int, tile_nodes: int, chip: int = 32, search: int = 16
 ) -> dict:
     settings = MatchSettings(chip_px=chip, search_px=search, step_px=step, workers=workers)
-    # Workers started as glacierflow track starts them: the matching modules (and the compiled
-    # loops) loaded before their first tile, as a long run has them.
-    with Executor(workers, preload=MATCHING_MODULES) as executor:
+    # Workers started as glacierflow track starts them, with the compiled loops loaded before
+    # their first tile: the steady state of a long run (a process loads them in the background
+    # once it has matched enough nodes; these crops are too small to hide that).
+    preload = (*MATCHING_MODULES, "glacierflow.matching.fused")
+    with Executor(workers, preload=preload) as executor:
         list(executor.map_unordered(abs, range(workers)))  # started before the clock
         t0 = time.perf_counter()
         res = tiled_match(

@@ -32,7 +32,7 @@ def pair(yahtse_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run(monkeypatch, compiled: bool, ref, sec, settings, **kw):
-    loops = (lambda nodes=0: fused) if compiled else (lambda nodes=0: None)
+    loops = (lambda values=0: fused) if compiled else (lambda values=0: None)
     monkeypatch.setattr(ncc_tiles, "compiled_loops", loops)
     monkeypatch.setattr(peaks, "compiled_loops", loops)
     res = match(ref, sec, settings=settings, **kw)
@@ -81,8 +81,8 @@ def test_compiled_loops_with_nodata_and_prior(monkeypatch, pair):
 
 def test_small_runs_never_import_numba_large_ones_load_it_in_the_background(yahtse_dir):
     """numba costs about half a second of CPU per process: a run under
-    ``COMPILE_AFTER_NODES`` nodes must not import it; past them it is loaded while the numpy
-    kernels go on."""
+    ``COMPILE_AFTER_VALUES`` correlation values must not import it; past them it is loaded while
+    the numpy kernels go on."""
     code = f"""
 import sys, rasterio
 import numpy as np
@@ -93,7 +93,7 @@ sec = np.roll(ref, 2, axis=1)
 res = match(ref, sec, settings=MatchSettings(step_px=8))
 assert res.valid.mean() > 0.9
 assert "numba" not in sys.modules, "a small run imported numba"
-ncc.COMPILE_AFTER_NODES = 2 * res.dx_px.size
+ncc.COMPILE_AFTER_VALUES = 2 * res.dx_px.size * 33 * 33
 match(ref, sec, settings=MatchSettings(step_px=8))
 ncc._LOADING[0].join(300)
 assert ncc.compiled_loops() is not None, "the compiled loops were not loaded"

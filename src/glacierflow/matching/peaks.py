@@ -115,7 +115,7 @@ def locate_peaks(
     """
     n = surf.shape[0]
     s = settings.search_px
-    fused = compiled_loops(n) if settings.subpixel == "lanczos" else None
+    fused = compiled_loops(surf.size) if settings.subpixel == "lanczos" else None
     if fused is not None:
         # One compiled pass per surface: peak, SNR and refinement (the same values).
         taps, order = lanczos_taps(surf.shape[1])
