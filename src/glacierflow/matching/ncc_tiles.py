@@ -5,7 +5,10 @@ correlates blocks shared by neighbouring chips (one FFT per block, summed on the
 ``ncc_dense`` sums box-filtered products per offset (no FFT at all, best on dense grids), and
 ``ncc_dense_masked`` is its masked form for tiles whose chips hold nodata. All give the
 coefficients of :func:`glacierflow.matching.ncc.ncc_surfaces`. A cost model
-(:func:`kernel_costs_ns`, measured) picks between them and one FFT per node.
+(:func:`kernel_costs_ns`, measured) picks between them and one FFT per node. Their passes over
+every surface (lattice sums, normalisation; the dense kernel's products and box sums) run as
+compiled loops once a process has loaded them (:func:`~glacierflow.matching.ncc.compiled_loops`),
+with the same values bit for bit.
 """
 
 from __future__ import annotations
