@@ -116,8 +116,8 @@ def _lanczos_weights(frac: np.ndarray, taps: int, order: int = LANCZOS_A) -> np.
     f = np.asarray(frac, dtype=np.float64)
     whole = np.rint(f)
     f = np.where(np.abs(f - whole) < 1e-7, whole + 1e-7, f)
-    c = a / (np.pi * np.pi) * sin_cos_pi(f)[0]
-    sa, ca = sin_cos_pi(f / a)
+    (sf, sa), (_, ca) = sin_cos_pi(np.stack([f, f / a]))  # one series for both arguments
+    c = a / (np.pi * np.pi) * sf
     p = (c * sa)[..., None]
     q = (c * ca)[..., None]
     t2 = f[..., None] - k
@@ -225,8 +225,8 @@ def refine_peak(
     h = 0.05
     stencil = np.array([-h, 0.0, h])
     for _ in range(iterations):
-        wy = _kernel_weights(method, drow[:, None] + stencil, taps, order)  # (N, 3, 2 taps + 1)
-        wx = _kernel_weights(method, dcol[:, None] + stencil, taps, order)
+        positions = np.stack([drow[:, None] + stencil, dcol[:, None] + stencil])
+        wy, wx = _kernel_weights(method, positions, taps, order)  # each (N, 3, 2 taps + 1)
         z = _interpolate(wy, local, wx)  # (N, 3, 3)
         gy = (z[:, 2, 1] - z[:, 0, 1]) / (2 * h)
         gx = (z[:, 1, 2] - z[:, 1, 0]) / (2 * h)
