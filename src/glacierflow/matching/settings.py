@@ -66,7 +66,7 @@ class MatchSettings(BaseModel):
         Nodes per tile, matched in one set of calls. By default (None) :attr:`tile_nodes` picks
         it for the NCC kernel in use: 256 for the FFT kernels (small tiles keep the working set
         in the CPU cache) and 4096 for the dense kernel (whose per-offset calls need large tiles
-        to pay off), fewer (down to 1024) for searches wider than +/-16 px.
+        to pay off), fewer (down to 1024) for searches wider than +/-32 px.
     ncc_kernel : str
         How NCC surfaces are computed, one of :data:`NCC_KERNELS`: ``"auto"`` picks by grid
         density (:func:`~glacierflow.matching.ncc_tiles.dense_is_faster`); ``"fft"`` uses block FFTs
@@ -208,9 +208,10 @@ class MatchSettings(BaseModel):
             return int(self.batch_nodes)
         if not self.dense:
             return GRID_TILE_SIDE**2
-        # 64 x 64 nodes for a +/-16 px search (about 70 MB of surfaces), fewer for larger ones.
+        # 64 x 64 nodes up to a +/-32 px search (at most about 70 MB of surfaces), fewer for
+        # larger ones: small tiles would repeat most of their pixels in the margins.
         k = 2 * self.search_px + 1
-        return int(np.clip(4096 * (33 / k) ** 2, 1024, 4096))
+        return int(np.clip(4096 * (65 / k) ** 2, 1024, 4096))
 
 
 def _is_whole(value: Any) -> bool:
