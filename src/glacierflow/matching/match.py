@@ -176,6 +176,14 @@ def match(
             layer[ti, tj] = values
         if progress:
             progress(res[0].size)
+    # The strain-aware second pass on the first chip's matches (before any retry, which leaves
+    # them untouched): affine refinement where a node needs it.
+    strain = refined = None
+    if settings.refine != "off" and not np.iscomplexobj(ref_p.image):
+        crop = image_crop(ref_p, sec_p)
+        out[0], out[1], strain, refined = refine_nodes(
+            *out, job.rows, job.cols, settings, crop, run
+        )  # fmt: skip
     chip = np.full(grid.shape, settings.chip_px, dtype=np.int16)
     for retry_chip in settings.retry_chip_px:
         failed = ~np.isfinite(out[0]) | ~(out[3] >= settings.retry_min_snr)
@@ -189,12 +197,6 @@ def match(
                 layer[sel[ok]] = values[ok]
             chip.reshape(-1)[sel[ok]] = retry_chip
     dx, dy, corr, snr = out
-    strain = refined = None
-    if settings.refine != "off" and not np.iscomplexobj(ref_p.image):
-        crop = image_crop(ref_p, sec_p)
-        dx, dy, strain, refined = refine_nodes(
-            dx, dy, corr, snr, job.rows, job.cols, settings, crop, run
-        )  # fmt: skip
     return MatchResult(grid, dx, dy, corr, snr, settings, chip, strain, refined)
 
 
@@ -346,7 +348,7 @@ def coarse_centres(
         Row and column offsets of the fine nodes' search centres, in fine pixels (not rounded);
         the prior (or None) where the images are too small for a coarse grid.
     """
-    coarse = coarse_settings(settings)
+    coarse = coarse_settings(settings).model_copy(update={"refine": "off"})
     try:
         cgrid = make_grid(
             ref2.shape,

@@ -188,22 +188,29 @@ def refinement_tasks(
     settings: MatchSettings,
     crop: Crop,
     per_task: int = 256,
+    block_nodes: int = 32,
 ) -> Iterator[tuple]:
-    """Self-contained tasks for :func:`refine_task`: ``per_task`` nodes each (flat indices
-    ``idx`` of a grid with node rows ``rows_px`` and columns ``cols_px``), with their windows."""
+    """Self-contained tasks for :func:`refine_task`: up to ``per_task`` nodes (flat indices
+    ``idx`` of a grid with node rows ``rows_px`` and columns ``cols_px``) of one block of
+    ``block_nodes`` x ``block_nodes`` nodes each, so that each task reads a bounded window."""
     nx = cols_px.size
     g = gradient.reshape(-1, 4)
-    for i in range(0, idx.size, per_task):
-        sel = idx[i : i + per_task]
-        r, c = np.divmod(sel, nx)
-        rows, cols = rows_px[r], cols_px[c]
-        st, sg = start[i : i + per_task], sigma_px[i : i + per_task]
-        reach = _reach_px(settings, float(sg.max()), float(np.abs(st).max()))
-        top, left = int(rows.min()) - reach, int(cols.min()) - reach
-        height = int(rows.max()) - top + reach + 1
-        width = int(cols.max()) - left + reach + 1
-        windows = crop(top, left, height, width)
-        yield (sel, *windows, rows - top, cols - left, st, g[sel], sg)
+    r, c = np.divmod(idx, nx)
+    block = (r // block_nodes) * (nx // block_nodes + 1) + c // block_nodes
+    order = np.argsort(block, kind="stable")
+    cuts = np.flatnonzero(np.diff(block[order])) + 1
+    for part in np.split(order, cuts):
+        for i in range(0, part.size, per_task):
+            k = part[i : i + per_task]
+            sel = idx[k]
+            rows, cols = rows_px[r[k]], cols_px[c[k]]
+            st, sg = start[k], sigma_px[k]
+            reach = _reach_px(settings, float(sg.max()), float(np.abs(st).max()))
+            top, left = int(rows.min()) - reach, int(cols.min()) - reach
+            height = int(rows.max()) - top + reach + 1
+            width = int(cols.max()) - left + reach + 1
+            windows = crop(top, left, height, width)
+            yield (sel, *windows, rows - top, cols - left, st, g[sel], sg)
 
 
 def _reach_px(settings: MatchSettings, sigma_px: float, offset_px: float) -> int:
