@@ -484,14 +484,10 @@ def tiled_match(
             stack.push(lambda kind, _exc, _tb, f=folder: bool(kind and remove_unused_work(f)))
         out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
         todo = _resume(out, plan_tiles(grid, settings, tile_nodes), folder, progress)
-        both_stats = _both_stats(ref, sec, band, settings, filters)
+        stats = _both_stats(ref, sec, band, settings, filters)
         if todo:
-            task = functools.partial(
-                _task,
-                (scene_ref(ref), scene_ref(sec), band, grid, filters),
-                settings=settings,
-                stats=both_stats,
-            )
+            files = (scene_ref(ref), scene_ref(sec), band, grid, filters)
+            task = functools.partial(_task, files, settings=settings, stats=stats)
             jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
             for tile, values in executor.map_unordered(task, jobs):
                 out[:, tile[0], tile[1]] = values
@@ -499,13 +495,19 @@ def tiled_match(
                     _write_tile_atomically(_tile_file(folder, tile), values)
                 if progress:
                     progress(values[0].size)
-        strain = refined = None
-        if settings.refine != "off" and settings.method != "orientation":
-            # The strain-aware second pass, on windows read from the files (as in memory).
-            crop = _file_crop(scene_ref(ref), scene_ref(sec), band, filters, both_stats)
-            out[0], out[1], strain, refined = refine_nodes(
-                *out, grid.rows_px(), grid.cols_px(), settings, crop, executor.map_unordered
-            )  # fmt: skip
+        return _refined(out, grid, settings, (ref, sec, band, filters, stats), executor)
+
+
+def _refined(out, grid, settings, files, executor) -> MatchResult:
+    """The result, after the strain-aware second pass (:mod:`glacierflow.matching.strain`) on
+    windows read from the files, as it runs in memory."""
+    strain = refined = None
+    if settings.refine != "off" and settings.method != "orientation":
+        ref, sec, band, filters, stats = files
+        crop = _file_crop(scene_ref(ref), scene_ref(sec), band, filters, stats)
+        out[0], out[1], strain, refined = refine_nodes(
+            *out, grid.rows_px(), grid.cols_px(), settings, crop, executor.map_unordered
+        )  # fmt: skip
     return MatchResult(grid, *out, settings, strain=strain, refined=refined)
 
 

@@ -521,7 +521,7 @@ def product_dataset(
         attrs=attrs,
         v_error=error_px_to_m_per_yr(sigma_px, pair.transform, pair.dt_days),
         quality=quality,
-        extra={"chip_px": result.chip_px} if result.chip_px is not None else None,
+        extra=_match_layers(result),
     )
     good_stable = stable & (quality == 0)
     ds.attrs.update(
@@ -536,6 +536,12 @@ def product_dataset(
     sig = ds["v_error"].values[good_stable & np.isfinite(ds["v_error"].values)]
     ds.attrs["stable_v_error_median_m_per_yr"] = float(np.median(sig)) if sig.size else np.nan
     return ds
+
+
+def _match_layers(result: MatchResult) -> dict[str, np.ndarray] | None:
+    """The matcher's own per-node layers for the product: chip size and local strain."""
+    layers = {"chip_px": result.chip_px, "strain": result.strain}
+    return {k: v for k, v in layers.items() if v is not None} or None
 
 
 def track(

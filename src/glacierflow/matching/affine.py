@@ -67,7 +67,7 @@ def refine_affine(
     half_px: int = 16,
     sigma_px: float = 8.0,
     iterations: int = 8,
-    min_valid_fraction: float = 0.5,
+    min_valid_fraction: float = 0.2,
     tolerance_px: float = 0.01,
 ) -> AffineFit:
     """Refine the offsets of nodes with an affine, centre-weighted least-squares match.
@@ -215,7 +215,7 @@ def _icgn(
         for _ in range(iterations):
             off_x, off_y = reach - ix, reach - iy
             sums = _sums(p[n], off_x, off_y, uu, vv, f, w0, jac, coef, pok, gappy, consts)
-            if sums[0] < 0.5 * total:
+            if sums[0] < min_frac * total:
                 break
             dp, corr[n] = _update(sums)
             if not np.isfinite(corr[n]):

@@ -98,9 +98,11 @@ class MatchSettings(BaseModel):
         ``"auto"`` refines a node whose displacement changes by more than this across half its
         chip (strain times ``chip_px / 2``), or whose offset differs from its neighbours' median
         by more than this, px.
-    refine_max_snr : float
-        ``"auto"`` also refines nodes whose peak SNR is below this, with a window growing as the
-        SNR falls (faint texture gets more pixels); 0: none for weak peaks alone.
+    refine_weak_corr : float
+        Texture-adaptive windows: a refined node whose peak correlation is below this gets a
+        wider Gaussian window, growing from ``chip_px / 5`` to ``chip_px / 2.5`` as its peak
+        falls to 0.3 (faint or noisy texture gets more pixels, strong texture keeps detail), and
+        ``"auto"`` also refines such nodes; 0: one window for all, no weak-peak refinement.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -142,8 +144,10 @@ class MatchSettings(BaseModel):
         description="auto: refine where the displacement changes by more than this across half "
         "a chip, or a node strays this far from its neighbours, px.",
     )
-    refine_max_snr: float = Field(
-        0.0, description="auto: also refine nodes whose peak SNR is below this (0: none)."
+    refine_weak_corr: float = Field(
+        0.0,
+        description="Peak correlation below which refined windows widen (and auto refines the "
+        "node), 0-1 (0: off).",
     )
 
     @field_validator(*_POSITIVE, mode="before")
@@ -209,11 +213,18 @@ class MatchSettings(BaseModel):
                 )
         return tuple(int(chip) for chip in retry)
 
-    @field_validator("retry_min_snr", "refine_max_snr")
+    @field_validator("retry_min_snr", "refine_weak_corr")
     @classmethod
     def _snr(cls, value: float, info: Any) -> float:
         if not value >= 0 or not math.isfinite(value):
             raise ValueError(f"{info.field_name} must be zero or positive, got {value}")
+        return value
+
+    @field_validator("refine_weak_corr")
+    @classmethod
+    def _weak(cls, value: float) -> float:
+        if value > 1:
+            raise ValueError(f"refine_weak_corr must be 0 to 1, got {value}")
         return value
 
     @field_validator("refine_px")

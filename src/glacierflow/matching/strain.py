@@ -10,7 +10,7 @@ centre-weighted, affine least squares, started from its offset and that gradient
   the node's;
 * its offset stands out from its neighbours' median by more than ``refine_px`` (a gross error
   at a shear margin is started from the neighbours' median instead);
-* or its correlation peak is weak (SNR below ``settings.refine_max_snr``): faint texture, where
+* or its correlation peak is weak (below ``settings.refine_weak_corr``): faint texture, where
   the window grows with the texture's weakness (:func:`window_sigma_px`).
 
 ``settings.refine = "all"`` refines every matched node, ``"off"`` none. The strain each node saw
@@ -43,6 +43,9 @@ __all__ = [
 #: match between unrelated 32 px chips of real Landsat texture (the NCC threshold of
 #: ``glacierflow.filters``).
 MIN_CORR = 0.3
+
+#: Width of the second try's window (where the first fails), relative to the first.
+SECOND_WIDTH = 1.5
 
 #: Window crops per refinement task: ``crop(top, left, rows, cols)`` returns the reference and
 #: secondary windows as (image, valid, image, valid) arrays.
@@ -115,14 +118,17 @@ def strain_magnitude(gradient: np.ndarray) -> np.ndarray:
     return np.sqrt(s + np.sqrt(np.maximum(s * s - det * det, 0.0)))
 
 
-def window_sigma_px(settings: MatchSettings, snr: np.ndarray) -> np.ndarray:
+def window_sigma_px(settings: MatchSettings, corr: np.ndarray) -> np.ndarray:
     """Gaussian weight of each refined node, px: ``settings.chip_px / 5`` for a clear peak,
-    growing to ``chip_px / 2.5`` as the peak's SNR falls (faint texture needs more pixels)."""
+    growing to ``chip_px / 2.5`` as the peak correlation falls from ``refine_weak_corr`` to
+    :data:`MIN_CORR` (faint texture needs more pixels); rounded to half pixels."""
     base = settings.chip_px / 5.0
-    if settings.refine_max_snr <= 0:
-        return np.full(np.shape(snr), base)
-    weak = np.clip(1.0 - np.nan_to_num(snr, nan=0.0) / settings.refine_max_snr, 0.0, 1.0)
-    return base * (1.0 + weak)
+    weak_corr = settings.refine_weak_corr
+    if weak_corr <= MIN_CORR:
+        return np.full(np.shape(corr), base)
+    c = np.nan_to_num(np.asarray(corr, np.float64), nan=MIN_CORR)
+    weak = np.clip((weak_corr - c) / (weak_corr - MIN_CORR), 0.0, 1.0)
+    return np.round(2.0 * base * (1.0 + weak)) / 2.0
 
 
 def select_nodes(
@@ -142,9 +148,10 @@ def select_nodes(
     -------
     idx : ndarray of int
         Flat indices of the nodes to refine.
-    start : ndarray, shape (idx.size, 2)
-        Starting offsets ``(dx, dy)``, px: the node's own, or its neighbours' median where it
-        stands out from them by more than ``settings.refine_px``.
+    start : ndarray, shape (idx.size, 4)
+        Starting offsets ``(dx, dy)``, px, twice: the node's own (or its neighbours' median
+        where it stands out from them by more than 1 px), then the other one, tried (with a
+        wider window) where the first fit fails.
     gradient : ndarray, shape (ny, nx, 4)
         Neighbours' displacement gradient (:func:`neighbour_gradient`), px/px.
     strain : ndarray, shape (ny, nx)
@@ -166,16 +173,19 @@ def select_nodes(
         need = matched & (
             (np.nan_to_num(strain) * half > settings.refine_px)
             | (np.nan_to_num(jump) > settings.refine_px)
-            | ~(snr >= settings.refine_max_snr)
+            | (corr < settings.refine_weak_corr)
         )
     idx = np.flatnonzero(need)
     flat = lambda a: a.reshape(-1)[idx].astype(np.float64)  # noqa: E731
     stray = np.nan_to_num(flat(jump)) > 1.0
-    start = np.stack(
-        [np.where(stray, flat(mx), flat(dx_px)), np.where(stray, flat(my), flat(dy_px))], axis=1
-    )
-    start = np.where(np.isfinite(start), start, np.stack([flat(dx_px), flat(dy_px)], axis=1))
-    return idx, start, gradient, strain
+    own = np.stack([flat(dx_px), flat(dy_px)], axis=1)
+    median = np.stack([flat(mx), flat(my)], axis=1)
+    median = np.where(np.isfinite(median), median, own)
+    # First start: the node's own offset, or the neighbours' median for a stray node; second
+    # start (where the first fit fails): the other one.
+    first = np.where(stray[:, None], median, own)
+    second = np.where(stray[:, None], own, median)
+    return idx, np.concatenate([first, second], axis=1), gradient, strain
 
 
 def refinement_tasks(
@@ -205,7 +215,7 @@ def refinement_tasks(
             sel = idx[k]
             rows, cols = rows_px[r[k]], cols_px[c[k]]
             st, sg = start[k], sigma_px[k]
-            reach = _reach_px(settings, float(sg.max()), float(np.abs(st).max()))
+            reach = _reach_px(settings, SECOND_WIDTH * float(sg.max()), float(np.abs(st).max()))
             top, left = int(rows.min()) - reach, int(cols.min()) - reach
             height = int(rows.max()) - top + reach + 1
             width = int(cols.max()) - left + reach + 1
@@ -226,16 +236,21 @@ def refine_task(task: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     sel, ref, ref_ok, sec, sec_ok, rows, cols, start, grad, sigma = task
     out = [np.full(sel.size, np.nan), np.full(sel.size, np.nan)]
     out += [np.full((sel.size, 4), np.nan), np.full(sel.size, np.nan), np.zeros(sel.size, bool)]
-    # Nodes of one window size together (the fit's arrays need one size).
+    # Nodes of one window size together (the fit's arrays need one size); a node whose fit
+    # fails from its first start is tried once more from its second.
     for s in np.unique(sigma):
-        k = np.flatnonzero(sigma == s)
-        half = int(np.ceil(2.0 * s))
-        fit = refine_affine(
-            ref, ref_ok, sec, sec_ok, rows[k], cols[k], start[k, 0], start[k, 1], grad[k],
-            half_px=half, sigma_px=float(s),
-        )  # fmt: skip
-        for o, v in zip(out, fit, strict=True):
-            o[k] = v
+        for first in (True, False):
+            k = np.flatnonzero((sigma == s) & ~out[4])
+            if k.size == 0:
+                continue
+            # The second try also widens the window by half: a wider basin of convergence.
+            at, sw = (start[k, :2], s) if first else (start[k, 2:], SECOND_WIDTH * s)
+            fit = refine_affine(
+                ref, ref_ok, sec, sec_ok, rows[k], cols[k], at[:, 0], at[:, 1], grad[k],
+                half_px=int(np.ceil(2.0 * sw)), sigma_px=float(sw),
+            )  # fmt: skip
+            for o, v in zip(out, fit, strict=True):
+                o[k] = v
     return sel, tuple(out)
 
 
@@ -259,7 +274,7 @@ def refine_nodes(
     rows_px, cols_px : ndarray of int
         Node rows and columns in the frame of ``crop``.
     settings : MatchSettings
-        ``refine``, ``refine_px``, ``refine_max_snr`` and the chip size.
+        ``refine``, ``refine_px``, ``refine_weak_corr`` and the chip size.
     crop : callable
         ``crop(top, left, rows, cols)``: windows of both images, (image, valid) each.
     run : callable
@@ -282,8 +297,7 @@ def refine_nodes(
     strain = strain.astype(np.float32)
     if idx.size == 0:
         return dx, dy, strain, refined
-    sigma = window_sigma_px(settings, snr.reshape(-1)[idx])
-    sigma = np.round(sigma * 2) / 2  # a few window sizes, half a pixel apart
+    sigma = window_sigma_px(settings, corr.reshape(-1)[idx])
     tasks = refinement_tasks(idx, rows_px, cols_px, start, gradient, sigma, settings, crop)
     for sel, (rdx, rdy, rgrad, _corr, ok) in run(refine_task, tasks):
         kept = sel[ok]
