@@ -139,7 +139,7 @@ def refine_affine(
 _Z = np.sqrt(3.0) - 2.0  # pole of the cubic B-spline prefilter
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True, inline="always")
 def _prefilter_line(c: np.ndarray) -> None:  # pragma: no cover - compiled
     """Cubic B-spline coefficients of one line, in place (mirror boundary; Unser 1999)."""
     n = c.size
@@ -158,7 +158,7 @@ def _prefilter_line(c: np.ndarray) -> None:  # pragma: no cover - compiled
         c[k] = z * (c[k + 1] - c[k])
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True, inline="always")
 def _bspline(t: float) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
     """Weights of the cubic B-spline taps at floor - 1 .. floor + 2 for a fraction ``t``."""
     t2 = t * t
@@ -230,7 +230,7 @@ def _icgn(
                 break
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True, inline="always")
 def _template(ref, rok, r0, c0, uu, vv, gauss, f, w0, jac):  # pragma: no cover - compiled
     """Fill the template of the node at ``(r0, c0)``: values, weights (zero where the five-point
     derivative stencil is not all valid) and steepest-descent images; the weights' sum."""
@@ -259,7 +259,7 @@ def _template(ref, rok, r0, c0, uu, vv, gauss, f, w0, jac):  # pragma: no cover 
     return wsum
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True, inline="always")
 def _patch(sec, sok, top, left, coef, pok):  # pragma: no cover - compiled
     """Fill ``coef`` with the B-spline coefficients of the secondary patch at ``(top, left)``
     (gaps and pixels past the edges take the valid mean first) and ``pok`` with its validity;
@@ -294,7 +294,7 @@ def _patch(sec, sok, top, left, coef, pok):  # pragma: no cover - compiled
     return cnt
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True, inline="always")
 def _template_sums(f, w0, jac, gappy):  # pragma: no cover - compiled
     """Weighted sums over the template alone (sum w, w f, w f^2, w J f, w J, w J J^T): constant
     while no sample falls near a secondary gap (zeros when ``gappy``: summed per iteration)."""
@@ -319,7 +319,7 @@ def _template_sums(f, w0, jac, gappy):  # pragma: no cover - compiled
     return sw, swf, swff, jf, js, hs
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True, inline="always")
 def _sums(pn, off_x, off_y, uu, vv, f, w0, jac, coef, pok, gappy, consts):  # pragma: no cover
     """Weighted sums of one iteration at the warp ``pn``; ``sw = 0`` if it leaves the patch."""
     u0, ux, uy, v0, vx, vy = pn[0], pn[1], pn[2], pn[3], pn[4], pn[5]
@@ -367,7 +367,7 @@ def _sums(pn, off_x, off_y, uu, vv, f, w0, jac, coef, pok, gappy, consts):  # pr
     return sw, swf, swff, swg, swgg, swfg, jf, js, hs, jg
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True, inline="always")
 def _update(sums):  # pragma: no cover - compiled
     """The Gauss-Newton update of ZNSSD and the weighted ZNCC (NaN: no update possible)."""
     sw, swf, swff, swg, swgg, swfg, jf, js, hs, jg = sums
@@ -390,7 +390,7 @@ def _update(sums):  # pragma: no cover - compiled
     return np.linalg.solve(hs, rhs), corr
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True, inline="always")
 def _compose(pn, dp):  # pragma: no cover - compiled
     """The inverse-compositional update ``W(p) <- W(p) o W(dp)^-1``, in place on ``pn``."""
     m = np.array([[1 + pn[1], pn[2], pn[0]], [pn[4], 1 + pn[5], pn[3]], [0.0, 0.0, 1.0]])
