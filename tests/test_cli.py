@@ -30,7 +30,7 @@ REF_ID, SEC_ID = "LC80630182016200LGN00", "LC80630182016216LGN00"
 #: Rows 560:940, columns 860:1090: the lower-tongue box (rows 600-900, columns 900-1050) with
 #: the 32 px a chip and its search window reach beyond a node.
 CROP = Window(col_off=860, row_off=560, width=230, height=380)
-BANDS = ("vx", "vy", "v", "dx", "dy", "corr", "snr", "v_error", "quality", "chip_px")
+BANDS = ("vx", "vy", "v", "dx", "dy", "corr", "snr", "v_error", "quality", "chip_px", "strain")
 PRODUCTS = ("velocity.tif", "velocity.nc", "quicklook.png", "summary.json")
 
 

@@ -263,7 +263,7 @@ def test_summary_and_netcdf_carry_the_statistics_and_flags(yahtse_products):
         assert nc["quality"].attrs["flag_meanings"].startswith("no_match low_correlation")
         np.testing.assert_array_equal(nc["quality"].values, ds["quality"].values)
     with rasterio.open(paths["cog"]) as tif:
-        assert tif.descriptions == (*VARIABLES, "v_error", "quality", "chip_px")
+        assert tif.descriptions == (*VARIABLES, "v_error", "quality", "chip_px", "strain")
         assert json.loads(tif.tags()["quality_flag_masks"]) == [1, 2, 4, 8, 16, 32]
 
 
