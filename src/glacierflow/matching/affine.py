@@ -66,9 +66,9 @@ def refine_affine(
     *,
     half_px: int = 16,
     sigma_px: float = 8.0,
-    iterations: int = 8,
+    iterations: int = 6,
     min_valid_fraction: float = 0.2,
-    tolerance_px: float = 0.01,
+    tolerance_px: float = 0.02,
 ) -> AffineFit:
     """Refine the offsets of nodes with an affine, centre-weighted least-squares match.
 

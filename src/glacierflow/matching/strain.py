@@ -46,6 +46,9 @@ MIN_CORR = 0.3
 
 #: Width of the second try's window (where the first fails), relative to the first.
 SECOND_WIDTH = 1.5
+#: Lowest peak correlation of a node tried a second time: a clear peak whose fit failed was
+#: started too far off (a gross error at a margin); a weak one is mostly a surface that changed.
+SECOND_MIN_CORR = 0.8
 
 #: Window crops per refinement task: ``crop(top, left, rows, cols)`` returns the reference and
 #: secondary windows as (image, valid, image, valid) arrays.
@@ -197,12 +200,14 @@ def refinement_tasks(
     sigma_px: np.ndarray,
     settings: MatchSettings,
     crop: Crop,
+    corr: np.ndarray,
     per_task: int = 256,
     block_nodes: int = 32,
 ) -> Iterator[tuple]:
     """Self-contained tasks for :func:`refine_task`: up to ``per_task`` nodes (flat indices
     ``idx`` of a grid with node rows ``rows_px`` and columns ``cols_px``) of one block of
-    ``block_nodes`` x ``block_nodes`` nodes each, so that each task reads a bounded window."""
+    ``block_nodes`` x ``block_nodes`` nodes each, so that each task reads a bounded window;
+    ``corr`` (of the ``idx`` nodes) decides which may be tried twice (:data:`SECOND_MIN_CORR`)."""
     nx = cols_px.size
     g = gradient.reshape(-1, 4)
     r, c = np.divmod(idx, nx)
@@ -220,7 +225,8 @@ def refinement_tasks(
             height = int(rows.max()) - top + reach + 1
             width = int(cols.max()) - left + reach + 1
             windows = crop(top, left, height, width)
-            yield (sel, *windows, rows - top, cols - left, st, g[sel], sg)
+            again = corr[k] >= SECOND_MIN_CORR
+            yield (sel, *windows, rows - top, cols - left, st, g[sel], sg, again)
 
 
 def _reach_px(settings: MatchSettings, sigma_px: float, offset_px: float) -> int:
@@ -233,14 +239,14 @@ def _reach_px(settings: MatchSettings, sigma_px: float, offset_px: float) -> int
 def refine_task(task: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Run one task of :func:`refinement_tasks` (in any process): its node indices and the
     refined ``dx, dy, gradient, corr, ok``."""
-    sel, ref, ref_ok, sec, sec_ok, rows, cols, start, grad, sigma = task
+    sel, ref, ref_ok, sec, sec_ok, rows, cols, start, grad, sigma, again = task
     out = [np.full(sel.size, np.nan), np.full(sel.size, np.nan)]
     out += [np.full((sel.size, 4), np.nan), np.full(sel.size, np.nan), np.zeros(sel.size, bool)]
     # Nodes of one window size together (the fit's arrays need one size); a node whose fit
     # fails from its first start is tried once more from its second.
     for s in np.unique(sigma):
         for first in (True, False):
-            k = np.flatnonzero((sigma == s) & ~out[4])
+            k = np.flatnonzero((sigma == s) & ~out[4] & (first | again))
             if k.size == 0:
                 continue
             # The second try also widens the window by half: a wider basin of convergence.
@@ -298,7 +304,10 @@ def refine_nodes(
     if idx.size == 0:
         return dx, dy, strain, refined
     sigma = window_sigma_px(settings, corr.reshape(-1)[idx])
-    tasks = refinement_tasks(idx, rows_px, cols_px, start, gradient, sigma, settings, crop)
+    node_corr = corr.reshape(-1)[idx]
+    tasks = refinement_tasks(
+        idx, rows_px, cols_px, start, gradient, sigma, settings, crop, node_corr
+    )  # fmt: skip
     for sel, (rdx, rdy, rgrad, _corr, ok) in run(refine_task, tasks):
         kept = sel[ok]
         dx.reshape(-1)[kept] = rdx[ok]
