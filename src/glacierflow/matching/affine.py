@@ -25,6 +25,8 @@ and node positions in their pixel frame.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
@@ -37,20 +39,14 @@ MAX_GRADIENT = 0.5
 MAX_MOVE_PX = 2.0
 
 
-class AffineFit(tuple):
-    """Result of :func:`refine_affine` (a named tuple of arrays of shape (N,) or (N, 4))."""
+class AffineFit(NamedTuple):
+    """Result of :func:`refine_affine`, one entry per node."""
 
-    __slots__ = ()
-    _fields = ("dx_px", "dy_px", "gradient", "corr", "ok")
-
-    def __new__(cls, dx_px, dy_px, gradient, corr, ok):  # noqa: D102
-        return super().__new__(cls, (dx_px, dy_px, gradient, corr, ok))
-
-    dx_px = property(lambda self: self[0], doc="Refined offset right, px (NaN: not refined).")
-    dy_px = property(lambda self: self[1], doc="Refined offset down, px (NaN: not refined).")
-    gradient = property(lambda self: self[2], doc="(ux, uy, vx, vy), px/px, shape (N, 4).")
-    corr = property(lambda self: self[3], doc="Weighted ZNCC of the affine-warped chip.")
-    ok = property(lambda self: self[4], doc="True where the refinement converged and is kept.")
+    dx_px: np.ndarray  #: refined offset right, px (NaN: not refined)
+    dy_px: np.ndarray  #: refined offset down, px (NaN: not refined)
+    gradient: np.ndarray  #: displacement gradient (ux, uy, vx, vy), px/px, shape (N, 4)
+    corr: np.ndarray  #: weighted zero-normalised correlation of the affine-warped chip
+    ok: np.ndarray  #: True where the fit converged (and is kept)
 
 
 def refine_affine(

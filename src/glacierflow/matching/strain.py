@@ -147,6 +147,16 @@ def select_nodes(
     ``"auto"`` leaves alone nodes whose peak correlation is below :data:`MIN_CORR` (chance
     matches, which the outlier filters reject anyway).
 
+    Parameters
+    ----------
+    dx_px, dy_px, corr, snr : ndarray, shape (ny, nx)
+        The first pass's offsets (px), peak correlation and SNR (the SNR, a poor measure of
+        texture on real chips, is not used by the selection today).
+    settings : MatchSettings
+        ``refine``, ``refine_px``, ``refine_weak_corr`` and the chip size.
+    step_px : int
+        Node spacing, px.
+
     Returns
     -------
     idx : ndarray of int
