@@ -130,7 +130,7 @@ def test_error_and_quality_layers_follow_the_seven():
         quality=q,
     )
     assert list(ds.data_vars) == [*VARIABLES, "v_error", "quality", "extra_layer"]
-    assert ds["quality"].dtype == np.uint8
+    assert ds["quality"].dtype == np.uint16
     assert ds["quality"].attrs["flag_masks"] == [1, 2, 4, 8, 16, 32]
     assert ds["v_error"].attrs["units"] == "m/yr"
     assert "each velocity component" in ds["v_error"].attrs["long_name"]

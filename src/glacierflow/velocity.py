@@ -44,7 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.optimize import brentq
 
 from glacierflow.coregister import nmad
-from glacierflow.filters import quality_attrs
+from glacierflow.filters import QUALITY_DTYPE, quality_attrs
 
 DAYS_PER_YEAR = 365.25
 """Length of the year used for every m/yr conversion (Julian year), in days."""
@@ -464,7 +464,7 @@ def _data_vars(
     layers: Mapping[str, np.ndarray], quality: np.ndarray | None, shape: tuple[int, int]
 ) -> dict[str, tuple]:
     """The product's variables as float32 layers with their CF attributes, in band order: the
-    seven of :data:`VARIABLES`, ``v_error``, ``quality`` (uint8, when given), then any extra."""
+    seven of :data:`VARIABLES`, ``v_error``, ``quality`` (uint16, when given), then any extra."""
     data_vars = {}
     for name, arr in layers.items():
         var_attrs = dict(VARIABLES.get(name, QUALITY_VARIABLES.get(name, {})))
@@ -473,7 +473,7 @@ def _data_vars(
         return data_vars
     if np.shape(quality) != shape:
         raise ValueError(f"quality has shape {np.shape(quality)}, the grid {shape}")
-    q = (("y", "x"), np.asarray(quality).astype(np.uint8), dict(QUALITY_VARIABLES["quality"]))
+    q = (("y", "x"), np.asarray(quality).astype(QUALITY_DTYPE), dict(QUALITY_VARIABLES["quality"]))
     return {
         **{k: data_vars[k] for k in list(VARIABLES) + ["v_error"] if k in data_vars},
         "quality": q,
@@ -521,7 +521,7 @@ def velocity_dataset(
     v_error : ndarray, optional
         One-sigma error of each velocity component, in m/yr (see the module docstring).
     quality : ndarray of int, optional
-        Bit flags of :class:`glacierflow.filters.Quality`; stored as uint8.
+        Bit flags of :class:`glacierflow.filters.Quality`; stored as uint16.
 
     Returns
     -------

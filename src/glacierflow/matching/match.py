@@ -40,7 +40,19 @@ from glacierflow.matching.pyramid import (
 from glacierflow.matching.settings import METHODS, MatchSettings
 from glacierflow.matching.stats import image_stats
 
-__all__ = ["METHODS", "MatchResult", "TaskRunner", "coarse_centres", "match", "tile_slices"]
+__all__ = [
+    "LAYERS",
+    "METHODS",
+    "MatchResult",
+    "TaskRunner",
+    "coarse_centres",
+    "match",
+    "tile_slices",
+]
+
+
+#: Layers a matching task returns per node: ``dx_px, dy_px, corr, snr, closure_px``.
+LAYERS = 5
 
 
 class TaskRunner(Protocol):
@@ -71,6 +83,9 @@ class MatchResult:
     chip_px : ndarray of int16, optional
         Side of the chip each node's offset was measured with, in pixels (``settings.chip_px``
         unless a retry with a larger chip succeeded).
+    closure_px : ndarray of float32, optional
+        Forward-backward closure of each offset, in pixels (``inf``: the backward match did not
+        return home; NaN: not checked); see :mod:`~glacierflow.matching.consistency`.
     """
 
     grid: NodeGrid
@@ -80,6 +95,7 @@ class MatchResult:
     snr: np.ndarray
     settings: MatchSettings = field(default_factory=MatchSettings)
     chip_px: np.ndarray | None = None
+    closure_px: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -162,7 +178,7 @@ def match(
     ref_p, sec_p, pad = _prepared(ref, sec, ref_valid, sec_valid, settings, cy, cx)
     job = _Job(ref_p, sec_p, grid.rows_px() + pad, grid.cols_px() + pad, cy, cx, settings)
     run = map if executor is None else executor.map_unordered
-    out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
+    out = np.full((LAYERS, *grid.shape), np.nan, dtype=np.float32)
     for (_, ti, tj), res in run(_match_task, job.tile_tasks(grid)):
         for layer, values in zip(out, res, strict=True):
             layer[ti, tj] = values
@@ -174,14 +190,14 @@ def match(
         idx = np.flatnonzero(failed)
         if idx.size == 0:
             break
-        flat = out.reshape(4, -1)
+        flat = out.reshape(LAYERS, -1)
         for (_, sel, _), res in run(_match_task, job.node_tasks(idx, int(retry_chip))):
             ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
             for layer, values in zip(flat, res, strict=True):
                 layer[sel[ok]] = values[ok]
             chip.reshape(-1)[sel[ok]] = retry_chip
-    dx, dy, corr, snr = out
-    return MatchResult(grid, dx, dy, corr, snr, settings, chip)
+    dx, dy, corr, snr, closure = out
+    return MatchResult(grid, dx, dy, corr, snr, settings, chip, closure)
 
 
 def _checked_images(ref, sec, ref_valid, sec_valid, settings: MatchSettings):
@@ -291,7 +307,7 @@ class _Job:
 
 
 def _match_task(task: tuple) -> tuple[tuple, tuple[np.ndarray, ...]]:
-    """Run one task of :class:`_Job` (in any process): its key and ``dx, dy, corr, snr``."""
+    """Run one task of :class:`_Job` (in any process): its key and its :data:`LAYERS`."""
     key, ref, sec, rows, cols, cy, cx, settings, chip_px = task
     if key[0] == "tile":
         return key, match_tile(ref, sec, rows, cols, settings, cy, cx)

@@ -86,6 +86,10 @@ class MatchSettings(BaseModel):
     retry_min_snr : float
         Peak SNR (see :func:`~glacierflow.matching.peaks.peak_snr`) below which a node counts as
         failed for the retry; 0 retries only nodes without an offset.
+    backmatch_px : int
+        Radius of the backward search of the forward-backward check
+        (:mod:`~glacierflow.matching.consistency`), pixels: the secondary chip at the position
+        found is matched back onto the reference within this many pixels of home; 0: no check.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -116,6 +120,10 @@ class MatchSettings(BaseModel):
     )
     retry_min_snr: float = Field(
         0.0, description="Peak SNR below which a node is retried (0: only unmatched nodes)."
+    )
+    backmatch_px: int = Field(
+        2,
+        description="Backward search radius of the forward-backward check, pixels (0: none).",
     )
 
     @field_validator(*_POSITIVE, mode="before")
@@ -175,6 +183,16 @@ class MatchSettings(BaseModel):
                     f"retry_chip_px must hold chip sizes of at most {MAX_CHIP_PX} px, got {retry}"
                 )
         return tuple(int(chip) for chip in retry)
+
+    @field_validator("backmatch_px", mode="before")
+    @classmethod
+    def _backmatch(cls, value: Any) -> int:
+        if isinstance(value, bool) or not _is_whole(value) or value < 0 or value == 1:
+            raise ValueError(
+                f"backmatch_px must be 0 (no forward-backward check) or a whole number of at "
+                f"least 2 pixels, got {value!r}"
+            )
+        return int(value)
 
     @field_validator("retry_min_snr")
     @classmethod
