@@ -235,3 +235,30 @@ def test_filter_bits_are_independent() -> None:
     assert q[5, 5] & Quality.TOO_FAST and q[8, 8] & Quality.BACKMATCH and q[9, 3] & Quality.UPHILL
     assert not q[2, 2] & (Quality.TOO_FAST | Quality.BACKMATCH | Quality.UPHILL)
     assert not np.isfinite(res.dx_px[5, 5]) and not np.isfinite(res.dx_px[8, 8])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("backmatch_px", 1, "at least 2"),
+        ("backmatch_px", -2, "at least 2"),
+        ("max_closure_px", 0, "greater than 0"),
+        ("max_speed_m_per_yr", -5, "greater than 0"),
+        ("dem_min_slope", 0, "greater than 0"),
+    ],
+)
+def test_bad_check_settings_name_their_key(key, value, words) -> None:
+    from glacierflow.errors import SettingsError
+    from glacierflow.track import track_settings
+
+    with pytest.raises(SettingsError, match=words) as err:
+        track_settings(**{key: value})
+    assert key in str(err.value)
+
+
+def test_the_checks_are_recorded_in_the_product(checked_product) -> None:
+    attrs = checked_product.attrs
+    assert attrs["filter_max_closure_px"] == FilterSettings().max_closure_px
+    assert attrs["filter_dem"] == "none"
+    meanings = checked_product["quality"].attrs["flag_meanings"].split()
+    assert meanings[-3:] == ["failed_forward_backward_check", "implausibly_fast", "flows_uphill"]
