@@ -94,8 +94,9 @@ FLAG_MEANINGS: dict[Quality, str] = {
 #: faster offset is a mismatch, never ice.
 MAX_SPEED_M_PER_YR = 40_000.0
 #: Default ``max_closure_px``: a true match returns home within the sub-pixel noise of the two
-#: estimates (median 0.1 px, 95th percentile 0.35 px on the real Yahtse ice and rock); half a
-#: pixel further it has landed nearer another pixel than home.
+#: estimates (on the real Yahtse pair: median 0.1 px; 95th percentile 0.2 px on stable rock,
+#: 0.45 px on the crevassed, fast-deforming tongue); half a pixel away it has landed nearer
+#: another pixel than home.
 MAX_CLOSURE_PX = 0.5
 
 
@@ -142,6 +143,10 @@ class FilterSettings(BaseModel):
     footprint has no independent confirmation; :meth:`for_grid` sets it from the chip and step.
     ``cluster_tol_px``: two chance matches within a +/-16 px search agree within 2 px about
     once in a hundred.
+
+    ``max_closure_px`` (:data:`MAX_CLOSURE_PX`), ``max_speed_m_per_yr``
+    (:data:`MAX_SPEED_M_PER_YR`), ``dem`` and ``dem_min_slope``: the plausibility tests 6 to 8
+    of the module docstring; ``inf`` switches the first two off, no ``dem`` the third.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
