@@ -256,6 +256,8 @@ def main() -> None:
     if want("yahtse-uphill"):
         print(uphill_table())
         print()
+        if cases == {"yahtse-uphill"}:
+            return
     rows = []
     for method, pre, sub in combos:
         label = dict(method=method, prefilter=pre, subpixel=sub)
