@@ -74,7 +74,7 @@ def match_nodes(
         ref, sec, rows_px, cols_px, settings, centre_dy_px, centre_dx_px, chip_px, tile
     )
     c = settings.chip_px if chip_px is None else int(chip_px)
-    back = closure_px(ref, sec, rows_px, cols_px, dx, dy, c, settings.backmatch_px)
+    back = closure_px(ref, sec, rows_px, cols_px, dx, dy, c, settings.backmatch_px, snr)
     return dx, dy, corr, snr, back
 
 
