@@ -20,7 +20,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from glacierflow.demo import demo_inputs
-from glacierflow.errors import GlacierflowError
+from glacierflow.errors import GlacierflowError, SettingsError
 from glacierflow.filters import QUALITY_DTYPE, FilterSettings, Quality, filter_offsets
 from glacierflow.matching import MatchSettings, match
 from glacierflow.matching.consistency import UNAMBIGUOUS_SNR, closure_px
@@ -266,3 +266,21 @@ def test_the_checks_are_recorded_in_the_product(checked_product) -> None:
     assert attrs["filter_dem"] == "none"
     meanings = checked_product["quality"].attrs["flag_meanings"].split()
     assert meanings[-3:] == ["failed_forward_backward_check", "implausibly_fast", "flows_uphill"]
+
+
+def test_a_second_wider_match_keeps_only_matches_that_return_home(checked_product, yahtse_dem):
+    """``recheck_search_px``: nodes whose match did not return home, or found no peak inside
+    the +/-16 px search (the neck moves 17-22 px), are matched again over +/-32 px. More fast
+    ice is measured, and none of it flows uphill more often than with the check alone."""
+    ref, sec, rock = demo_inputs()
+    ds = track(ref, sec, stable_mask=rock, progress=False, recheck_search_px=32)
+    fast, up, _ = uphill_fraction(ds, yahtse_dem)
+    fast0, up0, _ = uphill_fraction(checked_product, yahtse_dem)
+    assert fast >= fast0 + 50, (fast, fast0)
+    assert up / fast <= up0 / fast0, (up, fast, up0, fast0)
+    valid, valid0 = np.isfinite(ds["v"].values), np.isfinite(checked_product["v"].values)
+    assert valid.sum() > valid0.sum()
+    # A node kept from the second match returned home: no kept node carries BACKMATCH.
+    assert not np.any(valid & ((ds["quality"].values & Quality.BACKMATCH) != 0))
+    with pytest.raises(SettingsError, match="recheck_search_px"):
+        track(ref, sec, progress=False, recheck_search_px=32, tile_nodes=1000)

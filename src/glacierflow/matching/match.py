@@ -21,7 +21,7 @@ process, local workers or a Dask cluster) can run them; the result does not depe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 
+#: Closure (pixels) beyond which a node is matched again with ``recheck_search_px``: the
+#: default ``filtering.max_closure_px``.
+RECHECK_CLOSURE_PX = 0.5
 #: Layers a matching task returns per node: ``dx_px, dy_px, corr, snr, closure_px``.
 LAYERS = 5
 
@@ -184,6 +187,8 @@ def match(
             layer[ti, tj] = values
         if progress:
             progress(res[0].size)
+    if settings.recheck_search_px:
+        _recheck(out, job, run)
     chip = np.full(grid.shape, settings.chip_px, dtype=np.int16)
     for retry_chip in settings.retry_chip_px:
         failed = ~np.isfinite(out[0]) | ~(out[3] >= settings.retry_min_snr)
@@ -243,7 +248,9 @@ def _prepared(ref, sec, ref_valid, sec_valid, settings: MatchSettings, cy, cx):
     # which every correlator ignores.
     reach = 0 if cy is None else int(max(np.abs(cy).max(), np.abs(cx).max()))
     grow = max((c - settings.chip_px) // 2 + 1 for c in (settings.chip_px, *settings.retry_chip_px))
-    pad = reach + max(grow, 0) if (reach or settings.retry_chip_px) else 0
+    grow = max(grow, settings.recheck_search_px - settings.search_px + 1)
+    wider = settings.retry_chip_px or settings.recheck_search_px
+    pad = reach + max(grow, 0) if (reach or wider) else 0
     # Statistics of the images themselves, not of their padding (whose rows would shift the
     # strips): the same normalisation as a tiled run from the files.
     ref_p, sec_p = (
@@ -254,6 +261,26 @@ def _prepared(ref, sec, ref_valid, sec_valid, settings: MatchSettings, cy, cx):
         for img, ok in ((ref, ref_valid), (sec, sec_valid))
     )
     return ref_p, sec_p, pad
+
+
+def _recheck(out: np.ndarray, job: _Job, run: Callable) -> None:
+    """Match again, over ``recheck_search_px`` around the same centres, the nodes whose match
+    did not return home (closure above :data:`RECHECK_CLOSURE_PX`); keep a new match only where
+    it returns home. The true motion may lie beyond the first search (ice moving 17-22 px
+    through the crevassed neck of Yahtse in 16 days, against +/-16 px), where the first search
+    could only find a chance alignment one crevasse spacing short of it."""
+    settings = job.settings
+    idx = np.flatnonzero(~np.isfinite(out[0]) | (out[4] > RECHECK_CLOSURE_PX))
+    if idx.size == 0:
+        return
+    wide = replace(
+        job, settings=settings.model_copy(update={"search_px": settings.recheck_search_px})
+    )
+    flat = out.reshape(LAYERS, -1)
+    for (_, sel, _), res in run(_match_task, wide.node_tasks(idx, settings.chip_px)):
+        ok = np.isfinite(res[0]) & ~(res[4] > RECHECK_CLOSURE_PX)
+        for layer, values in zip(flat, res, strict=True):
+            layer[sel[ok]] = values[ok]
 
 
 def _padded(image: np.ndarray, valid: np.ndarray | None, pad: int):

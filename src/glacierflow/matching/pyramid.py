@@ -70,6 +70,7 @@ def coarse_settings(settings: MatchSettings) -> MatchSettings:
             "pyramid_levels": settings.pyramid_levels - 1,
             "subpixel": "parabola",
             "retry_chip_px": (),
+            "recheck_search_px": 0,
             "retry_min_snr": 0.0,
             "backmatch_px": 0,
         }

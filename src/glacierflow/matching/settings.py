@@ -86,6 +86,10 @@ class MatchSettings(BaseModel):
     retry_min_snr : float
         Peak SNR (see :func:`~glacierflow.matching.peaks.peak_snr`) below which a node counts as
         failed for the retry; 0 retries only nodes without an offset.
+    recheck_search_px : int
+        Search radius, pixels, of a second match (same chip and centre) at nodes whose match
+        does not return home (closure above 0.5 px); the new match is kept only if it returns
+        home; 0: none. In-memory runs only (tiled runs refuse it, like retries).
     backmatch_px : int
         Radius of the backward search of the forward-backward check
         (:mod:`~glacierflow.matching.consistency`), pixels: the secondary chip at the position
@@ -124,6 +128,11 @@ class MatchSettings(BaseModel):
     backmatch_px: int = Field(
         2,
         description="Backward search radius of the forward-backward check, pixels (0: none).",
+    )
+    recheck_search_px: int = Field(
+        0,
+        description="Search radius of a second match where the first does not return home, "
+        "kept only if it does, pixels (0: none; in memory only).",
     )
 
     @field_validator(*_POSITIVE, mode="before")
@@ -191,6 +200,16 @@ class MatchSettings(BaseModel):
             raise ValueError(
                 f"backmatch_px must be 0 (no forward-backward check) or a whole number of at "
                 f"least 2 pixels, got {value!r}"
+            )
+        return int(value)
+
+    @field_validator("recheck_search_px", mode="before")
+    @classmethod
+    def _recheck(cls, value: Any) -> int:
+        if isinstance(value, bool) or not _is_whole(value) or value < 0:
+            raise ValueError(
+                f"recheck_search_px must be 0 (no second match) or a whole number of pixels, "
+                f"got {value!r}"
             )
         return int(value)
 
