@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from glacierflow.matching.grid import NodeGrid, make_grid
 from glacierflow.matching.ncc import PreparedImage
@@ -265,10 +266,12 @@ def _prepared(ref, sec, ref_valid, sec_valid, settings: MatchSettings, cy, cx):
 
 def _recheck(out: np.ndarray, job: _Job, run: Callable) -> None:
     """Match again, over ``recheck_search_px`` around the same centres, the nodes whose match
-    did not return home (closure above :data:`RECHECK_CLOSURE_PX`); keep a new match only where
-    it returns home. The true motion may lie beyond the first search (ice moving 17-22 px
-    through the crevassed neck of Yahtse in 16 days, against +/-16 px), where the first search
-    could only find a chance alignment one crevasse spacing short of it."""
+    did not return home (closure above :data:`RECHECK_CLOSURE_PX`) or found no peak inside the
+    search (one on its border); keep a new match only where it returns home. The true motion
+    may lie beyond the first search (ice moving 17-22 px through the crevassed neck of Yahtse
+    in 16 days, against +/-16 px), where the first search could only find a chance alignment
+    one crevasse spacing short of it. Nodes still not home are then searched over the first
+    search radius around the median offset of their 5 x 5 neighbours that are home."""
     settings = job.settings
     idx = np.flatnonzero(~np.isfinite(out[0]) | (out[4] > RECHECK_CLOSURE_PX))
     if idx.size == 0:
@@ -281,6 +284,30 @@ def _recheck(out: np.ndarray, job: _Job, run: Callable) -> None:
         ok = np.isfinite(res[0]) & ~(res[4] > RECHECK_CLOSURE_PX)
         for layer, values in zip(flat, res, strict=True):
             layer[sel[ok]] = values[ok]
+    # Nodes still not home may have found a wrong peak inside the search (a shadow, a rock
+    # edge) while the truth lies beside it: search again around their neighbours' motion.
+    idx = np.flatnonzero(np.isfinite(out[0]) & (out[4] > RECHECK_CLOSURE_PX))
+    if idx.size == 0:
+        return
+    lim = max(settings.recheck_search_px - settings.search_px, 0)  # what the padding holds
+    home = np.isfinite(out[0]) & ~(out[4] > RECHECK_CLOSURE_PX)
+    cy, cx = (np.clip(_neighbour_median(a, home), -lim, lim) for a in (out[1], out[0]))
+    moved = replace(job, cy=cy, cx=cx)
+    for (_, sel, _), res in run(_match_task, moved.node_tasks(idx, settings.chip_px)):
+        ok = np.isfinite(res[0]) & ~(res[4] > RECHECK_CLOSURE_PX)
+        for layer, values in zip(flat, res, strict=True):
+            layer[sel[ok]] = values[ok]
+
+
+def _neighbour_median(offset_px: np.ndarray, use: np.ndarray, half: int = 2) -> np.ndarray:
+    """Rounded median of the used offsets in each node's ``(2 half + 1)^2`` neighbourhood
+    (pixels; 0 where none is used)."""
+    w = 2 * half + 1
+    padded = np.pad(np.where(use, offset_px, np.nan), half, constant_values=np.nan)
+    windows = sliding_window_view(padded, (w, w)).reshape(*offset_px.shape, w * w)
+    counts = np.isfinite(windows).sum(axis=-1)
+    med = np.nanmedian(np.where(counts[..., None] > 0, windows, 0.0), axis=-1)
+    return np.rint(np.where(counts > 0, med, 0.0)).astype(np.int64)
 
 
 def _padded(image: np.ndarray, valid: np.ndarray | None, pad: int):
