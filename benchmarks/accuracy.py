@@ -18,6 +18,12 @@ yahtse-rock
     The real pair (2016-07-18 / 08-03), nodes on the stable-rock outlines. The truth is zero
     motion plus the pair's constant misregistration, so the error is the offset minus its median
     over the rock nodes.
+yahtse-uphill
+    A separate table (:func:`uphill_table`): the whole real pair through ``track`` at default
+    settings with the stable-rock mask; the share of fast vectors (> 500 m/yr, surface slope
+    > 2 %, above 150 m) that flow up the SRTM surface slope smoothed over 1 km (Gaussian sigma),
+    with the forward-backward check off (the defaults before it) and on, and with ``--dem``; the
+    peers' numbers on the same pair and measure are quoted from issue 16.
 
 Errors are taken over *textured* nodes (chip standard deviation at least 5 % of the image's),
 as in the tests: flat cloud and saturated snow are not a correlator's fault. Printed per case:
@@ -37,6 +43,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -330,6 +337,11 @@ def main() -> None:
     shifts = constant_pairs(small, fractions) if want("constant") else []
     fields = field_pairs(big) if any(want(c) for c in ("glacier", "lowcontrast", "slc-off")) else {}
     rock = rock_pair() if want("yahtse-rock") else None
+    if want("yahtse-uphill"):
+        print(uphill_table())
+        print()
+        if cases == {"yahtse-uphill"}:
+            return
     rows = []
     for method, pre, sub in combos:
         label = dict(method=method, prefilter=pre, subpixel=sub)
@@ -368,6 +380,86 @@ def main() -> None:
     print()
     print("pixel locking: largest |mean error| over fractional shifts 0..1 px (constant case)")
     print(table(locks, ["method", "subpixel", "lock_x", "lock_y", "median"]))
+
+
+#: The Yahtse SRTM DEM in the shared data folder beside the repository.
+YAHTSE_DEM = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "yahtse_landsat8_2016"
+    / "yahtse_srtm_dem.tif"
+)
+#: Peers on the same pair and measure, quoted from issue 16 (not rerun here).
+UPHILL_PEERS = [
+    dict(run="ampcor offsets, SNR > 8 (quoted)", fast_nodes="2,861", uphill_pct="1.4"),
+    dict(run="autoRIFT, before its filters (quoted)", uphill_pct="7.1"),
+    dict(run="autoRIFT, NDC/MAD (quoted)", fast_nodes="2,691", uphill="7", uphill_pct="0.26"),
+]
+
+
+def uphill_fraction(ds, dem_path: Path = YAHTSE_DEM) -> tuple[int, int]:
+    """Fast nodes (> 500 m/yr, smoothed slope > 2 %, above 150 m) of a product and those
+    flowing up the DEM's surface slope smoothed over 1 km (Gaussian sigma, bilinear samples)."""
+    import rasterio
+    from scipy import ndimage
+
+    with rasterio.open(dem_path) as d:
+        z, t = d.read(1).astype(np.float64), d.transform
+    ok = np.isfinite(z)
+    sigma = 1000.0 / abs(t.a)
+    weight = np.maximum(ndimage.gaussian_filter(ok.astype(float), sigma), 1e-9)
+    zs = ndimage.gaussian_filter(np.where(ok, z, 0.0), sigma) / weight
+    gy, gx = np.gradient(zs, t.e, t.a)
+    xx, yy = np.meshgrid(ds.x.values, ds.y.values)
+    inv = ~t
+    col, row = inv.a * xx + inv.b * yy + inv.c, inv.d * xx + inv.e * yy + inv.f
+
+    def sample(a: np.ndarray) -> np.ndarray:
+        return ndimage.map_coordinates(a, [row - 0.5, col - 0.5], order=1, cval=np.nan)
+
+    zn, gxn, gyn = sample(np.where(ok, z, 0.0)), sample(gx), sample(gy)
+    vx, vy = ds["vx"].values, ds["vy"].values
+    with np.errstate(invalid="ignore"):
+        fast = (np.hypot(vx, vy) > 500) & (np.hypot(gxn, gyn) > 0.02) & (zn > 150)
+        up = fast & (vx * gxn + vy * gyn > 0)
+    return int(fast.sum()), int(up.sum())
+
+
+def uphill_table() -> str:
+    """The table "uphill fraction on the real Yahtse pair": glacierflow without and with the
+    forward-backward check, with ``--dem``, and the peers' quoted numbers."""
+    from glacierflow.demo import demo_inputs
+    from glacierflow.track import track
+
+    if not YAHTSE_DEM.is_file():
+        return f"uphill fraction: skipped, no DEM at {YAHTSE_DEM}"
+    ref, sec, rock = demo_inputs()
+    runs = [
+        ("glacierflow, no forward-backward check (before)", dict(backmatch_px=0)),
+        ("glacierflow, defaults (after)", {}),
+        ("glacierflow, defaults + --dem", dict(dem=YAHTSE_DEM)),
+    ]
+    rows = []
+    for label, kw in runs:
+        t0 = time.perf_counter()
+        ds = track(ref, sec, stable_mask=rock, progress=False, **kw)
+        fast, up = uphill_fraction(ds)
+        rows.append(
+            dict(
+                run=label,
+                fast_nodes=f"{fast:,}",
+                uphill=str(up),
+                uphill_pct=f"{100 * up / max(fast, 1):.2f}",
+                seconds=f"{time.perf_counter() - t0:.1f}",
+            )
+        )
+    head = (
+        "uphill fraction on the real Yahtse pair: fast = > 500 m/yr, smoothed slope > 2 %, "
+        "above 150 m; uphill = moving up the SRTM slope smoothed over 1 km (Gaussian sigma)"
+    )
+    columns = ["run", "fast_nodes", "uphill", "uphill_pct", "seconds"]
+    return head + "\n" + table(rows + UPHILL_PEERS, columns)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def test_filter_offsets_sets_one_bit_per_reason():
     dx[30:33, 40:44] += 6.0  # 12 nodes moving together: fewer than one chip's footprint
     res = filter_offsets(dx, dy, corr, snr, FilterSettings(min_cluster_nodes=16))
     q = res.quality
-    assert q.dtype == np.uint8
+    assert q.dtype == np.uint16
     assert q[1, 1] == Quality.NO_MATCH
     assert q[2, 2] == Quality.LOW_CORR
     assert q[3, 3] == Quality.LOW_SNR
@@ -163,7 +163,7 @@ def test_small_enclosed_holes_are_filled_and_others_not():
 
 def test_quality_attributes_document_every_bit():
     attrs = quality_attrs()
-    assert attrs["flag_masks"] == [1, 2, 4, 8, 16, 32]
+    assert attrs["flag_masks"] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     assert attrs["flag_meanings"].split() == list(FLAG_MEANINGS.values())
     for bit, meaning in FLAG_MEANINGS.items():
         assert f"{int(bit)} = {meaning}" in attrs["description"]
@@ -227,7 +227,7 @@ def test_without_the_coherence_tests_the_bay_survives(yahtse_match):
 def test_product_flags_match_its_layers(yahtse_product):
     ds = yahtse_product
     q = ds["quality"].values
-    assert ds["quality"].dtype == np.uint8
+    assert ds["quality"].dtype == np.uint16
     bad = q != 0
     for name in ("vx", "vy", "v", "dx", "dy", "v_error"):
         assert np.all(np.isnan(ds[name].values[bad])), name
@@ -246,8 +246,8 @@ def test_hole_filling_is_flagged(yahtse_product):
     was = (q & Quality.FILLED).astype(bool)
     assert was.sum() > 50
     # A filled node keeps the reason it was removed, and was removed without filling.
-    assert np.all((q[was] & ~np.uint8(Quality.FILLED)) != 0)
-    assert np.all(yahtse_product["quality"].values[was] == q[was] & ~np.uint8(Quality.FILLED))
+    assert np.all((q[was] & ~np.uint16(Quality.FILLED)) != 0)
+    assert np.all(yahtse_product["quality"].values[was] == q[was] & ~np.uint16(Quality.FILLED))
     assert np.all(np.isfinite(filled["v"].values[was]))
     assert np.all(np.isfinite(filled["v_error"].values[was]))
     kept = q == 0

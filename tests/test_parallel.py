@@ -22,7 +22,7 @@ from glacierflow.matching import MatchSettings, match
 from glacierflow.scenes import read_header, read_scene
 from glacierflow.tiling import plan_tiles, tiled_match
 
-LAYERS = ("dx_px", "dy_px", "corr", "snr")
+LAYERS = ("dx_px", "dy_px", "corr", "snr", "closure_px")
 
 
 def _crop(src: Path, dst: Path, window: Window) -> Path:

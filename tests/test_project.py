@@ -702,3 +702,21 @@ def test_the_tracking_tables_fill_the_settings_tree_and_its_defaults(tiny):
     assert fingerprint(changed, plan) != fingerprint(project, plan)
     (tiny / "p.toml").write_text(GOOD + "\n[matching]\nworkers = 3\n")
     assert fingerprint(load_project(tiny / "p.toml"), plan) == fingerprint(project, plan)
+
+
+def test_a_relative_dem_is_found_beside_the_project_file(tiny, shared_data, tmp_path, monkeypatch):
+    """``[filtering] dem`` is a path like the others: relative to the project file's folder, not
+    to the folder the command runs in."""
+    import shutil
+
+    (tiny / "dem").mkdir()
+    shutil.copy(shared_data / "yahtse_landsat8_2016" / "yahtse_srtm_dem.tif", tiny / "dem")
+    (tiny / "p.toml").write_text(GOOD + '\n[filtering]\ndem = "dem/yahtse_srtm_dem.tif"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    dem = load_project(tiny / "p.toml").track_settings.filter_settings().dem
+    assert dem == (tiny / "dem" / "yahtse_srtm_dem.tif").resolve()
+    assert dem.is_file()
+    (tiny / "p.toml").write_text(GOOD + f'\n[filtering]\ndem = "{dem}"\n')  # absolute: as given
+    assert load_project(tiny / "p.toml").track_settings.filter_settings().dem == dem

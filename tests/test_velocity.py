@@ -187,8 +187,8 @@ def test_error_and_quality_layers_follow_the_seven():
         quality=q,
     )
     assert list(ds.data_vars) == [*VARIABLES, "v_error", "quality", "extra_layer"]
-    assert ds["quality"].dtype == np.uint8
-    assert ds["quality"].attrs["flag_masks"] == [1, 2, 4, 8, 16, 32]
+    assert ds["quality"].dtype == np.uint16
+    assert ds["quality"].attrs["flag_masks"] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     assert ds["v_error"].attrs["units"] == "m/yr"
     assert "each velocity component" in ds["v_error"].attrs["long_name"]
     assert ds.attrs["quality_flag_meanings"] == QUALITY_VARIABLES["quality"]["flag_meanings"]
@@ -384,8 +384,8 @@ def test_summary_and_netcdf_carry_the_statistics_and_flags(yahtse_products):
     assert q["good"] == summary["nodes"]["valid"]
     assert q["no_match"] + q["good"] <= summary["nodes"]["total"]
     with xr.open_dataset(paths["netcdf"], engine="h5netcdf") as nc:
-        assert nc["quality"].dtype == np.uint8
-        assert list(nc["quality"].attrs["flag_masks"]) == [1, 2, 4, 8, 16, 32]
+        assert nc["quality"].dtype == np.uint16
+        assert list(nc["quality"].attrs["flag_masks"]) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
         assert nc["quality"].attrs["flag_meanings"].startswith("no_match low_correlation")
         np.testing.assert_array_equal(nc["quality"].values, ds["quality"].values)
         # Each component points at its own error (CF ancillary_variables), as ITS_LIVE names it.
@@ -399,7 +399,7 @@ def test_summary_and_netcdf_carry_the_statistics_and_flags(yahtse_products):
             *("quality", "chip_px", "strain"),
         )
         assert tif.tags(VARIABLES_BANDS["vx_error"])["units"] == "m/yr"
-        assert json.loads(tif.tags()["quality_flag_masks"]) == [1, 2, 4, 8, 16, 32]
+        assert json.loads(tif.tags()["quality_flag_masks"]) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     assert summary["v_error"]["scale_vx"] == pytest.approx(ds.attrs["v_error_scale_vx"])
     for path in (paths["netcdf"], paths["cog"]):
         back = read_product(path)

@@ -21,6 +21,21 @@ neighbours, while ice and rock move coherently over many chip widths. The tests,
 5. ``FILLED``: optionally, small holes are filled by interpolation from their neighbours; the
    filled node keeps the bits that removed it, plus this one.
 
+Three more tests catch what a neighbourhood cannot: *coherent* mismatches, where a whole patch of
+chips agrees on a wrong offset (periodic crevasses seen one crevasse spacing away when the true
+motion exceeds the search range; a smooth brightness ramp on snow; a drifting cloud edge). They
+run before the median test, so that the fragments they leave fall to tests 3 and 4:
+
+6. ``BACKMATCH``: the forward-backward check of the matcher
+   (:mod:`glacierflow.matching.consistency`): the secondary chip at the position found, matched
+   back onto the reference, lands more than ``max_closure_px`` from home (or not near it at all).
+7. ``TOO_FAST``: the offset implies a speed above ``max_speed_m_per_yr``, physically implausible
+   for glacier ice (the caller converts it to pixels for the pair, see
+   :func:`max_offset_px`).
+8. ``UPHILL``: with a DEM (``dem``), the node moves up the surface slope smoothed over about
+   1 km, where that slope is significant (:mod:`glacierflow.flowdir`); ice flows down it at that
+   scale.
+
 Every node carries the OR of the flags that apply; ``quality == 0`` is a good, measured node.
 Removed nodes become NaN; filled nodes hold interpolated values.
 
@@ -35,6 +50,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntFlag
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +67,13 @@ class Quality(IntFlag):
     MEDIAN_TEST = 8
     SMALL_CLUSTER = 16
     FILLED = 32
+    BACKMATCH = 64
+    TOO_FAST = 128
+    UPHILL = 256
+
+
+#: Integer type of the ``quality`` layer (nine bits are in use: uint8 no longer holds them).
+QUALITY_DTYPE = np.uint16
 
 
 #: CF ``flag_meanings`` words, in the order of :class:`Quality`'s bits.
@@ -61,7 +84,20 @@ FLAG_MEANINGS: dict[Quality, str] = {
     Quality.MEDIAN_TEST: "failed_normalized_median_test",
     Quality.SMALL_CLUSTER: "small_isolated_cluster",
     Quality.FILLED: "filled_by_interpolation",
+    Quality.BACKMATCH: "failed_forward_backward_check",
+    Quality.TOO_FAST: "implausibly_fast",
+    Quality.UPHILL: "flows_uphill",
 }
+
+#: Default ``max_speed_m_per_yr``: about twice the fastest glacier speeds measured (Jakobshavn
+#: Isbrae's terminus, about 17 km/yr in 2012; surge fronts reach similar speeds for weeks). A
+#: faster offset is a mismatch, never ice.
+MAX_SPEED_M_PER_YR = 40_000.0
+#: Default ``max_closure_px``: a true match returns home within the sub-pixel noise of the two
+#: estimates (on the real Yahtse pair: median 0.1 px; 95th percentile 0.2 px on stable rock,
+#: 0.45 px on the crevassed, fast-deforming tongue); half a pixel away it has landed nearer
+#: another pixel than home.
+MAX_CLOSURE_PX = 0.5
 
 
 def quality_attrs() -> dict[str, object]:
@@ -107,6 +143,10 @@ class FilterSettings(BaseModel):
     footprint has no independent confirmation; :meth:`for_grid` sets it from the chip and step.
     ``cluster_tol_px``: two chance matches within a +/-16 px search agree within 2 px about
     once in a hundred.
+
+    ``max_closure_px`` (:data:`MAX_CLOSURE_PX`), ``max_speed_m_per_yr``
+    (:data:`MAX_SPEED_M_PER_YR`), ``dem`` and ``dem_min_slope``: the plausibility tests 6 to 8
+    of the module docstring; ``inf`` switches the first two off, no ``dem`` the third.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -156,12 +196,32 @@ class FilterSettings(BaseModel):
         False, description="Fill small holes by interpolation (flagged in the quality band)."
     )
     max_hole_nodes: int = Field(4, ge=1, description="Largest hole filled, in nodes.")
+    max_closure_px: float = Field(
+        MAX_CLOSURE_PX,
+        gt=0,
+        description="Largest forward-backward closure kept, pixels (inf: no test).",
+    )
+    max_speed_m_per_yr: float = Field(
+        MAX_SPEED_M_PER_YR,
+        gt=0,
+        description="Speeds above this are implausible for ice and flagged, m/yr (inf: no test).",
+    )
+    dem: Path | None = Field(
+        None,
+        description="DEM (any CRS, metres): flag nodes moving up its slope smoothed over ~1 km.",
+    )
+    dem_min_slope: float = Field(
+        0.02,
+        gt=0,
+        allow_inf_nan=False,
+        description="Smallest smoothed DEM slope (rise/run) at which flow direction is judged.",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_numbers(cls, value: Any, info: Any) -> Any:
         # True is not a count or a threshold; pydantic would take it as 1.
-        if isinstance(value, bool) and info.field_name != "fill_holes":
+        if isinstance(value, bool) and info.field_name not in ("fill_holes", "dem"):
             raise ValueError(f"must be a number, got {value!r}")
         return value
 
@@ -189,7 +249,7 @@ class FilterSettings(BaseModel):
         footprint = math.ceil((chip_px / step_px) ** 2)
         return cls(**{"min_cluster_nodes": max(4, footprint), **overrides})
 
-    def attrs(self) -> dict[str, float | int]:
+    def attrs(self) -> dict[str, float | int | str]:
         """The settings as product attributes (``filter_`` prefix)."""
         return {
             "filter_min_corr": float(self.min_corr),
@@ -201,6 +261,10 @@ class FilterSettings(BaseModel):
             "filter_min_cluster_nodes": int(self.min_cluster_nodes),
             "filter_fill_holes": int(self.fill_holes),
             "filter_max_hole_nodes": int(self.max_hole_nodes),
+            "filter_max_closure_px": float(self.max_closure_px),
+            "filter_max_speed_m_per_yr": float(self.max_speed_m_per_yr),
+            "filter_dem": self.dem.name if self.dem is not None else "none",
+            "filter_dem_min_slope": float(self.dem_min_slope),
         }
 
 
@@ -404,7 +468,7 @@ class FilterResult:
     ----------
     dx_px, dy_px : ndarray of float64
         Offsets with removed nodes set to NaN, in pixels.
-    quality : ndarray of uint8
+    quality : ndarray of uint16
         Bit flags (see :class:`Quality`).
     """
 
@@ -431,8 +495,13 @@ def filter_offsets(
     corr: np.ndarray,
     snr: np.ndarray,
     settings: FilterSettings | None = None,
+    *,
+    closure_px: np.ndarray | None = None,
+    max_offset_px: float | None = None,
+    downslope_px: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FilterResult:
-    """Run the removal tests 1 to 4 of the module docstring (hole filling is separate).
+    """Run the removal tests 1 to 4 and 6 to 8 of the module docstring (hole filling is
+    separate).
 
     Parameters
     ----------
@@ -442,6 +511,16 @@ def filter_offsets(
         Peak correlation and peak-to-mean-absolute-correlation ratio.
     settings : FilterSettings, optional
         Thresholds; defaults as documented there.
+    closure_px : ndarray, shape (ny, nx), optional
+        Forward-backward closure from the matcher (``MatchResult.closure_px``), pixels; NaN
+        where not checked. Nodes beyond ``settings.max_closure_px`` get ``BACKMATCH``.
+    max_offset_px : float, optional
+        Largest plausible offset magnitude, pixels (``settings.max_speed_m_per_yr`` for the
+        pair, :func:`max_offset_px`); longer ones get ``TOO_FAST``.
+    downslope_px : (ndarray, ndarray), optional
+        Unit vector down the smoothed surface slope at each node, in pixel axes (columns,
+        rows), NaN where the slope is too gentle to judge (:mod:`glacierflow.flowdir`); nodes
+        that move at least :data:`UPHILL_MIN_OFFSET_PX` against it get ``UPHILL``.
 
     Returns
     -------
@@ -458,12 +537,14 @@ def filter_offsets(
             f"dx_px, dy_px, corr and snr must share one shape, got {dx.shape}, {dy.shape}, "
             f"{np.shape(corr)}, {np.shape(snr)}"
         )
-    quality = np.zeros(dx.shape, dtype=np.uint8)
+    quality = np.zeros(dx.shape, dtype=QUALITY_DTYPE)
     matched = np.isfinite(dx) & np.isfinite(dy)
-    quality[~matched] |= np.uint8(Quality.NO_MATCH)
+    quality[~matched] |= QUALITY_DTYPE(Quality.NO_MATCH)
     with np.errstate(invalid="ignore"):
-        quality[matched & ~(np.asarray(corr) >= s.min_corr)] |= np.uint8(Quality.LOW_CORR)
-        quality[matched & ~(np.asarray(snr) >= s.min_snr)] |= np.uint8(Quality.LOW_SNR)
+        quality[matched & ~(np.asarray(corr) >= s.min_corr)] |= QUALITY_DTYPE(Quality.LOW_CORR)
+        quality[matched & ~(np.asarray(snr) >= s.min_snr)] |= QUALITY_DTYPE(Quality.LOW_SNR)
+    plausible = plausibility_flags(dx, dy, s, closure_px, max_offset_px, downslope_px)
+    quality |= plausible
 
     def drop(mask: np.ndarray) -> None:
         dx[mask] = np.nan
@@ -471,10 +552,65 @@ def filter_offsets(
 
     drop(quality != 0)
     failed = median_test(dx, dy, s.median_threshold, s.median_eps_px, s.min_neighbours)
-    quality[failed] |= np.uint8(Quality.MEDIAN_TEST)
+    quality[failed] |= QUALITY_DTYPE(Quality.MEDIAN_TEST)
     drop(failed)
     sizes = coherent_cluster_sizes(dx, dy, s.cluster_tol_px, s.cluster_tol_frac)
     isolated = (sizes > 0) & (sizes < s.min_cluster_nodes)
-    quality[isolated] |= np.uint8(Quality.SMALL_CLUSTER)
+    quality[isolated] |= QUALITY_DTYPE(Quality.SMALL_CLUSTER)
     drop(isolated)
     return FilterResult(dx, dy, quality)
+
+
+#: Offsets shorter than this (pixels) are not judged by the flow-direction test: their
+#: direction is mostly noise (a sub-pixel offset on slow ice or rock).
+UPHILL_MIN_OFFSET_PX = 1.0
+
+
+def max_offset_px(max_speed_m_per_yr: float, pixel_size_m: float, dt_days: float) -> float:
+    """The offset, in pixels, of a speed over a pair's time separation (365.25-day year).
+
+    Parameters
+    ----------
+    max_speed_m_per_yr : float
+        Speed, m/yr.
+    pixel_size_m : float
+        Image pixel size, metres.
+    dt_days : float
+        Time from the earlier to the later image, days.
+    """
+    return float(max_speed_m_per_yr) * float(dt_days) / 365.25 / float(pixel_size_m)
+
+
+def plausibility_flags(
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    settings: FilterSettings,
+    closure_px: np.ndarray | None = None,
+    max_offset_px: float | None = None,
+    downslope_px: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The ``BACKMATCH``, ``TOO_FAST`` and ``UPHILL`` bits of matched nodes (tests 6 to 8).
+
+    Parameters are those of :func:`filter_offsets`; returns the bits as :data:`QUALITY_DTYPE`.
+    """
+    dx = np.asarray(dx_px, dtype=np.float64)
+    dy = np.asarray(dy_px, dtype=np.float64)
+    matched = np.isfinite(dx) & np.isfinite(dy)
+    out = np.zeros(dx.shape, dtype=QUALITY_DTYPE)
+    with np.errstate(invalid="ignore"):
+        if closure_px is not None:
+            if np.shape(closure_px) != dx.shape:
+                raise ValueError(f"closure_px must have the shape {dx.shape}")
+            bad = matched & (np.asarray(closure_px) > settings.max_closure_px)
+            out[bad] |= QUALITY_DTYPE(Quality.BACKMATCH)
+        if max_offset_px is not None:
+            out[matched & (np.hypot(dx, dy) > max_offset_px)] |= QUALITY_DTYPE(Quality.TOO_FAST)
+        if downslope_px is not None:
+            ux, uy = (np.asarray(a, dtype=np.float64) for a in downslope_px)
+            if ux.shape != dx.shape or uy.shape != dx.shape:
+                raise ValueError(f"downslope_px must hold two arrays of the shape {dx.shape}")
+            along = dx * ux + dy * uy
+            moving = np.hypot(dx, dy) >= UPHILL_MIN_OFFSET_PX
+            # Uphill: more against the slope than across it (beyond 90 degrees from downhill).
+            out[matched & moving & (along < 0)] |= QUALITY_DTYPE(Quality.UPHILL)
+    return out

@@ -281,7 +281,8 @@ class TrackSettings(_Group):
                 "settings: tiled processing (tiling.tile_nodes, tiling.scheduler, "
                 "tiling.work_dir) supports every correlator with a prior velocity, a coarse pass "
                 "and the high-pass or Wallis pre-filter, but not prefilter.method 'orientation' "
-                "(use matching.method 'orientation') or retries (matching.retry_chip_px); run "
+                "(use matching.method 'orientation'), retries (matching.retry_chip_px) or second "
+                "matches (matching.recheck_search_px); run "
                 "untiled",
                 allowed=TILED_PREFILTERS,
             )
@@ -293,6 +294,7 @@ class TrackSettings(_Group):
             self.matching.method in METHODS
             and self.prefilter.method in TILED_PREFILTERS
             and not self.matching.retry_chip_px
+            and not self.matching.recheck_search_px
         )
 
     def check_image(self, shape_px: tuple[int, int], path: str | Path | None = None) -> None:

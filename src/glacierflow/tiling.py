@@ -36,7 +36,7 @@ from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
 from glacierflow.execute import Executor
 from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, TaskRunner, make_grid
-from glacierflow.matching.match import coarse_centres, tile_slices
+from glacierflow.matching.match import LAYERS, coarse_centres, tile_slices
 from glacierflow.matching.ncc import PreparedImage
 from glacierflow.matching.nodes import match_tile
 from glacierflow.matching.pyramid import downsample2
@@ -247,8 +247,8 @@ def match_file_tile(
 
     Returns
     -------
-    ndarray, shape (4, tile rows, tile columns), float32
-        ``dx_px``, ``dy_px``, ``corr``, ``snr``.
+    ndarray, shape (LAYERS, tile rows, tile columns), float32
+        ``dx_px``, ``dy_px``, ``corr``, ``snr``, ``closure_px``.
     """
     # One pixel more than the farthest centre: a shared kernel searches around the middle of
     # the tile's centres, rounded down (as the padding of an untiled run allows).
@@ -264,7 +264,7 @@ def match_file_tile(
     ti, tj = tile
     rows = grid.rows_px()[ti] - int(win.row_off)
     cols = grid.cols_px()[tj] - int(win.col_off)
-    out = np.full((4, rows.size, cols.size), np.nan, dtype=np.float32)
+    out = np.full((LAYERS, rows.size, cols.size), np.nan, dtype=np.float32)
     local = NodeGrid(0, 0, grid.step_px, rows.size, cols.size, grid.chip_px, grid.search_px)
     for si, sj in tile_slices(local, settings.tile_nodes):
         cy = cx = None
@@ -386,7 +386,7 @@ def _load_tile(path: Path, tile: Tile) -> np.ndarray | None:
             values, key, sha = z["values"], str(z["key"]), str(z["sha256"])
         if key != path.parent.name:
             problem = "written by another run (other inputs or settings)"
-        elif values.shape != (4, ti.stop - ti.start, tj.stop - tj.start):
+        elif values.shape != (LAYERS, ti.stop - ti.start, tj.stop - tj.start):
             problem = f"of the wrong shape {values.shape}"
         elif sha != _checksum(values):
             problem = "damaged (checksum mismatch)"
@@ -482,7 +482,7 @@ def tiled_match(
         if folder is not None:
             # A failure before any tile is kept leaves no work folder behind.
             stack.push(lambda kind, _exc, _tb, f=folder: bool(kind and remove_unused_work(f)))
-        out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
+        out = np.full((LAYERS, *grid.shape), np.nan, dtype=np.float32)
         todo = _resume(out, plan_tiles(grid, settings, tile_nodes), folder, progress)
         stats = _both_stats(ref, sec, band, settings, filters)
         if todo:
@@ -506,9 +506,9 @@ def _refined(out, grid, settings, files, executor) -> MatchResult:
         ref, sec, band, filters, stats = files
         crop = _file_crop(scene_ref(ref), scene_ref(sec), band, filters, stats)
         out[0], out[1], strain, refined = refine_nodes(
-            *out, grid.rows_px(), grid.cols_px(), settings, crop, executor.map_unordered
+            *out[:4], grid.rows_px(), grid.cols_px(), settings, crop, executor.map_unordered
         )  # fmt: skip
-    return MatchResult(grid, *out, settings, strain=strain, refined=refined)
+    return MatchResult(grid, *out[:4], settings, strain=strain, refined=refined, closure_px=out[4])
 
 
 def _file_crop(ref: SceneRef, sec: SceneRef, band, filters, stats) -> Callable:

@@ -8,7 +8,7 @@ its settings: ``chip_px=48``, ``coreg="none"``), and the command line is a thin 
 
 1. :func:`match_pair`: match the nodes, in memory or tile by tile from the files.
 2. :func:`~glacierflow.filters.filter_offsets`: remove outliers (correlation and SNR thresholds,
-   normalized median test, small isolated clusters).
+   forward-backward check, speed limit, DEM flow direction, median test, small clusters).
 3. :func:`~glacierflow.stable.stable_ground`: outlines, a mask, or the slowest quarter of
    valid nodes.
 4. :func:`coregister_offsets`: fit the co-registration on the stable nodes that survived
@@ -49,6 +49,7 @@ from glacierflow.filters import (
 )
 from glacierflow.matching import MatchResult, NodeGrid, make_grid, match
 from glacierflow.pair import Pair, SceneLike, lattice_offset, load_pair, load_pair_tiled
+from glacierflow.plausibility import filter_inputs
 from glacierflow.progress import Progress, ProgressSink, node_bar
 from glacierflow.scenes import Scene, read_header, read_scene
 from glacierflow.settings import COREG_CHOICES, TrackSettings
@@ -198,7 +199,11 @@ def track_pair(
     geo = node_geometry(pair, s)
     result = match_pair(pair, geo, s, progress=progress, band=band, executor=executor)
     fsettings = s.filter_settings()
-    filt = filter_offsets(result.dx_px, result.dy_px, result.corr, result.snr, fsettings)
+    checks = filter_inputs(
+        fsettings, closure_px=result.closure_px, crs=pair.crs, image_transform=pair.transform,
+        node_transform=geo.transform, shape=geo.grid.shape, dt_days=pair.dt_days,
+    )  # fmt: skip
+    filt = filter_offsets(result.dx_px, result.dy_px, result.corr, result.snr, fsettings, **checks)
     stable, stable_attrs = stable_ground(
         pair, geo.transform, geo.grid.shape, geo.pixel_size_m, s, filt.valid
     )

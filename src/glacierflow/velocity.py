@@ -21,7 +21,7 @@ import xarray as xr
 from affine import Affine
 
 from glacierflow.coregister import nmad
-from glacierflow.filters import quality_attrs
+from glacierflow.filters import QUALITY_DTYPE, quality_attrs
 from glacierflow.uncertainty import (
     DEFAULT_PEAK_SIGMA_SCALE,
     DEFORMATION_FACTOR,
@@ -281,7 +281,7 @@ def _data_vars(
     layers: Mapping[str, np.ndarray], quality: np.ndarray | None, shape: tuple[int, int]
 ) -> dict[str, tuple]:
     """The product's variables as float32 layers with their CF attributes, in band order: the
-    seven of :data:`VARIABLES`, the :data:`ERROR_VARIABLES`, ``quality`` (uint8, when given),
+    seven of :data:`VARIABLES`, the :data:`ERROR_VARIABLES`, ``quality`` (uint16, when given),
     then any extra."""
     data_vars = {}
     for name, arr in layers.items():
@@ -291,7 +291,7 @@ def _data_vars(
         return data_vars
     if np.shape(quality) != shape:
         raise ValueError(f"quality has shape {np.shape(quality)}, the grid {shape}")
-    q = (("y", "x"), np.asarray(quality).astype(np.uint8), dict(QUALITY_VARIABLES["quality"]))
+    q = (("y", "x"), np.asarray(quality).astype(QUALITY_DTYPE), dict(QUALITY_VARIABLES["quality"]))
     first = [*VARIABLES, *ERROR_VARIABLES]
     return {
         **{k: data_vars[k] for k in first if k in data_vars},
@@ -342,7 +342,7 @@ def velocity_dataset(
     v_error : ndarray, optional
         One-sigma error of each velocity component, in m/yr (see the module docstring).
     quality : ndarray of int, optional
-        Bit flags of :class:`glacierflow.filters.Quality`; stored as uint8.
+        Bit flags of :class:`glacierflow.filters.Quality`; stored as uint16.
     vx_error, vy_error : ndarray, optional
         One-sigma errors of ``vx`` and of ``vy`` apart, in m/yr (:func:`component_sigma_px`).
 

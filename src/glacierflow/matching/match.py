@@ -21,10 +21,11 @@ process, local workers or a Dask cluster) can run them; the result does not depe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from glacierflow.matching.grid import NodeGrid, make_grid
 from glacierflow.matching.ncc import PreparedImage
@@ -41,7 +42,22 @@ from glacierflow.matching.settings import METHODS, MatchSettings
 from glacierflow.matching.stats import image_stats
 from glacierflow.matching.strain import image_crop, refine_nodes
 
-__all__ = ["METHODS", "MatchResult", "TaskRunner", "coarse_centres", "match", "tile_slices"]
+__all__ = [
+    "LAYERS",
+    "METHODS",
+    "MatchResult",
+    "TaskRunner",
+    "coarse_centres",
+    "match",
+    "tile_slices",
+]
+
+
+#: Closure (pixels) beyond which a node is matched again with ``recheck_search_px``: the
+#: default ``filtering.max_closure_px``.
+RECHECK_CLOSURE_PX = 0.5
+#: Layers a matching task returns per node: ``dx_px, dy_px, corr, snr, closure_px``.
+LAYERS = 5
 
 
 class TaskRunner(Protocol):
@@ -77,6 +93,9 @@ class MatchResult:
         affine fit where refined, of the neighbours' offsets elsewhere; :mod:`.strain`).
     refined : ndarray of bool, optional
         Nodes whose offset comes from the affine refinement (``settings.refine``).
+    closure_px : ndarray of float32, optional
+        Forward-backward closure of each offset, in pixels (``inf``: the backward match did not
+        return home; NaN: not checked); see :mod:`~glacierflow.matching.consistency`.
     """
 
     grid: NodeGrid
@@ -88,6 +107,7 @@ class MatchResult:
     chip_px: np.ndarray | None = None
     strain: np.ndarray | None = None
     refined: np.ndarray | None = None
+    closure_px: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -170,7 +190,7 @@ def match(
     ref_p, sec_p, pad = _prepared(ref, sec, ref_valid, sec_valid, settings, cy, cx)
     job = _Job(ref_p, sec_p, grid.rows_px() + pad, grid.cols_px() + pad, cy, cx, settings)
     run = map if executor is None else executor.map_unordered
-    out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
+    out = np.full((LAYERS, *grid.shape), np.nan, dtype=np.float32)
     for (_, ti, tj), res in run(_match_task, job.tile_tasks(grid)):
         for layer, values in zip(out, res, strict=True):
             layer[ti, tj] = values
@@ -182,22 +202,24 @@ def match(
     if settings.refine != "off" and not np.iscomplexobj(ref_p.image):
         crop = image_crop(ref_p, sec_p)
         out[0], out[1], strain, refined = refine_nodes(
-            *out, job.rows, job.cols, settings, crop, run
+            *out[:4], job.rows, job.cols, settings, crop, run
         )  # fmt: skip
+    if settings.recheck_search_px:
+        _recheck(out, job, run)
     chip = np.full(grid.shape, settings.chip_px, dtype=np.int16)
     for retry_chip in settings.retry_chip_px:
         failed = ~np.isfinite(out[0]) | ~(out[3] >= settings.retry_min_snr)
         idx = np.flatnonzero(failed)
         if idx.size == 0:
             break
-        flat = out.reshape(4, -1)
+        flat = out.reshape(LAYERS, -1)
         for (_, sel, _), res in run(_match_task, job.node_tasks(idx, int(retry_chip))):
             ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
             for layer, values in zip(flat, res, strict=True):
                 layer[sel[ok]] = values[ok]
             chip.reshape(-1)[sel[ok]] = retry_chip
-    dx, dy, corr, snr = out
-    return MatchResult(grid, dx, dy, corr, snr, settings, chip, strain, refined)
+    dx, dy, corr, snr, closure = out
+    return MatchResult(grid, dx, dy, corr, snr, settings, chip, strain, refined, closure)
 
 
 def _checked_images(ref, sec, ref_valid, sec_valid, settings: MatchSettings):
@@ -243,7 +265,9 @@ def _prepared(ref, sec, ref_valid, sec_valid, settings: MatchSettings, cy, cx):
     # which every correlator ignores.
     reach = 0 if cy is None else int(max(np.abs(cy).max(), np.abs(cx).max()))
     grow = max((c - settings.chip_px) // 2 + 1 for c in (settings.chip_px, *settings.retry_chip_px))
-    pad = reach + max(grow, 0) if (reach or settings.retry_chip_px) else 0
+    grow = max(grow, settings.recheck_search_px - settings.search_px + 1)
+    wider = settings.retry_chip_px or settings.recheck_search_px
+    pad = reach + max(grow, 0) if (reach or wider) else 0
     # Statistics of the images themselves, not of their padding (whose rows would shift the
     # strips): the same normalisation as a tiled run from the files.
     ref_p, sec_p = (
@@ -254,6 +278,52 @@ def _prepared(ref, sec, ref_valid, sec_valid, settings: MatchSettings, cy, cx):
         for img, ok in ((ref, ref_valid), (sec, sec_valid))
     )
     return ref_p, sec_p, pad
+
+
+def _recheck(out: np.ndarray, job: _Job, run: Callable) -> None:
+    """Match again, over ``recheck_search_px`` around the same centres, the nodes whose match
+    did not return home (closure above :data:`RECHECK_CLOSURE_PX`) or found no peak inside the
+    search (one on its border); keep a new match only where it returns home. The true motion
+    may lie beyond the first search (ice moving 17-22 px through the crevassed neck of Yahtse
+    in 16 days, against +/-16 px), where the first search could only find a chance alignment
+    one crevasse spacing short of it. Nodes still not home are then searched over the first
+    search radius around the median offset of their 5 x 5 neighbours that are home."""
+    settings = job.settings
+    idx = np.flatnonzero(~np.isfinite(out[0]) | (out[4] > RECHECK_CLOSURE_PX))
+    if idx.size == 0:
+        return
+    wide = replace(
+        job, settings=settings.model_copy(update={"search_px": settings.recheck_search_px})
+    )
+    flat = out.reshape(LAYERS, -1)
+    for (_, sel, _), res in run(_match_task, wide.node_tasks(idx, settings.chip_px)):
+        ok = np.isfinite(res[0]) & ~(res[4] > RECHECK_CLOSURE_PX)
+        for layer, values in zip(flat, res, strict=True):
+            layer[sel[ok]] = values[ok]
+    # Nodes still not home may have found a wrong peak inside the search (a shadow, a rock
+    # edge) while the truth lies beside it: search again around their neighbours' motion.
+    idx = np.flatnonzero(np.isfinite(out[0]) & (out[4] > RECHECK_CLOSURE_PX))
+    if idx.size == 0:
+        return
+    lim = max(settings.recheck_search_px - settings.search_px, 0)  # what the padding holds
+    home = np.isfinite(out[0]) & ~(out[4] > RECHECK_CLOSURE_PX)
+    cy, cx = (np.clip(_neighbour_median(a, home), -lim, lim) for a in (out[1], out[0]))
+    moved = replace(job, cy=cy, cx=cx)
+    for (_, sel, _), res in run(_match_task, moved.node_tasks(idx, settings.chip_px)):
+        ok = np.isfinite(res[0]) & ~(res[4] > RECHECK_CLOSURE_PX)
+        for layer, values in zip(flat, res, strict=True):
+            layer[sel[ok]] = values[ok]
+
+
+def _neighbour_median(offset_px: np.ndarray, use: np.ndarray, half: int = 2) -> np.ndarray:
+    """Rounded median of the used offsets in each node's ``(2 half + 1)^2`` neighbourhood
+    (pixels; 0 where none is used)."""
+    w = 2 * half + 1
+    padded = np.pad(np.where(use, offset_px, np.nan), half, constant_values=np.nan)
+    windows = sliding_window_view(padded, (w, w)).reshape(*offset_px.shape, w * w)
+    counts = np.isfinite(windows).sum(axis=-1)
+    med = np.nanmedian(np.where(counts[..., None] > 0, windows, 0.0), axis=-1)
+    return np.rint(np.where(counts > 0, med, 0.0)).astype(np.int64)
 
 
 def _padded(image: np.ndarray, valid: np.ndarray | None, pad: int):
@@ -307,7 +377,7 @@ class _Job:
 
 
 def _match_task(task: tuple) -> tuple[tuple, tuple[np.ndarray, ...]]:
-    """Run one task of :class:`_Job` (in any process): its key and ``dx, dy, corr, snr``."""
+    """Run one task of :class:`_Job` (in any process): its key and its :data:`LAYERS`."""
     key, ref, sec, rows, cols, cy, cx, settings, chip_px = task
     if key[0] == "tile":
         return key, match_tile(ref, sec, rows, cols, settings, cy, cx)

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from glacierflow.matching import phase
+from glacierflow.matching.consistency import closure_px
 from glacierflow.matching.grid import extract_chips
 from glacierflow.matching.ncc import PreparedImage, SumTables, ncc_nodes, ncc_surfaces
 from glacierflow.matching.ncc_tiles import (
@@ -42,7 +43,7 @@ def match_nodes(
     centre_dx_px: np.ndarray | None = None,
     chip_px: int | None = None,
     tile: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, ...]:
     """Match a set of nodes.
 
     Parameters
@@ -64,10 +65,21 @@ def match_nodes(
 
     Returns
     -------
-    dx_px, dy_px, corr, snr : ndarray, shape (N,)
+    dx_px, dy_px, corr, snr, closure_px : ndarray, shape (N,)
         Offsets (pixels, right and down, including the search centre) and quality; NaN where
-        the node could not be matched.
+        the node could not be matched. ``closure_px``: the forward-backward closure of each
+        offset (:func:`~glacierflow.matching.consistency.closure_px`; NaN where not checked).
     """
+    dx, dy, corr, snr = _match_nodes(
+        ref, sec, rows_px, cols_px, settings, centre_dy_px, centre_dx_px, chip_px, tile
+    )
+    c = settings.chip_px if chip_px is None else int(chip_px)
+    back = closure_px(ref, sec, rows_px, cols_px, dx, dy, c, settings.backmatch_px, snr)
+    return dx, dy, corr, snr, back
+
+
+def _match_nodes(ref, sec, rows_px, cols_px, settings, centre_dy_px, centre_dx_px, chip_px, tile):
+    """:func:`match_nodes` without the forward-backward check."""
     if settings.method == "orientation" and not np.iscomplexobj(ref.image):
         raise ValueError(
             "method='orientation' correlates orientation images: prepare them from "
@@ -362,7 +374,7 @@ def match_tile(
     settings: MatchSettings,
     centre_dy_px: np.ndarray | None = None,
     centre_dx_px: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, ...]:
     """Match a rectangular tile of nodes.
 
     Parameters
@@ -379,8 +391,9 @@ def match_tile(
 
     Returns
     -------
-    dx_px, dy_px, corr, snr : ndarray, shape (len(rows_px), len(cols_px))
-        Offsets (pixels, right and down) and quality; NaN where the node could not be matched.
+    dx_px, dy_px, corr, snr, closure_px : ndarray, shape (len(rows_px), len(cols_px))
+        Offsets (pixels, right and down) and quality; NaN where the node could not be matched;
+        the forward-backward closure (see :func:`match_nodes`).
     """
     rr, cc = np.meshgrid(rows_px, cols_px, indexing="ij")
     cy = None if centre_dy_px is None else np.asarray(centre_dy_px).ravel()

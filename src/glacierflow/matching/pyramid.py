@@ -63,12 +63,15 @@ def downsample2(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray
 
 def coarse_settings(settings: MatchSettings) -> MatchSettings:
     """Settings of the coarse pass one level below: the same chip, search and step in coarse
-    pixels, a parabola for the sub-pixel peak (only the rounded offset is used), no retries."""
+    pixels, a parabola for the sub-pixel peak (only the rounded offset is used), no retries and
+    no forward-backward check (the fine pass checks its own offsets)."""
     return settings.model_copy(
         update={
             "pyramid_levels": settings.pyramid_levels - 1,
             "subpixel": "parabola",
             "retry_chip_px": (),
+            "recheck_search_px": 0,
             "retry_min_snr": 0.0,
+            "backmatch_px": 0,
         }
     )

@@ -103,6 +103,14 @@ class MatchSettings(BaseModel):
         wider Gaussian window, growing from ``chip_px / 5`` to ``chip_px / 2.5`` as its peak
         falls to 0.3 (faint or noisy texture gets more pixels, strong texture keeps detail), and
         ``"auto"`` also refines such nodes; 0: one window for all, no weak-peak refinement.
+    recheck_search_px : int
+        Search radius, pixels, of a second match (same chip and centre) at nodes whose match
+        does not return home (closure above 0.5 px); the new match is kept only if it returns
+        home; 0: none. In-memory runs only (tiled runs refuse it, like retries).
+    backmatch_px : int
+        Radius of the backward search of the forward-backward check
+        (:mod:`~glacierflow.matching.consistency`), pixels: the secondary chip at the position
+        found is matched back onto the reference within this many pixels of home; 0: no check.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -148,6 +156,15 @@ class MatchSettings(BaseModel):
         0.0,
         description="Peak correlation below which refined windows widen (and auto refines the "
         "node), 0-1 (0: off).",
+    )
+    backmatch_px: int = Field(
+        2,
+        description="Backward search radius of the forward-backward check, pixels (0: none).",
+    )
+    recheck_search_px: int = Field(
+        0,
+        description="Search radius of a second match where the first does not return home, "
+        "kept only if it does, pixels (0: none; in memory only).",
     )
 
     @field_validator(*_POSITIVE, mode="before")
@@ -212,6 +229,26 @@ class MatchSettings(BaseModel):
                     f"retry_chip_px must hold chip sizes of at most {MAX_CHIP_PX} px, got {retry}"
                 )
         return tuple(int(chip) for chip in retry)
+
+    @field_validator("backmatch_px", mode="before")
+    @classmethod
+    def _backmatch(cls, value: Any) -> int:
+        if isinstance(value, bool) or not _is_whole(value) or value < 0 or value == 1:
+            raise ValueError(
+                f"backmatch_px must be 0 (no forward-backward check) or a whole number of at "
+                f"least 2 pixels, got {value!r}"
+            )
+        return int(value)
+
+    @field_validator("recheck_search_px", mode="before")
+    @classmethod
+    def _recheck(cls, value: Any) -> int:
+        if isinstance(value, bool) or not _is_whole(value) or value < 0:
+            raise ValueError(
+                f"recheck_search_px must be 0 (no second match) or a whole number of pixels, "
+                f"got {value!r}"
+            )
+        return int(value)
 
     @field_validator("retry_min_snr", "refine_weak_corr")
     @classmethod

@@ -478,6 +478,9 @@ def _track_settings(
         "filtering": {},
     }
     given = {f"filtering.{k}": v for k, v in spec.filtering.items()}
+    if isinstance(given.get("filtering.dem"), str):  # relative to the project file's folder
+        dem = Path(given["filtering.dem"]).expanduser()
+        given["filtering.dem"] = dem if dem.is_absolute() else path.parent / dem
     given.update({"outlines.glaciers": glaciers, "outlines.stable_mask": stable_mask})
     for key, value in given.items():
         if value is None and key.startswith("outlines."):

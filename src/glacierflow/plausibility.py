@@ -1,0 +1,163 @@
+"""What makes an offset physically plausible for a pair: a speed limit and the flow direction.
+
+The outlier filter (:func:`glacierflow.filters.filter_offsets`) works on node grids in pixels;
+this module turns a pair's physical bounds into its inputs:
+
+* a speed no glacier reaches (``filtering.max_speed_m_per_yr``) as an offset in pixels over the
+  pair's time separation;
+* with a DEM (``filtering.dem``), the direction down the surface slope at each node. Ice flows
+  down the surface slope averaged over a few ice thicknesses (Paterson, *The Physics of
+  Glaciers*: longitudinal stresses average the driving stress over about 4 to 10 thicknesses,
+  i.e. about 1 km on a valley glacier), not down every local bump; the DEM is therefore smoothed
+  with a Gaussian of :data:`SMOOTH_M` (sigma) before its gradient is taken, and the direction is
+  given only where that smoothed slope is at least ``filtering.dem_min_slope``. The DEM may be in
+  any CRS; it is resampled (bilinear) onto the node grid first.
+
+References
+----------
+.. [1] Cuffey, K. M. and Paterson, W. S. B. (2010). The Physics of Glaciers, 4th edition,
+   section 8.7 (longitudinal coupling). Academic Press.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from scipy import ndimage
+
+from glacierflow.errors import InputError
+from glacierflow.filters import FilterSettings, max_offset_px
+
+__all__ = ["SMOOTH_M", "downslope_px", "filter_inputs"]
+
+#: Gaussian sigma of the DEM smoothing before its slope is taken, metres (about ten thicknesses
+#: of a valley glacier).
+SMOOTH_M = 1000.0
+
+
+def downslope_px(
+    dem_path: str | PathLike[str],
+    *,
+    crs: Any,
+    image_transform: Affine,
+    node_transform: Affine,
+    shape: tuple[int, int],
+    min_slope: float = 0.02,
+    smooth_m: float = SMOOTH_M,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors down the smoothed surface slope at every node, in image pixel axes.
+
+    Parameters
+    ----------
+    dem_path : str or PathLike
+        Elevation raster (metres), any CRS GDAL can reproject; nodata or NaN where unknown.
+    crs : rasterio.crs.CRS
+        The pair's (projected) CRS.
+    image_transform : affine.Affine
+        Pixel (col, row) to map transform of the pair's images.
+    node_transform : affine.Affine
+        Map transform of the node grid (one cell per node, centred on it).
+    shape : (int, int)
+        Node grid shape (rows, columns).
+    min_slope : float
+        Smallest smoothed slope (rise over run) at which a direction is given.
+    smooth_m : float
+        Gaussian sigma of the smoothing, metres.
+
+    Returns
+    -------
+    ux, uy : ndarray of float64, shape ``shape``
+        Unit vector downhill along the image columns (right) and rows (down); NaN where the
+        smoothed slope is gentler than ``min_slope`` or the DEM has no value.
+
+    Raises
+    ------
+    InputError
+        If the DEM cannot be read, the pair has no CRS, or the DEM does not cover the nodes.
+    """
+    import rasterio.warp
+
+    from glacierflow.scenes import read_raster_band
+
+    if crs is None:
+        raise InputError("the pair has no CRS: a DEM cannot be placed on it", dem_path)
+    dem, dem_transform, dem_crs = read_raster_band(dem_path, what="DEM")
+    z = np.full(shape, np.nan, dtype=np.float64)
+    rasterio.warp.reproject(
+        dem,
+        z,
+        src_transform=dem_transform,
+        src_crs=dem_crs,
+        src_nodata=np.nan,
+        dst_transform=node_transform,
+        dst_crs=crs,
+        dst_nodata=np.nan,
+        resampling=rasterio.warp.Resampling.bilinear,
+    )
+    known = np.isfinite(z)
+    if not known.any():
+        raise InputError("the DEM does not cover the image pair", dem_path, key="filtering.dem")
+    # Normalised (nodata-aware) Gaussian smoothing on the node grid.
+    spacing_m = float(np.hypot(node_transform.a, node_transform.d))
+    sigma = smooth_m / spacing_m
+    weight = ndimage.gaussian_filter(known.astype(np.float64), sigma, mode="constant")
+    total = ndimage.gaussian_filter(np.where(known, z, 0.0), sigma, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zs = np.where(weight > 0.5, total / weight, np.nan)
+    # Gradient along the node columns and rows, then to map axes (x east, y north).
+    dz_dcol = np.gradient(zs, axis=1)
+    dz_drow = np.gradient(zs, axis=0)
+    t = node_transform
+    det = t.a * t.e - t.b * t.d
+    # d(col, row)/d(x, y) is the inverse of the transform's linear part.
+    gx = (dz_dcol * t.e - dz_drow * t.d) / det
+    gy = (-dz_dcol * t.b + dz_drow * t.a) / det
+    slope = np.hypot(gx, gy)
+    # Downhill in map axes, then in image pixel axes (columns, rows).
+    mx, my = -gx, -gy
+    a, b, d, e = image_transform.a, image_transform.b, image_transform.d, image_transform.e
+    idet = a * e - b * d
+    ux, uy = (e * mx - b * my) / idet, (-d * mx + a * my) / idet
+    norm = np.hypot(ux, uy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        steep = slope >= min_slope
+        return np.where(steep, ux / norm, np.nan), np.where(steep, uy / norm, np.nan)
+
+
+def filter_inputs(
+    settings: FilterSettings,
+    *,
+    closure_px: np.ndarray | None,
+    crs: Any,
+    image_transform: Affine,
+    node_transform: Affine,
+    shape: tuple[int, int],
+    dt_days: float,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`~glacierflow.filters.filter_offsets` for a pair's
+    plausibility tests: ``closure_px`` (the matcher's), ``max_offset_px`` (the speed limit over
+    ``dt_days``) and, with ``settings.dem``, ``downslope_px``.
+
+    Raises
+    ------
+    InputError
+        For an unusable DEM (see :func:`downslope_px`).
+    """
+    pixel_size_m = float(np.hypot(image_transform.a, image_transform.d))
+    out: dict[str, Any] = {
+        "closure_px": closure_px,
+        "max_offset_px": max_offset_px(settings.max_speed_m_per_yr, pixel_size_m, dt_days),
+    }
+    if settings.dem is not None:
+        out["downslope_px"] = downslope_px(
+            settings.dem,
+            crs=crs,
+            image_transform=image_transform,
+            node_transform=node_transform,
+            shape=shape,
+            min_slope=settings.dem_min_slope,
+        )
+    return out
