@@ -56,8 +56,8 @@ def test_aliased_neck_matches_do_not_return_home() -> None:
     # The same chips, matched with the default search (true peak out of reach: the aliased,
     # up-glacier peak wins) and with a search wide enough for the truth (down-glacier).
     ref, sec = _window(NECK_WINDOW)
-    narrow = match(ref, sec, None, None, MatchSettings(search_px=16))
-    wide = match(ref, sec, None, None, MatchSettings(search_px=32))
+    narrow = match(ref, sec, None, None, MatchSettings(search_px=16, backmatch_px=2))
+    wide = match(ref, sec, None, None, MatchSettings(search_px=32, backmatch_px=2))
     aliased = _neck_nodes(narrow, NECK_WINDOW) & (narrow.dy_px < -2)  # moving up-glacier
     true = _neck_nodes(wide, NECK_WINDOW) & (wide.dy_px > 10)  # down-glacier, 10+ px
     assert aliased.sum() >= 10 and true.sum() >= 10
@@ -78,7 +78,7 @@ def test_closure_of_a_known_field_in_real_texture_is_sub_pixel() -> None:
     other, _ = _window(Window(50, 50, 400, 320))
     patch = (slice(100, 200), slice(150, 250))
     sec[patch] = other[patch]
-    res = match(ref, sec, None, None, MatchSettings())
+    res = match(ref, sec, None, None, MatchSettings(backmatch_px=2))
     rr, cc = np.meshgrid(res.grid.rows_px(), res.grid.cols_px(), indexing="ij")
     half = res.grid.chip_px // 2 + res.grid.search_px
     inside = (rr - half >= 100) & (rr + half < 200) & (cc - half >= 150) & (cc + half < 250)
@@ -151,7 +151,7 @@ def yahtse_dem(shared_data) -> Path:
 @pytest.fixture(scope="module")
 def checked_product():
     ref, sec, rock = demo_inputs()
-    return track(ref, sec, stable_mask=rock, progress=False)
+    return track(ref, sec, stable_mask=rock, progress=False, backmatch_px=2)
 
 
 def _neck_box(ds) -> np.ndarray:
@@ -173,12 +173,16 @@ def test_real_pair_flows_downhill_with_the_checks(checked_product, yahtse_dem) -
     assert ((q[neck] & Quality.BACKMATCH) != 0).sum() >= 5
 
 
-def test_without_the_check_the_neck_cluster_passes(yahtse_dem) -> None:
+def test_without_the_check_more_fast_ice_flows_uphill(checked_product, yahtse_dem) -> None:
+    # At default settings (no check) the strain pass already takes most of the neck's aliased
+    # patch (the affine fit leaves the false peak), but 1.5 % or more of the fast ice still
+    # flows uphill: five times as much as with the check.
     ref, sec, rock = demo_inputs()
-    ds = track(ref, sec, stable_mask=rock, progress=False, backmatch_px=0)
+    ds = track(ref, sec, stable_mask=rock, progress=False)
     fast, up, _ = uphill_fraction(ds, yahtse_dem)
-    assert up / fast > 0.02, (up, fast)
-    assert (_neck_box(ds) & (ds["vy"].values > 500)).sum() >= 10
+    fast_c, up_c, _ = uphill_fraction(checked_product, yahtse_dem)
+    assert up / fast > 0.015 and up / fast > 5 * up_c / fast_c, (up, fast, up_c, fast_c)
+    assert (_neck_box(ds) & (ds["vy"].values > 500)).sum() <= 3
     assert not np.any(ds["quality"].values & Quality.BACKMATCH)
 
 
@@ -196,7 +200,7 @@ def test_speeds_beyond_the_limit_are_flagged_never_shipped(checked_product) -> N
 
 def test_a_dem_flags_uphill_flow(yahtse_dem, checked_product) -> None:
     ref, sec, rock = demo_inputs()
-    ds = track(ref, sec, stable_mask=rock, progress=False, dem=yahtse_dem)
+    ds = track(ref, sec, stable_mask=rock, progress=False, dem=yahtse_dem, backmatch_px=2)
     uphill = (ds["quality"].values & Quality.UPHILL) != 0
     assert uphill.sum() >= 1
     assert np.all(np.isnan(ds["v"].values[uphill]))
@@ -273,7 +277,7 @@ def test_a_second_wider_match_keeps_only_matches_that_return_home(checked_produc
     the +/-16 px search (the neck moves 17-22 px), are matched again over +/-32 px. More fast
     ice is measured, and none of it flows uphill more often than with the check alone."""
     ref, sec, rock = demo_inputs()
-    ds = track(ref, sec, stable_mask=rock, progress=False, recheck_search_px=32)
+    ds = track(ref, sec, stable_mask=rock, progress=False, recheck_search_px=32, backmatch_px=2)
     fast, up, _ = uphill_fraction(ds, yahtse_dem)
     fast0, up0, _ = uphill_fraction(checked_product, yahtse_dem)
     assert fast >= fast0 + 50, (fast, fast0)
@@ -283,4 +287,4 @@ def test_a_second_wider_match_keeps_only_matches_that_return_home(checked_produc
     # A node kept from the second match returned home: no kept node carries BACKMATCH.
     assert not np.any(valid & ((ds["quality"].values & Quality.BACKMATCH) != 0))
     with pytest.raises(SettingsError, match="recheck_search_px"):
-        track(ref, sec, progress=False, recheck_search_px=32, tile_nodes=1000)
+        track(ref, sec, progress=False, recheck_search_px=32, backmatch_px=2, tile_nodes=1000)
