@@ -30,13 +30,9 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-__all__ = ["AffineFit", "refine_affine"]
+from glacierflow.matching.settings import MAX_GRADIENT, MAX_MOVE_PX
 
-#: Largest displacement gradient (px/px) a node may report: beyond it the affine model of a
-#: chip (and the correlator's search) is not trusted.
-MAX_GRADIENT = 0.5
-#: Largest distance (px) the refinement may move a node's offset from where it started.
-MAX_MOVE_PX = 2.0
+__all__ = ["AffineFit", "refine_affine"]
 
 
 class AffineFit(NamedTuple):

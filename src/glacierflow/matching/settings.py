@@ -43,6 +43,13 @@ MAX_CHIP_PX = 4096
 MAX_PYRAMID_LEVELS = 6
 
 
+#: Largest displacement gradient (px/px) a node may report: beyond it the affine model of a
+#: chip (and the correlator's search) is not trusted.
+MAX_GRADIENT = 0.5
+#: Largest distance (px) the refinement may move a node's offset from where it started.
+MAX_MOVE_PX = 2.0
+
+
 class MatchSettings(BaseModel):
     """Parameters of area-based matching (frozen: change one with ``model_copy(update=...)``).
 

@@ -26,10 +26,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from glacierflow.matching.affine import MAX_GRADIENT, MAX_MOVE_PX, refine_affine
 from glacierflow.matching.ncc import PreparedImage
 from glacierflow.matching.pyramid import nanmedian3
-from glacierflow.matching.settings import MatchSettings
+from glacierflow.matching.settings import MAX_GRADIENT, MAX_MOVE_PX, MatchSettings
 
 __all__ = [
     "image_crop",
@@ -249,6 +248,9 @@ def _reach_px(settings: MatchSettings, sigma_px: float, offset_px: float) -> int
 def refine_task(task: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Run one task of :func:`refinement_tasks` (in any process): its node indices and the
     refined ``dx, dy, gradient, corr, ok``."""
+    # numba is imported only where a node is refined (a run without any never loads it).
+    from glacierflow.matching.affine import refine_affine
+
     sel, ref, ref_ok, sec, sec_ok, rows, cols, start, grad, sigma, again = task
     out = [np.full(sel.size, np.nan), np.full(sel.size, np.nan)]
     out += [np.full((sel.size, 4), np.nan), np.full(sel.size, np.nan), np.zeros(sel.size, bool)]
