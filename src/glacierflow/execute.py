@@ -15,6 +15,11 @@ written once:
   (the command line does, as the default of ``--scheduler``). An address that does not answer
   within ``connect_timeout_s`` is an :class:`~glacierflow.errors.InputError` naming it.
 
+The parent is idle while its workers run tasks: :meth:`Executor.meanwhile` gives it work for
+that time (importing what it needs afterwards), and :func:`start_worker_server` starts the
+server the workers are forked from before the executor exists (as the command line starts), so
+that the modules the workers need are imported while the parent imports its own.
+
 Worker processes die with their parent. Each one asks the kernel for ``SIGKILL`` when the
 process that forked it dies (``PR_SET_PDEATHSIG``, Linux) and watches the main process itself
 (a pidfd, or polling its pid where there is no pidfd): a killed ``glacierflow`` leaves no worker,
@@ -40,7 +45,7 @@ from typing import Any
 
 from glacierflow.errors import InputError
 
-__all__ = ["Executor", "available_cpus", "capped_workers"]
+__all__ = ["Executor", "available_cpus", "capped_workers", "start_worker_server"]
 
 log = logging.getLogger("glacierflow")
 
@@ -50,6 +55,45 @@ CONNECT_TIMEOUT_S = 5.0
 #: Tasks in flight per local worker in :meth:`Executor.map_unordered`: enough to keep every
 #: worker busy while results come back, few enough that inputs are not all held at once.
 IN_FLIGHT_PER_WORKER = 4
+
+
+#: Seconds :meth:`Executor.shutdown` waits for the work given to :meth:`Executor.meanwhile`.
+MEANWHILE_JOIN_S = 60.0
+
+
+def _start_method() -> str:
+    """How local workers are started: ``forkserver`` where the platform has it, else ``spawn``."""
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+def start_worker_server(preload: Iterable[str] = ()) -> bool:
+    """Start the server that local worker processes are forked from, now, in the background.
+
+    The server imports ``preload`` before it forks the first worker, while this process goes
+    on (parsing options, importing its own modules, reading scenes): an :class:`Executor`
+    made later forks its workers from it at once, with those modules loaded. Modules that
+    fail to import are skipped (the worker meets the error when it needs the module). One
+    server serves every executor of this process; it exits with this process.
+
+    Parameters
+    ----------
+    preload : iterable of str
+        Modules to import in the server (every worker forked from it has them).
+
+    Returns
+    -------
+    bool
+        Whether a server was started (False without ``forkserver``, or when one already runs).
+    """
+    if _start_method() != "forkserver":
+        return False
+    from multiprocessing import forkserver
+
+    if getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:
+        return False  # already running (with the modules it was started with)
+    mp.get_context("forkserver").set_forkserver_preload(list(preload))
+    forkserver.ensure_running()
+    return True
 
 
 def available_cpus() -> int:
@@ -123,6 +167,8 @@ class Executor:
         self.workers = 1 if self.scheduler else capped_workers(workers)
         self._timeout_s = connect_timeout_s
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._meanwhile: list[Callable[[], Any]] = []
+        self._threads: list[threading.Thread] = []
         self._client: Any = None
         self._closed = False
         if self.scheduler:
@@ -219,6 +265,7 @@ class Executor:
             yield from map(fn, items)
             return
         futures = [self._client.submit(fn, item, pure=False) for item in items]
+        self._run_meanwhile()
         try:
             for fut in self.as_completed(futures):
                 yield fut.result()
@@ -236,6 +283,7 @@ class Executor:
                     pending.add(pool.submit(fn, item))
                     if len(pending) >= limit:
                         break
+                self._run_meanwhile()
                 if not pending:
                     return
                 done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -245,6 +293,30 @@ class Executor:
             for fut in pending:
                 fut.cancel()
             raise
+
+    def meanwhile(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` in a thread of this process while the workers run the next tasks.
+
+        For work this process needs later and can do early: importing the modules it uses
+        once the tasks are done (writers, plotting), while it would otherwise only wait for
+        results. It starts when the next :meth:`map_unordered` has handed tasks to the
+        workers; inline nothing is idle, so nothing runs (the work is done where it is
+        needed). Its result and exceptions are dropped: it must change nothing but speed.
+        :meth:`shutdown` waits for it.
+        """
+        self._check_open()
+        if self.kind == "inline":
+            return
+        self._meanwhile.append(fn)
+
+    def _run_meanwhile(self) -> None:
+        while self._meanwhile:
+            fn = self._meanwhile.pop(0)
+            thread = threading.Thread(
+                target=_quietly, args=(fn,), name="glacierflow-meanwhile", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -276,8 +348,7 @@ class Executor:
 
     def _local_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            methods = mp.get_all_start_methods()
-            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+            ctx = mp.get_context(_start_method())
             if self._preload and ctx.get_start_method() == "forkserver":
                 ctx.set_forkserver_preload(self._preload)
             self._pool = cf.ProcessPoolExecutor(
@@ -301,6 +372,9 @@ class Executor:
             # Let the early start finish first: a worker still being started when the others
             # are stopped is missed by the kill below and keeps the pool (and the exit) waiting.
             self._starter.join(timeout=60)
+        self._meanwhile.clear()
+        for thread in self._threads:
+            thread.join(timeout=MEANWHILE_JOIN_S)
         pool, self._pool = self._pool, None
         if pool is not None:
             if cancel:
@@ -321,6 +395,14 @@ class Executor:
 
 def _ready() -> None:
     """A task that does nothing: sent to start a worker."""
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    """Call ``fn()`` for its side effects; what it raises is logged, never raised."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - work done early; done again where it is needed
+        log.debug("work done meanwhile failed: %s", exc)
 
 
 def _connect(address: str, timeout_s: float) -> Any:
