@@ -40,7 +40,7 @@ import multiprocessing as mp
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from glacierflow.errors import InputError
@@ -294,6 +294,48 @@ class Executor:
                 fut.cancel()
             raise
 
+    def rowwise(
+        self, fn: Callable[..., Any], arrays: Sequence[Any], halo: int, /, **kwargs: Any
+    ) -> Any:
+        """``fn(*arrays, **kwargs)``, computed in bands of rows on the local workers.
+
+        For functions of 2-D grids whose value at a node depends only on the nodes within
+        ``halo`` rows of it (local filters, windowed fits) and that return an array of the
+        grids' shape: each worker gets a band of rows with ``halo`` rows more on either side
+        (none beyond the grid, where ``fn`` sees the grid's edge as in one call), and the
+        bands of the results are stitched. The result is the one call's, bit for bit.
+        Inline, on Dask, or for grids of few rows, it is the one call.
+
+        Parameters
+        ----------
+        fn : callable
+            A module-level function (it is sent to the workers).
+        arrays : sequence of ndarray
+            The grids, of one shape ``(ny, nx)``.
+        halo : int
+            Rows of context a node's value needs on either side.
+        **kwargs
+            Passed to ``fn``.
+        """
+        self._check_open()
+        ny = len(arrays[0])
+        bands = min(self.workers, ny // max(4 * halo, 16))
+        if self.kind != "processes" or bands < 2:
+            return fn(*arrays, **kwargs)
+        edges = [round(i * ny / bands) for i in range(bands + 1)]
+        tasks = []
+        for r0, r1 in zip(edges, edges[1:], strict=False):
+            lo, hi = max(r0 - halo, 0), min(r1 + halo, ny)
+            tasks.append((fn, [a[lo:hi] for a in arrays], kwargs, r0 - lo, r1 - lo))
+        import numpy as np
+
+        parts = [self.submit(_rows_task, *task) for task in tasks]
+        try:
+            return np.concatenate([part.result() for part in parts])
+        finally:
+            for part in parts:
+                part.cancel()
+
     def meanwhile(self, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` in a thread of this process while the workers run the next tasks.
 
@@ -395,6 +437,13 @@ class Executor:
 
 def _ready() -> None:
     """A task that does nothing: sent to start a worker."""
+
+
+def _rows_task(
+    fn: Callable[..., Any], arrays: list[Any], kwargs: dict[str, Any], start: int, stop: int
+) -> Any:
+    """Rows ``start:stop`` of ``fn(*arrays, **kwargs)`` (a band of :meth:`Executor.rowwise`)."""
+    return fn(*arrays, **kwargs)[start:stop]
 
 
 def _quietly(fn: Callable[[], Any]) -> None:

@@ -207,7 +207,7 @@ def track_pair(
         filt, stable, geo, s, stable_attrs["stable_source"]
     )
     sigma_px, error_attrs = error_model(
-        result.corr, dx, dy, stable, coreg_sigma_px, s, stable_attrs["stable_source"]
+        result.corr, dx, dy, stable, coreg_sigma_px, s, stable_attrs["stable_source"], executor
     )
     if fsettings.fill_holes:
         dx, dy, sigma_px = fill_holes(dx, dy, sigma_px, filt, fsettings)
@@ -344,8 +344,7 @@ def _prefilter_and_match(
 
 def matching_executor(settings: TrackSettings, preload: tuple[str, ...] = ()) -> Executor:
     """The executor of a pair's matching: ``matching.workers`` local processes (started with
-    the matching modules, and ``preload``, loaded) or the ``tiling.scheduler``'s Dask
-    cluster."""
+    the matching modules and ``preload`` loaded) or the ``tiling.scheduler``'s Dask cluster."""
     from glacierflow.execute import Executor
 
     return Executor(
@@ -414,6 +413,7 @@ def error_model(
     coreg_sigma_px: np.ndarray,
     settings: TrackSettings,
     source: str,
+    executor: Executor | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Step 5: the one-sigma offset error of every node, in pixels, and the ``v_error_*``
     attributes.
@@ -424,6 +424,7 @@ def error_model(
     """
     m = settings.matching
     err = {"chip_px": m.chip_px, "step_px": m.step_px, "coreg_sigma_px": coreg_sigma_px}
+    err["runner"] = executor  # the displacement gradient in bands of rows on its workers
     try:
         sigma_px, scale = offset_sigma_px(corr, dx, dy, stable, **err)
         calibration = f"stable ground: {source}"
@@ -677,8 +678,8 @@ def track_to_products(
     s = track_settings(settings, **shortcuts)
     prepare_output(out_dir, s.tiling.work_dir, overwrite)
     with matching_executor(s, preload=WORKER_MODULES) as executor:
-        # Workers start while the scenes are read and filtered; this process imports its
-        # writers while they match, and they write the products with it.
+        # Workers start while the scenes are read; this process imports its writers while
+        # they match, and they write the products with it.
         executor.start()
         executor.meanwhile(warm_writers)
         pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)

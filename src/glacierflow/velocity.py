@@ -217,8 +217,12 @@ def peak_sigma_px(
     return np.hypot(scale * np.asarray(shape, dtype=np.float64), floor_px)
 
 
+#: Side of the neighbourhood :func:`displacement_gradient` fits its planes on, in nodes.
+GRADIENT_WINDOW_NODES = 5
+
+
 def displacement_gradient(
-    dx_px: np.ndarray, dy_px: np.ndarray, step_px: float, window_nodes: int = 5
+    dx_px: np.ndarray, dy_px: np.ndarray, step_px: float, window_nodes: int = GRADIENT_WINDOW_NODES
 ) -> np.ndarray:
     """Magnitude of the displacement gradient at each node, in pixels per pixel.
 
@@ -345,6 +349,7 @@ def offset_sigma_px(
     step_px: int,
     coreg_sigma_px: float | np.ndarray = 0.0,
     scale: float | None = None,
+    runner: Any = None,
 ) -> tuple[np.ndarray, float]:
     """One-sigma error of each offset component per node, in pixels (see the module docstring).
 
@@ -362,6 +367,10 @@ def offset_sigma_px(
         Uncertainty of the co-registration correction, in pixels.
     scale : float, optional
         Peak-shape scale; calibrated on ``stable`` when None.
+    runner : optional
+        Anything with ``rowwise(fn, arrays, halo, **kwargs)``
+        (:meth:`glacierflow.execute.Executor.rowwise`): the displacement gradient is computed
+        in bands of rows on its workers (the same values); here when None.
 
     Returns
     -------
@@ -376,7 +385,12 @@ def offset_sigma_px(
         If ``scale`` is None and too few stable nodes hold an offset.
     """
     shape = peak_sigma_shape(corr, chip_px)
-    deform_px = DEFORMATION_FACTOR * displacement_gradient(dx_px, dy_px, step_px) * chip_px
+    if runner is None:
+        gradient = displacement_gradient(dx_px, dy_px, step_px)
+    else:
+        halo = GRADIENT_WINDOW_NODES // 2
+        gradient = runner.rowwise(displacement_gradient, (dx_px, dy_px), halo, step_px=step_px)
+    deform_px = DEFORMATION_FACTOR * gradient * chip_px
     fixed_px = np.sqrt(
         PEAK_SIGMA_FLOOR_PX**2 + deform_px**2 + np.broadcast_to(coreg_sigma_px, shape.shape) ** 2
     )
