@@ -11,7 +11,8 @@ The first table times the whole ``glacierflow track`` process (start-up, reading
 filtering, co-registration, error model, the four products) on the bundled Landsat 8 Yahtse pair
 (1,087 x 1,698 px) at steps 4 and 8 px with 1 and 2 workers: wall time, its ratio to the loop on
 the same nodes, and the CPU utilisation of the whole process tree (CPU seconds of the process and
-every worker, sampled with psutil, over wall seconds: 200 % is two busy cores), with the load
+every worker, sampled with psutil, over wall seconds: 200 % is two busy cores; ``cpu_s`` the CPU
+seconds themselves, which a busy machine changes less than wall times), with the load
 average of the machine (other users' processes slow every number: compare only rows of one
 run). The stable-ground spread of the product (std of vx, m/yr, slowest quarter) shows its
 accuracy. ``--compare-src``
@@ -232,6 +233,7 @@ def whole_process_table(args) -> None:
                 nodes_per_s=f"{nodes / loop[step]:,.0f}",
                 vs_loop="1.00",
                 cpu_pct="",
+                cpu_s="",
                 stable_vx_std="",
                 load="",
             )
@@ -249,6 +251,7 @@ def whole_process_table(args) -> None:
                         nodes_per_s=f"{nodes / r['wall']:,.0f}",
                         vs_loop=f"{loop[step] / r['wall']:.2f}",
                         cpu_pct=f"{100 * r['cpu'] / r['wall']:.0f}",
+                        cpu_s=f"{r['cpu']:.1f}",
                         stable_vx_std="" if r["std"] is None else f"{r['std']:.2f}",
                         load=f"{r['load']:.1f}",
                     )
@@ -262,7 +265,7 @@ def whole_process_table(args) -> None:
         "interleaved (load: the 1-min load average as that run ended)"
     )
     cols = ["run", "step_px", "workers", "nodes", "wall_s", "nodes_per_s", "vs_loop", "cpu_pct"]
-    print(table(rows, [*cols, "stable_vx_std", "load"]))
+    print(table(rows, [*cols, "cpu_s", "stable_vx_std", "load"]))
     for name, src in trees.items():
         print(f"glacierflow --help ({name}): {help_time_s(src):.3f} s (best of 5)")
 

@@ -155,12 +155,13 @@ def test_no_worker_server_for_help_or_one_worker() -> None:
     from glacierflow.products import WORKER_MODULES as WRITING
     from glacierflow.track import MATCHING_MODULES
 
-    assert WORKER_MODULES["track"] == MATCHING_MODULES + WRITING
+    assert WORKER_MODULES["track"] == WORKER_MODULES["demo"] == MATCHING_MODULES + WRITING
     for args in (
         ["track", "--help"],
         ["-v", "track", "a.tif", "b.tif", "-o", "out", "--workers", "1"],
         ["track", "a.tif", "b.tif", "--workers=1"],
         ["search", "--help"],
+        ["demo", "--workers", "1"],
         ["--help"],
         [],
     ):

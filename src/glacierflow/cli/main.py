@@ -136,17 +136,16 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
+_TRACK_MODULES = (
+    "glacierflow.matching.match",
+    "glacierflow.tiling",
+    "glacierflow.products",
+    "glacierflow.plot",
+)
 #: Commands that match on local workers, and the modules those workers import (the matching
 #: modules and the product writers: ``glacierflow.track.MATCHING_MODULES`` and
 #: ``glacierflow.products.WORKER_MODULES``, which a test holds this to).
-WORKER_MODULES: dict[str, tuple[str, ...]] = {
-    "track": (
-        "glacierflow.matching.match",
-        "glacierflow.tiling",
-        "glacierflow.products",
-        "glacierflow.plot",
-    ),
-}
+WORKER_MODULES: dict[str, tuple[str, ...]] = {"track": _TRACK_MODULES, "demo": _TRACK_MODULES}
 
 
 def start_workers_early(args: list[str]) -> bool:
