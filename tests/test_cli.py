@@ -30,7 +30,10 @@ REF_ID, SEC_ID = "LC80630182016200LGN00", "LC80630182016216LGN00"
 #: Rows 560:940, columns 860:1090: the lower-tongue box (rows 600-900, columns 900-1050) with
 #: the 32 px a chip and its search window reach beyond a node.
 CROP = Window(col_off=860, row_off=560, width=230, height=380)
-BANDS = ("vx", "vy", "v", "dx", "dy", "corr", "snr", "v_error", "quality", "chip_px")
+BANDS = (
+    *("vx", "vy", "v", "dx", "dy", "corr", "snr"),
+    *("v_error", "vx_error", "vy_error", "quality", "chip_px"),
+)
 PRODUCTS = ("velocity.tif", "velocity.nc", "quicklook.png", "summary.json")
 
 
@@ -170,7 +173,9 @@ BAD_INPUTS = {
     "no CRS": (["{ref}", "{no_crs}"], "{no_crs}", "no coordinate reference system"),
     "no overlap": (["{ref}", "{far}"], "{far}", "do not overlap"),
     "equal times": (
-        ["{ref}", "{sec}", "--ref-date", "2016-07-18", "--sec-date", "2016-07-18"],
+        # (trusted: a date on another day than the MTL file's stops earlier, test_dates.py)
+        ["{ref}", "{sec}", "--ref-date", "2016-07-18", "--sec-date", "2016-07-18"]
+        + ["--trust-given-dates"],
         "{ref}",
         "both acquired",
     ),
@@ -213,7 +218,8 @@ def test_output_folder_that_is_a_file_fails_cleanly(files, tmp_path):
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--ref-date", "2016-08-03", "--sec-date", "2016-08-03"],  # fails while pairing
+        # fails while pairing
+        ["--ref-date", "2016-08-03", "--sec-date", "2016-08-03", "--trust-given-dates"],
         ["--chip-px", "4000"],  # fails after both images are read and paired
     ],
     ids=["equal-times", "chip-too-large"],

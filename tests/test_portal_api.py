@@ -156,7 +156,7 @@ def test_point_query_returns_the_time_series_of_the_pixel(
         names = list(src.descriptions)
         pixel = {
             n: float(src.read(names.index(n) + 1)[row, col])
-            for n in ("v", "vx", "vy", "v_error")
+            for n in ("v", "vx", "vy", "v_error", "vx_error", "vy_error")
             if n in names
         }
     status, body = server.get_json(f"/api/datasets/{pt.ANNUAL_ID}/point?lon={lon}&lat={lat}")
@@ -172,12 +172,15 @@ def test_point_query_returns_the_time_series_of_the_pixel(
     assert body["series"][0]["v"] == pytest.approx(pixel["v"], rel=1e-6)
     # v_error where the pair product has that band (newer products), null where it has not
     assert body["series"][0]["v_error"] == pytest.approx(pixel.get("v_error"), rel=1e-6)
+    for name in ("vx_error", "vy_error"):  # the components' own errors, likewise
+        assert body["series"][0][name] == pytest.approx(pixel.get(name), rel=1e-6)
     status, headers, csv = server.request(
         "GET", f"/api/datasets/{pt.ANNUAL_ID}/point?lon={lon}&lat={lat}&format=csv"
     )
     lines = csv.decode().splitlines()
     assert status == 200 and headers["content-type"].startswith("text/csv")
-    assert lines[0] == "item_id,start,end,mid,v,vx,vy,v_error" and len(lines) == 3
+    assert lines[0] == "item_id,start,end,mid,v,vx,vy,v_error,vx_error,vy_error"
+    assert len(lines) == 3
     status, body = server.get_json(f"/api/datasets/{pt.PAIR_ID}/point?lon=76.5&lat=35.8")
     assert status == 200 and body["series"] == []  # the Karakoram is outside every grid
 

@@ -314,7 +314,7 @@ def test_glacier_statistics_trends_and_files(series, library_run):
 
     for year in YEARS:
         with rasterio.open(out / f"v_{year}.tif") as src:
-            assert src.descriptions == ("vx", "vy", "v", "v_error", "count")
+            assert src.descriptions == ("vx", "vy", "v", "v_error", "vx_error", "vy_error", "count")
             assert src.tags()["start_datetime"].startswith(f"{year}-07-01")
         facts = read_product_facts(out / f"v_{year}.tif")  # what the portal publishes
         assert facts.kind == "annual" and facts.year == year and facts.is_cog

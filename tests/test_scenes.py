@@ -11,7 +11,12 @@ import pytest
 import rasterio
 from affine import Affine
 
-from glacierflow.acquisition import acquisition_from_mtl, acquisition_from_name, find_mtl
+from glacierflow.acquisition import (
+    acquisition_from_mtl,
+    acquisition_from_name,
+    find_mtl,
+    trusting_given_dates,
+)
 from glacierflow.dates import parse_datetime
 from glacierflow.errors import InputError, NoAcquisitionTimeError
 from glacierflow.scenes import read_scene
@@ -101,16 +106,21 @@ def test_everest_landsat7_time_and_sensor_from_name(shared_data):
 
 
 def test_explicit_time_overrides_mtl_but_keeps_sensor(yahtse_dir):
-    scene = read_scene(yahtse_dir / REF_NAME, acquired="2016-07-20T12:00:00")
-    assert scene.acquired == utc(2016, 7, 20, 12)
+    """A time given on the MTL file's UTC day (2016-07-18) is used as given; another day
+    only when trusted (issue 16: a contradicting date stops, see test_dates.py)."""
+    scene = read_scene(yahtse_dir / REF_NAME, acquired="2016-07-18T12:00:00")
+    assert scene.acquired == utc(2016, 7, 18, 12)
     assert scene.time_source == "option"
     assert scene.sensor == "Landsat 8 OLI"
     assert scene.scene_id == "LC80630182016200LGN00"
 
-    aware = datetime(2016, 7, 20, 14, 0, tzinfo=timezone(timedelta(hours=2)))
-    assert read_scene(yahtse_dir / REF_NAME, acquired=aware).acquired == utc(2016, 7, 20, 12)
-    naive = datetime(2016, 7, 20, 12, 0)
-    assert read_scene(yahtse_dir / REF_NAME, acquired=naive).acquired == utc(2016, 7, 20, 12)
+    aware = datetime(2016, 7, 18, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert read_scene(yahtse_dir / REF_NAME, acquired=aware).acquired == utc(2016, 7, 18, 12)
+    naive = datetime(2016, 7, 18, 12, 0)
+    assert read_scene(yahtse_dir / REF_NAME, acquired=naive).acquired == utc(2016, 7, 18, 12)
+    with trusting_given_dates():
+        later = read_scene(yahtse_dir / REF_NAME, acquired="2016-07-20T12:00:00")
+    assert later.acquired == utc(2016, 7, 20, 12)
     assert read_scene(yahtse_dir / REF_NAME, sensor="my camera").sensor == "my camera"
 
 

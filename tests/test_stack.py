@@ -110,6 +110,49 @@ def test_composite_weights_by_inverse_variance_and_overlap():
     assert comp["count"].dtype == np.int16
 
 
+def test_component_errors_propagate_with_the_same_weights():
+    """vx_error and vy_error combine like v_error, with the weights v_error set (so vx, vy and
+    v_error are as without them); a pair without them lends v_error to both."""
+    grid = Grid(UTM43, Affine(100, 0, 500000, 0, -100, 4000000), (3, 4))
+    a = _on_grid(grid, 10.0, 0.0, 2.0)
+    a["vx_error"], a["vy_error"] = a["v_error"] * 1.5, a["v_error"] * 0.5
+    b = _on_grid(grid, 20.0, 5.0, 4.0)  # an older product: v_error only
+    period = Period(2000, day("2000-01-01"), day("2001-01-01"))
+    comp = composite([a, b], [1.0, 0.5], grid, period)
+    plain = composite([a.drop_vars(["vx_error", "vy_error"]), b], [1.0, 0.5], grid, period)
+    for name in ("vx", "vy", "v_error"):
+        np.testing.assert_array_equal(comp[name].values, plain[name].values)
+    wa, wb = 1.0 / 2.0**2, 0.5 / 4.0**2
+    for name, ea in (("vx_error", 3.0), ("vy_error", 1.0)):
+        expected = math.sqrt((wa * ea) ** 2 + (wb * 4.0) ** 2) / (wa + wb)
+        assert comp[name].values[1, 1] == pytest.approx(expected, rel=1e-6)
+        assert comp[name].attrs["units"] == "m/yr"
+    cube = cube_dataset([comp])
+    assert cube["vx_error"].dims == ("time", "y", "x")
+
+
+def test_component_errors_turn_with_the_vectors():
+    """Into another UTM zone, the errors of an east-west-elongated error ellipse mix as the
+    vectors turn: hypot(cos * ex, sin * ey) and hypot(sin * ex, cos * ey)."""
+    t = Affine(100, 0, 730000, 0, -100, 4000000)
+    ds = _pair_product(UTM43, t, (30, 30), 1.0, 0.0)
+    ds["vx_error"], ds["vy_error"] = ds["v_error"] * 4.0, ds["v_error"] * 1.0
+    same = regrid(ds, Grid(UTM43, Affine.from_gdal(*ds.attrs["transform"]), (30, 30)))
+    np.testing.assert_allclose(same["vx_error"].values, 12.0, rtol=1e-6)
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(UTM43, "EPSG:4326", always_xy=True).transform(731500, 3998500)
+    x44, y44 = Transformer.from_crs("EPSG:4326", UTM44, always_xy=True).transform(lon, lat)
+    grid = Grid.from_bounds(UTM44, (x44 - 600, y44 - 600, x44 + 600, y44 + 600), 100)
+    out = regrid(ds, grid)
+    cos, sin = vector_rotation(UTM43, grid)
+    c, s_ = cos[6, 6], sin[6, 6]
+    assert abs(s_) > 0.02
+    assert out["vx_error"].values[6, 6] == pytest.approx(math.hypot(12 * c, 3 * s_), rel=1e-4)
+    assert out["vy_error"].values[6, 6] == pytest.approx(math.hypot(12 * s_, 3 * c), rel=1e-4)
+    assert out["v_error"].values[6, 6] == pytest.approx(3.0, rel=1e-4)
+
+
 def test_no_pair_leaves_nan_and_count_zero():
     grid = Grid(UTM43, Affine(100, 0, 500000, 0, -100, 4000000), (2, 2))
     a = _on_grid(grid, np.nan, np.nan, 1.0)

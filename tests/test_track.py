@@ -263,8 +263,14 @@ def test_swapped_inputs_give_the_same_product(yahtse, inputs):
 
 
 def test_dates_given_override_the_metadata(yahtse, inputs):
+    """Trusted (sec_date is not the MTL file's 2016-08-03: untrusted it stops, test_dates.py)."""
+    from glacierflow.acquisition import trusting_given_dates
+
     ref, sec, _ = inputs
-    ds = track(ref, sec, progress=False, coreg="none", ref_date="2016-07-18", sec_date="2016-08-19")
+    with trusting_given_dates():
+        ds = track(
+            ref, sec, progress=False, coreg="none", ref_date="2016-07-18", sec_date="2016-08-19"
+        )
     assert ds.attrs["dt_days"] == pytest.approx(32.0, abs=1e-9)
     assert ds.attrs["ref_time_source"] == ds.attrs["sec_time_source"] == "option"
     # Same images, same offsets; twice the time, half the speed.

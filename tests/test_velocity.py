@@ -31,12 +31,17 @@ from glacierflow.track import track, track_pair
 from glacierflow.velocity import (
     DAYS_PER_YEAR,
     DEFAULT_PEAK_SIGMA_SCALE,
+    ERROR_VARIABLES,
+    PEAK_COVARIANCE_BOUNDS,
     PEAK_SIGMA_FLOOR_PX,
     QUALITY_VARIABLES,
     VARIABLES,
+    calibrate_component_sigma,
     calibrate_peak_sigma,
+    component_gradients,
     displacement_gradient,
     error_px_to_m_per_yr,
+    peak_covariance_shape,
     peak_sigma_px,
     peak_sigma_shape,
     stable_statistics,
@@ -44,6 +49,8 @@ from glacierflow.velocity import (
 )
 
 EVEREST = Path(__file__).parent / "data" / "everest" / "LE71400412000304SGS00_B4.tif"
+#: Band numbers of a product's COG, by variable (its band order).
+VARIABLES_BANDS = {name: i + 1 for i, name in enumerate([*VARIABLES, *ERROR_VARIABLES])}
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,6 +84,56 @@ def test_calibration_recovers_a_known_scale():
     assert calibrate_peak_sigma(tiny[0], tiny[1], shape) == 0.0
     with pytest.raises(ValueError, match="only 10 stable nodes"):
         calibrate_peak_sigma(rx[:10], ry[:10], shape[:10])
+
+
+def test_component_calibration_recovers_each_scale():
+    rng = np.random.default_rng(1)
+    shape = peak_sigma_shape(rng.uniform(0.3, 0.98, 5000), 32)
+    rx = rng.normal(0, peak_sigma_px(shape, 6.0))
+    ry = rng.normal(0, peak_sigma_px(shape, 2.0))
+    assert calibrate_component_sigma(rx, shape) == pytest.approx(6.0, rel=0.05)
+    assert calibrate_component_sigma(ry, shape) == pytest.approx(2.0, rel=0.05)
+    # The joint scale of both lies between them.
+    assert 2.0 < calibrate_peak_sigma(rx, ry, shape) < 6.0
+    with pytest.raises(ValueError, match="only 10 stable nodes"):
+        calibrate_component_sigma(rx[:10], shape[:10])
+
+
+def test_peak_covariance_follows_the_texture():
+    """Stripes pin the offset across them and leave it loose along them; real texture is
+    about isotropic; the factors average 1."""
+    rows, cols = np.mgrid[0:200, 0:300].astype(float)
+    grid_r, grid_c = np.arange(40, 160, 8), np.arange(40, 260, 8)
+    # East-west stripes (intensity varies with the row only): dy is fixed, dx is not.
+    c_x, c_y = peak_covariance_shape(np.sin(rows / 3.0), None, grid_r, grid_c, 32)
+    np.testing.assert_allclose(c_x, PEAK_COVARIANCE_BOUNDS[1])
+    np.testing.assert_allclose(c_y, PEAK_COVARIANCE_BOUNDS[0])
+    # Stripes at 45 degrees constrain both components alike.
+    c_x, c_y = peak_covariance_shape(np.sin((rows + cols) / 3.0), None, grid_r, grid_c, 32)
+    np.testing.assert_allclose(c_x, 1.0, atol=1e-9)
+    # Pixels outside the valid mask do not count: a valid half of north-south stripes.
+    img = np.where(cols < 150, np.sin(cols / 3.0), np.sin(rows / 3.0))
+    c_x, _ = peak_covariance_shape(img, cols < 150, grid_r, grid_c, 32)
+    assert np.all(c_x[:, grid_c + 17 < 150] == PEAK_COVARIANCE_BOUNDS[0])
+    # A flat chip: no information either way.
+    c_x, c_y = peak_covariance_shape(np.ones((200, 300)), None, grid_r, grid_c, 32)
+    assert np.all(c_x == 1.0) and np.all(c_y == 1.0)
+    with rasterio.open(EVEREST) as src:
+        img = src.read(1).astype(np.float64)
+    g = make_grid(img.shape, chip_px=32, search_px=16, step_px=8)
+    c_x, c_y = peak_covariance_shape(img, None, g.rows_px(), g.cols_px(), 32)
+    np.testing.assert_allclose(c_x + c_y, 2.0)
+    assert 0.8 < np.median(c_x) < 1.2
+
+
+def test_component_gradients_of_a_linear_field():
+    rows, cols = np.mgrid[0:20, 0:30].astype(float)
+    dx = (0.02 * cols + 0.01 * rows) * 8.0
+    dy = -0.03 * rows * 8.0
+    gdx, gdy = component_gradients(dx, dy, 8.0)
+    np.testing.assert_allclose(gdx, np.hypot(0.02, 0.01), rtol=1e-9)
+    np.testing.assert_allclose(gdy, 0.03, rtol=1e-9)
+    np.testing.assert_allclose(displacement_gradient(dx, dy, 8.0), np.hypot(gdx, gdy))
 
 
 def test_displacement_gradient_of_a_linear_field():
@@ -141,11 +198,13 @@ def test_error_and_quality_layers_follow_the_seven():
 # Calibration on a pair with known motion and noise
 
 
-@pytest.fixture(scope="module")
-def noisy_pair():
-    """Everest texture, a 10 px glacier flow, and noise of 15 % of the image's spread."""
+def warped_pair(blur_px: tuple[float, float] | None = None):
+    """Everest texture (smoothed by ``blur_px`` rows, columns), a 10 px glacier flow, and noise
+    of 15 % of the image's spread: the pair, its stable nodes and the true offsets there."""
     with rasterio.open(EVEREST) as src:
         img, transform, crs = src.read(1).astype(np.float64), src.transform, src.crs
+    if blur_px is not None:
+        img = ndimage.gaussian_filter(img, blur_px)
     gx, gy = glacier_field(img.shape, peak_px=10.0)
     sec = warp_image(img, gx, gy)
     rng = np.random.default_rng(7)
@@ -174,6 +233,12 @@ def noisy_pair():
     return pair, stable, gx[rr, cc], gy[rr, cc]
 
 
+@pytest.fixture(scope="module")
+def noisy_pair():
+    """Everest texture, a 10 px glacier flow, and noise of 15 % of the image's spread."""
+    return warped_pair()
+
+
 def coverage(ds: xr.Dataset, gx: np.ndarray, gy: np.ndarray, nodes: np.ndarray) -> float:
     """Fraction of component errors (px) within the reported one-sigma ``v_error``."""
     a = ds.attrs
@@ -197,6 +262,61 @@ def test_v_error_is_a_calibrated_one_sigma(noisy_pair):
     assert np.median(ds["v_error"].values[ice & valid]) > np.median(
         ds["v_error"].values[stable & valid]
     )
+
+
+def component_coverage(
+    ds: xr.Dataset, gx: np.ndarray, gy: np.ndarray, nodes: np.ndarray
+) -> tuple[float, float]:
+    """Fractions of the errors of dx within ``vx_error`` and of dy within ``vy_error`` (px)."""
+    a = ds.attrs
+    per_px = a["pixel_size_m"] * DAYS_PER_YEAR / a["dt_days"]
+    ok = nodes & (ds["quality"].values == 0)
+    ex = np.abs(ds["dx"].values - gx)[ok]
+    ey = np.abs(ds["dy"].values - gy)[ok]
+    sx, sy = (ds[name].values[ok] / per_px for name in ("vx_error", "vy_error"))
+    return float(np.mean(ex <= sx)), float(np.mean(ey <= sy))
+
+
+def test_component_errors_are_calibrated_one_sigmas(noisy_pair):
+    """vx_error and vy_error each hold about 68 % of their component's errors, on rock (where
+    they are calibrated) and on the ice (where strain across the chip adds to them)."""
+    pair, stable, gx, gy = noisy_pair
+    ds = track_pair(pair, stable_mask=stable)
+    valid = ds["quality"].values == 0
+    ice = np.hypot(gx, gy) > 2
+    for nodes in (valid, valid & stable, valid & ice):
+        fx, fy = component_coverage(ds, gx, gy, nodes)
+        assert 0.60 <= fx <= 0.76 and 0.60 <= fy <= 0.76, (fx, fy)
+    assert ds.attrs["v_error_scale_vx"] > 0 and ds.attrs["v_error_scale_vy"] > 0
+    assert ds.attrs["v_error_peak_shape"] == "structure tensor of the reference chip"
+    # v_error is still the isotropic model: between the two, and the same calibration.
+    err = {name: ds[name].values[valid] for name in ERROR_VARIABLES}
+    assert np.all(np.minimum(err["vx_error"], err["vy_error"]) < err["v_error"] * 1.5)
+    halved = ds.copy()
+    halved["vx_error"], halved["vy_error"] = ds["vx_error"] / 2, ds["vy_error"] / 2
+    assert max(component_coverage(halved, gx, gy, valid)) < 0.5
+
+
+def test_component_errors_follow_elongated_texture():
+    """Texture smoothed along the rows (streaks running east-west, like crevasse-free flow
+    stripes) pins dy and leaves dx loose: vx_error grows to match, where one isotropic
+    v_error holds under half of the dx errors and over 75 % of the dy errors."""
+    pair, stable, gx, gy = warped_pair(blur_px=(0.5, 3.0))
+    ds = track_pair(pair, stable_mask=stable)
+    valid = ds["quality"].values == 0
+    assert valid.mean() > 0.85
+    ex, ey = ds["dx"].values - gx, ds["dy"].values - gy
+    true_ratio = nmad(ex[valid]) / nmad(ey[valid])
+    sigma_ratio = np.median(ds["vx_error"].values[valid] / ds["vy_error"].values[valid])
+    assert true_ratio > 2.0
+    assert sigma_ratio == pytest.approx(true_ratio, rel=0.2)
+    for nodes in (valid, valid & stable):
+        fx, fy = component_coverage(ds, gx, gy, nodes)
+        assert 0.60 <= fx <= 0.76 and 0.60 <= fy <= 0.76, (fx, fy)
+    iso = ds.copy()
+    iso["vx_error"], iso["vy_error"] = ds["v_error"], ds["v_error"]
+    fx, fy = component_coverage(iso, gx, gy, valid)
+    assert fx < 0.5 and fy > 0.75
 
 
 def test_a_wrong_scale_is_caught(noisy_pair):
@@ -237,6 +357,12 @@ def test_reported_stable_scatter_is_that_of_the_rock_in_the_product(yahtse_produ
     err = back["v_error"].values[rock_nodes]
     inside = np.concatenate([np.abs(vx) <= err, np.abs(vy) <= err])
     assert 0.60 <= inside.mean() <= 0.76
+    # Each component's own error holds about 68 % of that component on the rock; the rock's
+    # vy scatters more than its vx, and vy_error says so.
+    ex, ey = back["vx_error"].values[rock_nodes], back["vy_error"].values[rock_nodes]
+    assert 0.60 <= np.mean(np.abs(vx) <= ex) <= 0.76
+    assert 0.60 <= np.mean(np.abs(vy) <= ey) <= 0.76
+    assert np.median(ey) / np.median(ex) == pytest.approx(nmad(vy) / nmad(vx), rel=0.15)
     assert np.median(err) == pytest.approx(np.mean([nmad(vx), nmad(vy)]), rel=0.25)
     # About 30 m/yr on rock for a 16-day Landsat 8 pair: 0.08 px of 15 m.
     assert 15 < attrs["stable_vx_nmad_m_per_yr"] < 50
@@ -262,9 +388,20 @@ def test_summary_and_netcdf_carry_the_statistics_and_flags(yahtse_products):
         assert list(nc["quality"].attrs["flag_masks"]) == [1, 2, 4, 8, 16, 32]
         assert nc["quality"].attrs["flag_meanings"].startswith("no_match low_correlation")
         np.testing.assert_array_equal(nc["quality"].values, ds["quality"].values)
+        # Each component points at its own error (CF ancillary_variables), as ITS_LIVE names it.
+        assert nc["vx"].attrs["ancillary_variables"] == "vx_error v_error quality"
+        assert nc["vy"].attrs["ancillary_variables"] == "vy_error v_error quality"
+        assert nc["vx_error"].attrs["long_name"] == "1-sigma error of vx"
     with rasterio.open(paths["cog"]) as tif:
-        assert tif.descriptions == (*VARIABLES, "v_error", "quality", "chip_px")
+        assert tif.descriptions == (*VARIABLES, *ERROR_VARIABLES, "quality", "chip_px")
+        assert tif.tags(VARIABLES_BANDS["vx_error"])["units"] == "m/yr"
         assert json.loads(tif.tags()["quality_flag_masks"]) == [1, 2, 4, 8, 16, 32]
+    assert summary["v_error"]["scale_vx"] == pytest.approx(ds.attrs["v_error_scale_vx"])
+    for path in (paths["netcdf"], paths["cog"]):
+        back = read_product(path)
+        for name in ERROR_VARIABLES:
+            np.testing.assert_allclose(back[name].values, ds[name].values, rtol=1e-6)
+            assert back[name].attrs["units"] == "m/yr"
 
 
 def test_too_little_stable_ground_falls_back_to_the_default_scale(noisy_pair):
@@ -351,3 +488,35 @@ def test_stable_shift_is_the_bias_of_the_raw_velocities_on_rock(yahtse_products)
             np.testing.assert_allclose(
                 granule[comp].values[on_rock] + shift, raw[comp].values[on_rock], atol=0.05
             )
+
+
+def test_a_pair_cube_of_the_time_series_keeps_the_component_errors():
+    """The time series takes each component's own error from a pair product, and v_error for
+    both from products written before vx_error/vy_error existed."""
+    from pyproj import CRS
+
+    from glacierflow.timeseries.network import pair_to_cube
+
+    z = np.zeros((3, 4))
+    ds = velocity_dataset(
+        z,
+        z,
+        z + 1,
+        z + 10,
+        image_transform=Affine(15, 0, 500000, 0, -15, 6000000),
+        row0_px=0,
+        col0_px=0,
+        step_px=8,
+        crs_wkt=CRS.from_epsg(32607).to_wkt(),
+        dt_days=16.0,
+        attrs={"ref_time": "2016-07-18T00:00:00+00:00", "sec_time": "2016-08-03T00:00:00+00:00"},
+        v_error=z + 2,
+        vx_error=z + 1,
+        vy_error=z + 3,
+    )
+    cube = pair_to_cube(ds)
+    np.testing.assert_array_equal(cube["vx_error"].values[0], 1.0)
+    np.testing.assert_array_equal(cube["vy_error"].values[0], 3.0)
+    old = pair_to_cube(ds.drop_vars(["vx_error", "vy_error"]))
+    np.testing.assert_array_equal(old["vx_error"].values[0], 2.0)
+    np.testing.assert_array_equal(old["vy_error"].values[0], 2.0)

@@ -13,18 +13,97 @@ and granule band files ``T45RVL_20200407T044659_B08.jp2``; both carry the sensin
 
 :mod:`glacierflow.scenes` decides, for one image, which of these (or a time given by the caller)
 holds.
+
+Dates that disagree
+-------------------
+A date given for a scene (``ref_date``/``sec_date``, a project's ``[scenes.dates]``) that falls
+on another UTC day than the scene's MTL file or the ID in its name stops the run
+(:func:`check_given_date`, a :class:`~glacierflow.errors.DateConflictError` naming the file,
+both dates and where the metadata's came from): a mistyped date scales the velocity, a swapped
+one reverses it. The same UTC day passes, since an MTL file gives the time of day and a user
+the date. Inside :func:`trusting_given_dates` (the ``trust_given_dates`` setting) the given date
+wins, with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, date, datetime, timedelta
 from os import PathLike
 from pathlib import Path
 
-from glacierflow.errors import InputError
+from glacierflow.errors import DateConflictError, InputError
 
-__all__ = ["acquisition_from_mtl", "acquisition_from_name", "find_mtl"]
+__all__ = [
+    "acquisition_from_mtl",
+    "acquisition_from_name",
+    "check_given_date",
+    "find_mtl",
+    "trusting_given_dates",
+]
+
+log = logging.getLogger("glacierflow")
+
+# --------------------------------------------------------------------------------------------
+# Given dates against the metadata
+
+_TRUST_GIVEN_DATES: ContextVar[bool] = ContextVar("trust_given_dates", default=False)
+
+
+@contextlib.contextmanager
+def trusting_given_dates(trust: bool = True) -> Iterator[None]:
+    """Inside, a given date that contradicts the metadata is used, with a warning, instead of
+    stopping with a :class:`~glacierflow.errors.DateConflictError` (``trust=False``: the
+    default rule again)."""
+    token = _TRUST_GIVEN_DATES.set(bool(trust))
+    try:
+        yield
+    finally:
+        _TRUST_GIVEN_DATES.reset(token)
+
+
+def check_given_date(
+    path: str | PathLike[str], given: datetime, found: datetime, source: str
+) -> None:
+    """Stop when a date given for a scene falls on another UTC day than its metadata's.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The scene (it leads the message).
+    given : datetime
+        The date given by the user (aware; midnight when only a day was given).
+    found : datetime
+        The time in the metadata (aware UTC).
+    source : str
+        Where ``found`` comes from, for the message (``"the MTL file X_MTL.txt"``, ``"the
+        scene ID LC08_... in the file name"``).
+
+    Raises
+    ------
+    DateConflictError
+        If the two fall on different UTC days, unless inside :func:`trusting_given_dates`
+        (then a warning is logged).
+    """
+    g, f = given.astimezone(UTC), found.astimezone(UTC)
+    if g.date() == f.date():
+        return
+    clock = f"{f:%Y-%m-%d %H:%M:%S} UTC" if f.time() != datetime.min.time() else f"{f:%Y-%m-%d}"
+    found_text = f"{source}, which says {clock}"
+    if _TRUST_GIVEN_DATES.get():
+        log.warning(
+            "%s: using the given date %s although %s (trust_given_dates)",
+            Path(path).name,
+            g.isoformat(),
+            found_text,
+        )
+        return
+    raise DateConflictError.between(path, g.isoformat(), found_text)
+
 
 # --------------------------------------------------------------------------------------------
 # Landsat MTL metadata

@@ -89,13 +89,44 @@ class NoAcquisitionTimeError(InputError):
         return type(self).missing(reason, self.path, (key,))
 
 
+class DateConflictError(InputError):
+    """A date given for a scene falls on another UTC day than its metadata's.
+
+    Made by :meth:`between`; :meth:`given_by` names the setting that gave the date.
+    """
+
+    @classmethod
+    def between(
+        cls, path: str | PathLike[str] | None, given: str, found: str, key: str = "acquired"
+    ) -> DateConflictError:
+        """The error for the date ``given`` (text) against ``found`` (text naming its source),
+        the date having come as ``key``."""
+        exc = cls(
+            f"the acquisition date given as {key} ({given}) contradicts {found}: they must fall "
+            f"on the same UTC day. Fix {key} (a swapped or mistyped date reverses or scales the "
+            "flow), or set trust_given_dates to use it anyway",
+            path,
+            key=(key, "trust_given_dates"),
+        )
+        exc.given, exc.found = given, found
+        return exc
+
+    def given_by(self, key: str) -> DateConflictError:
+        """The same error naming ``key`` (e.g. ``"sec_date"``) as the setting that gave it."""
+        given = getattr(self, "given", None)
+        if given is None:
+            return self
+        return type(self).between(self.path, given, self.found, key)
+
+
 @contextlib.contextmanager
 def time_given_by(key: str) -> Iterator[None]:
-    """Inside, a :class:`NoAcquisitionTimeError` asks for the time as ``key`` only (the scene
-    read is the one ``key`` dates, e.g. ``"ref_date"``)."""
+    """Inside, a :class:`NoAcquisitionTimeError` asks for the time as ``key`` only, and a
+    :class:`DateConflictError` names ``key`` as the setting that gave the date (the scene read
+    is the one ``key`` dates, e.g. ``"ref_date"``)."""
     try:
         yield
-    except NoAcquisitionTimeError as exc:
+    except (NoAcquisitionTimeError, DateConflictError) as exc:
         raise exc.given_by(key) from None
 
 

@@ -128,6 +128,8 @@ def make_pair(a: Scene, b: Scene, *, log: Callable[[str], None] | None = None) -
         )
     check_separation(a.acquired, b.acquired, a.path)
     swapped = a.acquired > b.acquired
+    if swapped:
+        check_given_order(a, b)
     ref, sec = (b, a) if swapped else (a, b)
     if swapped:
         say(
@@ -190,6 +192,36 @@ def _window_transform(window: Window, transform: affine.Affine) -> affine.Affine
     """Geotransform of ``window`` of a grid (``rasterio.windows.transform``, without the
     ``Affine * Affine`` that affine 3 deprecates)."""
     return transform @ affine.Affine.translation(window.col_off, window.row_off)
+
+
+def check_given_order(a: Scene, b: Scene) -> None:
+    """Refuse to reorder REF ``a`` after SEC ``b`` when both dates were given.
+
+    Files given later image first are put in order (with a note) when a date from metadata
+    (MTL, IDs, STAC) takes part; but two given dates (``ref_date``/``sec_date``, ``time_source
+    == "option"``) that make REF the later image are most likely swapped, and reordering would
+    reverse the flow. (A given date that contradicts the metadata has stopped the read
+    already.)
+
+    Raises
+    ------
+    InputError
+        Naming both files and their dates.
+    """
+    if not a.time_source == b.time_source == "option":
+        return
+    raise InputError(
+        f"REF's date ({_iso(a)}, from {_source(a, 'ref_date')}) is later than SEC's "
+        f"({_iso(b)}, from {_source(b, 'sec_date')}): the velocity is measured from the earlier "
+        "image, so these dates would reverse the flow. If they are swapped, swap ref_date and "
+        f"sec_date; if {b.path.name} really is the earlier image, give it as REF",
+        a.path,
+        key=("ref_date", "sec_date"),
+    )
+
+
+def _source(scene: Scene, key: str) -> str:
+    return key if scene.time_source == "option" else f"its {scene.time_source}"
 
 
 def _iso(scene: Scene) -> str:
@@ -371,6 +403,7 @@ def load_pair_tiled(
     check_separation(a.acquired, b.acquired, a.path)
     swapped = a.acquired > b.acquired
     if swapped:
+        check_given_order(a, b)
         a, b = b, a
         _logger.warning("given the later image first: using %s as reference", a.path.name)
     offset = lattice_offset(a, b)

@@ -547,8 +547,9 @@ def netcdf_attributes(
     for comp in ("vx", "vy"):
         if comp in names:
             grouped[comp] = {**component_error_attributes(ds.attrs, comp), **grouped.get(comp, {})}
-    ancillary = " ".join(name for name in ("v_error", "quality") if name in names)
     for name in ("vx", "vy", "v"):
+        own = (f"{name}_error",) if name != "v" else ()
+        ancillary = " ".join(n for n in (*own, "v_error", "quality") if n in names)
         if name in names and ancillary:
             grouped.setdefault(name, {})["ancillary_variables"] = ancillary
     west, south, east, north = array_bounds(shape[0], shape[1], transform)

@@ -425,7 +425,7 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
 
 
 #: Layers of the composite cube (:func:`glacierflow.stack.cube_dataset`), all (time, y, x).
-CUBE_LAYERS = ("v", "vx", "vy", "v_error", "count")
+CUBE_LAYERS = ("v", "vx", "vy", "v_error", "vx_error", "vy_error", "count")
 
 #: Time encoding of the cube's ``time`` and ``time_bnds``.
 _CUBE_TIME_ENCODING = {
@@ -490,7 +490,7 @@ def write_netcdf_cube(cube: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     for name in ("data_start", "data_end"):
         if name in out.variables:
             encoding[name] = dict(_CUBE_TIME_ENCODING)
-    for name in CUBE_LAYERS:
+    for name in (n for n in CUBE_LAYERS if n in out.data_vars):
         out[name].attrs["grid_mapping"] = "spatial_ref"
         integer = name == "count"
         encoding[name] = _layer_encoding(integer, "int16" if integer else "float32")

@@ -32,7 +32,12 @@ from rasterio._err import CPLE_BaseError
 from rasterio.enums import MaskFlags
 
 from glacierflow import remote
-from glacierflow.acquisition import acquisition_from_mtl, acquisition_from_name, find_mtl
+from glacierflow.acquisition import (
+    acquisition_from_mtl,
+    acquisition_from_name,
+    check_given_date,
+    find_mtl,
+)
 from glacierflow.dates import DATE_HELP, as_utc, parse_datetime
 from glacierflow.errors import InputError, NoAcquisitionTimeError
 
@@ -118,9 +123,11 @@ class Scene:
 
 
 def _acquisition(
-    path: Path, acquired: datetime | date | str | None
+    path: Path, acquired: datetime | date | str | None, check: bool = True
 ) -> tuple[datetime, str, str | None, str]:
-    """(time, sensor, scene_id, time_source) for an image; see :func:`read_scene`."""
+    """(time, sensor, scene_id, time_source) for an image; see :func:`read_scene`. A given
+    time is checked against the metadata (:func:`glacierflow.acquisition.check_given_date`)
+    when ``check``: on a header or whole-scene read, not on the window reads that follow one."""
     if acquired is not None:
         try:
             when = as_utc(acquired)
@@ -139,12 +146,16 @@ def _acquisition(
             mtl_problem = f" ({exc})"
         else:
             if acquired is not None:
+                if check:
+                    check_given_date(path, when, t, f"the MTL file {mtl}")
                 return when, sensor, scene_id, "option"
             return t, sensor, scene_id, "MTL"
     from_name = acquisition_from_name(path.name)
     if from_name is not None:
         t, sensor, scene_id = from_name
         if acquired is not None:
+            if check:
+                check_given_date(path, when, t, f"the scene ID {scene_id} in the file name")
             return when, sensor, scene_id, "option"
         return t, sensor, scene_id, "filename"
     if acquired is not None:
@@ -229,7 +240,8 @@ def read_scene(
         1-based band to read; required when the file has more than one band.
     acquired : datetime, date or str, optional
         Acquisition time; overrides metadata and file name (``time_source = "option"``). A
-        string is parsed with :func:`parse_datetime`; naive times are UTC.
+        string is parsed with :func:`parse_datetime`; naive times are UTC. On another UTC day
+        than the metadata's: :func:`glacierflow.acquisition.check_given_date` (not on windows).
     sensor : str, optional
         Overrides the sensor found in metadata or name.
     window : rasterio.windows.Window, optional
@@ -282,7 +294,8 @@ def read_scene(
                 "STAC",
             )
         else:
-            when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired)
+            check = window is None or window is _NO_PIXEL
+            when, found_sensor, scene_id, time_source = _acquisition(file_path, acquired, check)
         sensor_name = sensor if sensor is not None else found_sensor
         with read_errors(file_path):
             nodata = dataset.nodatavals[band - 1]

@@ -17,20 +17,24 @@ scaled by the overlap fraction)::
 
     vx = sum(w * vx_i) / sum(w)          vy likewise        v = hypot(vx, vy)
     v_error = sqrt(sum(w**2 * v_error_i**2)) / sum(w)
+    vx_error = sqrt(sum(w**2 * vx_error_i**2)) / sum(w)   vy_error likewise
     count = number of pairs with a finite vx, vy and v_error at the pixel and w > 0
 
 ``v_error`` is the propagated one-sigma error of each combined component for independent pair
 errors; with ``f = 1`` for every pair it is ``1 / sqrt(sum(1 / v_error_i**2))``. It does not
-include the error of representing a whole period by pairs that cover part of it. Speeds are
-taken from the combined components, never averaged (see :mod:`glacierflow.velocity`).
+include the error of representing a whole period by pairs that cover part of it. ``vx_error``
+and ``vy_error`` propagate the pairs' per-component errors with the same weights (a pair
+without them, from an older product, lends its ``v_error`` to both). Speeds are taken from the
+combined components, never averaged (see :mod:`glacierflow.velocity`).
 
 Resampling and vector rotation
 ------------------------------
 Each pair product is resampled onto the grid with :func:`rasterio.warp.reproject`: bilinear
-for ``vx``, ``vy`` and ``v_error`` (NaN is nodata and takes no part), nearest for ``quality``.
+for ``vx``, ``vy`` and the errors (NaN is nodata and takes no part), nearest for ``quality``.
 ``vx`` and ``vy`` are map components: when the grid's CRS is the pair's, they are copied as they
 are (exact); otherwise every vector is turned by the local angle between the two CRSs' grid
-axes, computed with pyproj from the Jacobian of the transformation, and its length kept. For
+axes, computed with pyproj from the Jacobian of the transformation, and its length kept (the
+component errors turn with it, as independent errors). For
 conformal projections (UTM, transverse Mercator, Lambert conformal conic, polar
 stereographic) that is the exact rotation; the projections' scale factors (below 0.1 % within
 a UTM zone, about 1 % one zone away) are not applied to the speeds.
@@ -87,6 +91,8 @@ COMPOSITE_VARIABLES: dict[str, dict[str, str]] = {
         "units": "m/yr",
         "long_name": "1-sigma error of each combined velocity component vx and vy",
     },
+    "vx_error": {"units": "m/yr", "long_name": "1-sigma error of the combined vx"},
+    "vy_error": {"units": "m/yr", "long_name": "1-sigma error of the combined vy"},
     "count": {"units": "1", "long_name": "number of image pairs combined"},
 }
 
@@ -290,7 +296,7 @@ def _reproject_band(
 
 
 def regrid(ds: xr.Dataset, grid: Grid) -> xr.Dataset:
-    """Resample a pair product onto ``grid``: ``vx``, ``vy``, ``v``, ``v_error`` (and ``quality``).
+    """Resample a pair product onto ``grid``: ``vx``, ``vy``, ``v``, the errors (and ``quality``).
 
     Bilinear for the components and the error, nearest for ``quality``; vectors are turned
     into the grid CRS's axes when the CRSs differ (see the module docstring), and ``v`` is the
@@ -299,7 +305,8 @@ def regrid(ds: xr.Dataset, grid: Grid) -> xr.Dataset:
     Parameters
     ----------
     ds : xarray.Dataset
-        A pair product with ``vx``, ``vy`` (m/yr), ``v_error`` (m/yr) and attributes
+        A pair product with ``vx``, ``vy`` (m/yr), ``v_error`` (m/yr; ``vx_error`` and
+        ``vy_error`` too where it has them, else both are its ``v_error``) and attributes
         ``crs_wkt`` and ``transform`` (node grid, GDAL order).
     grid : Grid
 
@@ -316,14 +323,23 @@ def regrid(ds: xr.Dataset, grid: Grid) -> xr.Dataset:
         raise ValueError("the pair product has no CRS (crs_wkt); it cannot be put on a map grid")
     src_t = Affine.from_gdal(*[float(c) for c in ds.attrs["transform"]])
     bands = {
-        name: _reproject_band(ds[name].values, src_t, src_wkt, grid, Resampling.bilinear)
-        for name in ("vx", "vy", "v_error")
+        name: _reproject_band(
+            ds[name if name in ds.data_vars else "v_error"].values,
+            src_t,
+            src_wkt,
+            grid,
+            Resampling.bilinear,
+        )
+        for name in ("vx", "vy", "v_error", "vx_error", "vy_error")
     }
     if not _same_crs(src_wkt, grid.crs_wkt):
         cos, sin = vector_rotation(src_wkt, grid)
         vx, vy = bands["vx"], bands["vy"]
         bands["vx"] = (cos * vx - sin * vy).astype(np.float32)
         bands["vy"] = (sin * vx + cos * vy).astype(np.float32)
+        ex, ey = bands["vx_error"], bands["vy_error"]
+        bands["vx_error"] = np.hypot(cos * ex, sin * ey).astype(np.float32)
+        bands["vy_error"] = np.hypot(sin * ex, cos * ey).astype(np.float32)
     bands["v"] = np.hypot(bands["vx"], bands["vy"]).astype(np.float32)
     if "quality" in ds.data_vars:
         q = np.asarray(ds["quality"].values, dtype=np.float32)
@@ -367,7 +383,8 @@ def composite(
     Returns
     -------
     xarray.Dataset
-        ``vx``, ``vy``, ``v``, ``v_error`` (m/yr) and ``count`` on ``grid`` (see the module
+        ``vx``, ``vy``, ``v``, ``v_error``, ``vx_error``, ``vy_error`` (m/yr) and ``count`` on
+        ``grid`` (see the module
         docstring for the formulas); NaN (count 0) where no pair has data. Attributes: the
         grid, ``year``, ``start_datetime``, ``end_datetime``, ``mid_datetime``,
         ``pairs`` (labels), ``pair_fractions``,
@@ -381,7 +398,7 @@ def composite(
     sw = np.zeros(grid.shape)
     swx = np.zeros(grid.shape)
     swy = np.zeros(grid.shape)
-    sw2s2 = np.zeros(grid.shape)
+    sw2s2 = np.zeros((3, *grid.shape))
     count = np.zeros(grid.shape, dtype=np.int32)
     chip_m = 0.0
     for ds, f in zip(pairs, fractions, strict=True):
@@ -395,7 +412,9 @@ def composite(
         sw += w
         swx += np.where(ok, w * vx, 0.0)
         swy += np.where(ok, w * vy, 0.0)
-        sw2s2 += np.where(ok, (w * err) ** 2, 0.0)
+        for k, name in enumerate(("v_error", "vx_error", "vy_error")):
+            e = ds[name].values.astype(np.float64) if name in ds.data_vars else err
+            sw2s2[k] += np.where(ok, (w * e) ** 2, 0.0)
         count += ok
         chip = float(ds.attrs.get("chip_px", 0) or 0) * float(ds.attrs.get("pixel_size_m", 0) or 0)
         chip_m = max(chip_m, chip)
@@ -408,7 +427,9 @@ def composite(
         "vx": vx_c,
         "vy": vy_c,
         "v": np.hypot(vx_c, vy_c),
-        "v_error": err_c,
+        "v_error": err_c[0],
+        "vx_error": err_c[1],
+        "vy_error": err_c[2],
         "count": count,
     }
     data_vars = {
@@ -430,7 +451,9 @@ def composite(
         "pair_count": len(pairs),
         "chip_m": chip_m,
         "composite_weights": "w = f / v_error^2 per pixel, f = share of the pair in the period",
-        "composite_v_error": "sqrt(sum(w^2 v_error_i^2)) / sum(w), per component",
+        "composite_v_error": (
+            "sqrt(sum(w^2 v_error_i^2)) / sum(w), per component; vx_error, vy_error likewise"
+        ),
         "days_per_year": DAYS_PER_YEAR,
         **_coverage_attrs([pair_interval(ds) for ds in pairs], period),
         **grid.attrs(),
@@ -519,7 +542,8 @@ def cube_dataset(composites: Sequence[xr.Dataset]) -> xr.Dataset:
     annual mosaics; what the data cover is beside it, per period (``data_start``, ``data_end``,
     ``coverage_days``, ``period_days``, ``pair_count``) and over all (attributes
     ``data_start_datetime``, ``data_end_datetime``); variables ``v``, ``vx``, ``vy``,
-    ``v_error`` (m/yr, float32) and ``count`` (int16) on ``(time, y, x)``. The grid
+    ``v_error``, ``vx_error``, ``vy_error`` (m/yr, float32; where the composites have them) and
+    ``count`` (int16) on ``(time, y, x)``. The grid
     (``crs_wkt``, ``transform``) is in the attributes.
 
     Raises
@@ -552,7 +576,9 @@ def cube_dataset(composites: Sequence[xr.Dataset]) -> xr.Dataset:
         ]
     )
     data_vars: dict[str, Any] = {}
-    for name in ("v", "vx", "vy", "v_error", "count"):
+    for name in ("v", "vx", "vy", "v_error", "vx_error", "vy_error", "count"):
+        if name not in first.data_vars:
+            continue
         stacked = np.stack([c[name].values for c in composites])
         data_vars[name] = (("time", "y", "x"), stacked, dict(COMPOSITE_VARIABLES[name]))
     data_vars["time_bnds"] = (("time", "nv"), bounds)

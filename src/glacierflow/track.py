@@ -50,16 +50,15 @@ from glacierflow.filters import (
 from glacierflow.matching import MatchResult, NodeGrid, make_grid, match
 from glacierflow.pair import Pair, SceneLike, lattice_offset, load_pair, load_pair_tiled
 from glacierflow.progress import Progress, ProgressSink, node_bar
-from glacierflow.scenes import Scene, read_header
+from glacierflow.scenes import Scene, read_header, read_scene
 from glacierflow.settings import COREG_CHOICES, TrackSettings
 from glacierflow.stable import FALLBACK_SOURCE, stable_ground
+from glacierflow.uncertainty import node_errors
 from glacierflow.velocity import (
-    DEFAULT_PEAK_SIGMA_SCALE,
-    DEFORMATION_FACTOR,
-    PEAK_SIGMA_FLOOR_PX,
+    component_errors_m_per_yr,
     error_px_to_m_per_yr,
     node_grid_transform,
-    offset_sigma_px,
+    peak_covariance_shape,
     stable_statistics,
     velocity_dataset,
 )
@@ -206,8 +205,9 @@ def track_pair(
     dx, dy, stable, coreg_sigma_px, coreg_attrs = coregister_offsets(
         filt, stable, geo, s, stable_attrs["stable_source"]
     )
+    peak_cov = peak_covariance(pair, geo, s, band)
     sigma_px, error_attrs = error_model(
-        result.corr, dx, dy, stable, coreg_sigma_px, s, stable_attrs["stable_source"], executor
+        result.corr, dx, dy, stable, coreg_sigma_px, s, stable_attrs["stable_source"], peak_cov
     )
     if fsettings.fill_holes:
         dx, dy, sigma_px = fill_holes(dx, dy, sigma_px, filt, fsettings)
@@ -405,6 +405,28 @@ def coregister_offsets(
     )
 
 
+def peak_covariance(
+    pair: Pair, geo: NodeGeometry, settings: TrackSettings, band: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The texture's elongation of each node's peak (:func:`peak_covariance_shape` of the
+    reference scene; in strips read from the file when matching is tiled)."""
+    ref, grid = pair.ref, geo.grid
+    image: Any = ref.data
+    if settings.tiling.enabled:
+        from rasterio.windows import Window
+
+        (r0, c0), width, at = ref.file_offset_px, ref.shape[1], (ref.acquired, ref.sensor)
+
+        def image(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+            win = Window(c0, r0 + top, width, bottom - top)
+            part = read_scene(ref.path, band=band, acquired=at[0], sensor=at[1], window=win)
+            return part.data, part.valid
+
+    return peak_covariance_shape(
+        image, ref.valid, grid.rows_px(), grid.cols_px(), settings.matching.chip_px, shape=ref.shape
+    )
+
+
 def error_model(
     corr: np.ndarray,
     dx: np.ndarray,
@@ -413,40 +435,12 @@ def error_model(
     coreg_sigma_px: np.ndarray,
     settings: TrackSettings,
     source: str,
-    executor: Executor | None = None,
+    peak_cov: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Step 5: the one-sigma offset error of every node, in pixels, and the ``v_error_*``
-    attributes.
-
-    Its shape comes from the correlation peak and its scale from the stable nodes; the errors
-    from strain across the chip and from the co-registration are added, not calibrated. Too
-    few stable nodes: the default scale, with a warning.
-    """
+    """Step 5: the one-sigma offset errors of every node in pixels, stacked (isotropic, of dx,
+    of dy), and the ``v_error_*`` attributes (:func:`glacierflow.uncertainty.node_errors`)."""
     m = settings.matching
-    err = {"chip_px": m.chip_px, "step_px": m.step_px, "coreg_sigma_px": coreg_sigma_px}
-    err["runner"] = executor  # the displacement gradient in bands of rows on its workers
-    try:
-        sigma_px, scale = offset_sigma_px(corr, dx, dy, stable, **err)
-        calibration = f"stable ground: {source}"
-    except ValueError as exc:
-        sigma_px, scale = offset_sigma_px(
-            corr, dx, dy, stable, scale=DEFAULT_PEAK_SIGMA_SCALE, **err
-        )
-        calibration = f"default scale ({exc})"
-        log.warning("v_error uses the default scale %.2f: %s", scale, exc)
-    attrs = {
-        "v_error_model": (
-            "sigma_px = sqrt((scale * sqrt(1 - corr^2) / (corr * chip_px))^2 + floor_px^2 + "
-            "(deformation_factor * gradient * chip_px)^2 + coreg_sigma_px^2), gradient the "
-            "displacement gradient (px/px) at the node; v_error = sigma_px * pixel_size_m * "
-            "365.25 / dt_days"
-        ),
-        "v_error_deformation_factor": DEFORMATION_FACTOR,
-        "v_error_scale": float(scale),
-        "v_error_floor_px": PEAK_SIGMA_FLOOR_PX,
-        "v_error_calibration": calibration,
-    }
-    return sigma_px, attrs
+    return node_errors(corr, dx, dy, stable, m.chip_px, m.step_px, coreg_sigma_px, peak_cov, source)
 
 
 def fill_holes(
@@ -457,12 +451,14 @@ def fill_holes(
     fsettings: FilterSettings,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Step 6: fill small enclosed holes by interpolation, flagged ``FILLED`` in
-    ``filt.quality`` (changed in place); returns the filled ``dx``, ``dy`` and ``sigma_px``."""
-    (dx, dy, sigma_px), filled = fill_small_holes(
-        [dx, dy, sigma_px], filt.valid, fsettings.max_hole_nodes
+    ``filt.quality`` (changed in place); returns the filled ``dx``, ``dy`` and ``sigma_px``
+    (the stacked errors of :func:`error_model`)."""
+    (dx, dy, *sigmas), filled = fill_small_holes(
+        [dx, dy, *sigma_px], filt.valid, fsettings.max_hole_nodes
     )
+    sigma_px = np.stack(sigmas)
     # An interpolated value is less certain than a measured one: twice its neighbours'.
-    sigma_px[filled] *= 2.0
+    sigma_px[:, filled] *= 2.0
     filt.quality[filled] |= np.uint8(Quality.FILLED)
     return dx, dy, sigma_px
 
@@ -509,6 +505,7 @@ def product_dataset(
 ) -> xr.Dataset:
     """Step 7b: offsets to velocity (m/yr, 365.25-day year) on map coordinates, with the
     stable-ground statistics of the good stable nodes in the attributes."""
+    ex, ey = component_errors_m_per_yr(sigma_px[1], sigma_px[2], pair.transform, pair.dt_days)
     ds = velocity_dataset(
         dx,
         dy,
@@ -521,8 +518,10 @@ def product_dataset(
         crs_wkt=pair.crs.to_wkt() if pair.crs is not None else None,
         dt_days=pair.dt_days,
         attrs=attrs,
-        v_error=error_px_to_m_per_yr(sigma_px, pair.transform, pair.dt_days),
+        v_error=error_px_to_m_per_yr(sigma_px[0], pair.transform, pair.dt_days),
         quality=quality,
+        vx_error=ex,
+        vy_error=ey,
         extra={"chip_px": result.chip_px} if result.chip_px is not None else None,
     )
     good_stable = stable & (quality == 0)

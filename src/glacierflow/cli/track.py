@@ -23,6 +23,12 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 @out_option("out_dir", "Output folder for the products.", required=True)
 @click.option("--ref-date", default=None, help="Acquisition time of REF (ISO 8601).")
 @click.option("--sec-date", default=None, help="Acquisition time of SEC (ISO 8601).")
+@click.option(
+    "--trust-given-dates",
+    is_flag=True,
+    help="Use --ref-date/--sec-date even where they contradict the MTL file or the scene ID "
+    "(same UTC day needed otherwise), with a warning.",
+)
 @click.option("--band", default=None, type=int, help="Band of multi-band inputs (1-based).")
 @click.option(
     "--bbox",
@@ -45,6 +51,7 @@ def command(
     out_dir: Path,
     ref_date: str | None,
     sec_date: str | None,
+    trust_given_dates: bool,
     band: int | None,
     bbox: tuple[float, float, float, float] | None,
     progress: bool | None,
@@ -69,28 +76,29 @@ def command(
       glacierflow track https://host/A_B8.TIF https://host/B_B8.TIF -o out \\
         --bbox -141.5 60.1 -141.4 60.2
     """
+    from glacierflow.acquisition import trusting_given_dates
     from glacierflow.cli.summary import print_summary
+    from glacierflow.errors import time_given_by
     from glacierflow.products import refuse_earlier_products
+    from glacierflow.scenes import read_area
     from glacierflow.track import track_to_products
 
     refuse_earlier_products(out_dir, overwrite)
-    if bbox:  # only the area of interest is read, from files or URLs
-        from glacierflow.errors import time_given_by
-        from glacierflow.scenes import read_area
-
-        with time_given_by("ref_date"):
-            ref = read_area(ref, bbox, band=band, acquired=ref_date)
-        with time_given_by("sec_date"):
-            sec = read_area(sec, bbox, band=band, acquired=sec_date)
-    ds, paths = track_to_products(
-        ref,
-        sec,
-        out_dir,
-        ref_date=ref_date,
-        sec_date=sec_date,
-        band=band,
-        progress=progress,
-        overwrite=overwrite,
-        **shortcuts(settings),
-    )
+    with trusting_given_dates(trust_given_dates):
+        if bbox:  # only the area of interest is read, from files or URLs
+            with time_given_by("ref_date"):
+                ref = read_area(ref, bbox, band=band, acquired=ref_date)
+            with time_given_by("sec_date"):
+                sec = read_area(sec, bbox, band=band, acquired=sec_date)
+        ds, paths = track_to_products(
+            ref,
+            sec,
+            out_dir,
+            ref_date=ref_date,
+            sec_date=sec_date,
+            band=band,
+            progress=progress,
+            overwrite=overwrite,
+            **shortcuts(settings),
+        )
     print_summary(ds, paths)

@@ -151,7 +151,7 @@ def point_series(
     lat: Annotated[float, Query(description="Latitude, degrees north (WGS 84).")],
     format: Annotated[Literal["json", "csv"], Query(description="Answer format.")] = "json",
 ) -> dict[str, Any] | Response:
-    """Speed ``v`` (and ``vx``, ``vy``, ``v_error`` where present), m/yr, at a point.
+    """Speed ``v`` (and ``vx``, ``vy`` and the errors where present), m/yr, at a point.
 
     One entry per available item whose grid holds the point, sorted by mid-date; values are
     null where the product has no valid measurement. Items whose grid does not hold the point

@@ -53,7 +53,7 @@ TILE_PX = 256
 COLORMAP_NAME = "viridis"
 
 #: Bands a point query returns, when the product has them.
-SAMPLED_BANDS = ("v", "vx", "vy", "v_error")
+SAMPLED_BANDS = ("v", "vx", "vy", "v_error", "vx_error", "vy_error")
 
 
 @functools.cache

@@ -11,7 +11,7 @@ What lands in the output folder::
     pairs/YYYYMMDD_YYYYMMDD/   one folder per pair: velocity.tif, velocity.nc, quicklook.png,
                                summary.json (glacierflow.products.write_products) and done.json
     v_YYYY.tif, v_YYYY.png     one Cloud-Optimized GeoTIFF per period (bands vx, vy, v,
-                               v_error, count) and its speed map
+                               v_error, vx_error, vy_error, count) and its speed map
     velocity_cube.nc           all periods in one CF-1.8 NetCDF cube with a time axis
     glaciers/                  per-glacier statistics (CSV and GeoPackage), trends, profiles,
                                candidate surges (with outlines)

@@ -18,7 +18,7 @@ from glacierflow.project.plan import PairPlan
 #: The time-series cube of all periods.
 CUBE_NAME = "velocity_cube.nc"
 #: Layers of the annual GeoTIFFs, in band order (the portal reads them by these names).
-ANNUAL_BANDS = ("vx", "vy", "v", "v_error", "count")
+ANNUAL_BANDS = ("vx", "vy", "v", "v_error", "vx_error", "vy_error", "count")
 #: At most this many profile figures are drawn (all profiles are in profiles.csv).
 MAX_PROFILE_FIGURES = 20
 

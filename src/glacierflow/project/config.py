@@ -156,6 +156,7 @@ class Project:
     concurrent_pairs: int = 1
     timeseries: SeriesSettings | None = None
     timeseries_inputs: tuple[Path, ...] = ()
+    trust_dates: bool = False
     _lines: _Lines | None = field(default=None, repr=False, compare=False)
 
     def line(self, dotted: str) -> int | None:
@@ -302,6 +303,7 @@ def _project(
         band=sc.band,
         path_row=sc.wrs_path_row,
         scene_dates=dict(sc.dates),
+        trust_dates=sc.trust_dates,
         explicit_pairs=explicit,
         min_days=pr.min_days,
         max_days=pr.max_days,

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from glacierflow import __version__
+from glacierflow.acquisition import trusting_given_dates
 from glacierflow.errors import GlacierflowError, InputError
 from glacierflow.execute import Executor, available_cpus
 from glacierflow.limits import check_writable_folder
@@ -107,8 +108,9 @@ def process_pair(
         settings = settings.updated(workers=workers)
     m = settings.matching
     margin = m.chip_px + m.search_px + m.step_px
-    ref = _read_cropped(plan.ref.path, project.band, plan.ref.acquired, grid, margin)
-    sec = _read_cropped(plan.sec.path, project.band, plan.sec.acquired, grid, margin)
+    with trusting_given_dates(project.trust_dates):  # checked by discovery already
+        ref = _read_cropped(plan.ref.path, project.band, plan.ref.acquired, grid, margin)
+        sec = _read_cropped(plan.sec.path, project.band, plan.sec.acquired, grid, margin)
     pair = make_pair(ref, sec, log=log.warning)
     if not pair.valid.any():
         raise InputError(

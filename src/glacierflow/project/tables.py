@@ -106,6 +106,7 @@ class ScenesTable(_Table):
     band: int | None = Field(None, ge=1)
     path_row: Annotated[str | None, BeforeValidator(_text)] = None
     dates: dict[str, Day] = {}
+    trust_dates: bool = False
 
     @model_validator(mode="after")
     def _somewhere(self) -> ScenesTable:

@@ -99,7 +99,8 @@ def pair_to_cube(ds: xr.Dataset) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        ``vx_error`` and ``vy_error`` per pixel are the product's ``v_error``.
+        ``vx_error`` and ``vy_error`` per pixel are the product's (its ``v_error`` for both
+        in products written before they existed).
     """
     for key in ("ref_time", "sec_time"):
         if key not in ds.attrs:
@@ -111,8 +112,12 @@ def pair_to_cube(ds: xr.Dataset) -> xr.Dataset:
         "vx": (g3, ds["vx"].values.astype(np.float32)[None], {"units": "m/yr"}),
         "vy": (g3, ds["vy"].values.astype(np.float32)[None], {"units": "m/yr"}),
         "v_error": (g3, err, {"units": "m/yr"}),
-        "vx_error": (g3, err, {"units": "m/yr"}),
-        "vy_error": (g3, err, {"units": "m/yr"}),
+        **{
+            name: (g3, ds[name].values.astype(np.float32)[None], {"units": "m/yr"})
+            if name in ds.data_vars
+            else (g3, err, {"units": "m/yr"})
+            for name in ("vx_error", "vy_error")
+        },
         "acquisition_date_img1": (("mid_date",), np.array([t1])),
         "acquisition_date_img2": (("mid_date",), np.array([t2])),
         "date_dt": (
@@ -149,6 +154,11 @@ def _regrid_cube(cube: xr.Dataset, grid: Grid) -> xr.Dataset:
                 "vx": (("y", "x"), one["vx"].values),
                 "vy": (("y", "x"), one["vy"].values),
                 "v_error": (("y", "x"), np.broadcast_to(err, one["vx"].shape).astype(np.float32)),
+                **{
+                    name: (("y", "x"), one[name].values.astype(np.float32))
+                    for name in ("vx_error", "vy_error")
+                    if per_pixel_err
+                },
             },
             coords={"x": cube["x"], "y": cube["y"]},
             attrs=dict(cube.attrs),
@@ -165,8 +175,8 @@ def _regrid_cube(cube: xr.Dataset, grid: Grid) -> xr.Dataset:
         attrs={**cube.attrs, **grid.attrs()},
     )
     if per_pixel_err:
-        out["vx_error"] = (g3, err, {"units": "m/yr"})
-        out["vy_error"] = (g3, err, {"units": "m/yr"})
+        for name in ("vx_error", "vy_error"):
+            out[name] = (g3, np.stack([p[name].values for p in pieces]), {"units": "m/yr"})
     else:
         out["vx_error"] = cube["vx_error"]
         out["vy_error"] = cube["vy_error"]
