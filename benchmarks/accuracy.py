@@ -25,6 +25,10 @@ median and 95th percentile of the error, gross errors (> 1 px, share of valid no
 share of nodes and speed (nodes per second, ``--workers`` processes). A second table gives the
 pixel locking of each sub-pixel estimator: the largest mean error over the fractional shifts of
 the constant case (with the median error there).
+
+``--strain`` prints the tables of issue 16 instead (:func:`strain_table`): the strain-aware
+second pass (``refine="auto"``, the default) against translation-only chips (``refine="off"``)
+on three real textures with 1 DN of noise per date, chip 32, search 16, step 8.
 """
 
 from __future__ import annotations
@@ -222,6 +226,82 @@ def rock_case(pair: Pair, rock: np.ndarray, method, pre, subpixel, workers, step
     return row
 
 
+#: Textures of the strain table: (name, crop of the Yahtse reference or the Everest image).
+STRAIN_TEXTURES = ("yahtse 400x500", "yahtse 600x1000", "everest 655x800")
+
+
+def strain_textures() -> dict[str, np.ndarray]:
+    """The strain table's textures: two Yahtse crops (the smaller one shears harder, the
+    field's margins scaling with the image) and the Landsat 7 Everest image."""
+    try:
+        from _common import everest_image
+    except ImportError:  # run as a module
+        from benchmarks._common import everest_image
+    full = yahtse_reference()
+    return dict(
+        zip(
+            STRAIN_TEXTURES,
+            (full[250:650, 250:750], full[150:750, 150:1150], everest_image()),
+            strict=True,
+        )
+    )
+
+
+def strain_cases(image: np.ndarray) -> dict[str, Pair]:
+    """Glacier field with 1 DN noise, the same with SLC-off gaps, and at 5 % contrast."""
+    tx, ty = glacier_field(image.shape, peak_px=10.0, misregistration_px=(0.3, -0.2))
+    sec = warp_image(image, tx, ty)
+    min_std = 0.05 * image.std()
+    ref1, sec1 = low_contrast(image, 1.0, 1.0, seed=1), low_contrast(sec, 1.0, 1.0, seed=2)
+    gap_ref = slc_off_mask(image.shape, 32, 14, phase=0)
+    gap_sec = slc_off_mask(image.shape, 32, 14, phase=13)
+    faint = (low_contrast(image, 0.05, 1.0, seed=1), low_contrast(sec, 0.05, 1.0, seed=2))
+    return {
+        "glacier": Pair(ref1, sec1, None, None, tx, ty, min_std, image),
+        "slc-off": Pair(
+            np.where(gap_ref, 0.0, ref1),
+            np.where(gap_sec, 0.0, sec1),
+            ~gap_ref,
+            ~gap_sec,
+            tx,
+            ty,
+            min_std,
+            image,
+        ),
+        "5 % contrast": Pair(*faint, None, None, tx, ty, min_std, image),
+    }
+
+
+def strain_table(workers: int, shifts: bool = True) -> None:
+    """Issue 16's accuracy table: errors with and without the strain-aware second pass."""
+    rows = []
+    for texture, image in strain_textures().items():
+        for case, pair in strain_cases(image).items():
+            for mode in ("off", "auto"):
+                res, dt = run(pair, "ncc", "none", "lanczos", workers, refine=mode)
+                row = summary(*node_errors(res, pair))
+                row["nodes_per_s"] = f"{res.dx_px.size / dt:,.0f}"
+                refined = 0.0 if res.refined is None else 100 * res.refined.mean()
+                rows.append(
+                    dict(texture=texture, case=case, refine=mode, refined=f"{refined:.1f}", **row)
+                )
+            print(".", end="", file=sys.stderr, flush=True)
+        if shifts and texture.startswith("yahtse 400"):
+            fractions = np.round(np.arange(0.0, 1.01, 0.1), 2)
+            row, _ = constant_case(
+                image, constant_pairs(image, fractions), "ncc", "none", "lanczos", workers
+            )
+            rows.append(dict(texture=texture, case="constant", refine="auto", refined="-", **row))
+    print(file=sys.stderr)
+    print(
+        "strain-aware matching (issue 16): chip 32, search 16, step 8, 1 DN noise per date; "
+        "errors in px over textured nodes; gross = error > 1 px (% of valid); refined = % of "
+        f"nodes the second pass refined; {workers} worker(s)"
+    )
+    cols = ["texture", "case", "refine", "median", "p95", "gross", "valid", "refined"]
+    print(table(rows, [*cols, "nodes_per_s"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller crops, fewer shifts")
@@ -229,7 +309,11 @@ def main() -> None:
     ap.add_argument("--methods", default="", help="only these methods (comma-separated)")
     ap.add_argument("--cases", default="", help="only these cases (comma-separated)")
     ap.add_argument("--no-locking", action="store_true", help="skip the pixel-locking table")
+    ap.add_argument("--strain", action="store_true", help="only the strain table (issue 16)")
     args = ap.parse_args()
+    if args.strain:
+        strain_table(args.workers, shifts=not args.quick)
+        return
     full = yahtse_reference()
     if args.quick:
         small = full[250:650, 250:750]

@@ -47,6 +47,7 @@ from glacierflow.matching.stats import (
     stats_from_strips,
     strip_sums,
 )
+from glacierflow.matching.strain import refine_nodes
 from glacierflow.scenes import Scene, file_fingerprint, read_scene
 from glacierflow.settings import TILED_PREFILTERS
 
@@ -483,13 +484,10 @@ def tiled_match(
             stack.push(lambda kind, _exc, _tb, f=folder: bool(kind and remove_unused_work(f)))
         out = np.full((4, *grid.shape), np.nan, dtype=np.float32)
         todo = _resume(out, plan_tiles(grid, settings, tile_nodes), folder, progress)
+        stats = _both_stats(ref, sec, band, settings, filters)
         if todo:
-            task = functools.partial(
-                _task,
-                (scene_ref(ref), scene_ref(sec), band, grid, filters),
-                settings=settings,
-                stats=_both_stats(ref, sec, band, settings, filters),
-            )
+            files = (scene_ref(ref), scene_ref(sec), band, grid, filters)
+            task = functools.partial(_task, files, settings=settings, stats=stats)
             jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
             for tile, values in executor.map_unordered(task, jobs):
                 out[:, tile[0], tile[1]] = values
@@ -497,7 +495,34 @@ def tiled_match(
                     _write_tile_atomically(_tile_file(folder, tile), values)
                 if progress:
                     progress(values[0].size)
-    return MatchResult(grid, out[0], out[1], out[2], out[3], settings)
+        return _refined(out, grid, settings, (ref, sec, band, filters, stats), executor)
+
+
+def _refined(out, grid, settings, files, executor) -> MatchResult:
+    """The result, after the strain-aware second pass (:mod:`glacierflow.matching.strain`) on
+    windows read from the files, as it runs in memory."""
+    strain = refined = None
+    if settings.refine != "off" and settings.method != "orientation":
+        ref, sec, band, filters, stats = files
+        crop = _file_crop(scene_ref(ref), scene_ref(sec), band, filters, stats)
+        out[0], out[1], strain, refined = refine_nodes(
+            *out, grid.rows_px(), grid.cols_px(), settings, crop, executor.map_unordered
+        )  # fmt: skip
+    return MatchResult(grid, *out, settings, strain=strain, refined=refined)
+
+
+def _file_crop(ref: SceneRef, sec: SceneRef, band, filters, stats) -> Callable:
+    """Windows of both scenes' files, filtered and normalised exactly as whole scenes."""
+
+    def crop(top: int, left: int, rows: int, cols: int):
+        win = Window(left, top, cols, rows)
+        out: list[np.ndarray] = []
+        for scene, f, st in ((ref, filters[0], stats[0]), (sec, filters[1], stats[1])):
+            prep = PreparedImage(*_read_filtered(scene, band, win, f), stats=st)
+            out += [prep.image, prep.valid]
+        return tuple(out)
+
+    return crop
 
 
 def _checked_grid(ref: Scene, sec: Scene, settings: MatchSettings) -> NodeGrid:

@@ -522,7 +522,7 @@ def product_dataset(
         quality=quality,
         vx_error=ex,
         vy_error=ey,
-        extra={"chip_px": result.chip_px} if result.chip_px is not None else None,
+        extra=_match_layers(result),
     )
     good_stable = stable & (quality == 0)
     ds.attrs.update(
@@ -537,6 +537,12 @@ def product_dataset(
     sig = ds["v_error"].values[good_stable & np.isfinite(ds["v_error"].values)]
     ds.attrs["stable_v_error_median_m_per_yr"] = float(np.median(sig)) if sig.size else np.nan
     return ds
+
+
+def _match_layers(result: MatchResult) -> dict[str, np.ndarray] | None:
+    """The matcher's own per-node layers for the product: chip size and local strain."""
+    layers = {"chip_px": result.chip_px, "strain": result.strain}
+    return {k: v for k, v in layers.items() if v is not None} or None
 
 
 def track(

@@ -128,6 +128,14 @@ QUALITY_VARIABLES: dict[str, dict[str, Any]] = {
         "units": "pixel",
         "long_name": "side of the reference chip the node was measured with",
     },
+    "strain": {
+        "units": "1",
+        "long_name": "local strain the matcher saw: largest displacement change per pixel",
+        "description": (
+            "largest singular value of the displacement gradient over the pair (px/px), of the "
+            "affine refinement where a node was refined, else of its neighbours' offsets"
+        ),
+    },
 }
 
 #: The error layers, in band order.

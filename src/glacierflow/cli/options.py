@@ -26,6 +26,7 @@ _CODE_CHOICES: dict[str, str] = {
     "matching.method": "METHODS",
     "matching.subpixel": "SUBPIXEL_METHODS",
     "matching.ncc_kernel": "NCC_KERNELS",
+    "matching.refine": "REFINE_MODES",
 }
 
 

@@ -39,6 +39,7 @@ from glacierflow.matching.pyramid import (
 )
 from glacierflow.matching.settings import METHODS, MatchSettings
 from glacierflow.matching.stats import image_stats
+from glacierflow.matching.strain import image_crop, refine_nodes
 
 __all__ = ["METHODS", "MatchResult", "TaskRunner", "coarse_centres", "match", "tile_slices"]
 
@@ -71,6 +72,11 @@ class MatchResult:
     chip_px : ndarray of int16, optional
         Side of the chip each node's offset was measured with, in pixels (``settings.chip_px``
         unless a retry with a larger chip succeeded).
+    strain : ndarray of float32, optional
+        Local strain each node saw, px/px (the largest change of displacement per pixel: of the
+        affine fit where refined, of the neighbours' offsets elsewhere; :mod:`.strain`).
+    refined : ndarray of bool, optional
+        Nodes whose offset comes from the affine refinement (``settings.refine``).
     """
 
     grid: NodeGrid
@@ -80,6 +86,8 @@ class MatchResult:
     snr: np.ndarray
     settings: MatchSettings = field(default_factory=MatchSettings)
     chip_px: np.ndarray | None = None
+    strain: np.ndarray | None = None
+    refined: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -168,6 +176,14 @@ def match(
             layer[ti, tj] = values
         if progress:
             progress(res[0].size)
+    # The strain-aware second pass on the first chip's matches (before any retry, which leaves
+    # them untouched): affine refinement where a node needs it.
+    strain = refined = None
+    if settings.refine != "off" and not np.iscomplexobj(ref_p.image):
+        crop = image_crop(ref_p, sec_p)
+        out[0], out[1], strain, refined = refine_nodes(
+            *out, job.rows, job.cols, settings, crop, run
+        )  # fmt: skip
     chip = np.full(grid.shape, settings.chip_px, dtype=np.int16)
     for retry_chip in settings.retry_chip_px:
         failed = ~np.isfinite(out[0]) | ~(out[3] >= settings.retry_min_snr)
@@ -181,7 +197,7 @@ def match(
                 layer[sel[ok]] = values[ok]
             chip.reshape(-1)[sel[ok]] = retry_chip
     dx, dy, corr, snr = out
-    return MatchResult(grid, dx, dy, corr, snr, settings, chip)
+    return MatchResult(grid, dx, dy, corr, snr, settings, chip, strain, refined)
 
 
 def _checked_images(ref, sec, ref_valid, sec_valid, settings: MatchSettings):
@@ -332,7 +348,7 @@ def coarse_centres(
         Row and column offsets of the fine nodes' search centres, in fine pixels (not rounded);
         the prior (or None) where the images are too small for a coarse grid.
     """
-    coarse = coarse_settings(settings)
+    coarse = coarse_settings(settings).model_copy(update={"refine": "off"})
     try:
         cgrid = make_grid(
             ref2.shape,

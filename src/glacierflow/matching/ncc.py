@@ -16,6 +16,9 @@ References
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import cv2
 import numpy as np
 import scipy.fft as sfft
@@ -29,6 +32,44 @@ from glacierflow.matching.stats import image_stats
 #: 25-50 % of the chip's valid pixels; at 0.5 it was cut out and every such node locked onto
 #: the stripes instead (a surface with such holes is now rejected, see ``match_nodes``).
 MIN_OVERLAP_FRACTION = 0.25
+
+
+#: Correlation values (nodes times shifts) a process computes with the numpy kernels before it
+#: loads the compiled loops: 30,000 nodes of a +/-16 px search. numba's import and cached code
+#: cost about half a second of CPU, which a smaller run would not win back (the loops save
+#: about 30 ns per correlation value on a busy 2-core machine).
+COMPILE_AFTER_VALUES = 30_000 * 33 * 33
+_LOADING: list[threading.Thread] = []
+_LOADING_LOCK = threading.Lock()
+_VALUES_SEEN = [0]
+
+
+def compiled_loops(values: int = 0):
+    """The compiled loops of the NCC kernels (:mod:`glacierflow.matching.fused`), or None.
+
+    Until they are loaded the kernels take their numpy form, which gives the same values bit
+    for bit. Once this process has computed :data:`COMPILE_AFTER_VALUES` correlation values
+    (``values`` per call: the peak search counts each tile's surfaces), a background thread
+    imports numba and loads the
+    loops (a few tenths of a second; seconds on the very first run, which compiles), and every
+    call after that returns them: a small run never pays for numba, a large one switches
+    after its first tiles. A process that imported the module has them at once; where numba
+    is missing this stays None.
+    """
+    mod = sys.modules.get("glacierflow.matching.fused")
+    if mod is not None and getattr(mod, "READY", False):
+        return mod if mod.AVAILABLE else None
+    with _LOADING_LOCK:
+        _VALUES_SEEN[0] += values
+        if not _LOADING and _VALUES_SEEN[0] >= COMPILE_AFTER_VALUES:
+            thread = threading.Thread(target=_load_compiled, name="glacierflow-numba", daemon=True)
+            _LOADING.append(thread)
+            thread.start()
+    return None
+
+
+def _load_compiled() -> None:
+    import glacierflow.matching.fused  # noqa: F401  (its import loads the loops)
 
 
 def _box_sums(a: np.ndarray, size_px: int) -> np.ndarray:

@@ -5,7 +5,10 @@ correlates blocks shared by neighbouring chips (one FFT per block, summed on the
 ``ncc_dense`` sums box-filtered products per offset (no FFT at all, best on dense grids), and
 ``ncc_dense_masked`` is its masked form for tiles whose chips hold nodata. All give the
 coefficients of :func:`glacierflow.matching.ncc.ncc_surfaces`. A cost model
-(:func:`kernel_costs_ns`, measured) picks between them and one FFT per node.
+(:func:`kernel_costs_ns`, measured) picks between them and one FFT per node. Their passes over
+every surface (lattice sums, normalisation; the dense kernel's products and box sums) run as
+compiled loops once a process has loaded them (:func:`~glacierflow.matching.ncc.compiled_loops`),
+with the same values bit for bit.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from glacierflow.matching.ncc import (
     MIN_OVERLAP_FRACTION,
     PreparedImage,
     SumTables,
+    compiled_loops,
 )
 
 __all__ = [
@@ -205,25 +209,52 @@ def ncc_grid(
     m = float(ref.image[br[0] : br[-1] + b, bc[0] : bc[-1] + b].mean(dtype=np.float64))
     m_w = float(sec.image[r0:r1, c0:c1].mean(dtype=np.float64))
     blocks = sliding_window_view(ref.image, (b, b))[br[:, None], bc[None, :]] - np.float32(m)
-    wins = np.zeros((nu, nv, *shape), dtype=np.float32)
-    wins[:, :, :p0, :p0] = sliding_window_view(sec.image, (p0, p0))[
-        (br - s + oy)[:, None], (bc - s + ox)[None, :]
-    ]
-    wins[:, :, :p0, :p0] -= np.float32(m_w)
+    # Spectra kept as (rows of blocks, columns of blocks, frequency along x, along y).
     # The block spectrum: only its first b rows are non-zero, so transform those rows first
     # and let the column transform pad (about a third less work than a padded 2-D FFT).
-    spec = sfft.fft(sfft.rfft(blocks, n=shape[1], axis=-1), n=shape[0], axis=-2)
+    rows = sfft.rfft(blocks, n=shape[1], axis=-1)
+    spec = sfft.fft(rows.swapaxes(-1, -2), n=shape[0], axis=-1)
     np.conjugate(spec, out=spec)
-    spec *= sfft.rfft2(wins)
-    del wins
+    spec *= _window_spectra(sec.image, r0, c0, nu, nv, b, p0, shape, m_w)
     # Inverse transform of the rows that hold shifts 0..K-1 only.
-    f = sfft.irfft(sfft.ifft(spec, axis=-2)[:, :, :k], n=shape[1], axis=-1)[..., :k]
+    cols = sfft.ifft(spec, axis=-1)[..., :k]
     del spec
+    f = sfft.irfft(cols.swapaxes(-1, -2), n=shape[1], axis=-1)[..., :k]
+    del cols
     # A chip's numerator is the sum of its nb x nb blocks: moving sums over the block lattice
     # by pairwise doubling (log2(nb) passes per axis when nb is a power of two).
-    raw = _lattice_sums(_lattice_sums(f, nb, st, axis=0), nb, st, axis=1)
+    fused = compiled_loops()
+    if fused is not None:
+        raw = fused.lattice_sums(f, nb, st)
+    else:
+        raw = _lattice_sums(_lattice_sums(f, nb, st, axis=0), nb, st, axis=1)
     del f
     return _finish_tile(raw, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox))
+
+
+def _window_spectra(
+    image: np.ndarray,
+    r0: int,
+    c0: int,
+    nu: int,
+    nv: int,
+    b: int,
+    p0: int,
+    shape: tuple[int, int],
+    m_w: float,
+) -> np.ndarray:
+    """2-D spectra of the ``p0`` px search windows of a lattice of ``b`` px blocks, less
+    ``m_w``, zero-padded to ``shape``; shape (NU, NV, frequency along x, along y).
+
+    Windows ``b`` px apart share most of their rows: each row of the strip is transformed
+    once per column of blocks (a quarter of the row transforms of one 2-D FFT per window), then
+    each window's columns: the same transforms of the same values as ``rfft2``.
+    """
+    strip = image[r0 : r0 + (nu - 1) * b + p0]
+    parts = sliding_window_view(strip, p0, axis=1)[:, c0 : c0 + (nv - 1) * b + 1 : b]
+    rows = sfft.rfft(parts - np.float32(m_w), n=shape[1], axis=-1)  # (rows, NV, freq x)
+    win = sliding_window_view(rows, p0, axis=0)[::b]  # (NU, NV, freq x, p0 rows)
+    return sfft.fft(win, n=shape[0], axis=-1)
 
 
 def _tile_step(rows_px: np.ndarray, cols_px: np.ndarray, default: int) -> int:
@@ -256,6 +287,57 @@ def _finish_tile(
     -------
     ndarray, shape (NY * NX, K, K), float32
     """
+    k = 2 * search_px + 1
+    ny, nx = rows_px.size, cols_px.size
+    dm, s1_w, inv_t, inv_w = _finish_factors(
+        raw.dtype,
+        m,
+        m_w,
+        ref_tab,
+        sec_tab,
+        rows_px,
+        cols_px,
+        chip_px,
+        search_px,
+        step_px,
+        win_offset_px,
+    )
+    raw = raw.reshape(ny, nx, k, k)
+    fused = compiled_loops()
+    if fused is not None and raw.dtype == np.float32:
+        raw = np.ascontiguousarray(raw)
+        fused.finish_grid(raw, dm, s1_w, inv_t, inv_w, step_px)
+        return raw.reshape(-1, k, k)
+    # Numerator: sum (t - mean_t) w = sum (t - mean_t) (w - m_w)
+    #                               = raw + (m - mean_t) * (sum of w - m_w under the chip).
+    s1v, inv_wv = (sliding_window_view(a, (k, k))[::step_px, ::step_px] for a in (s1_w, inv_w))
+    raw += dm[:, :, None, None] * s1v
+    raw = raw.astype(np.float32, copy=False)
+    raw *= inv_t[:, :, None, None] * inv_wv
+    return raw.reshape(-1, k, k)
+
+
+def _finish_factors(
+    dtype: np.dtype,
+    m: float,
+    m_w: float,
+    ref_tab: SumTables,
+    sec_tab: SumTables,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    chip_px: int,
+    search_px: int,
+    step_px: int,
+    win_offset_px: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What turns a tile's raw products into coefficients, from the summed-area tables.
+
+    Returns ``dm`` (NY, NX), the chip means' difference from ``m``; ``s1_w``, the window sums
+    less ``m_w`` under the chip at every shift of the tile (a dense map whose node ``(i, j)``
+    reads ``[i * step : i * step + K, j * step : j * step + K]``), both in ``dtype``; and the
+    inverse spreads of chips (NY, NX) and of windows (the same dense map), float32, NaN where
+    flat.
+    """
     c, s, step = chip_px, search_px, step_px
     oy, ox = win_offset_px
     half, k = c // 2, 2 * s + 1
@@ -272,17 +354,10 @@ def _finish_tile(
     s1 = sec_tab.box_region(t0, l0, rows_d, cols_d, c)
     s2 = sec_tab.box_region(t0, l0, rows_d, cols_d, c, squared=True)
     inv_w = _inverse_spread(s2 - s1 * (s1 / n_px), n_px)
-    s1_w = (s1 - n_px * m_w).astype(raw.dtype)
-    s1v, inv_wv = (sliding_window_view(a, (k, k))[::step, ::step] for a in (s1_w, inv_w))
-    # Numerator: sum (t - mean_t) w = sum (t - mean_t) (w - m_w)
-    #                               = raw + (m - mean_t) * (sum of w - m_w under the chip).
-    raw = raw.reshape(ny, nx, k, k)
-    dm = (m - sum_t / n_px).astype(raw.dtype).reshape(ny, nx)
-    raw += dm[:, :, None, None] * s1v
-    raw = raw.astype(np.float32, copy=False)
+    s1_w = (s1 - n_px * m_w).astype(dtype)
+    dm = (m - sum_t / n_px).astype(dtype).reshape(ny, nx)
     inv_t = _inverse_spread(energy, n_px).reshape(ny, nx)
-    raw *= inv_t[:, :, None, None] * inv_wv
-    return raw.reshape(-1, k, k)
+    return dm, s1_w, inv_t, inv_w
 
 
 def ncc_dense(
@@ -320,9 +395,26 @@ def ncc_dense(
     bsec = sec.image[t0 : t0 + h + k - 1, l0 : l0 + w + k - 1]
     m_w = float(bsec.mean(dtype=np.float64))
     bsec = bsec - np.float32(m_w)
-    raw = np.empty((k, k, ny, nx), dtype=np.float64)
     prod = np.empty((h, w), dtype=np.float32)
     box = np.empty((h, w), dtype=np.float64)
+    fused = compiled_loops()
+    if fused is not None:
+        # Each offset's coefficients straight from its box sums: no raw array, no transpose.
+        factors = _finish_factors(
+            np.float64, m, m_w, ref_tab, sec_tab, rows_px, cols_px, c, s, step, (oy, ox)
+        )
+        if c > 5 and np.ascontiguousarray(bsec).flags.c_contiguous:
+            return fused.dense_tile(
+                np.ascontiguousarray(a), np.ascontiguousarray(bsec), c, step, *factors
+            )
+        out = np.empty((ny * nx, k, k), dtype=np.float32)
+        for sy in range(k):
+            for sx in range(k):
+                cv2.multiply(a, bsec[sy : sy + h, sx : sx + w], dst=prod)
+                _box_sums_px(prod, c, box)
+                fused.dense_offset(box, step, sy, sx, *factors, out)
+        return out
+    raw = np.empty((k, k, ny, nx), dtype=np.float64)
     for sy in range(k):
         for sx in range(k):
             cv2.multiply(a, bsec[sy : sy + h, sx : sx + w], dst=prod)

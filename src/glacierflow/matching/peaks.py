@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from glacierflow.matching.ncc import compiled_loops
 from glacierflow.matching.settings import MatchSettings
-from glacierflow.matching.subpixel import refine_peak
+from glacierflow.matching.subpixel import (
+    COS_TAYLOR,
+    SIN_TAYLOR,
+    lanczos_tap_factors,
+    lanczos_taps,
+    refine_peak,
+)
 
 __all__ = ["integer_peaks", "locate_peaks", "peak_snr"]
 
@@ -108,6 +115,13 @@ def locate_peaks(
     """
     n = surf.shape[0]
     s = settings.search_px
+    fused = compiled_loops(surf.size) if settings.subpixel == "lanczos" else None
+    if fused is not None:
+        # One compiled pass per surface: peak, SNR and refinement (the same values).
+        taps, order = lanczos_taps(surf.shape[1])
+        factors = (*lanczos_tap_factors(taps, order), SIN_TAYLOR, COS_TAYLOR)
+        out = fused.locate_lanczos(surf, s, taps, order, factors)
+        return out[0], out[1], out[2], out[3]
     pr, pc, usable = integer_peaks(surf)
     out = np.full((4, n), np.nan, dtype=np.float32)
     if usable.any():

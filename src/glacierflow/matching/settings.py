@@ -19,6 +19,7 @@ __all__ = [
     "MAX_PYRAMID_LEVELS",
     "METHODS",
     "NCC_KERNELS",
+    "REFINE_MODES",
     "SUBPIXEL_METHODS",
     "MatchSettings",
 ]
@@ -30,6 +31,8 @@ METHODS = ("ncc", "phase", "orientation")
 SUBPIXEL_METHODS = ("lanczos", "cubic", "parabola", "gaussian", "dft")
 #: Ways of computing NCC surfaces (see ``MatchSettings.ncc_kernel``).
 NCC_KERNELS = ("auto", "fft", "dense")
+#: Where the affine, centre-weighted refinement runs (see ``MatchSettings.refine``).
+REFINE_MODES = ("auto", "all", "off")
 
 _POSITIVE = ("chip_px", "search_px", "step_px", "batch_nodes", "workers", "pyramid_levels")
 
@@ -66,7 +69,7 @@ class MatchSettings(BaseModel):
         Nodes per tile, matched in one set of calls. By default (None) :attr:`tile_nodes` picks
         it for the NCC kernel in use: 256 for the FFT kernels (small tiles keep the working set
         in the CPU cache) and 4096 for the dense kernel (whose per-offset calls need large tiles
-        to pay off), fewer (down to 1024) for searches wider than +/-16 px.
+        to pay off), fewer (down to 1024) for searches wider than +/-32 px.
     ncc_kernel : str
         How NCC surfaces are computed, one of :data:`NCC_KERNELS`: ``"auto"`` picks by grid
         density (:func:`~glacierflow.matching.ncc_tiles.dense_is_faster`); ``"fft"`` uses block FFTs
@@ -86,6 +89,20 @@ class MatchSettings(BaseModel):
     retry_min_snr : float
         Peak SNR (see :func:`~glacierflow.matching.peaks.peak_snr`) below which a node counts as
         failed for the retry; 0 retries only nodes without an offset.
+    refine : str
+        Affine, centre-weighted least-squares refinement of the matches (:mod:`.strain`), one of
+        :data:`REFINE_MODES`: ``"auto"`` where a node needs it (strain across the chip, an
+        offset standing out from its neighbours, or a weak peak), ``"all"`` at every matched
+        node, ``"off"`` never. Real images only (not with ``method="orientation"``).
+    refine_px : float
+        ``"auto"`` refines a node whose displacement changes by more than this across half its
+        chip (strain times ``chip_px / 2``), or whose offset differs from its neighbours' median
+        by more than this, px.
+    refine_weak_corr : float
+        Texture-adaptive windows: a refined node whose peak correlation is below this gets a
+        wider Gaussian window, growing from ``chip_px / 5`` to ``chip_px / 2.5`` as its peak
+        falls to 0.3 (faint or noisy texture gets more pixels, strong texture keeps detail), and
+        ``"auto"`` also refines such nodes; 0: one window for all, no weak-peak refinement.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -117,6 +134,21 @@ class MatchSettings(BaseModel):
     retry_min_snr: float = Field(
         0.0, description="Peak SNR below which a node is retried (0: only unmatched nodes)."
     )
+    refine: str = Field(
+        "auto",
+        description=f"Affine centre-weighted refinement, one of {REFINE_MODES} (auto: where "
+        "strain, a stray offset or a weak peak asks for it).",
+    )
+    refine_px: float = Field(
+        0.8,
+        description="auto: refine where the displacement changes by more than this across half "
+        "a chip, or a node strays this far from its neighbours, px.",
+    )
+    refine_weak_corr: float = Field(
+        0.0,
+        description="Peak correlation below which refined windows widen (and auto refines the "
+        "node), 0-1 (0: off).",
+    )
 
     @field_validator(*_POSITIVE, mode="before")
     @classmethod
@@ -146,10 +178,15 @@ class MatchSettings(BaseModel):
             )
         return value
 
-    @field_validator("method", "subpixel", "ncc_kernel")
+    @field_validator("method", "subpixel", "ncc_kernel", "refine")
     @classmethod
     def _choice(cls, value: str, info: Any) -> str:
-        allowed = {"method": METHODS, "subpixel": SUBPIXEL_METHODS, "ncc_kernel": NCC_KERNELS}
+        allowed = {
+            "method": METHODS,
+            "subpixel": SUBPIXEL_METHODS,
+            "ncc_kernel": NCC_KERNELS,
+            "refine": REFINE_MODES,
+        }
         if value not in allowed[info.field_name]:
             raise ValueError(
                 f"{info.field_name} must be one of {allowed[info.field_name]}, got {value!r}"
@@ -176,11 +213,25 @@ class MatchSettings(BaseModel):
                 )
         return tuple(int(chip) for chip in retry)
 
-    @field_validator("retry_min_snr")
+    @field_validator("retry_min_snr", "refine_weak_corr")
     @classmethod
-    def _snr(cls, value: float) -> float:
-        if not value >= 0:
-            raise ValueError(f"retry_min_snr must be zero or positive, got {value}")
+    def _snr(cls, value: float, info: Any) -> float:
+        if not value >= 0 or not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be zero or positive, got {value}")
+        return value
+
+    @field_validator("refine_weak_corr")
+    @classmethod
+    def _weak(cls, value: float) -> float:
+        if value > 1:
+            raise ValueError(f"refine_weak_corr must be 0 to 1, got {value}")
+        return value
+
+    @field_validator("refine_px")
+    @classmethod
+    def _refine_px(cls, value: float) -> float:
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"refine_px must be positive, got {value}")
         return value
 
     @model_validator(mode="after")
@@ -208,9 +259,10 @@ class MatchSettings(BaseModel):
             return int(self.batch_nodes)
         if not self.dense:
             return GRID_TILE_SIDE**2
-        # 64 x 64 nodes for a +/-16 px search (about 70 MB of surfaces), fewer for larger ones.
+        # 64 x 64 nodes up to a +/-32 px search (at most about 70 MB of surfaces), fewer for
+        # larger ones: small tiles would repeat most of their pixels in the margins.
         k = 2 * self.search_px + 1
-        return int(np.clip(4096 * (33 / k) ** 2, 1024, 4096))
+        return int(np.clip(4096 * (65 / k) ** 2, 1024, 4096))
 
 
 def _is_whole(value: Any) -> bool:

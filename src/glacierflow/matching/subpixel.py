@@ -27,6 +27,8 @@ References
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from glacierflow.matching.settings import SUBPIXEL_METHODS
@@ -65,6 +67,40 @@ def _kernel(kind: str, t: np.ndarray, order: int = LANCZOS_A) -> np.ndarray:
     raise ValueError(f"unknown interpolation kernel {kind!r}")
 
 
+#: Taylor coefficients of ``sin(x) / x`` and ``cos(x)`` in powers of ``x**2``, for
+#: ``|x| <= pi / 2`` (truncation below 1e-20).
+SIN_TAYLOR = tuple((-1) ** i / math.factorial(2 * i + 1) for i in range(13))
+COS_TAYLOR = tuple((-1) ** i / math.factorial(2 * i) for i in range(13))
+
+
+def sin_cos_pi(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sin(pi t)`` and ``cos(pi t)`` from Taylor series after reduction to ``|t| <= 1/2``.
+
+    Only additions and multiplications (correctly rounded in numpy and in compiled code alike),
+    so that :mod:`glacierflow.matching.fused` computes the same values bit for bit, which no
+    two implementations of ``np.sin`` promise. Accurate to a few units in the last place.
+    """
+    n = np.rint(t)
+    x = np.pi * (t - n)
+    x2 = x * x
+    s = np.full_like(x2, SIN_TAYLOR[-1])
+    c = np.full_like(x2, COS_TAYLOR[-1])
+    for a, b in zip(SIN_TAYLOR[-2::-1], COS_TAYLOR[-2::-1], strict=True):
+        s = s * x2 + a
+        c = c * x2 + b
+    sign = 1.0 - 2.0 * (n % 2)
+    return sign * (s * x), sign * c
+
+
+def lanczos_tap_factors(taps: int, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-tap factors ``u_k = (-1)^k cos(pi k / a)``, ``v_k = (-1)^k sin(pi k / a)`` of
+    :func:`_lanczos_weights`, for samples ``-taps..taps``."""
+    a = float(order)
+    k = np.arange(-taps, taps + 1, dtype=np.float64)
+    sign = np.where(k % 2 == 0, 1.0, -1.0)
+    return np.cos(np.pi * k / a) * sign, np.sin(np.pi * k / a) * sign
+
+
 def _lanczos_weights(frac: np.ndarray, taps: int, order: int = LANCZOS_A) -> np.ndarray:
     """Lanczos weights of samples ``-taps..taps`` for positions ``frac``, without ``np.sinc``.
 
@@ -76,14 +112,14 @@ def _lanczos_weights(frac: np.ndarray, taps: int, order: int = LANCZOS_A) -> np.
     """
     a = float(order)
     k = np.arange(-taps, taps + 1, dtype=np.float64)
-    sign = np.where(k % 2 == 0, 1.0, -1.0)
-    u, v = np.cos(np.pi * k / a) * sign, np.sin(np.pi * k / a) * sign
+    u, v = lanczos_tap_factors(taps, order)
     f = np.asarray(frac, dtype=np.float64)
     whole = np.rint(f)
     f = np.where(np.abs(f - whole) < 1e-7, whole + 1e-7, f)
-    c = a / (np.pi * np.pi) * np.sin(np.pi * f)
-    p = (c * np.sin(np.pi * f / a))[..., None]
-    q = (c * np.cos(np.pi * f / a))[..., None]
+    (sf, sa), (_, ca) = sin_cos_pi(np.stack([f, f / a]))  # one series for both arguments
+    c = a / (np.pi * np.pi) * sf
+    p = (c * sa)[..., None]
+    q = (c * ca)[..., None]
     t2 = f[..., None] - k
     t2 *= t2
     w = p * u
@@ -99,6 +135,28 @@ def _kernel_weights(kind: str, frac: np.ndarray, taps: int, order: int = LANCZOS
     else:
         w = _kernel(kind, frac[..., None] - np.arange(-taps, taps + 1))
     return w / w.sum(axis=-1, keepdims=True)
+
+
+def _interpolate(wy: np.ndarray, local: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """``wy @ local @ wx.T`` per node, summed in a fixed order (sample by sample, as the
+    compiled loops of :mod:`glacierflow.matching.fused` do, not as BLAS does)."""
+    m = wy[:, :, 0, None] * local[:, None, 0, :]  # (N, 3, taps): weighted rows
+    for row in range(1, local.shape[1]):
+        m = m + wy[:, :, row, None] * local[:, None, row, :]
+    z = m[:, :, None, 0] * wx[:, None, :, 0]
+    for col in range(1, local.shape[2]):
+        z = z + m[:, :, None, col] * wx[:, None, :, col]
+    return z
+
+
+def lanczos_taps(k: int) -> tuple[int, int]:
+    """Samples on each side of the peak and Lanczos order for ``K x K`` surfaces.
+
+    The order is :data:`LANCZOS_A`, lowered (to 2 at least) where the surface is too small to
+    hold its support; the taps are its support plus the +/-1 px range of the result.
+    """
+    order = max(2, min(LANCZOS_A, (k - 3) // 2))
+    return order + 1, order
 
 
 def refine_peak(
@@ -144,9 +202,8 @@ def refine_peak(
     n, k, _ = surfaces.shape
     if n == 0:
         return np.zeros(0), np.zeros(0)
-    # Kernel support plus the +/-1 px range of the result.
-    order = max(2, min(LANCZOS_A, (k - 3) // 2))
-    taps = {"lanczos": order + 1, "cubic": 3}.get(method, 1)
+    taps, order = lanczos_taps(k)
+    taps = {"lanczos": taps, "cubic": 3}.get(method, 1)
     # Neighbourhood of the peak; indices clipped at the border repeat the edge sample, and NaN
     # samples (too little overlap in masked correlation) take the neighbourhood's minimum.
     offs = np.arange(-taps, taps + 1)
@@ -168,9 +225,9 @@ def refine_peak(
     h = 0.05
     stencil = np.array([-h, 0.0, h])
     for _ in range(iterations):
-        wy = _kernel_weights(method, drow[:, None] + stencil, taps, order)  # (N, 3, 2 taps + 1)
-        wx = _kernel_weights(method, dcol[:, None] + stencil, taps, order)
-        z = np.matmul(np.matmul(wy, local), np.swapaxes(wx, 1, 2))  # (N, 3, 3)
+        positions = np.stack([drow[:, None] + stencil, dcol[:, None] + stencil])
+        wy, wx = _kernel_weights(method, positions, taps, order)  # each (N, 3, 2 taps + 1)
+        z = _interpolate(wy, local, wx)  # (N, 3, 3)
         gy = (z[:, 2, 1] - z[:, 0, 1]) / (2 * h)
         gx = (z[:, 1, 2] - z[:, 1, 0]) / (2 * h)
         hyy = (z[:, 2, 1] - 2 * z[:, 1, 1] + z[:, 0, 1]) / h**2
