@@ -683,10 +683,8 @@ def track_to_products(
     s = track_settings(settings, **shortcuts)
     prepare_output(out_dir, s.tiling.work_dir, overwrite)
     with matching_executor(s, preload=WORKER_MODULES) as executor:
-        # Workers start while the scenes are read; this process imports its writers while
-        # they match, and they write the products with it.
-        executor.start()
-        executor.meanwhile(warm_writers)
+        executor.start()  # workers start while the scenes are read
+        executor.meanwhile(warm_writers)  # this process imports its writers while they match
         pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
         own_work = s.tiling.enabled and s.tiling.work_dir is None
         if own_work:
