@@ -11,8 +11,11 @@ The first table times the whole ``glacierflow track`` process (start-up, reading
 filtering, co-registration, error model, the four products) on the bundled Landsat 8 Yahtse pair
 (1,087 x 1,698 px) at steps 4 and 8 px with 1 and 2 workers: wall time, its ratio to the loop on
 the same nodes, and the CPU utilisation of the whole process tree (CPU seconds of the process and
-every worker, sampled with psutil, over wall seconds: 200 % is two busy cores). The stable-ground
-spread of the product (std of vx, m/yr, slowest quarter) shows its accuracy. ``--compare-src``
+every worker, sampled with psutil, over wall seconds: 200 % is two busy cores; ``cpu_s`` the CPU
+seconds themselves, which a busy machine changes less than wall times), with the load
+average of the machine (other users' processes slow every number: compare only rows of one
+run). The stable-ground spread of the product (std of vx, m/yr, slowest quarter) shows its
+accuracy. ``--compare-src``
 runs another source tree (e.g. ``/work/main/src``) in the same loop, interleaved, as a second
 baseline. ``glacierflow --help`` is timed too (best of five).
 
@@ -157,7 +160,7 @@ def run_track(src: Path, ref: Path, sec: Path, step: int, workers: int) -> dict:
         summary = json.loads((Path(out) / "summary.json").read_text())
     cpu = sum(seen.values())
     std = _find(summary.get("stable_ground", summary), "vx_std_m_per_yr")
-    return dict(wall=wall, cpu=cpu, std=std)
+    return dict(wall=wall, cpu=cpu, std=std, load=os.getloadavg()[0])
 
 
 def _find(tree, key: str):
@@ -202,6 +205,7 @@ def whole_process_table(args) -> None:
         trees[f"{args.compare_src}"] = args.compare_src.resolve()
     loop = {step: np.inf for step in args.steps}
     best: dict[tuple, dict] = {}
+    load_start = os.getloadavg()
     # Interleaved: every repetition runs each configuration once, so that a busy spell of the
     # machine falls on all of them alike; the best of the repetitions is kept.
     for _ in range(args.repeat):
@@ -229,7 +233,9 @@ def whole_process_table(args) -> None:
                 nodes_per_s=f"{nodes / loop[step]:,.0f}",
                 vs_loop="1.00",
                 cpu_pct="",
+                cpu_s="",
                 stable_vx_std="",
+                load="",
             )
         )
         for workers in args.workers:
@@ -245,16 +251,21 @@ def whole_process_table(args) -> None:
                         nodes_per_s=f"{nodes / r['wall']:,.0f}",
                         vs_loop=f"{loop[step] / r['wall']:.2f}",
                         cpu_pct=f"{100 * r['cpu'] / r['wall']:.0f}",
+                        cpu_s=f"{r['cpu']:.1f}",
                         stable_vx_std="" if r["std"] is None else f"{r['std']:.2f}",
+                        load=f"{r['load']:.1f}",
                     )
                 )
+    load_end = os.getloadavg()
     print(
         f"Yahtse pair {ref.shape[0]} x {ref.shape[1]} px, chip {chip}, search +/-{search}; "
-        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; best of "
-        f"{args.repeat}, interleaved"
+        f"{os.cpu_count()} CPU cores; load average (1, 5, 15 min) "
+        f"{' '.join(f'{x:.1f}' for x in load_start)} at the start, "
+        f"{' '.join(f'{x:.1f}' for x in load_end)} at the end; best of {args.repeat}, "
+        "interleaved (load: the 1-min load average as that run ended)"
     )
     cols = ["run", "step_px", "workers", "nodes", "wall_s", "nodes_per_s", "vs_loop", "cpu_pct"]
-    print(table(rows, [*cols, "stable_vx_std"]))
+    print(table(rows, [*cols, "cpu_s", "stable_vx_std", "load"]))
     for name, src in trees.items():
         print(f"glacierflow --help ({name}): {help_time_s(src):.3f} s (best of 5)")
 

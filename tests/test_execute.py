@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from glacierflow.errors import InputError
-from glacierflow.execute import Executor, available_cpus
+from glacierflow.execute import Executor, available_cpus, start_worker_server
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "glacierflow" / "data" / "yahtse"
 REF = DATA / "LC80630182016200LGN00_B8_yahtse.TIF"
@@ -65,6 +65,142 @@ def test_a_failing_task_raises_and_stops_the_rest() -> None:
             pass
     with pytest.raises(RuntimeError, match="shut down"):
         ex.submit(_square, 2)
+
+
+def _slow_square(x: int) -> int:
+    time.sleep(0.05)
+    return x * x
+
+
+def test_meanwhile_runs_here_while_the_workers_run_tasks() -> None:
+    import threading
+
+    seen: list[tuple[str, int]] = []
+
+    def note() -> None:
+        seen.append((threading.current_thread().name, os.getpid()))
+
+    def fails() -> None:
+        raise RuntimeError("dropped")
+
+    with Executor(2) as ex:
+        ex.meanwhile(note)
+        ex.meanwhile(fails)  # its exception is dropped: work done early changes nothing else
+        assert not seen, "nothing runs before tasks are handed out"
+        assert sorted(ex.map_unordered(_slow_square, range(8))) == [i * i for i in range(8)]
+    assert seen == [("glacierflow-meanwhile", os.getpid())]
+    with Executor() as ex:  # inline: nothing is idle, nothing runs
+        ex.meanwhile(note)
+        list(ex.map_unordered(_square, range(3)))
+    assert len(seen) == 1
+
+
+def test_rowwise_on_workers_is_the_one_call_bit_for_bit() -> None:
+    import pickle
+
+    import numpy as np
+
+    from glacierflow.filters import normalized_median_residual
+    from glacierflow.uncertainty import displacement_gradient
+
+    rng = np.random.default_rng(3)
+    ny, nx = 157, 91
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    dx = np.sin(xx / 9.0) * np.cos(yy / 13.0) * 4 + rng.normal(0, 0.1, (ny, nx))
+    dy = np.hypot(xx - 40, yy - 70) / 30 + rng.normal(0, 0.1, (ny, nx))
+    dx[rng.random((ny, nx)) < 0.1] = np.nan  # holes, some at band edges
+    dy[60:64, :] = np.nan
+    halo = 2  # its 5 x 5 window
+    with Executor(2) as ex:
+        g = ex.rowwise(displacement_gradient, (dx, dy), halo, step_px=4)
+        r = ex.rowwise(normalized_median_residual, (dx,), 1)
+    want = displacement_gradient(dx, dy, 4)
+    assert pickle.dumps(g) == pickle.dumps(want)  # bit for bit, NaN where NaN
+    assert pickle.dumps(r) == pickle.dumps(normalized_median_residual(dx))
+    with Executor() as ex:  # inline: the one call
+        assert pickle.dumps(ex.rowwise(displacement_gradient, (dx, dy), halo, step_px=4)) == (
+            pickle.dumps(want)
+        )
+
+
+def _faults_of_repeated_tasks(rounds: int = 12) -> int:
+    """Minor page faults of rounds 2.. of a task-like pattern: many 3 MB temporaries, freed."""
+    import resource
+
+    import numpy as np
+
+    def one_round() -> None:
+        arrays = [np.ones(3 * 2**20 // 8) for _ in range(20)]
+        del arrays
+
+    one_round()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds - 1):
+        one_round()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_workers_reuse_the_memory_their_tasks_free() -> None:
+    # A fresh process maps and unmaps (or grows and trims) such temporaries every time, each
+    # time faulting their pages in again; a worker keeps them (tens of thousands fewer faults).
+    code = "from tests.test_execute import _faults_of_repeated_tasks as f; print(f())"
+    root = Path(__file__).resolve().parents[1]
+    plain = int(
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    with Executor(2) as ex:
+        in_worker = ex.submit(_faults_of_repeated_tasks).result()
+    assert plain > 20_000, "the pattern no longer faults in a plain process: test it otherwise"
+    assert in_worker < plain / 10, (in_worker, plain)
+
+
+_SERVER_SCRIPT = """
+import sys
+from glacierflow.execute import Executor, start_worker_server
+
+def loaded(_):
+    return "glacierflow.plot" in sys.modules
+
+if __name__ == "__main__":
+    first = start_worker_server(["glacierflow.plot"])
+    again = start_worker_server(["glacierflow.plot"])
+    with Executor(2) as ex:
+        in_workers = set(ex.map_unordered(loaded, range(4)))
+    print(first, again, in_workers == {True}, "glacierflow.plot" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forkserver")
+def test_a_worker_server_started_early_gives_workers_its_modules(tmp_path) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(_SERVER_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    )
+    # Started once; the workers have the module, this process never imported it.
+    assert out.stdout.split() == ["True", "False", "True", "False"], out.stderr
+
+
+def test_no_worker_server_for_help_or_one_worker() -> None:
+    from glacierflow.cli.main import WORKER_MODULES, start_workers_early
+    from glacierflow.products import WORKER_MODULES as WRITING
+    from glacierflow.track import MATCHING_MODULES
+
+    assert WORKER_MODULES["track"] == WORKER_MODULES["demo"] == MATCHING_MODULES + WRITING
+    for args in (
+        ["track", "--help"],
+        ["-v", "track", "a.tif", "b.tif", "-o", "out", "--workers", "1"],
+        ["track", "a.tif", "b.tif", "--workers=1"],
+        ["search", "--help"],
+        ["demo", "--workers", "1"],
+        ["--help"],
+        [],
+    ):
+        assert start_workers_early(args) is False, args
+    assert start_worker_server  # the function the command line calls
 
 
 def test_a_bogus_scheduler_fails_fast_naming_the_address() -> None:

@@ -18,6 +18,7 @@ from glacierflow import products
 from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
 from glacierflow.products import (
+    PRODUCT_NAMES,
     read_product,
     write_cog,
     write_gpkg,
@@ -562,6 +563,47 @@ def test_write_products_fills_a_folder_and_spares_other_files(ds, tmp_path):
     )
     for kind in ("cog", "netcdf"):
         np.testing.assert_array_equal(read_product(paths[kind])["v"].values, faster["v"].values)
+
+
+def test_products_written_on_workers_are_the_products_written_here(ds, tmp_path):
+    from glacierflow.execute import Executor
+
+    here = write_products(ds, tmp_path / "here")
+    with Executor(2) as executor:
+        there = write_products(ds, tmp_path / "there", executor=executor)
+    for kind in ("quicklook", "summary"):
+        assert there[kind].read_bytes() == here[kind].read_bytes(), kind
+    for kind in ("cog", "netcdf"):
+        a, b = read_product(here[kind]), read_product(there[kind])
+        for name in a.data_vars:
+            np.testing.assert_array_equal(a[name].values, b[name].values)
+        stamped = {"date_created", "date_modified", "history"}  # times of writing
+        assert {k: v for k, v in a.attrs.items() if k not in stamped} == {
+            k: v for k, v in b.attrs.items() if k not in stamped
+        }
+    assert sorted(p.name for p in (tmp_path / "there").iterdir()) == sorted(PRODUCT_NAMES.values())
+
+
+def test_a_writer_failing_on_a_worker_keeps_the_old_set(ds, tmp_path):
+    from glacierflow.errors import OutputError
+    from glacierflow.execute import Executor
+
+    out = tmp_path / "out"
+    write_products(ds, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    broken = ds.copy()
+    broken.attrs = {k: v for k, v in ds.attrs.items() if k != "transform"}
+    with Executor(2) as executor, pytest.raises((InputError, OutputError)):
+        write_products(broken, out, executor=executor)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging left either
+
+
+def test_warm_writers_writes_nothing(tmp_path, monkeypatch):
+    from glacierflow.products import warm_writers
+
+    monkeypatch.chdir(tmp_path)
+    warm_writers()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_read_product_errors(tmp_path):

@@ -30,9 +30,8 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +73,7 @@ __all__ = [
     "read_product",
     "remove_stale_staging",
     "refuse_earlier_products",
+    "warm_writers",
     "write_cog",
     "write_gpkg",
     "write_itslive_netcdf_cube",
@@ -892,6 +892,14 @@ def _switch_in(staged: Mapping[str, Path], paths: Mapping[str, Path], staging: P
         raise
 
 
+#: What a worker process writing products imports (:func:`write_products` with an executor
+#: sends it the quick look and the GeoTIFF): preloaded by the server workers are forked from.
+WORKER_MODULES = ("glacierflow.products", "glacierflow.plot")
+
+#: Products :func:`write_products` hands to local workers (the others are written here).
+_ON_WORKERS = ("quicklook", "cog")
+
+
 def write_products(
     ds: xr.Dataset,
     out_dir: str | os.PathLike[str],
@@ -899,6 +907,7 @@ def write_products(
     background_transform: Affine | None = None,
     *,
     quicklook: Callable[[Path], object] | None = None,
+    executor: Any = None,
 ) -> dict[str, Path]:
     """Write the GeoTIFF, NetCDF, quick-look PNG and JSON summary of one pair into a folder.
 
@@ -920,19 +929,28 @@ def write_products(
     quicklook : callable, optional
         Writes the quick-look PNG to the path it is given. Default: the speed map of
         :func:`glacierflow.plot.quicklook` over ``background``.
+    executor : glacierflow.execute.Executor, optional
+        With local worker processes, the products are written at once: the quick look (the
+        default one) and the GeoTIFF on workers, the NetCDF and the summary here. The files
+        are the same as without.
 
     Returns
     -------
     dict of str to pathlib.Path
         Paths keyed ``"cog"``, ``"netcdf"``, ``"quicklook"`` and ``"summary"``.
     """
-    if quicklook is None:
-        quicklook = _default_quicklook(ds, background, background_transform)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("the output folder is a file; choose a folder", out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / name for kind, name in PRODUCT_NAMES.items()}
+    remote: dict[str, tuple[Callable[..., object], tuple]] = {}
+    if executor is not None and getattr(executor, "kind", "inline") == "processes":
+        if quicklook is None:
+            remote["quicklook"] = (_draw_quicklook, (ds, background, background_transform))
+        remote["cog"] = (_write_cog_task, (ds,))
+    if quicklook is None and "quicklook" not in remote:
+        quicklook = _default_quicklook(ds, background, background_transform)
     writers = {
         "cog": lambda p: write_cog(ds, p),
         "netcdf": lambda p: write_netcdf(ds, p),
@@ -944,12 +962,17 @@ def write_products(
     # leaves the old set whole; a staging folder left by a killed run is removed here.
     remove_stale_staging(out)
     staging = out / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    futures: dict[str, Any] = {}
     try:
         staging.mkdir()
-        staged: dict[str, Path] = {}
+        staged = {kind: staging / name for kind, name in PRODUCT_NAMES.items()}
+        for kind, (task, args) in remote.items():
+            futures[kind] = executor.submit(task, *args, staged[kind])
         for kind, write in writers.items():
-            write(staging / PRODUCT_NAMES[kind])
-            staged[kind] = staging / PRODUCT_NAMES[kind]
+            if kind not in remote:
+                write(staged[kind])
+        for future in futures.values():
+            future.result()
         _switch_in(staged, paths, staging)
     except (OSError, rasterio.errors.RasterioError, CPLE_BaseError) as exc:
         if isinstance(exc, OutputError):
@@ -960,8 +983,19 @@ def write_products(
         detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
         raise OutputError(f"cannot write the products: {detail}", out) from exc
     finally:
+        _settle(futures.values())  # no worker writes into the staging folder any more
         shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def _settle(futures: Iterable[Any]) -> None:
+    """Cancel ``futures`` not started and wait for the others, ignoring their outcome."""
+    futures = list(futures)
+    for future in futures:
+        future.cancel()
+    for future in futures:
+        with contextlib.suppress(BaseException):
+            future.result()
 
 
 def prepare_output(
@@ -1009,33 +1043,35 @@ def write_products_with_worker(
     background_transform: Any,
     executor: Any,
 ) -> dict[str, Path]:
-    """:func:`write_products`, with the quick look drawn on a local worker of ``executor``
-    (a :class:`glacierflow.execute.Executor`) while this process writes the GeoTIFF and the
-    NetCDF; as :func:`write_products` when the executor has no local worker processes."""
-    if executor.kind != "processes":
-        return write_products(
-            ds, out_dir, background=background, background_transform=background_transform
-        )
-    with tempfile.TemporaryDirectory(prefix="glacierflow-quicklook-") as tmp:
-        drawn = Path(tmp) / "quicklook.png"
-        future = executor.submit(_draw_quicklook, ds, drawn, background, background_transform)
+    """:func:`write_products` with the products written at once on the local workers of
+    ``executor`` (a :class:`glacierflow.execute.Executor`) and here."""
+    return write_products(
+        ds,
+        out_dir,
+        background=background,
+        background_transform=background_transform,
+        executor=executor,
+    )
 
-        def quicklook(path: Path) -> None:
-            future.result()
-            shutil.copyfile(drawn, path)
 
-        try:
-            return write_products(ds, out_dir, quicklook=quicklook)
-        finally:
-            future.cancel()
-            with contextlib.suppress(Exception):
-                future.result()  # the worker is done with the folder before it is removed
+def warm_writers() -> None:
+    """Import what :func:`write_products` needs in this process before it writes: the NetCDF
+    engine and what xarray loads on the way (dask's checks), by writing a tiny dataset to
+    memory. Meant for a moment this process would otherwise wait (see
+    :meth:`glacierflow.execute.Executor.meanwhile`); writes no file."""
+    tiny = xr.Dataset({"v": (("y", "x"), np.zeros((2, 2), np.float32))})
+    tiny.to_netcdf(io.BytesIO(), engine="h5netcdf", format="NETCDF4")
 
 
 def _draw_quicklook(
-    ds: xr.Dataset, path: Path, background: np.ndarray | None, background_transform: Any
+    ds: xr.Dataset, background: np.ndarray | None, background_transform: Any, path: Path
 ) -> None:
     """Draw the quick look of ``ds`` into ``path`` (in any process)."""
     from glacierflow.plot import quicklook
 
     quicklook(ds, path, background=background, background_transform=background_transform)
+
+
+def _write_cog_task(ds: xr.Dataset, path: Path) -> None:
+    """:func:`write_cog` as a task (in any process); returns nothing to send back."""
+    write_cog(ds, path)

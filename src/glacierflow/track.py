@@ -347,15 +347,15 @@ def _prefilter_and_match(
         raise InputError(f"matching settings: {exc}", key="matching") from exc
 
 
-def matching_executor(settings: TrackSettings) -> Executor:
+def matching_executor(settings: TrackSettings, preload: tuple[str, ...] = ()) -> Executor:
     """The executor of a pair's matching: ``matching.workers`` local processes (started with
-    the matching modules loaded) or the ``tiling.scheduler``'s Dask cluster."""
+    the matching modules and ``preload`` loaded) or the ``tiling.scheduler``'s Dask cluster."""
     from glacierflow.execute import Executor
 
     return Executor(
         settings.matching.workers,
         settings.tiling.scheduler if settings.tiling.enabled else None,
-        preload=MATCHING_MODULES,
+        preload=MATCHING_MODULES + preload,
     )
 
 
@@ -681,15 +681,15 @@ def track_to_products(
     the products are complete, so that a killed run picks up where it stopped. Returns the
     dataset and a mapping from product name to path.
     """
-    from glacierflow.products import prepare_output, write_products_with_worker
+    from glacierflow.products import WORKER_MODULES, prepare_output, warm_writers, write_products
     from glacierflow.scenes import read_preview
 
     # Settings first: a bad setting is reported before any image is read.
     s = track_settings(settings, **shortcuts)
     prepare_output(out_dir, s.tiling.work_dir, overwrite)
-    with matching_executor(s) as executor:
-        # Workers start while the scenes are read and filtered.
-        executor.start()
+    with matching_executor(s, preload=WORKER_MODULES) as executor:
+        executor.start()  # workers start while the scenes are read
+        executor.meanwhile(warm_writers)  # this process imports its writers while they match
         pair, s = open_pair(ref, sec, s, ref_date=ref_date, sec_date=sec_date, band=band)
         own_work = s.tiling.enabled and s.tiling.work_dir is None
         if own_work:
@@ -699,7 +699,7 @@ def track_to_products(
             background, background_transform = read_preview(pair.ref.path, band=band)
         else:
             background, background_transform = pair.ref.data, pair.transform
-        paths = write_products_with_worker(ds, out_dir, background, background_transform, executor)
+        paths = write_products(ds, out_dir, background, background_transform, executor=executor)
     if own_work:
         shutil.rmtree(s.tiling.work_dir, ignore_errors=True)
     return ds, paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from typing import Any
 
 import click
@@ -135,6 +136,39 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
+_TRACK_MODULES = (
+    "glacierflow.matching.match",
+    "glacierflow.tiling",
+    "glacierflow.products",
+    "glacierflow.plot",
+)
+#: Commands that match on local workers, and the modules those workers import (the matching
+#: modules and the product writers: ``glacierflow.track.MATCHING_MODULES`` and
+#: ``glacierflow.products.WORKER_MODULES``, which a test holds this to).
+WORKER_MODULES: dict[str, tuple[str, ...]] = {"track": _TRACK_MODULES, "demo": _TRACK_MODULES}
+
+
+def start_workers_early(args: list[str]) -> bool:
+    """Start the worker server of a command that matches, before its options are parsed.
+
+    Building a command's options imports the settings tree (most of a second); the server
+    imports its workers' modules meanwhile, on another core, so that the workers fork ready
+    when the scenes are read. Not for help, nor with ``--workers 1`` (no workers). Returns
+    whether it started one.
+    """
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in WORKER_MODULES or {"-h", "--help"} & set(args):
+        return False
+    if "--workers=1" in args or any(
+        a == "--workers" and b == "1" for a, b in zip(args, args[1:], strict=False)
+    ):
+        return False
+    from glacierflow.execute import start_worker_server
+
+    return start_worker_server(WORKER_MODULES[command])
+
+
 def main() -> None:
     """Entry point of the ``glacierflow`` script."""
+    start_workers_early(sys.argv[1:])
     cli()
