@@ -614,3 +614,23 @@ def plausibility_flags(
             # Uphill: more against the slope than across it (beyond 90 degrees from downhill).
             out[matched & moving & (along < 0)] |= QUALITY_DTYPE(Quality.UPHILL)
     return out
+
+
+def fill_holes(
+    dx: np.ndarray,
+    dy: np.ndarray,
+    sigma_px: np.ndarray,
+    filt: FilterResult,
+    fsettings: FilterSettings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 6: fill small enclosed holes by interpolation, flagged ``FILLED`` in
+    ``filt.quality`` (changed in place); returns the filled ``dx``, ``dy`` and ``sigma_px``
+    (stacked per-node errors, pixels: one row per error)."""
+    (dx, dy, *sigmas), filled = fill_small_holes(
+        [dx, dy, *sigma_px], filt.valid, fsettings.max_hole_nodes
+    )
+    sigma_px = np.stack(sigmas)
+    # An interpolated value is less certain than a measured one: twice its neighbours'.
+    sigma_px[:, filled] *= 2.0
+    filt.quality[filled] |= QUALITY_DTYPE(Quality.FILLED)
+    return dx, dy, sigma_px

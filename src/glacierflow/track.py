@@ -42,9 +42,7 @@ from glacierflow.errors import GlacierflowError, InputError
 from glacierflow.filters import (
     METHOD_THRESHOLDS,
     FilterResult,
-    FilterSettings,
-    Quality,
-    fill_small_holes,
+    fill_holes,
     filter_offsets,
 )
 from glacierflow.matching import MatchResult, NodeGrid, make_grid, match
@@ -446,26 +444,6 @@ def error_model(
     of dy), and the ``v_error_*`` attributes (:func:`glacierflow.uncertainty.node_errors`)."""
     m = settings.matching
     return node_errors(corr, dx, dy, stable, m.chip_px, m.step_px, coreg_sigma_px, peak_cov, source)
-
-
-def fill_holes(
-    dx: np.ndarray,
-    dy: np.ndarray,
-    sigma_px: np.ndarray,
-    filt: FilterResult,
-    fsettings: FilterSettings,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Step 6: fill small enclosed holes by interpolation, flagged ``FILLED`` in
-    ``filt.quality`` (changed in place); returns the filled ``dx``, ``dy`` and ``sigma_px``
-    (the stacked errors of :func:`error_model`)."""
-    (dx, dy, *sigmas), filled = fill_small_holes(
-        [dx, dy, *sigma_px], filt.valid, fsettings.max_hole_nodes
-    )
-    sigma_px = np.stack(sigmas)
-    # An interpolated value is less certain than a measured one: twice its neighbours'.
-    sigma_px[:, filled] *= 2.0
-    filt.quality[filled] |= np.uint8(Quality.FILLED)
-    return dx, dy, sigma_px
 
 
 def product_attrs(pair: Pair, settings: TrackSettings) -> dict[str, Any]:
