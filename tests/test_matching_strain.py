@@ -18,6 +18,9 @@ from glacierflow.tiling import tiled_match
 
 DATA = Path(__file__).parent / "data"
 
+#: The strain-aware pass is a choice (``refine="off"`` by default): these tests turn it on.
+AUTO = MatchSettings(refine="auto")
+
 
 def _read(path: Path) -> np.ndarray:
     with rasterio.open(path) as ds:
@@ -66,7 +69,7 @@ def test_shear_margins_are_matched_at_the_node(textures, name) -> None:
     translation-only chip misses (so the test can fail)."""
     image = textures[name]
     ref, sec, tx, ty = _noisy_pair(image)
-    err = _errors(match(ref, sec), tx, ty, image)
+    err = _errors(match(ref, sec, settings=AUTO), tx, ty, image)
     assert np.median(err) <= 0.06, np.median(err)
     assert np.percentile(err, 95) <= 0.40, np.percentile(err, 95)
     assert np.mean(err > 1.0) <= 0.01, np.mean(err > 1.0)
@@ -82,7 +85,7 @@ def test_refinement_runs_only_where_the_strain_asks(textures) -> None:
     the strain reported there follows the field's own gradient."""
     image = textures["everest"]
     ref, sec, tx, ty = _noisy_pair(image)
-    res = match(ref, sec)
+    res = match(ref, sec, settings=AUTO)
     assert 0.03 < res.refined.mean() < 0.35, res.refined.mean()
     rr, cc = np.meshgrid(res.grid.rows_px(), res.grid.cols_px(), indexing="ij")
     grads = [np.gradient(t) for t in (tx, ty)]
@@ -104,8 +107,8 @@ def test_slc_off_gaps_keep_the_bounds(textures) -> None:
     ref, sec, tx, ty = _noisy_pair(image)
     gap_ref = slc_off_mask(image.shape, 32, 14, phase=0)
     gap_sec = slc_off_mask(image.shape, 32, 14, phase=13)
-    clean = _errors(match(ref, sec), tx, ty, image)
-    res = match(np.where(gap_ref, 0.0, ref), np.where(gap_sec, 0.0, sec), ~gap_ref, ~gap_sec)
+    clean = _errors(match(ref, sec, settings=AUTO), tx, ty, image)
+    res = match(np.where(gap_ref, 0.0, ref), np.where(gap_sec, 0.0, sec), ~gap_ref, ~gap_sec, AUTO)
     rr, cc = np.meshgrid(res.grid.rows_px(), res.grid.cols_px(), indexing="ij")
     err = np.hypot(res.dx_px - tx[rr, cc], res.dy_px - ty[rr, cc])
     tex = _textured(image, res)
@@ -169,7 +172,7 @@ def test_tiled_refinement_equals_untiled(tmp_path, yahtse_dir) -> None:
         with rasterio.open(paths[-1], "w", **profile) as out:
             out.write(data, 1)
     a, b = (read_scene(p) for p in paths)
-    settings = MatchSettings(batch_nodes=16)
+    settings = MatchSettings(batch_nodes=16, refine="auto")
     whole = match(a.data, b.data, a.valid, b.valid, settings)
     assert whole.refined.sum() > 20
     tiled = tiled_match(read_header(paths[0]), read_header(paths[1]), settings, tile_nodes=37)
