@@ -428,6 +428,11 @@ class Executor:
                         proc.kill()
                 for proc in processes:
                     proc.join(timeout=5)
+                # The pool's manager thread sees its workers gone and closes its queues (and
+                # their semaphores) before this process exits.
+                manager = getattr(pool, "_executor_manager_thread", None)
+                if manager is not None:
+                    manager.join(timeout=5)
             else:
                 pool.shutdown(wait=True)
         client, self._client = self._client, None

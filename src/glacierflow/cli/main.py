@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -170,5 +171,9 @@ def start_workers_early(args: list[str]) -> bool:
 
 def main() -> None:
     """Entry point of the ``glacierflow`` script."""
+    # The resource tracker (a process of its own, started with the workers) reads this at its
+    # start: a run stopped by bad input while its workers were starting must end with one
+    # line, not with the tracker's warnings about semaphores it did not see released.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
     start_workers_early(sys.argv[1:])
     cli()
