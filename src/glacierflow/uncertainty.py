@@ -305,6 +305,7 @@ def offset_sigma_px(
     step_px: int,
     coreg_sigma_px: float | np.ndarray = 0.0,
     scale: float | None = None,
+    gradients: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, float]:
     """One-sigma error of each offset component per node, in pixels (see the module docstring).
 
@@ -322,6 +323,8 @@ def offset_sigma_px(
         Uncertainty of the co-registration correction, in pixels.
     scale : float, optional
         Peak-shape scale; calibrated on ``stable`` when None.
+    gradients : (ndarray, ndarray), optional
+        :func:`component_gradients` of the offsets (px/px), when already computed.
 
     Returns
     -------
@@ -336,7 +339,9 @@ def offset_sigma_px(
         If ``scale`` is None and too few stable nodes hold an offset.
     """
     shape = peak_sigma_shape(corr, chip_px)
-    deform_px = DEFORMATION_FACTOR * displacement_gradient(dx_px, dy_px, step_px) * chip_px
+    if gradients is None:
+        gradients = component_gradients(dx_px, dy_px, step_px)
+    deform_px = DEFORMATION_FACTOR * np.hypot(*gradients) * chip_px
     fixed_px = np.sqrt(
         PEAK_SIGMA_FLOOR_PX**2 + deform_px**2 + np.broadcast_to(coreg_sigma_px, shape.shape) ** 2
     )
@@ -445,6 +450,7 @@ def component_sigma_px(
     peak_cov: tuple[np.ndarray, np.ndarray] | None = None,
     coreg_sigma_px: float | np.ndarray = 0.0,
     scales: tuple[float, float] | None = None,
+    gradients: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """One-sigma error of ``dx`` and of ``dy`` apart, per node, in pixels.
 
@@ -468,6 +474,8 @@ def component_sigma_px(
         From :func:`peak_covariance_shape`; isotropic (1, 1) when None.
     scales : (float, float), optional
         The two peak-shape scales; calibrated on ``stable`` when None.
+    gradients : (ndarray, ndarray), optional
+        :func:`component_gradients` of the offsets (px/px), when already computed.
 
     Returns
     -------
@@ -483,7 +491,7 @@ def component_sigma_px(
     """
     shape = peak_sigma_shape(corr, chip_px)
     c_x, c_y = peak_cov if peak_cov is not None else (1.0, 1.0)
-    grads = component_gradients(dx_px, dy_px, step_px)
+    grads = component_gradients(dx_px, dy_px, step_px) if gradients is None else gradients
     mean2 = (grads[0] ** 2 + grads[1] ** 2) / 2.0
     coreg2 = np.broadcast_to(coreg_sigma_px, shape.shape) ** 2
     ok = np.asarray(stable, dtype=bool)
@@ -536,7 +544,13 @@ def node_errors(
         ``v_error_deformation_factor``, ``v_error_calibration``. With too few stable nodes
         every scale is :data:`DEFAULT_PEAK_SIGMA_SCALE`, said there and logged as a warning.
     """
-    err = {"chip_px": chip_px, "step_px": step_px, "coreg_sigma_px": coreg_sigma_px}
+    # The plane fits of the strain terms, once for both error models.
+    err = {
+        "chip_px": chip_px,
+        "step_px": step_px,
+        "coreg_sigma_px": coreg_sigma_px,
+        "gradients": component_gradients(dx_px, dy_px, step_px),
+    }
     try:
         sigma_px, scale = offset_sigma_px(corr, dx_px, dy_px, stable, **err)
         sx, sy, scales = component_sigma_px(corr, dx_px, dy_px, stable, peak_cov=peak_cov, **err)
