@@ -232,6 +232,34 @@ def test_guided_search_reaches_beyond_the_search_window(crop, method) -> None:
     assert guided.grid == plain.grid
 
 
+def test_coarse_to_fine_matches_the_full_search(crop) -> None:
+    """Coarse to fine (a half-resolution pass with the same footprint and reach, then +/-8 px
+    around its offsets) on a sheared glacier moving up to 24 px, beyond half the +/-32 px
+    search: as accurate as the full search, at the same nodes, including the fast ones."""
+    tx, ty = glacier_field(crop.shape, peak_px=24.0, direction_deg=240.0, width_frac=0.35)
+    sec = warp_image(crop, tx, ty)
+    full_settings = MatchSettings(chip_px=64, search_px=32, step_px=4)
+    full = match(crop, sec, settings=full_settings)
+    fine = match(
+        crop,
+        sec,
+        settings=full_settings.model_copy(update={"pyramid_levels": 2, "fine_search_px": 8}),
+    )
+    assert fine.grid == full.grid
+    use = textured(crop, full)
+    e_full, e_fine = (np.hypot(*field_errors(r, tx, ty))[use] for r in (full, fine))
+    ok_full, ok_fine = np.isfinite(e_full), np.isfinite(e_fine)
+    assert ok_fine.mean() >= ok_full.mean() - 0.01
+    assert np.median(e_fine[ok_fine]) <= np.median(e_full[ok_full]) + 0.002
+    assert np.percentile(e_fine[ok_fine], 90) <= np.percentile(e_full[ok_full], 90) + 0.005
+    rr, cc = np.meshgrid(full.grid.rows_px(), full.grid.cols_px(), indexing="ij")
+    fast = (np.hypot(tx, ty)[rr, cc] > 16)[use]
+    assert fast.sum() > 50
+    # The shear across a 64 px chip (gradients up to 0.33) limits both; the fast ice is found.
+    assert np.mean(e_fine[fast] < 0.5) >= np.mean(e_full[fast] < 0.5) - 0.01
+    assert np.mean(e_fine[fast] < 1.0) > 0.9
+
+
 def test_retry_with_larger_chip_reports_chip_px(crop) -> None:
     """Chips of 16 px that are mostly nodata fail; their 48 px retries succeed."""
     valid = np.ones(crop.shape, bool)
@@ -292,6 +320,10 @@ def test_settings_and_inputs_are_checked(crop) -> None:
         MatchSettings(retry_chip_px=(2,))
     with pytest.raises(ValueError, match="pyramid_levels"):
         MatchSettings(pyramid_levels=0)
+    with pytest.raises(ValueError, match="fine_search_px"):
+        MatchSettings(search_px=8, fine_search_px=12)
+    with pytest.raises(ValueError, match="fine_search_px"):
+        MatchSettings(chip_px=6, pyramid_levels=2, fine_search_px=4)
     ro, _ = orientation(crop)
     with pytest.raises(ValueError, match="complex"):
         match(ro, ro)

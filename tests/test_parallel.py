@@ -236,13 +236,14 @@ def test_tiled_phase_correlation_equals_untiled(crops, subpixel):
     _assert_identical(tiled, whole)
 
 
-@pytest.mark.parametrize(("step", "sigma"), [(8, None), (2, 2.5)])
-def test_tiled_coarse_pass_equals_untiled(crops, step, sigma):
+@pytest.mark.parametrize(("step", "sigma", "fine"), [(8, None, 0), (2, 2.5, 0), (2, None, 6)])
+def test_tiled_coarse_pass_equals_untiled(crops, step, sigma, fine):
     # The coarse pass on both scenes downsampled strip by strip (high-passed first, if asked),
-    # then the fine pass tile by tile around its centres: bit for bit the whole-image run.
+    # then the fine pass tile by tile around its centres (+/-fine px: coarse to fine): bit for
+    # bit the whole-image run.
     from glacierflow.prefilter import highpass
 
-    settings = MatchSettings(step_px=step, search_px=8, pyramid_levels=2)
+    settings = MatchSettings(step_px=step, search_px=8, pyramid_levels=2, fine_search_px=fine)
     a, b = read_scene(crops[0]), read_scene(crops[1])
     if sigma is None:
         images = (a.data, b.data, a.valid, b.valid)

@@ -39,7 +39,7 @@ from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, TaskRunne
 from glacierflow.matching.match import LAYERS, coarse_centres, tile_slices
 from glacierflow.matching.ncc import PreparedImage
 from glacierflow.matching.nodes import match_tile
-from glacierflow.matching.pyramid import downsample2
+from glacierflow.matching.pyramid import downsample2, fine_settings
 from glacierflow.matching.stats import (
     MIN_SAMPLE_PX,
     STRIP_ROWS,
@@ -483,11 +483,12 @@ def tiled_match(
             # A failure before any tile is kept leaves no work folder behind.
             stack.push(lambda kind, _exc, _tb, f=folder: bool(kind and remove_unused_work(f)))
         out = np.full((LAYERS, *grid.shape), np.nan, dtype=np.float32)
-        todo = _resume(out, plan_tiles(grid, settings, tile_nodes), folder, progress)
+        fine = fine_settings(settings)  # coarse to fine: a narrower search around the centres
+        todo = _resume(out, plan_tiles(grid, fine, tile_nodes), folder, progress)
         stats = _both_stats(ref, sec, band, settings, filters)
         if todo:
             files = (scene_ref(ref), scene_ref(sec), band, grid, filters)
-            task = functools.partial(_task, files, settings=settings, stats=stats)
+            task = functools.partial(_task, files, settings=fine, stats=stats)
             jobs = [(t, None if centres is None else (centres[0][t], centres[1][t])) for t in todo]
             for tile, values in executor.map_unordered(task, jobs):
                 out[:, tile[0], tile[1]] = values

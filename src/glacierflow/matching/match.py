@@ -35,6 +35,7 @@ from glacierflow.matching.pyramid import (
     coarse_settings,
     downsample2,
     fill_nan,
+    fine_settings,
     nanmedian3,
     sample_nodes,
 )
@@ -187,8 +188,9 @@ def match(
     if settings.method == "orientation" and not is_complex:
         ref, ref_valid = orientation(ref, ref_valid)
         sec, sec_valid = orientation(sec, sec_valid)
-    ref_p, sec_p, pad = _prepared(ref, sec, ref_valid, sec_valid, settings, cy, cx)
-    job = _Job(ref_p, sec_p, grid.rows_px() + pad, grid.cols_px() + pad, cy, cx, settings)
+    fine = fine_settings(settings)  # coarse to fine: a narrower search around the centres
+    ref_p, sec_p, pad = _prepared(ref, sec, ref_valid, sec_valid, fine, cy, cx)
+    job = _Job(ref_p, sec_p, grid.rows_px() + pad, grid.cols_px() + pad, cy, cx, fine)
     run = map if executor is None else executor.map_unordered
     out = np.full((LAYERS, *grid.shape), np.nan, dtype=np.float32)
     for (_, ti, tj), res in run(_match_task, job.tile_tasks(grid)):

@@ -15,7 +15,14 @@ from scipy import ndimage
 
 from glacierflow.matching.settings import MatchSettings
 
-__all__ = ["coarse_settings", "downsample2", "fill_nan", "nanmedian3", "sample_nodes"]
+__all__ = [
+    "coarse_settings",
+    "downsample2",
+    "fill_nan",
+    "fine_settings",
+    "nanmedian3",
+    "sample_nodes",
+]
 
 
 def fill_nan(a: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
@@ -62,16 +69,41 @@ def downsample2(image: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray
 
 
 def coarse_settings(settings: MatchSettings) -> MatchSettings:
-    """Settings of the coarse pass one level below: the same chip, search and step in coarse
-    pixels, a parabola for the sub-pixel peak (only the rounded offset is used), no retries and
-    no forward-backward check (the fine pass checks its own offsets)."""
-    return settings.model_copy(
-        update={
-            "pyramid_levels": settings.pyramid_levels - 1,
-            "subpixel": "parabola",
-            "retry_chip_px": (),
-            "recheck_search_px": 0,
-            "retry_min_snr": 0.0,
-            "backmatch_px": 0,
+    """Settings of the coarse pass one level below: a parabola for the sub-pixel peak (only the
+    rounded offset is used), no retries and no forward-backward check (the fine pass checks its
+    own offsets).
+
+    By default the same chip, search and step in coarse pixels (twice the footprint and reach).
+    Coarse to fine (``fine_search_px``): half the chip and search in coarse pixels, the same
+    footprint and reach as the fine pass, on a grid a quarter of the coarse chip apart (at
+    least the fine step): a +/-32 px search at step 2 then costs the coarse pass about a
+    sixtieth of its dense work, and the fine pass searches only ``fine_search_px`` around the
+    coarse offsets (:func:`fine_settings`).
+    """
+    update = {
+        "pyramid_levels": settings.pyramid_levels - 1,
+        "subpixel": "parabola",
+        "retry_chip_px": (),
+        "recheck_search_px": 0,
+        "retry_min_snr": 0.0,
+        "backmatch_px": 0,
+    }
+    if settings.fine_search_px:
+        chip = max(settings.chip_px // 2, 4)
+        search = max(-(-settings.search_px // 2), 1)
+        update |= {
+            "chip_px": chip,
+            "search_px": search,
+            "step_px": max(settings.step_px, chip // 4),
+            "fine_search_px": min(settings.fine_search_px, search) if chip >= 8 else 0,
         }
-    )
+    return settings.model_copy(update=update)
+
+
+def fine_settings(settings: MatchSettings) -> MatchSettings:
+    """Settings of the finest pass of a guided search: ``search_px`` narrowed to
+    ``fine_search_px`` when a coarse pass found the centres (coarse to fine); otherwise the
+    settings themselves."""
+    if settings.pyramid_levels > 1 and settings.fine_search_px:
+        return settings.model_copy(update={"search_px": settings.fine_search_px})
+    return settings

@@ -90,6 +90,13 @@ class MatchSettings(BaseModel):
         search and step in coarse pixels, so twice the chip footprint and twice the reach, on a
         grid twice as coarse; recursively for more levels) centres each node's search window
         on the median-filtered coarse offset.
+    fine_search_px : int
+        Coarse to fine (with ``pyramid_levels`` 2 or more): the search radius of each finer
+        pass around the centres found below it, pixels; the coarse passes then keep the chip's
+        footprint and the search's reach (half the chip and search in coarse pixels, on a grid
+        a quarter of the coarse chip apart), so a wide search costs a fraction of its dense
+        work (:func:`~glacierflow.matching.pyramid.coarse_settings`). 0 (the default): every
+        pass uses the full chip, search and step in its own pixels.
     retry_chip_px : tuple of int
         Larger chips to try, in order, at nodes where the first chip fails (no offset, or an SNR
         below ``retry_min_snr``).
@@ -144,6 +151,11 @@ class MatchSettings(BaseModel):
     workers: int = Field(1, description="Processes matching tiles in parallel.")
     pyramid_levels: int = Field(
         1, description="Passes at halved resolution centring the search (1: none)."
+    )
+    fine_search_px: int = Field(
+        0,
+        description="With pyramid_levels > 1: search radius of the finer passes around the "
+        "coarse centres, pixels (0: the full search at every level).",
     )
     retry_chip_px: tuple[int, ...] = Field(
         (), description="Larger chips retried, in order, at failed nodes, pixels."
@@ -240,6 +252,16 @@ class MatchSettings(BaseModel):
                 )
         return tuple(int(chip) for chip in retry)
 
+    @field_validator("fine_search_px", mode="before")
+    @classmethod
+    def _fine_search(cls, value: Any) -> int:
+        if isinstance(value, bool) or not _is_whole(value) or value < 0:
+            raise ValueError(
+                f"fine_search_px must be 0 (the full search at every level) or a whole number "
+                f"of pixels, got {value!r}"
+            )
+        return int(value)
+
     @field_validator("backmatch_px", mode="before")
     @classmethod
     def _backmatch(cls, value: Any) -> int:
@@ -287,6 +309,20 @@ class MatchSettings(BaseModel):
             raise ValueError(
                 f"subpixel='dft' works on cross-power spectra: use it with method='phase', not "
                 f"{self.method!r} (or choose 'lanczos')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fine_search_fits(self) -> MatchSettings:
+        if self.fine_search_px > self.search_px:
+            raise ValueError(
+                f"fine_search_px ({self.fine_search_px}) must not exceed search_px "
+                f"({self.search_px}): it narrows the search of the finer passes"
+            )
+        if self.fine_search_px and self.pyramid_levels > 1 and self.chip_px < 8:
+            raise ValueError(
+                f"fine_search_px needs chips of 8 px or more (the coarse pass halves them), "
+                f"got chip_px {self.chip_px}"
             )
         return self
 
