@@ -20,6 +20,7 @@ has matched enough nodes to win it back, and keeps the numpy form (the same valu
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 try:  # numba is a core dependency; without it the kernels keep their numpy form
@@ -167,19 +168,32 @@ def dense_offset(
     _dense_offset(box, int(step_px), int(sy), int(sx), dm, s1w, inv_t, inv_w, out)
 
 
-@_jit
+def _jit_inline(fn):
+    """:func:`_jit` for a helper that the compiler inlines into its caller."""
+    if numba is None:
+        return fn
+    try:
+        return numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
+    except RuntimeError:  # no writable cache location: compile in each process
+        return numba.njit(nogil=True, error_model="numpy", inline="always")(fn)
+
+
+@_jit_inline
 def _row_sums(a, b, y0, n_rows, sy, sx, c, step, nx, p, rows):  # pragma: no cover
-    """OpenCV's RowSum (``s += S[i + c] - S[i]``, float64) of the products of up to eight rows,
-    interleaved (independent chains), kept at the node columns."""
+    """OpenCV's RowSum (``s += S[i + c] - S[i]``, float64) of the products of up to eight rows
+    from ``y0``, interleaved (independent chains), kept at the node columns in ``rows[y0:]``.
+    Eight rows always (zeros past ``n_rows``): loops of a fixed length, which the compiler
+    unrolls and vectorises."""
     w = a.shape[1]
-    for r in range(n_rows):
-        ar = a[y0 + r]
-        br = b[y0 + r + sy]
-        for x in range(w):
-            p[r, x] = np.float64(ar[x] * br[x + sx])
-    for r in range(n_rows, 8):
-        for x in range(w):
-            p[r, x] = 0.0
+    for r in range(8):
+        if r < n_rows:
+            ar = a[y0 + r]
+            br = b[y0 + r + sy]
+            for x in range(w):
+                p[r, x] = np.float64(ar[x] * br[x + sx])
+        else:
+            for x in range(w):
+                p[r, x] = 0.0
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     for x in range(c):
         s0 += p[0, x]
@@ -190,8 +204,8 @@ def _row_sums(a, b, y0, n_rows, sy, sx, c, step, nx, p, rows):  # pragma: no cov
         s5 += p[5, x]
         s6 += p[6, x]
         s7 += p[7, x]
-    rows[0, 0], rows[1, 0], rows[2, 0], rows[3, 0] = s0, s1, s2, s3
-    rows[4, 0], rows[5, 0], rows[6, 0], rows[7, 0] = s4, s5, s6, s7
+    rows[y0, 0], rows[y0 + 1, 0], rows[y0 + 2, 0], rows[y0 + 3, 0] = s0, s1, s2, s3
+    rows[y0 + 4, 0], rows[y0 + 5, 0], rows[y0 + 6, 0], rows[y0 + 7, 0] = s4, s5, s6, s7
     for j in range(1, nx):
         for i in range((j - 1) * step, j * step):
             s0 += p[0, i + c] - p[0, i]
@@ -202,23 +216,22 @@ def _row_sums(a, b, y0, n_rows, sy, sx, c, step, nx, p, rows):  # pragma: no cov
             s5 += p[5, i + c] - p[5, i]
             s6 += p[6, i + c] - p[6, i]
             s7 += p[7, i + c] - p[7, i]
-        rows[0, j], rows[1, j], rows[2, j], rows[3, j] = s0, s1, s2, s3
-        rows[4, j], rows[5, j], rows[6, j], rows[7, j] = s4, s5, s6, s7
+        rows[y0, j], rows[y0 + 1, j], rows[y0 + 2, j], rows[y0 + 3, j] = s0, s1, s2, s3
+        rows[y0 + 4, j], rows[y0 + 5, j], rows[y0 + 6, j], rows[y0 + 7, j] = s4, s5, s6, s7
 
 
 @_jit
-def _dense_tile(a, b, c, step, dm, s1w, inv_t, inv_w, out):  # pragma: no cover
+def _dense_tile(a, b, c, step, dm, s1w, inv_t, inv_w, k, part):  # pragma: no cover
     h, w = a.shape
     ny, nx = dm.shape
-    k = out.shape[1]
     rows = np.empty((h + 7, nx))
     p = np.empty((8, w))
     acc = np.empty(nx)
-    part = np.empty((k, ny * nx), dtype=np.float32)
     for sy in range(k):
         for sx in range(k):
+            o = sy * k + sx
             for y0 in range(0, h, 8):
-                _row_sums(a, b, y0, min(8, h - y0), sy, sx, c, step, nx, p, rows[y0 : y0 + 8])
+                _row_sums(a, b, y0, min(8, h - y0), sy, sx, c, step, nx, p, rows)
             # OpenCV's ColumnSum down every node column, finished at the node rows.
             acc[:] = 0.0
             for r in range(c - 1):
@@ -232,16 +245,12 @@ def _dense_tile(a, b, c, step, dm, s1w, inv_t, inv_w, out):  # pragma: no cover
                         s0 = acc[j] + rows[r + c - 1, j]
                         cc = j * step + sx
                         v = np.float32(s0 + dm[i, j] * s1w[rr, cc])
-                        part[sx, i * nx + j] = v * (inv_t[i, j] * inv_w[rr, cc])
+                        part[o, i * nx + j] = v * (inv_t[i, j] * inv_w[rr, cc])
                         acc[j] = s0 - rows[r, j]
                 else:
                     for j in range(nx):
                         s0 = acc[j] + rows[r + c - 1, j]
                         acc[j] = s0 - rows[r, j]
-        # One row of offsets of every surface, node by node (contiguous writes).
-        for n in range(ny * nx):
-            for sx in range(k):
-                out[n, sy, sx] = part[sx, n]
 
 
 def dense_tile(
@@ -268,9 +277,10 @@ def dense_tile(
     """
     ny, nx = dm.shape
     k = b.shape[0] - a.shape[0] + 1
-    out = np.empty((ny * nx, k, k), dtype=np.float32)
-    _dense_tile(a, b, int(chip_px), int(step_px), dm, s1w, inv_t, inv_w, out)
-    return out
+    part = np.empty((k * k, ny * nx), dtype=np.float32)  # offsets-major, written in order
+    _dense_tile(a, b, int(chip_px), int(step_px), dm, s1w, inv_t, inv_w, k, part)
+    # Nodes-major by OpenCV's cache-blocked transpose (many times a copy node by node).
+    return cv2.transpose(part).reshape(ny * nx, k, k)
 
 
 @_jit
