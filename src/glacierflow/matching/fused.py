@@ -284,48 +284,6 @@ def dense_tile(
 
 
 @_jit
-def _sin_cos_pi(t, sin_taylor, cos_taylor):  # pragma: no cover - compiled
-    """``subpixel.sin_cos_pi`` of one value, operation by operation."""
-    n = np.rint(t)
-    x = np.pi * (t - n)
-    x2 = x * x
-    m = sin_taylor.size
-    s = sin_taylor[m - 1]
-    c = cos_taylor[m - 1]
-    for i in range(m - 2, -1, -1):
-        s = s * x2 + sin_taylor[i]
-        c = c * x2 + cos_taylor[i]
-    sign = 1.0 - 2.0 * (n % 2)
-    return sign * (s * x), sign * c
-
-
-@_jit
-def _weights(f, taps, order, u, v, w, st, ct):  # pragma: no cover - compiled
-    """Normalised Lanczos weights of samples ``-taps..taps`` at position ``f`` into ``w``
-    (``subpixel._kernel_weights``)."""
-    a = float(order)
-    whole = np.rint(f)
-    if abs(f - whole) < 1e-7:
-        f = whole + 1e-7
-    c = a / (np.pi * np.pi) * _sin_cos_pi(f, st, ct)[0]
-    sa, ca = _sin_cos_pi(f / a, st, ct)
-    p = c * sa
-    q = c * ca
-    for m in range(2 * taps + 1):
-        t = f - (m - taps)
-        t2 = t * t
-        x = 0.0
-        if t2 < a * a:
-            x = p * u[m]
-            x -= q * v[m]
-            x /= t2
-        w[m] = x
-    total = _leaf_sum(w, 0, 2 * taps + 1, 0.0)
-    for m in range(2 * taps + 1):
-        w[m] /= total
-
-
-@_jit
 def _three_point(left, centre, right):  # pragma: no cover - compiled
     denom = left - 2.0 * centre + right
     frac = 0.5 * (left - right) / denom
@@ -351,22 +309,77 @@ def _step(g, h, cross, cross_g, det, concave):  # pragma: no cover - compiled
 
 
 @_jit
-def _refine(local, taps, order, u, v, st, ct, iterations):  # pragma: no cover - compiled
-    """Sub-pixel peak of one neighbourhood (``subpixel.refine_peak``, Lanczos)."""
+def _weights6(drow, dcol, h, taps, order, u, v, wy, wx, st, ct, sc):  # pragma: no cover
+    """The six normalised Lanczos weight vectors of one Newton step (``subpixel._kernel_weights``
+    of samples ``-taps..taps``): at ``drow + (s - 1) h`` into ``wy[s]`` and at ``dcol + (s - 1)
+    h`` into ``wx[s]``, operation by operation as in numpy, the twelve Taylor series of their
+    sines and cosines (``subpixel.sin_cos_pi``) evaluated side by side: independent chains, not
+    one latency-bound chain after another. ``sc``: scratch, shape (7, 12)."""
+    a = float(order)
+    fs, ts, xs, x2, ss, cs, ns = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]
+    for q in range(6):
+        f = (drow if q < 3 else dcol) + (q % 3 - 1) * h
+        whole = np.rint(f)
+        if abs(f - whole) < 1e-7:
+            f = whole + 1e-7
+        fs[q] = f
+        ts[q] = f
+        ts[q + 6] = f / a
+    # _sin_cos_pi of ts, lane by lane.
+    m = st.size
+    for q in range(12):
+        n = np.rint(ts[q])
+        x = np.pi * (ts[q] - n)
+        ns[q] = n
+        xs[q] = x
+        x2[q] = x * x
+        ss[q] = st[m - 1]
+        cs[q] = ct[m - 1]
+    for i in range(m - 2, -1, -1):
+        si, ci = st[i], ct[i]
+        for q in range(12):
+            ss[q] = ss[q] * x2[q] + si
+            cs[q] = cs[q] * x2[q] + ci
+    for q in range(12):
+        sign = 1.0 - 2.0 * (ns[q] % 2)
+        ss[q] = sign * (ss[q] * xs[q])
+        cs[q] = sign * cs[q]
+    for q in range(6):
+        w = wy[q] if q < 3 else wx[q - 3]
+        f = fs[q]
+        c = a / (np.pi * np.pi) * ss[q]
+        p = c * ss[q + 6]
+        qq = c * cs[q + 6]
+        for k in range(2 * taps + 1):  # branch-free, so that the divisions vectorise
+            t = f - (k - taps)
+            t2 = t * t
+            x = p * u[k]
+            x -= qq * v[k]
+            x /= t2
+            w[k] = x if t2 < a * a else 0.0
+        total = _leaf_sum(w, 0, 2 * taps + 1, 0.0)
+        for k in range(2 * taps + 1):
+            w[k] /= total
+
+
+@_jit
+def _refine(local, taps, order, u, v, st, ct, iterations, buf):  # pragma: no cover - compiled
+    """Sub-pixel peak of one neighbourhood (``subpixel.refine_peak``, Lanczos). ``buf``:
+    scratch, 1-D, ``9 (2 taps + 1) + 93`` values (weights, weighted rows, Taylor lanes)."""
     n = 2 * taps + 1
     t = taps
     c = local[t, t]
     drow = _three_point(local[t - 1, t], c, local[t + 1, t])
     dcol = _three_point(local[t, t - 1], c, local[t, t + 1])
     h = 0.05
-    wy = np.empty((3, n))
-    wx = np.empty((3, n))
-    m = np.empty((3, n))
-    z = np.empty((3, 3))
+    flat = buf
+    wy = flat[: 3 * n].reshape(3, n)
+    wx = flat[3 * n : 6 * n].reshape(3, n)
+    m = flat[6 * n : 9 * n].reshape(3, n)
+    z = flat[9 * n : 9 * n + 9].reshape(3, 3)
+    sc = flat[9 * n + 9 : 9 * n + 9 + 84].reshape(7, 12)
     for _ in range(iterations):
-        for s in range(3):
-            _weights(drow + (s - 1) * h, taps, order, u, v, wy[s], st, ct)
-            _weights(dcol + (s - 1) * h, taps, order, u, v, wx[s], st, ct)
+        _weights6(drow, dcol, h, taps, order, u, v, wy, wx, st, ct, sc)
         # wy @ local @ wx.T, summed sample by sample (as subpixel._interpolate).
         for s in range(3):
             for col in range(n):
@@ -375,11 +388,14 @@ def _refine(local, taps, order, u, v, st, ct, iterations):  # pragma: no cover -
                 for col in range(n):
                     m[s, col] = m[s, col] + wy[s, row] * local[row, col]
         for s in range(3):
-            for r in range(3):
-                acc = m[s, 0] * wx[r, 0]
-                for col in range(1, n):
-                    acc = acc + m[s, col] * wx[r, col]
-                z[s, r] = acc
+            a0 = m[s, 0] * wx[0, 0]
+            a1 = m[s, 0] * wx[1, 0]
+            a2 = m[s, 0] * wx[2, 0]
+            for col in range(1, n):
+                a0 = a0 + m[s, col] * wx[0, col]
+                a1 = a1 + m[s, col] * wx[1, col]
+                a2 = a2 + m[s, col] * wx[2, col]
+            z[s, 0], z[s, 1], z[s, 2] = a0, a1, a2
         gy = (z[2, 1] - z[0, 1]) / (2 * h)
         gx = (z[1, 2] - z[1, 0]) / (2 * h)
         hyy = (z[2, 1] - 2 * z[1, 1] + z[0, 1]) / h**2
@@ -491,6 +507,7 @@ def _locate(surf, search, taps, order, u, v, st, ct, iterations, exclude, out): 
     n, k, _ = surf.shape
     nb = 2 * taps + 1
     local = np.empty((nb, nb))
+    buf = np.empty(9 * nb + 93)  # scratch of the refinement
     a64 = np.empty(k * k)
     a32 = np.empty(k * k, dtype=np.float32)
     b32 = np.empty((2 * exclude + 1) ** 2, dtype=np.float32)
@@ -529,7 +546,7 @@ def _locate(surf, search, taps, order, u, v, st, ct, iterations, exclude, out): 
                 for b in range(nb):
                     if not np.isfinite(local[a, b]):
                         local[a, b] = fill
-        dr, dc = _refine(local, taps, order, u, v, st, ct, iterations)
+        dr, dc = _refine(local, taps, order, u, v, st, ct, iterations, buf)
         out[0, i] = pc - search + dc
         out[1, i] = pr - search + dr
         out[2, i] = s[pr, pc]
