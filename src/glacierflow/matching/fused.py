@@ -442,10 +442,20 @@ def _leaf_sum(a, lo, n, zero):  # pragma: no cover - compiled
 def _pairwise_sum(a, lo, n, zero):  # pragma: no cover - compiled
     """numpy's pairwise summation (``np.add.reduce`` of a contiguous row) in the precision of
     ``zero``, bit for bit: halves (rounded down to a multiple of 8) summed recursively down to
-    128 values. Written with an explicit stack (numba cannot cache recursive functions)."""
-    seg_lo = np.empty(64, np.int64)
-    seg_n = np.empty(64, np.int64)  # -1: add the last two results
+    128 values (:func:`_pairwise_sum_into`, its stacks allocated here)."""
+    if n <= 128:
+        return _leaf_sum(a, lo, n, zero)
+    seg = np.empty((2, 64), np.int64)
     done = np.empty(64, np.asarray(zero).dtype)
+    return _pairwise_sum_into(a, lo, n, zero, seg, done)
+
+
+@_jit
+def _pairwise_sum_into(a, lo, n, zero, seg, done):  # pragma: no cover - compiled
+    """:func:`_pairwise_sum` with its stacks given (``seg``: int64, shape (2, 64); ``done``: 64
+    values of the sum's precision). Written with an explicit stack (numba cannot cache
+    recursive functions)."""
+    seg_lo, seg_n = seg[0], seg[1]  # seg_n -1: add the last two results
     top, n_done = 0, 0
     seg_lo[0], seg_n[0] = lo, n
     while top >= 0:
@@ -508,6 +518,7 @@ def _locate(surf, search, taps, order, u, v, st, ct, iterations, exclude, out): 
     nb = 2 * taps + 1
     local = np.empty((nb, nb))
     buf = np.empty(9 * nb + 93)  # scratch of the refinement
+    seg, done = np.empty((2, 64), np.int64), np.empty(64)  # and of the SNR's sum
     a64 = np.empty(k * k)
     a32 = np.empty(k * k, dtype=np.float32)
     b32 = np.empty((2 * exclude + 1) ** 2, dtype=np.float32)
@@ -526,7 +537,8 @@ def _locate(surf, search, taps, order, u, v, st, ct, iterations, exclude, out): 
         if at < 0 or pr <= 0 or pr >= k - 1 or pc <= 0 or pc >= k - 1:
             continue  # no finite value, or a truncated peak on the border of the search
         # NaN anywhere makes the float64 sum NaN: numpy's signal to sum finite values only.
-        snr = _snr(s, pr, pc, exclude, _pairwise_sum(a64, 0, k * k, 0.0), a32, b32)
+        total = _pairwise_sum_into(a64, 0, k * k, 0.0, seg, done)
+        snr = _snr(s, pr, pc, exclude, total, a32, b32)
         # Neighbourhood of the peak, edge samples repeated, non-finite ones its minimum.
         lowest = np.inf
         bad = False
