@@ -43,6 +43,9 @@ class AffineFit(NamedTuple):
     gradient: np.ndarray  #: displacement gradient (ux, uy, vx, vy), px/px, shape (N, 4)
     corr: np.ndarray  #: weighted zero-normalised correlation of the affine-warped chip
     ok: np.ndarray  #: True where the fit converged (and is kept)
+    #: the same weighted correlation at the starting translation without strain (the
+    #: correlator's match under the fit's window; NaN where the node was not tried)
+    corr_start: np.ndarray
 
 
 def refine_affine(
@@ -92,8 +95,10 @@ def refine_affine(
     -------
     AffineFit
         Refined offsets and gradients, the weighted zero-normalised correlation of the warped
-        chip, and where the fit converged (elsewhere the offsets are NaN). Windows must lie
-        inside the images; a node whose warped window leaves its patch is not refined.
+        chip, where the fit converged (elsewhere the offsets are NaN), and the same correlation
+        at the starting translation with no strain (the score a translation-only match gets
+        under the same window). Windows must lie inside the images; a node whose warped window
+        leaves its patch is not refined.
     """
     rows = np.asarray(rows_px, dtype=np.int64)
     cols = np.asarray(cols_px, dtype=np.int64)
@@ -112,6 +117,7 @@ def refine_affine(
     reach_grad = np.minimum(MAX_GRADIENT, np.abs(p[:, [1, 2, 4, 5]]).max(axis=1) + 0.1)
     margin = (np.ceil(reach_grad * h + MAX_MOVE_PX) + 3).astype(np.int64)
     corr = np.full(n, np.nan)
+    corr_start = np.full(n, np.nan)
     ok = np.zeros(n, dtype=bool)
     _icgn(
         np.ascontiguousarray(ref_image, dtype=np.float64),
@@ -120,12 +126,13 @@ def refine_affine(
         np.ascontiguousarray(sec_valid, dtype=np.bool_),
         rows, cols, p, finite, h, float(sigma_px), margin, int(iterations),
         float(tolerance_px), float(min_valid_fraction), MAX_MOVE_PX, MAX_GRADIENT, corr, ok,
+        corr_start,
     )  # fmt: skip
     ok &= np.isfinite(corr)
     dx = np.where(ok, p[:, 0], np.nan)
     dy = np.where(ok, p[:, 3], np.nan)
     grad = np.where(ok[:, None], p[:, [1, 2, 4, 5]], np.nan)
-    return AffineFit(dx, dy, grad, corr, ok)
+    return AffineFit(dx, dy, grad, corr, ok, corr_start)
 
 
 _Z = np.sqrt(3.0) - 2.0  # pole of the cubic B-spline prefilter
@@ -164,7 +171,7 @@ def _bspline(t: float) -> tuple[float, float, float, float]:  # pragma: no cover
 @numba.njit(cache=True)
 def _icgn(
     ref, rok, sec, sok, rows, cols, p, alive, h, sigma, margins, iterations, tol, min_frac,
-    max_move, max_grad, corr, ok,
+    max_move, max_grad, corr, ok, corr_start,
 ):  # pragma: no cover - compiled  # fmt: skip
     """IC-GN with a first-order shape function and ZNSSD, node by node, in place on ``p``."""
     side = 2 * h + 1
@@ -204,6 +211,13 @@ def _icgn(
         gappy = cnt < ps * ps
         consts = _template_sums(f, w0, jac, gappy)
         sx, sy = p[n, 0], p[n, 3]
+        # The score of the start's translation alone (no strain) under the same window: what
+        # a converged fit has to beat to count as better than the correlator's match.
+        flat = np.zeros(6)
+        flat[0], flat[3] = sx, sy
+        at0 = _sums(flat, reach - ix, reach - iy, uu, vv, f, w0, jac, coef, pok, gappy, consts)
+        if at0[0] >= min_frac * total:
+            corr_start[n] = _zncc(at0)
         for _ in range(iterations):
             off_x, off_y = reach - ix, reach - iy
             sums = _sums(p[n], off_x, off_y, uu, vv, f, w0, jac, coef, pok, gappy, consts)
@@ -357,6 +371,18 @@ def _sums(pn, off_x, off_y, uu, vv, f, w0, jac, coef, pok, gappy, consts):  # pr
                 for q2 in range(q, 6):
                     hs[q, q2] += wj * jac[k, q2]
     return sw, swf, swff, swg, swgg, swfg, jf, js, hs, jg
+
+
+@numba.njit(cache=True, inline="always")
+def _zncc(sums):  # pragma: no cover - compiled
+    """The weighted zero-normalised correlation of one evaluation's sums (NaN: flat)."""
+    sw, swf, swff, swg, swgg, swfg = sums[0], sums[1], sums[2], sums[3], sums[4], sums[5]
+    fm, gm = swf / sw, swg / sw
+    vf = swff / sw - fm * fm
+    vg = swgg / sw - gm * gm
+    if vf <= 0.0 or vg <= 0.0:
+        return np.nan
+    return (swfg / sw - fm * gm) / np.sqrt(vf * vg)
 
 
 @numba.njit(cache=True, inline="always")

@@ -152,7 +152,7 @@ class MatchSettings(BaseModel):
         0.0, description="Peak SNR below which a node is retried (0: only unmatched nodes)."
     )
     refine: str = Field(
-        "off",
+        "auto",
         description=f"Affine centre-weighted refinement, one of {REFINE_MODES} (auto: where "
         "strain, a stray offset or a weak peak asks for it).",
     )

@@ -49,6 +49,10 @@ SECOND_WIDTH = 1.5
 #: started too far off (a gross error at a margin); a weak one is mostly a surface that changed.
 SECOND_MIN_CORR = 0.8
 
+#: Largest strain (px/px) of a fit that is kept: 0.8 of the model's limit
+#: (:data:`~glacierflow.matching.settings.MAX_GRADIENT`).
+STRAIN_LIMIT = 0.8 * MAX_GRADIENT
+
 #: Window crops per refinement task: ``crop(top, left, rows, cols)`` returns the reference and
 #: secondary windows as (image, valid, image, valid) arrays.
 Crop = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
@@ -267,9 +271,23 @@ def refine_task(task: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
                 ref, ref_ok, sec, sec_ok, rows[k], cols[k], at[:, 0], at[:, 1], grad[k],
                 half_px=int(np.ceil(2.0 * sw)), sigma_px=float(sw),
             )  # fmt: skip
-            for o, v in zip(out, fit, strict=True):
-                o[k] = v
+            keep = accepted(fit)
+            for o, v in zip(out, fit[:5], strict=True):
+                o[k[keep]] = v[keep]
+            out[4][k[keep]] = True
     return sel, tuple(out)
+
+
+def accepted(fit) -> np.ndarray:
+    """Where a converged fit (:class:`~.affine.AffineFit`) is kept: it matches the chip better
+    than the start's translation alone under the same window (a fit that does not has found a
+    wrong basin, e.g. from a neighbours' gradient the node does not share), and its strain is
+    below :data:`STRAIN_LIMIT` (near the model's limit it fits texture, not motion)."""
+    return (
+        fit.ok
+        & (fit.corr > np.nan_to_num(fit.corr_start, nan=-1.0))
+        & (strain_magnitude(np.nan_to_num(fit.gradient)) <= STRAIN_LIMIT)
+    )
 
 
 def refine_nodes(
