@@ -94,9 +94,14 @@ def neighbour_gradient(dx_px: np.ndarray, dy_px: np.ndarray, step_px: int) -> np
         ``(d dx / d col, d dx / d row, d dy / d col, d dy / d row)``, px/px, of the 3 x 3 median
         of the offsets (central differences, one-sided at edges and gaps); NaN where unknown.
     """
-    out = np.full((*dx_px.shape, 4), np.nan)
-    for k, field in enumerate((dx_px, dy_px)):
-        smooth = nanmedian3(np.asarray(field, np.float64))
+    smooth = [nanmedian3(np.asarray(field, np.float64)) for field in (dx_px, dy_px)]
+    return _gradient_of(*smooth, step_px)
+
+
+def _gradient_of(sx: np.ndarray, sy: np.ndarray, step_px: int) -> np.ndarray:
+    """:func:`neighbour_gradient` of offsets already smoothed by their 3 x 3 median."""
+    out = np.full((*sx.shape, 4), np.nan)
+    for k, smooth in enumerate((sx, sy)):
         out[..., 2 * k] = _derivative(smooth, axis=1) / step_px
         out[..., 2 * k + 1] = _derivative(smooth, axis=0) / step_px
     return out
@@ -173,9 +178,9 @@ def select_nodes(
     strain : ndarray, shape (ny, nx)
         Its magnitude (:func:`strain_magnitude`), px/px.
     """
-    gradient = neighbour_gradient(dx_px, dy_px, step_px)
-    strain = strain_magnitude(gradient)
     mx, my = nanmedian3(dx_px.astype(np.float64)), nanmedian3(dy_px.astype(np.float64))
+    gradient = _gradient_of(mx, my, step_px)
+    strain = strain_magnitude(gradient)
     matched = np.isfinite(dx_px) & np.isfinite(dy_px)
     if settings.refine == "auto":
         matched &= corr >= MIN_CORR
