@@ -211,3 +211,11 @@ def test_tiled_refinement_equals_untiled(tmp_path, yahtse_dir) -> None:
     tiled = tiled_match(read_header(paths[0]), read_header(paths[1]), settings, tile_nodes=37)
     for name in ("dx_px", "dy_px", "corr", "snr", "strain", "refined"):
         np.testing.assert_array_equal(getattr(tiled, name), getattr(whole, name), err_msg=name)
+    # On two workers (step 4: refinement tasks of several blocks of nodes), the tasks read
+    # their windows from the files themselves.
+    two = settings.model_copy(update={"workers": 2, "step_px": 4})
+    whole = match(a.data, b.data, a.valid, b.valid, two.model_copy(update={"workers": 1}))
+    assert whole.refined.sum() > 100
+    tiled = tiled_match(read_header(paths[0]), read_header(paths[1]), two, tile_nodes=300)
+    for name in ("dx_px", "dy_px", "strain", "refined"):
+        np.testing.assert_array_equal(getattr(tiled, name), getattr(whole, name), err_msg=name)

@@ -60,7 +60,9 @@ START_MIN_CORR = 0.2
 STRAIN_LIMIT = 0.8 * MAX_GRADIENT
 
 #: Window crops per refinement task: ``crop(top, left, rows, cols)`` returns the reference and
-#: secondary windows as (image, valid, image, valid) arrays.
+#: secondary windows as (image, valid, image, valid) arrays. A crop with a true attribute
+#: ``in_worker`` (a picklable one that reads files) is called by each task, in the process that
+#: runs it; any other is called here, and the task carries its windows.
 Crop = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -248,9 +250,10 @@ def refinement_tasks(
             top, left = int(rows.min()) - reach, int(cols.min()) - reach
             height = int(rows.max()) - top + reach + 1
             width = int(cols.max()) - left + reach + 1
-            windows = crop(top, left, height, width)
+            box = (top, left, height, width)
+            windows = (crop, box) if getattr(crop, "in_worker", False) else crop(*box)
             again = corr[k] >= SECOND_MIN_CORR
-            yield (sel, *windows, rows - top, cols - left, st, g[sel], sg, again)
+            yield (sel, windows, rows - top, cols - left, st, g[sel], sg, again)
 
 
 def _reach_px(settings: MatchSettings, sigma_px: float, offset_px: float) -> int:
@@ -266,7 +269,10 @@ def refine_task(task: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     # numba is imported only where a node is refined (a run without any never loads it).
     from glacierflow.matching.affine import refine_affine
 
-    sel, ref, ref_ok, sec, sec_ok, rows, cols, start, grad, sigma, again = task
+    sel, windows, rows, cols, start, grad, sigma, again = task
+    if callable(windows[0]):  # read here, on the worker (files), not by the process that plans
+        windows = windows[0](*windows[1])
+    ref, ref_ok, sec, sec_ok = windows
     out = [np.full(sel.size, np.nan), np.full(sel.size, np.nan)]
     out += [np.full((sel.size, 4), np.nan), np.full(sel.size, np.nan), np.zeros(sel.size, bool)]
     # Nodes of one window size together (the fit's arrays need one size); a node whose fit
