@@ -13,8 +13,16 @@ centre-weighted, affine least squares, started from its offset and that gradient
 * or its correlation peak is weak (below ``settings.refine_weak_corr``): faint texture, where
   the window grows with the texture's weakness (:func:`window_sigma_px`).
 
-``settings.refine = "all"`` refines every matched node, ``"off"`` none. The strain each node saw
-(the refined gradient where refined, the neighbours' elsewhere) is returned with the result.
+A converged fit is kept only where it matches the chip better than the start's translation
+alone under the same window (:func:`accepted`) and its strain is below :data:`STRAIN_LIMIT`:
+started from a strain its neighbours suggest but the node does not share, a fit can converge in
+a wrong basin, which the median test then removes with its neighbours. A fit whose start shares
+no texture with the later image (:data:`START_MIN_CORR`) stops after its first iteration. A fit
+not kept is tried once more from the other start (:data:`SECOND_MIN_CORR`).
+
+``settings.refine = "auto"`` (the default) refines where a node needs it, ``"all"`` every
+matched node, ``"off"`` none. The strain each node saw (the refined gradient where refined, the
+neighbours' elsewhere) is returned with the result.
 
 Every node is refined from its own windows only, with the gradient of the complete first pass:
 the result does not depend on how nodes are grouped into tasks, nor on tiles.
