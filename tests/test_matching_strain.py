@@ -11,15 +11,25 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from glacierflow.matching import MatchSettings, match
 from glacierflow.matching.affine import refine_affine
-from glacierflow.matching.strain import neighbour_gradient, strain_magnitude
+from glacierflow.matching.strain import accepted, neighbour_gradient, strain_magnitude
 from glacierflow.scenes import read_header, read_scene
-from glacierflow.synthetic import glacier_field, low_contrast, slc_off_mask, warp_image
+from glacierflow.synthetic import (
+    glacier_field,
+    low_contrast,
+    shift_image,
+    slc_off_mask,
+    warp_image,
+)
 from glacierflow.tiling import tiled_match
 
 DATA = Path(__file__).parent / "data"
 
-#: The strain-aware pass is a choice (``refine="off"`` by default): these tests turn it on.
-AUTO = MatchSettings(refine="auto")
+#: The strain-aware pass runs by default (``refine="auto"``).
+AUTO = MatchSettings()
+
+
+def test_the_strain_aware_pass_is_the_default() -> None:
+    assert AUTO.refine == "auto"
 
 
 def _read(path: Path) -> np.ndarray:
@@ -146,6 +156,29 @@ def test_affine_fit_recovers_a_known_warp(textures) -> None:
     assert one.dx_px[0] == fit.dx_px[7] and one.dy_px[0] == fit.dy_px[7]
 
 
+def test_a_fit_is_kept_only_where_it_beats_the_translation(textures) -> None:
+    """Rigid motion, fits started from a strain the nodes do not share (as neighbours' offsets
+    at a margin may suggest): some converge to a wrong offset, none of those is kept, and a
+    kept fit is better than the start's translation under the same window."""
+    image = textures["yahtse"]
+    sec = shift_image(image, 1.3, -0.7)
+    ok = np.ones(image.shape, bool)
+    rows = np.arange(60, 340, 12).repeat(20)
+    cols = np.tile(np.arange(60, 440, 19), 24)[: rows.size]
+    n = rows.size
+    grad = np.tile([0.2, -0.2, 0.2, 0.2], (n, 1))
+    fit = refine_affine(
+        image, ok, sec, ok, rows, cols, np.full(n, 1.3), np.full(n, -0.7), grad,
+        half_px=13, sigma_px=6.4,
+    )  # fmt: skip
+    err = np.hypot(fit.dx_px - 1.3, fit.dy_px + 0.7)
+    keep = accepted(fit)
+    assert (fit.ok & (err > 0.3)).sum() >= 5  # wrong basins exist, so the test can fail
+    assert keep.any() and not (keep & (err > 0.3)).any()
+    assert (fit.corr[keep] > fit.corr_start[keep]).all()
+    assert np.isfinite(fit.corr_start).all()
+
+
 def test_neighbour_gradient_of_a_linear_field() -> None:
     yy, xx = np.mgrid[0:20, 0:30].astype(np.float64)
     dx, dy = 0.16 * xx - 0.08 * yy, 0.24 * yy
@@ -177,4 +210,12 @@ def test_tiled_refinement_equals_untiled(tmp_path, yahtse_dir) -> None:
     assert whole.refined.sum() > 20
     tiled = tiled_match(read_header(paths[0]), read_header(paths[1]), settings, tile_nodes=37)
     for name in ("dx_px", "dy_px", "corr", "snr", "strain", "refined"):
+        np.testing.assert_array_equal(getattr(tiled, name), getattr(whole, name), err_msg=name)
+    # On two workers (step 4: refinement tasks of several blocks of nodes), the tasks read
+    # their windows from the files themselves.
+    two = settings.model_copy(update={"workers": 2, "step_px": 4})
+    whole = match(a.data, b.data, a.valid, b.valid, two.model_copy(update={"workers": 1}))
+    assert whole.refined.sum() > 100
+    tiled = tiled_match(read_header(paths[0]), read_header(paths[1]), two, tile_nodes=300)
+    for name in ("dx_px", "dy_px", "strain", "refined"):
         np.testing.assert_array_equal(getattr(tiled, name), getattr(whole, name), err_msg=name)

@@ -513,17 +513,20 @@ def _refined(out, grid, settings, files, executor) -> MatchResult:
 
 
 def _file_crop(ref: SceneRef, sec: SceneRef, band, filters, stats) -> Callable:
-    """Windows of both scenes' files, filtered and normalised exactly as whole scenes."""
-
-    def crop(top: int, left: int, rows: int, cols: int):
-        win = Window(left, top, cols, rows)
-        out: list[np.ndarray] = []
-        for scene, f, st in ((ref, filters[0], stats[0]), (sec, filters[1], stats[1])):
-            prep = PreparedImage(*_read_filtered(scene, band, win, f), stats=st)
-            out += [prep.image, prep.valid]
-        return tuple(out)
-
+    """Windows of both scenes' files, filtered and normalised exactly as whole scenes (picklable:
+    the strain pass's tasks read their windows on the workers)."""
+    crop = functools.partial(_crop_files, ref, sec, band, filters, stats)
+    crop.in_worker = True  # type: ignore[attr-defined]
     return crop
+
+
+def _crop_files(ref, sec, band, filters, stats, top: int, left: int, rows: int, cols: int):
+    win = Window(left, top, cols, rows)
+    out: list[np.ndarray] = []
+    for scene, f, st in ((ref, filters[0], stats[0]), (sec, filters[1], stats[1])):
+        prep = PreparedImage(*_read_filtered(scene, band, win, f), stats=st)
+        out += [prep.image, prep.valid]
+    return tuple(out)
 
 
 def _checked_grid(ref: Scene, sec: Scene, settings: MatchSettings) -> NodeGrid:

@@ -82,7 +82,11 @@ log = logging.getLogger("glacierflow")
 
 
 #: What a matching worker imports: loaded once by the worker server, before the workers fork.
-MATCHING_MODULES = ("glacierflow.matching.match", "glacierflow.tiling")
+MATCHING_MODULES = (
+    "glacierflow.matching.match",
+    "glacierflow.tiling",
+    "glacierflow.matching.affine",
+)
 #: Scenes with more pixels than this are matched tile by tile by :func:`track` when the settings
 #: allow it (about 6,300 x 6,300 px; a Landsat panchromatic scene holds about 220 million).
 AUTO_TILE_PIXELS = 40_000_000

@@ -140,6 +140,7 @@ def cli(verbose: bool) -> None:
 _TRACK_MODULES = (
     "glacierflow.matching.match",
     "glacierflow.tiling",
+    "glacierflow.matching.affine",
     "glacierflow.products",
     "glacierflow.plot",
 )

@@ -19,6 +19,11 @@ offset between the dates do not matter:
   own prefilter; no image-wide state), so a node's result does not depend on which other nodes
   are refined with it, nor on the tile it lies in.
 
+Importing this module imports numba and loads the compiled fit (a few tenths of a second, cached
+on disk by numba; seconds the very first time, which compiles): the worker processes of a
+matching run import it before they fork (``glacierflow.track.MATCHING_MODULES``), so that each
+worker has it ready; a process that matches alone imports it only once a node is refined.
+
 Arrays in, arrays out: windows of prepared images (:class:`~glacierflow.matching.ncc.PreparedImage`)
 and node positions in their pixel frame.
 """
@@ -43,6 +48,9 @@ class AffineFit(NamedTuple):
     gradient: np.ndarray  #: displacement gradient (ux, uy, vx, vy), px/px, shape (N, 4)
     corr: np.ndarray  #: weighted zero-normalised correlation of the affine-warped chip
     ok: np.ndarray  #: True where the fit converged (and is kept)
+    #: the same weighted correlation at the starting translation without strain (the
+    #: correlator's match under the fit's window; NaN where the node was not tried)
+    corr_start: np.ndarray
 
 
 def refine_affine(
@@ -61,6 +69,7 @@ def refine_affine(
     iterations: int = 6,
     min_valid_fraction: float = 0.2,
     tolerance_px: float = 0.02,
+    min_start_corr: float = -1.0,
 ) -> AffineFit:
     """Refine the offsets of nodes with an affine, centre-weighted least-squares match.
 
@@ -87,13 +96,20 @@ def refine_affine(
         Smallest weighted share of valid pixels for a node to be refined.
     tolerance_px : float
         The fit has converged when an update moves the node's offset less than this, px.
+    min_start_corr : float
+        A node is given up after its first iteration where the weighted correlation of its
+        start (with the starting gradient, or its translation alone, whichever is higher) is
+        below this: its window shares no texture to fit (the cost of a fit that would not
+        converge, saved).
 
     Returns
     -------
     AffineFit
         Refined offsets and gradients, the weighted zero-normalised correlation of the warped
-        chip, and where the fit converged (elsewhere the offsets are NaN). Windows must lie
-        inside the images; a node whose warped window leaves its patch is not refined.
+        chip, where the fit converged (elsewhere the offsets are NaN), and the same correlation
+        at the starting translation with no strain (the score a translation-only match gets
+        under the same window). Windows must lie inside the images; a node whose warped window
+        leaves its patch is not refined.
     """
     rows = np.asarray(rows_px, dtype=np.int64)
     cols = np.asarray(cols_px, dtype=np.int64)
@@ -112,6 +128,7 @@ def refine_affine(
     reach_grad = np.minimum(MAX_GRADIENT, np.abs(p[:, [1, 2, 4, 5]]).max(axis=1) + 0.1)
     margin = (np.ceil(reach_grad * h + MAX_MOVE_PX) + 3).astype(np.int64)
     corr = np.full(n, np.nan)
+    corr_start = np.full(n, np.nan)
     ok = np.zeros(n, dtype=bool)
     _icgn(
         np.ascontiguousarray(ref_image, dtype=np.float64),
@@ -119,13 +136,14 @@ def refine_affine(
         np.ascontiguousarray(sec_image, dtype=np.float64),
         np.ascontiguousarray(sec_valid, dtype=np.bool_),
         rows, cols, p, finite, h, float(sigma_px), margin, int(iterations),
-        float(tolerance_px), float(min_valid_fraction), MAX_MOVE_PX, MAX_GRADIENT, corr, ok,
+        float(tolerance_px), float(min_valid_fraction), float(min_start_corr), MAX_MOVE_PX,
+        MAX_GRADIENT, corr, ok, corr_start,
     )  # fmt: skip
     ok &= np.isfinite(corr)
     dx = np.where(ok, p[:, 0], np.nan)
     dy = np.where(ok, p[:, 3], np.nan)
     grad = np.where(ok[:, None], p[:, [1, 2, 4, 5]], np.nan)
-    return AffineFit(dx, dy, grad, corr, ok)
+    return AffineFit(dx, dy, grad, corr, ok, corr_start)
 
 
 _Z = np.sqrt(3.0) - 2.0  # pole of the cubic B-spline prefilter
@@ -164,7 +182,7 @@ def _bspline(t: float) -> tuple[float, float, float, float]:  # pragma: no cover
 @numba.njit(cache=True)
 def _icgn(
     ref, rok, sec, sok, rows, cols, p, alive, h, sigma, margins, iterations, tol, min_frac,
-    max_move, max_grad, corr, ok,
+    min_start, max_move, max_grad, corr, ok, corr_start,
 ):  # pragma: no cover - compiled  # fmt: skip
     """IC-GN with a first-order shape function and ZNSSD, node by node, in place on ``p``."""
     side = 2 * h + 1
@@ -204,7 +222,15 @@ def _icgn(
         gappy = cnt < ps * ps
         consts = _template_sums(f, w0, jac, gappy)
         sx, sy = p[n, 0], p[n, 3]
-        for _ in range(iterations):
+        # The score of the start's translation alone (no strain) under the same window: what
+        # a converged fit has to beat to count as better than the correlator's match.
+        flat = np.zeros(6)
+        flat[0], flat[3] = sx, sy
+        at0 = _sums(flat, reach - ix, reach - iy, uu, vv, f, w0, jac, coef, pok, gappy, consts)
+        if at0[0] >= min_frac * total:
+            corr_start[n] = _zncc(at0)
+        best_start = corr_start[n] if np.isfinite(corr_start[n]) else -1.0
+        for it in range(iterations):
             off_x, off_y = reach - ix, reach - iy
             sums = _sums(p[n], off_x, off_y, uu, vv, f, w0, jac, coef, pok, gappy, consts)
             if sums[0] < min_frac * total:
@@ -212,6 +238,8 @@ def _icgn(
             dp, corr[n] = _update(sums)
             if not np.isfinite(corr[n]):
                 break
+            if it == 0 and max(corr[n], best_start) < min_start:
+                break  # no shared texture in the window: nothing a warp could fit
             _compose(p[n], dp)
             if np.hypot(p[n, 0] - sx, p[n, 3] - sy) > max_move:
                 break
@@ -360,6 +388,18 @@ def _sums(pn, off_x, off_y, uu, vv, f, w0, jac, coef, pok, gappy, consts):  # pr
 
 
 @numba.njit(cache=True, inline="always")
+def _zncc(sums):  # pragma: no cover - compiled
+    """The weighted zero-normalised correlation of one evaluation's sums (NaN: flat)."""
+    sw, swf, swff, swg, swgg, swfg = sums[0], sums[1], sums[2], sums[3], sums[4], sums[5]
+    fm, gm = swf / sw, swg / sw
+    vf = swff / sw - fm * fm
+    vg = swgg / sw - gm * gm
+    if vf <= 0.0 or vg <= 0.0:
+        return np.nan
+    return (swfg / sw - fm * gm) / np.sqrt(vf * vg)
+
+
+@numba.njit(cache=True, inline="always")
 def _update(sums):  # pragma: no cover - compiled
     """The Gauss-Newton update of ZNSSD and the weighted ZNCC (NaN: no update possible)."""
     sw, swf, swff, swg, swgg, swfg, jf, js, hs, jg = sums
@@ -390,3 +430,18 @@ def _compose(pn, dp):  # pragma: no cover - compiled
     m = m @ np.linalg.inv(d)
     pn[0], pn[1], pn[2] = m[0, 2], m[0, 0] - 1.0, m[0, 1]
     pn[3], pn[4], pn[5] = m[1, 2], m[1, 0], m[1, 1] - 1.0
+
+
+def warm() -> None:
+    """Load (or compile) the fit once, on a tiny input, so that the first node pays nothing."""
+    image = np.add.outer(np.arange(16.0), np.arange(16.0) ** 2)
+    ok = np.ones(image.shape, dtype=bool)
+    one = np.array([8])
+    refine_affine(
+        image, ok, image, ok, one, one, one * 0.0, one * 0.0, None, half_px=2, sigma_px=1.0
+    )
+
+
+# Loaded at import, so that worker processes forked from a server that imported this module
+# have the fit ready.
+warm()

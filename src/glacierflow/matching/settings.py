@@ -105,9 +105,10 @@ class MatchSettings(BaseModel):
         failed for the retry; 0 retries only nodes without an offset.
     refine : str
         Affine, centre-weighted least-squares refinement of the matches (:mod:`.strain`), one of
-        :data:`REFINE_MODES`: ``"auto"`` where a node needs it (strain across the chip, an
-        offset standing out from its neighbours, or a weak peak), ``"all"`` at every matched
-        node, ``"off"`` never. Real images only (not with ``method="orientation"``).
+        :data:`REFINE_MODES`: ``"auto"`` (the default) where a node needs it (strain across
+        the chip, an offset standing out from its neighbours, or a weak peak), ``"all"`` at
+        every matched node, ``"off"`` never. Real images only (not with
+        ``method="orientation"``).
     refine_px : float
         ``"auto"`` refines a node whose displacement changes by more than this across half its
         chip (strain times ``chip_px / 2``), or whose offset differs from its neighbours' median
@@ -164,7 +165,7 @@ class MatchSettings(BaseModel):
         0.0, description="Peak SNR below which a node is retried (0: only unmatched nodes)."
     )
     refine: str = Field(
-        "off",
+        "auto",
         description=f"Affine centre-weighted refinement, one of {REFINE_MODES} (auto: where "
         "strain, a stray offset or a weak peak asks for it).",
     )
