@@ -437,10 +437,15 @@ def uphill_table() -> str:
         return f"uphill fraction: skipped, no DEM at {YAHTSE_DEM}"
     ref, sec, rock = demo_inputs()
     runs = [
-        ("glacierflow, no forward-backward check", dict(backmatch_px=0)),
+        ("glacierflow, no forward-backward check", dict(backmatch_px=0, weak_stray_px=np.inf)),
         (
             "glacierflow, every closure judged at 0.5 px (before)",
-            dict(closure_weak_corr=1.0, closure_stray_px=0.0, max_closure_px=0.5),
+            dict(
+                closure_weak_corr=1.0,
+                closure_stray_px=0.0,
+                max_closure_px=0.5,
+                weak_stray_px=np.inf,
+            ),
         ),
         ("glacierflow, defaults: closures of nodes in doubt (after)", {}),
         ("glacierflow, defaults + --dem", dict(dem=YAHTSE_DEM)),

@@ -156,8 +156,10 @@ def checked_product():
 
 
 #: The check as it was before the filter judged only the nodes in doubt: every checked closure,
-#: at 0.5 px.
-JUDGE_EVERYWHERE = dict(closure_weak_corr=1.0, closure_stray_px=0.0, max_closure_px=0.5)
+#: at 0.5 px, and no removal of weak peaks straying from their neighbours.
+JUDGE_EVERYWHERE = dict(
+    closure_weak_corr=1.0, closure_stray_px=0.0, max_closure_px=0.5, weak_stray_px=np.inf
+)
 
 
 @pytest.fixture(scope="module")
@@ -174,13 +176,14 @@ def _neck_box(ds) -> np.ndarray:
 
 
 def test_real_pair_flows_downhill_at_default_settings(checked_product, yahtse_dem) -> None:
-    # Issue 16 asks for at most 0.25 % with at least 3,000 fast nodes; the defaults give 0.27 %
-    # (9 of 3,309: five of them slow ice at 500-580 m/yr on the upper glacier, whose closures
-    # and neighbours agree).
+    # Issue 16: at most 0.25 % of the fast ice flows uphill, while at least 3,000 fast nodes
+    # survive (autoRIFT with its filters: 0.26 % of 2,691). At the defaults: 8 of 3,267; five
+    # of the eight are slow ice (500-580 m/yr) on the upper glacier whose closures and
+    # neighbours agree.
     ds = checked_product
     fast, up, where = uphill_fraction(ds, yahtse_dem)
     assert fast >= 3000, fast
-    assert up / fast <= 0.003, (up, fast)
+    assert up / fast <= 0.0025, (up, fast)
     # The neck's up-glacier cluster is gone; the checks flagged part of it themselves.
     neck = _neck_box(ds)
     v_north = ds["vy"].values
@@ -191,15 +194,20 @@ def test_real_pair_flows_downhill_at_default_settings(checked_product, yahtse_de
 
 
 def test_without_the_check_more_fast_ice_flows_uphill(checked_product, yahtse_dem) -> None:
-    # With the check off (--backmatch-px 0) the neck's aliased patch passes every other filter,
-    # and 2 % or more of the fast ice flows uphill: five times as much as at the defaults.
+    # With the checks off (--backmatch-px 0 --weak-stray-px inf) the neck's aliased patch
+    # passes every other filter, and 2 % or more of the fast ice flows uphill: five times as
+    # much as at the defaults. The forward-backward check alone off: still five times as much.
     ref, sec, rock = demo_inputs()
-    ds = track(ref, sec, stable_mask=rock, progress=False, backmatch_px=0)
+    ds = track(ref, sec, stable_mask=rock, progress=False, backmatch_px=0, weak_stray_px=np.inf)
     fast, up, _ = uphill_fraction(ds, yahtse_dem)
     fast_c, up_c, _ = uphill_fraction(checked_product, yahtse_dem)
     assert up / fast > 0.02 and up / fast > 5 * up_c / fast_c, (up, fast, up_c, fast_c)
     assert (_neck_box(ds) & (ds["vy"].values > 500)).sum() >= 10
     assert not np.any(ds["quality"].values & Quality.BACKMATCH)
+    no_fb = track(ref, sec, stable_mask=rock, progress=False, backmatch_px=0)
+    fast, up, _ = uphill_fraction(no_fb, yahtse_dem)
+    assert up / fast > 5 * up_c / fast_c, (up, fast, up_c, fast_c)
+    assert not np.any(no_fb["quality"].values & Quality.BACKMATCH)
 
 
 def test_speeds_beyond_the_limit_are_flagged_never_shipped(checked_product) -> None:
@@ -269,6 +277,9 @@ def test_filter_bits_are_independent() -> None:
         ("max_closure_px", 0, "greater than 0"),
         ("max_speed_m_per_yr", -5, "greater than 0"),
         ("dem_min_slope", 0, "greater than 0"),
+        ("closure_weak_corr", 1.5, "at most 1"),
+        ("closure_stray_px", -1, "at least 0"),
+        ("weak_stray_px", -1, "at least 0"),
     ],
 )
 def test_bad_check_settings_name_their_key(key, value, words) -> None:
@@ -324,6 +335,25 @@ def test_only_the_closures_of_nodes_in_doubt_are_judged() -> None:
     assert judged.sum() == 3
     everywhere = FilterSettings(closure_weak_corr=1.0, closure_stray_px=0.0)
     assert np.isfinite(closure_in_doubt(closure, dx, dy, corr, snr, everywhere)).all()
+
+
+def test_a_weak_peak_far_from_its_neighbours_is_removed() -> None:
+    # In doubt twice over (a weak peak, 2 px or more from its neighbours): removed by the
+    # median test whatever its closure; a weak peak that agrees, or a strong one that strays,
+    # is left to the other tests.
+    from glacierflow.plausibility import weak_strays
+
+    dx, dy = np.full((9, 9), 3.0), np.full((9, 9), -1.0)
+    corr, snr = np.full((9, 9), 0.9), np.full((9, 9), 2.0)
+    dx[2, 2], corr[2, 2] = 5.5, 0.45  # weak and 2.5 px away
+    corr[4, 4] = 0.45  # weak, agreeing
+    dx[6, 6] = 5.5  # strong, 2.5 px away
+    ws = weak_strays(dx, dy, corr, snr, FilterSettings())
+    assert ws[2, 2] and ws.sum() == 1
+    assert not weak_strays(dx, dy, corr, snr, FilterSettings(weak_stray_px=np.inf)).any()
+    res = filter_offsets(dx, dy, corr, snr, FilterSettings(), weak_stray=ws)
+    assert res.quality[2, 2] & Quality.MEDIAN_TEST and not np.isfinite(res.dx_px[2, 2])
+    assert res.quality[4, 4] == 0
 
 
 def test_judging_every_closure_costs_true_matches_on_the_clear_tongue(

@@ -13,7 +13,10 @@ neighbours, while ice and rock move coherently over many chip widths. The tests,
 2. ``LOW_CORR`` / ``LOW_SNR``: the correlation peak is below ``min_corr``, or does not stand
    above the mean absolute correlation of the rest of the surface by ``min_snr``.
 3. ``MEDIAN_TEST``: the normalized median test of Westerweel & Scarano (2005) on each offset
-   component against its 3 x 3 neighbours.
+   component against its 3 x 3 neighbours; and, from a pair's checks, a weak peak (below
+   ``closure_weak_corr``) further than ``weak_stray_px`` from its 5 x 5 neighbours' median
+   (:func:`glacierflow.plausibility.weak_strays`): nothing confirms it, and periodic texture
+   returns home too.
 4. ``SMALL_CLUSTER``: nodes are linked to neighbours whose offset agrees within a tolerance;
    groups of linked nodes smaller than ``min_cluster_nodes`` are removed. A field of chance
    matches breaks into tiny groups, a glacier is one large group (linked along flow even across
@@ -232,6 +235,10 @@ class FilterSettings(BaseModel):
         description="... or where the offset lies further than this from its 5 x 5 neighbours' "
         "median, pixels.",
     )
+    weak_stray_px: float = Field(
+        2.0, ge=0, description="A weak peak this far from its 5 x 5 neighbours' median is "
+        "removed (median test), pixels (inf: never).",
+    )  # fmt: skip
     max_speed_m_per_yr: float = Field(
         MAX_SPEED_M_PER_YR,
         gt=0,
@@ -295,6 +302,7 @@ class FilterSettings(BaseModel):
             "filter_max_closure_px": float(self.max_closure_px),
             "filter_closure_weak_corr": float(self.closure_weak_corr),
             "filter_closure_stray_px": float(self.closure_stray_px),
+            "filter_weak_stray_px": float(self.weak_stray_px),
             "filter_max_speed_m_per_yr": float(self.max_speed_m_per_yr),
             "filter_dem": self.dem.name if self.dem is not None else "none",
             "filter_dem_min_slope": float(self.dem_min_slope),
@@ -548,6 +556,7 @@ def filter_offsets(
     closure_px: np.ndarray | None = None,
     max_offset_px: float | None = None,
     downslope_px: tuple[np.ndarray, np.ndarray] | None = None,
+    weak_stray: np.ndarray | None = None,
 ) -> FilterResult:
     """Run the removal tests 1 to 4 and 6 to 8 of the module docstring (hole filling is
     separate).
@@ -572,6 +581,8 @@ def filter_offsets(
         Unit vector down the smoothed surface slope at each node, in pixel axes (columns,
         rows), NaN where the slope is too gentle to judge (:mod:`glacierflow.flowdir`); nodes
         that move at least :data:`UPHILL_MIN_OFFSET_PX` against it get ``UPHILL``.
+    weak_stray : ndarray of bool, shape (ny, nx), optional
+        Nodes to flag ``MEDIAN_TEST`` whatever their 3 x 3 neighbours (see test 3).
 
     Returns
     -------
@@ -595,6 +606,8 @@ def filter_offsets(
         quality[matched & ~(np.asarray(corr) >= s.min_corr)] |= QUALITY_DTYPE(Quality.LOW_CORR)
         quality[matched & ~(np.asarray(snr) >= s.min_snr)] |= QUALITY_DTYPE(Quality.LOW_SNR)
     quality |= plausibility_flags(dx, dy, s, closure_px, max_offset_px, downslope_px)
+    if weak_stray is not None:
+        quality[matched & np.asarray(weak_stray, bool)] |= QUALITY_DTYPE(Quality.MEDIAN_TEST)
 
     def drop(mask: np.ndarray) -> None:
         dx[mask] = np.nan

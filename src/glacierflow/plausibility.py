@@ -40,7 +40,14 @@ from scipy import ndimage
 from glacierflow.errors import InputError
 from glacierflow.filters import FilterSettings, max_offset_px, window_median
 
-__all__ = ["SMOOTH_M", "closure_in_doubt", "downslope_px", "filter_inputs"]
+__all__ = [
+    "SMOOTH_M",
+    "closure_in_doubt",
+    "downslope_px",
+    "filter_inputs",
+    "stray_px",
+    "weak_strays",
+]
 
 #: Gaussian sigma of the DEM smoothing before its slope is taken, metres (about ten thicknesses
 #: of a valley glacier).
@@ -167,14 +174,51 @@ def closure_in_doubt(
     ndarray of float64, shape (ny, nx)
         ``closure_px`` at the nodes in doubt, NaN elsewhere.
     """
-    dx, dy = (np.asarray(a, dtype=np.float64) for a in (dx_px, dy_px))
-    corr, snr = np.asarray(corr), np.asarray(snr)
+    stray = stray_px(dx_px, dy_px, corr, snr, settings)
     with np.errstate(invalid="ignore"):
-        usable = (corr >= settings.min_corr) & (snr >= settings.min_snr)
-        mx, my = (window_median(np.where(usable, a, np.nan), 2) for a in (dx, dy))
-        doubt = corr < settings.closure_weak_corr
-        doubt |= np.hypot(dx - mx, dy - my) > settings.closure_stray_px
+        doubt = (np.asarray(corr) < settings.closure_weak_corr) | (
+            stray > settings.closure_stray_px
+        )
     return np.where(doubt, np.asarray(closure_px, dtype=np.float64), np.nan)
+
+
+def stray_px(
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    corr: np.ndarray,
+    snr: np.ndarray,
+    settings: FilterSettings,
+) -> np.ndarray:
+    """Distance of each offset from the median offset of the usable nodes (matched, peak at
+    ``settings.min_corr`` and ``min_snr`` or above) of its 5 x 5 neighbourhood, itself
+    included, pixels; NaN where none is usable (arguments as in :func:`closure_in_doubt`)."""
+    dx, dy = (np.asarray(a, dtype=np.float64) for a in (dx_px, dy_px))
+    with np.errstate(invalid="ignore"):
+        usable = (np.asarray(corr) >= settings.min_corr) & (np.asarray(snr) >= settings.min_snr)
+    mx, my = (window_median(np.where(usable, a, np.nan), 2) for a in (dx, dy))
+    return np.hypot(dx - mx, dy - my)
+
+
+def weak_strays(
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    corr: np.ndarray,
+    snr: np.ndarray,
+    settings: FilterSettings,
+) -> np.ndarray:
+    """Nodes in doubt twice over: a weak peak (below ``settings.closure_weak_corr``) further
+    than ``settings.weak_stray_px`` from its neighbours (:func:`stray_px`). Nothing confirms
+    such a match, and its return home does not either: the aliased matches of periodic
+    crevasses return home too. On the Yahtse pair they are the chaotic margins of the neck's
+    aliased patch (one of them flowed uphill through every other test).
+
+    Returns
+    -------
+    ndarray of bool, shape (ny, nx)
+    """
+    stray = stray_px(dx_px, dy_px, corr, snr, settings)
+    with np.errstate(invalid="ignore"):
+        return (np.asarray(corr) < settings.closure_weak_corr) & (stray > settings.weak_stray_px)
 
 
 def filter_inputs(
@@ -190,8 +234,8 @@ def filter_inputs(
 ) -> dict[str, Any]:
     """The keyword arguments of :func:`~glacierflow.filters.filter_offsets` for a pair's
     plausibility tests: ``closure_px`` (the matcher's; with ``match``, those of the nodes in
-    doubt, :func:`closure_in_doubt`), ``max_offset_px`` (the speed limit over ``dt_days``) and,
-    with ``settings.dem``, ``downslope_px``.
+    doubt, :func:`closure_in_doubt`, and ``weak_stray``, :func:`weak_strays`), ``max_offset_px``
+    (the speed limit over ``dt_days``) and, with ``settings.dem``, ``downslope_px``.
 
     ``match`` is the pair's :class:`~glacierflow.matching.MatchResult` (its offsets, ``corr``
     and ``snr`` tell which nodes are in doubt).
@@ -202,11 +246,13 @@ def filter_inputs(
         For an unusable DEM (see :func:`downslope_px`).
     """
     pixel_size_m = float(np.hypot(image_transform.a, image_transform.d))
-    if closure_px is not None and match is not None:
-        closure_px = closure_in_doubt(
-            closure_px, match.dx_px, match.dy_px, match.corr, match.snr, settings
-        )
-    out: dict[str, Any] = {
+    out: dict[str, Any] = {}
+    if match is not None:
+        offsets = (match.dx_px, match.dy_px, match.corr, match.snr)
+        out["weak_stray"] = weak_strays(*offsets, settings)
+        if closure_px is not None:
+            closure_px = closure_in_doubt(closure_px, *offsets, settings)
+    out |= {
         "closure_px": closure_px,
         "max_offset_px": max_offset_px(settings.max_speed_m_per_yr, pixel_size_m, dt_days),
     }
