@@ -6,7 +6,9 @@ about 17 to 22 px in the 16 days, beyond the default +/-16 px search; one crevas
 vectors pointing up-glacier at 1,500-2,600 m/yr. The forward-backward check, the cluster test
 that its rejections feed, the speed limit and the DEM flow-direction test are checked here
 against that real failure, against the same chips matched with a search wide enough for the
-truth, and against the surface slope of the SRTM DEM of the shared Yahtse folder.
+truth, and against the surface slope of the SRTM DEM of the shared Yahtse folder. The check is
+on by default; the filter judges the closures of the nodes in doubt only (a weak peak, or an
+offset straying from its neighbours), and removes weak peaks that stray 2 px or more.
 """
 
 from __future__ import annotations
