@@ -6,7 +6,9 @@ about 17 to 22 px in the 16 days, beyond the default +/-16 px search; one crevas
 vectors pointing up-glacier at 1,500-2,600 m/yr. The forward-backward check, the cluster test
 that its rejections feed, the speed limit and the DEM flow-direction test are checked here
 against that real failure, against the same chips matched with a search wide enough for the
-truth, and against the surface slope of the SRTM DEM of the shared Yahtse folder.
+truth, and against the surface slope of the SRTM DEM of the shared Yahtse folder. The check is
+on by default; the filter judges the closures of the nodes in doubt only (a weak peak, or an
+offset straying from its neighbours), and removes weak peaks that stray 2 px or more.
 """
 
 from __future__ import annotations
@@ -150,8 +152,24 @@ def yahtse_dem(shared_data) -> Path:
 
 @pytest.fixture(scope="module")
 def checked_product():
+    """The real pair at default settings (the check on: ``backmatch_px`` 2)."""
     ref, sec, rock = demo_inputs()
-    return track(ref, sec, stable_mask=rock, progress=False, backmatch_px=2)
+    return track(ref, sec, stable_mask=rock, progress=False)
+
+
+#: The check as it was before the filter judged only the nodes in doubt: every checked closure,
+#: at 0.5 px, and no removal of weak peaks straying from their neighbours.
+JUDGE_EVERYWHERE = dict(
+    closure_weak_corr=1.0, closure_stray_px=0.0, max_closure_px=0.5, weak_stray_px=np.inf
+)
+
+
+@pytest.fixture(scope="module")
+def everywhere_product():
+    """The real pair with every checked closure judged (the check as it was before the
+    filter judged only the nodes in doubt)."""
+    ref, sec, rock = demo_inputs()
+    return track(ref, sec, stable_mask=rock, progress=False, **JUDGE_EVERYWHERE)
 
 
 def _neck_box(ds) -> np.ndarray:
@@ -159,11 +177,15 @@ def _neck_box(ds) -> np.ndarray:
     return (xx >= 480_000) & (xx <= 480_700) & (yy >= 6_671_800) & (yy <= 6_672_400)
 
 
-def test_real_pair_flows_downhill_with_the_checks(checked_product, yahtse_dem) -> None:
+def test_real_pair_flows_downhill_at_default_settings(checked_product, yahtse_dem) -> None:
+    # Issue 16: at most 0.25 % of the fast ice flows uphill, while at least 3,000 fast nodes
+    # survive (autoRIFT with its filters: 0.26 % of 2,691). At the defaults: 8 of 3,267; five
+    # of the eight are slow ice (500-580 m/yr) on the upper glacier whose closures and
+    # neighbours agree.
     ds = checked_product
     fast, up, where = uphill_fraction(ds, yahtse_dem)
     assert fast >= 3000, fast
-    assert up / fast <= 0.003, (up, fast)
+    assert up / fast <= 0.0025, (up, fast)
     # The neck's up-glacier cluster is gone; the checks flagged part of it themselves.
     neck = _neck_box(ds)
     v_north = ds["vy"].values
@@ -174,21 +196,28 @@ def test_real_pair_flows_downhill_with_the_checks(checked_product, yahtse_dem) -
 
 
 def test_without_the_check_more_fast_ice_flows_uphill(checked_product, yahtse_dem) -> None:
-    # Without the check (and with translation-only chips, refine="off") the neck's aliased patch
-    # passes every other filter, and 2 % or more of the fast ice flows uphill: five times as much
-    # as with the check.
+    # With the checks off (--backmatch-px 0 --weak-stray-px inf) and translation-only chips
+    # (--refine off) the neck's aliased patch passes every other filter, and 2 % or more of the
+    # fast ice flows uphill: five times as much as at the defaults. The forward-backward check alone off: still five times as much.
     ref, sec, rock = demo_inputs()
-    ds = track(ref, sec, stable_mask=rock, progress=False, refine="off")
+    ds = track(
+        ref,
+        sec,
+        stable_mask=rock,
+        progress=False,
+        backmatch_px=0,
+        weak_stray_px=np.inf,
+        refine="off",
+    )
     fast, up, _ = uphill_fraction(ds, yahtse_dem)
     fast_c, up_c, _ = uphill_fraction(checked_product, yahtse_dem)
     assert up / fast > 0.02 and up / fast > 5 * up_c / fast_c, (up, fast, up_c, fast_c)
     assert (_neck_box(ds) & (ds["vy"].values > 500)).sum() >= 10
     assert not np.any(ds["quality"].values & Quality.BACKMATCH)
-    # The default strain-aware pass takes part of the patch, not all of it: still five times
-    # the checked fraction.
-    default = track(ref, sec, stable_mask=rock, progress=False)
-    fast_d, up_d, _ = uphill_fraction(default, yahtse_dem)
-    assert 5 * up_c / fast_c < up_d / fast_d < up / fast, (up_d, fast_d, up, fast)
+    no_fb = track(ref, sec, stable_mask=rock, progress=False, backmatch_px=0)
+    fast, up, _ = uphill_fraction(no_fb, yahtse_dem)
+    assert up / fast > 5 * up_c / fast_c, (up, fast, up_c, fast_c)
+    assert not np.any(no_fb["quality"].values & Quality.BACKMATCH)
 
 
 def test_speeds_beyond_the_limit_are_flagged_never_shipped(checked_product) -> None:
@@ -258,6 +287,9 @@ def test_filter_bits_are_independent() -> None:
         ("max_closure_px", 0, "greater than 0"),
         ("max_speed_m_per_yr", -5, "greater than 0"),
         ("dem_min_slope", 0, "greater than 0"),
+        ("closure_weak_corr", 1.5, "at most 1"),
+        ("closure_stray_px", -1, "at least 0"),
+        ("weak_stray_px", -1, "at least 0"),
     ],
 )
 def test_bad_check_settings_name_their_key(key, value, words) -> None:
@@ -277,19 +309,74 @@ def test_the_checks_are_recorded_in_the_product(checked_product) -> None:
     assert meanings[-3:] == ["failed_forward_backward_check", "implausibly_fast", "flows_uphill"]
 
 
-def test_a_second_wider_match_keeps_only_matches_that_return_home(checked_product, yahtse_dem):
+def test_a_second_wider_match_keeps_only_matches_that_return_home(everywhere_product, yahtse_dem):
     """``recheck_search_px``: nodes whose match did not return home, or found no peak inside
     the +/-16 px search (the neck moves 17-22 px), are matched again over +/-32 px. More fast
-    ice is measured, and none of it flows uphill more often than with the check alone."""
+    ice is measured, and none of it flows uphill more often than with the check alone (every
+    closure judged, as the recheck picks its nodes by every closure)."""
     ref, sec, rock = demo_inputs()
-    ds = track(ref, sec, stable_mask=rock, progress=False, recheck_search_px=32, backmatch_px=2)
+    ds = track(ref, sec, stable_mask=rock, progress=False, recheck_search_px=32, **JUDGE_EVERYWHERE)
     fast, up, _ = uphill_fraction(ds, yahtse_dem)
-    fast0, up0, _ = uphill_fraction(checked_product, yahtse_dem)
+    fast0, up0, _ = uphill_fraction(everywhere_product, yahtse_dem)
     assert fast >= fast0 + 50, (fast, fast0)
     assert up / fast <= up0 / fast0, (up, fast, up0, fast0)
-    valid, valid0 = np.isfinite(ds["v"].values), np.isfinite(checked_product["v"].values)
+    valid, valid0 = np.isfinite(ds["v"].values), np.isfinite(everywhere_product["v"].values)
     assert valid.sum() > valid0.sum()
     # A node kept from the second match returned home: no kept node carries BACKMATCH.
     assert not np.any(valid & ((ds["quality"].values & Quality.BACKMATCH) != 0))
     with pytest.raises(SettingsError, match="recheck_search_px"):
         track(ref, sec, progress=False, recheck_search_px=32, backmatch_px=2, tile_nodes=1000)
+
+
+def test_only_the_closures_of_nodes_in_doubt_are_judged() -> None:
+    # A smooth field with a weak peak at one node and a stray offset at another: those two
+    # closures are judged; the strong, agreeing node's closure (slop along streaks) is not.
+    from glacierflow.plausibility import closure_in_doubt
+
+    dx, dy = np.full((9, 9), 3.0), np.full((9, 9), -1.0)
+    corr, snr = np.full((9, 9), 0.9), np.full((9, 9), 2.0)
+    closure = np.full((9, 9), 0.9)
+    corr[2, 2] = 0.45  # weak peak, agreeing offset
+    dx[6, 6] = 5.0  # strong peak, 2 px from its neighbours
+    corr[4, 7], dx[4, 7] = 0.2, 40.0  # below min_corr: does not move its neighbours' median
+    out = closure_in_doubt(closure, dx, dy, corr, snr, FilterSettings())
+    judged = np.isfinite(out)
+    assert judged[2, 2] and judged[6, 6] and judged[4, 7]
+    assert judged.sum() == 3
+    everywhere = FilterSettings(closure_weak_corr=1.0, closure_stray_px=0.0)
+    assert np.isfinite(closure_in_doubt(closure, dx, dy, corr, snr, everywhere)).all()
+
+
+def test_a_weak_peak_far_from_its_neighbours_is_removed() -> None:
+    # In doubt twice over (a weak peak, 2 px or more from its neighbours): removed by the
+    # median test whatever its closure; a weak peak that agrees, or a strong one that strays,
+    # is left to the other tests.
+    from glacierflow.plausibility import weak_strays
+
+    dx, dy = np.full((9, 9), 3.0), np.full((9, 9), -1.0)
+    corr, snr = np.full((9, 9), 0.9), np.full((9, 9), 2.0)
+    dx[2, 2], corr[2, 2] = 5.5, 0.45  # weak and 2.5 px away
+    corr[4, 4] = 0.45  # weak, agreeing
+    dx[6, 6] = 5.5  # strong, 2.5 px away
+    ws = weak_strays(dx, dy, corr, snr, FilterSettings())
+    assert ws[2, 2] and ws.sum() == 1
+    assert not weak_strays(dx, dy, corr, snr, FilterSettings(weak_stray_px=np.inf)).any()
+    res = filter_offsets(dx, dy, corr, snr, FilterSettings(), weak_stray=ws)
+    assert res.quality[2, 2] & Quality.MEDIAN_TEST and not np.isfinite(res.dx_px[2, 2])
+    assert res.quality[4, 4] == 0
+
+
+def test_judging_every_closure_costs_true_matches_on_the_clear_tongue(
+    checked_product, everywhere_product
+) -> None:
+    # Judged at every checked node, the closure also rejects true matches of the clear lower
+    # tongue (streaked texture, peaks of 0.85-0.95 at SNRs of 1.3-2 sliding along the streaks);
+    # judged only where a node is in doubt, the tongue keeps over 90 % of its nodes.
+    from glacierflow.demo import CLEAR_TONGUE_BOX_M, box_nodes
+
+    ds = everywhere_product
+    clear = box_nodes(ds, CLEAR_TONGUE_BOX_M)
+    kept = np.isfinite(checked_product["v"].values[clear]).mean()
+    kept_all = np.isfinite(ds["v"].values[clear]).mean()
+    assert kept >= 0.9 > kept_all, (kept, kept_all)
+    assert checked_product.attrs["filter_closure_weak_corr"] == FilterSettings().closure_weak_corr

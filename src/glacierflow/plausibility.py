@@ -1,7 +1,16 @@
-"""What makes an offset physically plausible for a pair: a speed limit and the flow direction.
+"""What makes an offset plausible for a pair: a return home, a speed limit, the flow direction.
 
 The outlier filter (:func:`glacierflow.filters.filter_offsets`) works on node grids in pixels;
-this module turns a pair's physical bounds into its inputs:
+this module turns a pair's checks into its inputs:
+
+* the forward-backward closures of the nodes in doubt (:func:`closure_in_doubt`): a weak peak
+  (correlation below ``filtering.closure_weak_corr``), or an offset that strays from its
+  neighbours (``filtering.closure_stray_px``). The aliased matches of periodic crevasses (the
+  crevassed neck of Yahtse Glacier, corr 0.34-0.52) are both weak and, within a +/-16 px search,
+  close badly often enough to break their patch apart; true matches of streaked or faint
+  texture peak high and agree with their neighbours, while their closure measures how far they
+  slide along the streaks (0.5-1.5 px at SNRs of 1.3-2 on the clear Yahtse tongue), which is
+  not a mismatch;
 
 * a speed no glacier reaches (``filtering.max_speed_m_per_yr``) as an offset in pixels over the
   pair's time separation;
@@ -29,9 +38,16 @@ from affine import Affine
 from scipy import ndimage
 
 from glacierflow.errors import InputError
-from glacierflow.filters import FilterSettings, max_offset_px
+from glacierflow.filters import FilterSettings, max_offset_px, window_median
 
-__all__ = ["SMOOTH_M", "downslope_px", "filter_inputs"]
+__all__ = [
+    "SMOOTH_M",
+    "closure_in_doubt",
+    "downslope_px",
+    "filter_inputs",
+    "stray_px",
+    "weak_strays",
+]
 
 #: Gaussian sigma of the DEM smoothing before its slope is taken, metres (about ten thicknesses
 #: of a valley glacier).
@@ -127,6 +143,84 @@ def downslope_px(
         return np.where(steep, ux / norm, np.nan), np.where(steep, uy / norm, np.nan)
 
 
+def closure_in_doubt(
+    closure_px: np.ndarray,
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    corr: np.ndarray,
+    snr: np.ndarray,
+    settings: FilterSettings,
+) -> np.ndarray:
+    """The forward-backward closures the filter judges: those of the nodes in doubt.
+
+    A node is in doubt where its peak correlation is below ``settings.closure_weak_corr``, or
+    where its offset lies further than ``settings.closure_stray_px`` from the median offset of
+    the usable nodes (matched, peak at ``min_corr`` and ``min_snr`` or above) of its 5 x 5
+    neighbourhood, itself included.
+
+    Parameters
+    ----------
+    closure_px : ndarray, shape (ny, nx)
+        The matcher's forward-backward closures, pixels; NaN where not checked.
+    dx_px, dy_px : ndarray, shape (ny, nx)
+        The matcher's offsets, pixels; NaN where unmatched.
+    corr, snr : ndarray, shape (ny, nx)
+        Peak correlation and SNR of the matches.
+    settings : FilterSettings
+        ``closure_weak_corr``, ``closure_stray_px``, ``min_corr`` and ``min_snr``.
+
+    Returns
+    -------
+    ndarray of float64, shape (ny, nx)
+        ``closure_px`` at the nodes in doubt, NaN elsewhere.
+    """
+    stray = stray_px(dx_px, dy_px, corr, snr, settings)
+    with np.errstate(invalid="ignore"):
+        doubt = (np.asarray(corr) < settings.closure_weak_corr) | (
+            stray > settings.closure_stray_px
+        )
+    return np.where(doubt, np.asarray(closure_px, dtype=np.float64), np.nan)
+
+
+def stray_px(
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    corr: np.ndarray,
+    snr: np.ndarray,
+    settings: FilterSettings,
+) -> np.ndarray:
+    """Distance of each offset from the median offset of the usable nodes (matched, peak at
+    ``settings.min_corr`` and ``min_snr`` or above) of its 5 x 5 neighbourhood, itself
+    included, pixels; NaN where none is usable (arguments as in :func:`closure_in_doubt`)."""
+    dx, dy = (np.asarray(a, dtype=np.float64) for a in (dx_px, dy_px))
+    with np.errstate(invalid="ignore"):
+        usable = (np.asarray(corr) >= settings.min_corr) & (np.asarray(snr) >= settings.min_snr)
+    mx, my = (window_median(np.where(usable, a, np.nan), 2) for a in (dx, dy))
+    return np.hypot(dx - mx, dy - my)
+
+
+def weak_strays(
+    dx_px: np.ndarray,
+    dy_px: np.ndarray,
+    corr: np.ndarray,
+    snr: np.ndarray,
+    settings: FilterSettings,
+) -> np.ndarray:
+    """Nodes in doubt twice over: a weak peak (below ``settings.closure_weak_corr``) further
+    than ``settings.weak_stray_px`` from its neighbours (:func:`stray_px`). Nothing confirms
+    such a match, and its return home does not either: the aliased matches of periodic
+    crevasses return home too. On the Yahtse pair they are the chaotic margins of the neck's
+    aliased patch (one of them flowed uphill through every other test).
+
+    Returns
+    -------
+    ndarray of bool, shape (ny, nx)
+    """
+    stray = stray_px(dx_px, dy_px, corr, snr, settings)
+    with np.errstate(invalid="ignore"):
+        return (np.asarray(corr) < settings.closure_weak_corr) & (stray > settings.weak_stray_px)
+
+
 def filter_inputs(
     settings: FilterSettings,
     *,
@@ -136,10 +230,15 @@ def filter_inputs(
     node_transform: Affine,
     shape: tuple[int, int],
     dt_days: float,
+    match: Any = None,
 ) -> dict[str, Any]:
     """The keyword arguments of :func:`~glacierflow.filters.filter_offsets` for a pair's
-    plausibility tests: ``closure_px`` (the matcher's), ``max_offset_px`` (the speed limit over
-    ``dt_days``) and, with ``settings.dem``, ``downslope_px``.
+    plausibility tests: ``closure_px`` (the matcher's; with ``match``, those of the nodes in
+    doubt, :func:`closure_in_doubt`, and ``weak_stray``, :func:`weak_strays`), ``max_offset_px``
+    (the speed limit over ``dt_days``) and, with ``settings.dem``, ``downslope_px``.
+
+    ``match`` is the pair's :class:`~glacierflow.matching.MatchResult` (its offsets, ``corr``
+    and ``snr`` tell which nodes are in doubt).
 
     Raises
     ------
@@ -147,7 +246,13 @@ def filter_inputs(
         For an unusable DEM (see :func:`downslope_px`).
     """
     pixel_size_m = float(np.hypot(image_transform.a, image_transform.d))
-    out: dict[str, Any] = {
+    out: dict[str, Any] = {}
+    if match is not None:
+        offsets = (match.dx_px, match.dy_px, match.corr, match.snr)
+        out["weak_stray"] = weak_strays(*offsets, settings)
+        if closure_px is not None:
+            closure_px = closure_in_doubt(closure_px, *offsets, settings)
+    out |= {
         "closure_px": closure_px,
         "max_offset_px": max_offset_px(settings.max_speed_m_per_yr, pixel_size_m, dt_days),
     }

@@ -203,7 +203,7 @@ def track_pair(
     fsettings = s.filter_settings()
     checks = filter_inputs(
         fsettings, closure_px=result.closure_px, crs=pair.crs, image_transform=pair.transform,
-        node_transform=geo.transform, shape=geo.grid.shape, dt_days=pair.dt_days,
+        node_transform=geo.transform, shape=geo.grid.shape, dt_days=pair.dt_days, match=result,
     )  # fmt: skip
     filt = filter_offsets(result.dx_px, result.dy_px, result.corr, result.snr, fsettings, **checks)
     stable, stable_attrs = stable_ground(

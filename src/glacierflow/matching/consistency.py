@@ -21,7 +21,9 @@ the matcher (:func:`glacierflow.matching.nodes.match_nodes`), on the windows the
 holds, so in-memory and tiled runs give the same closures bit for bit. Nodes whose secondary
 chip or reference window holds nodata are not checked (NaN), nor are complex (orientation)
 images. The closure is judged by :func:`glacierflow.filters.filter_offsets`
-(``max_closure_px``).
+(``max_closure_px``) at the nodes in doubt only (:func:`glacierflow.plausibility.closure_in_doubt`:
+a weak peak, or an offset straying from its neighbours): on streaked or faint texture a true
+match slides along the streaks both ways, and its closure measures that slop, not a mismatch.
 
 References
 ----------

@@ -125,9 +125,9 @@ class MatchSettings(BaseModel):
     backmatch_px : int
         Radius of the backward search of the forward-backward check
         (:mod:`~glacierflow.matching.consistency`), pixels: the secondary chip at the position
-        found is matched back onto the reference within this many pixels of home; 0 (the
-        default): no check. 2 removes aliased matches of periodic crevasses (the Yahtse neck)
-        but also some true matches of weak or streaked texture (README, "Outlier flags").
+        found is matched back onto the reference within this many pixels of home; 0: no check.
+        2 (the default) removes aliased matches of periodic crevasses (the Yahtse neck); the
+        filter judges the closure only at nodes in doubt (:mod:`glacierflow.filters`, test 6).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -180,7 +180,7 @@ class MatchSettings(BaseModel):
         "node), 0-1 (0: off).",
     )
     backmatch_px: int = Field(
-        0,
+        2,
         description="Backward search radius of the forward-backward check, pixels (0: none; "
         "2 catches aliased matches of periodic crevasses).",
     )
