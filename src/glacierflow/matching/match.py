@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
 
 from glacierflow.matching.grid import NodeGrid, make_grid
 from glacierflow.matching.ncc import PreparedImage
@@ -40,13 +41,19 @@ from glacierflow.matching.pyramid import (
 )
 from glacierflow.matching.settings import METHODS, MatchSettings
 from glacierflow.matching.stats import image_stats
-from glacierflow.matching.strain import image_crop, refine_nodes
+from glacierflow.matching.strain import (
+    Crop,
+    image_crop,
+    refine_nodes,
+    strain_magnitude,
+)
 
 __all__ = [
     "LAYERS",
     "METHODS",
     "MatchResult",
     "TaskRunner",
+    "adapt_chips",
     "coarse_centres",
     "match",
     "tile_slices",
@@ -200,26 +207,163 @@ def match(
     # them untouched): affine refinement where a node needs it.
     strain = refined = None
     if settings.refine != "off" and not np.iscomplexobj(ref_p.image):
-        crop = image_crop(ref_p, sec_p)
         out[0], out[1], strain, refined = refine_nodes(
-            *out[:4], job.rows, job.cols, settings, crop, run
+            *out[:4], job.rows, job.cols, settings, image_crop(ref_p, sec_p), run
         )  # fmt: skip
     if settings.recheck_search_px:
         _recheck(out, job, run)
-    chip = np.full(grid.shape, settings.chip_px, dtype=np.int16)
-    for retry_chip in settings.retry_chip_px:
-        failed = ~np.isfinite(out[0]) | ~(out[3] >= settings.retry_min_snr)
-        idx = np.flatnonzero(failed)
-        if idx.size == 0:
-            break
-        flat = out.reshape(LAYERS, -1)
-        for (_, sel, _), res in run(_match_task, job.node_tasks(idx, int(retry_chip))):
-            ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
-            for layer, values in zip(flat, res, strict=True):
-                layer[sel[ok]] = values[ok]
-            chip.reshape(-1)[sel[ok]] = retry_chip
+    # Texture-adaptive chips where the first chip's match is weak (after the refinement and
+    # the recheck, which leave a larger chip's matches untouched).
+    crop = image_crop(ref_p, sec_p)
+    chip = adapt_chips(out, job.rows, job.cols, _centres(job), settings, crop, run)
+    if refined is not None:
+        refined &= chip == settings.chip_px
     dx, dy, corr, snr, closure = out
     return MatchResult(grid, dx, dy, corr, snr, settings, chip, strain, refined, closure)
+
+
+def adapt_chips(
+    out: np.ndarray,
+    rows_px: np.ndarray,
+    cols_px: np.ndarray,
+    centres: tuple[np.ndarray, np.ndarray] | None,
+    settings: MatchSettings,
+    crop: Crop,
+    run: Callable = map,
+) -> np.ndarray:
+    """Texture-adaptive chips: match the weak nodes again with the larger chips of
+    ``settings.retry_chip_px``, in order, and keep a larger chip's match where it is more
+    reliable (in place in ``out``).
+
+    A node is weak where its peak correlation is below ``retry_below_corr`` or its peak SNR
+    below ``retry_min_snr`` (with ``retry_below_corr`` 0: also where it holds no offset). For a
+    chip of ``n`` pixels of one texture
+    seen through independent noise in both images, the peak correlation is ``rho = S / (S +
+    N)`` (``S``, ``N``: signal and noise variance), and the variance of the offset falls as
+    ``(1 - rho) / (rho n)``: a larger chip is kept where ``n rho / (1 - rho)`` grows, that is,
+    where the chip's extra pixels carry the same texture. Where the adapted field shows shear
+    (its displacement changing by more than ``refine_px`` across half the larger chip, as the
+    refinement counts it across half the first one), the larger chip would measure its
+    texture-weighted mean rather than the node: the first chip's match stands there.
+
+    Parameters
+    ----------
+    out : ndarray of float32, shape (LAYERS, ny, nx)
+        The first pass's layers (``dx_px, dy_px, corr, snr, closure_px``); updated in place.
+    rows_px, cols_px : ndarray of int
+        Node rows and columns in the frame of ``crop``.
+    centres : (ndarray, ndarray) of int, shape (ny, nx), optional
+        Search centres (rows, columns) relative to the nodes, px.
+    settings : MatchSettings
+        ``retry_chip_px``, ``retry_min_snr``, ``retry_below_corr``, ``refine_px`` and the
+        first chip and search.
+    crop : callable
+        ``crop(top, left, rows, cols)``: windows of both prepared images, (image, valid) each,
+        invalid past their edges (:func:`~glacierflow.matching.strain.image_crop`).
+    run : callable
+        ``map``-like runner of the tasks (e.g. an executor's ``map_unordered``).
+
+    Returns
+    -------
+    ndarray of int16, shape (ny, nx)
+        Side of the chip each node's offset came from, px.
+    """
+    flat = out.reshape(LAYERS, -1)
+    chip = np.full(out.shape[1:], settings.chip_px, dtype=np.int16)
+    cflat = chip.reshape(-1)
+    if not settings.retry_chip_px:
+        return chip
+    first = flat.copy()
+    for retry_chip in settings.retry_chip_px:
+        idx = np.flatnonzero(_weak(flat, settings))
+        if idx.size == 0:
+            break
+        tasks = _chip_tasks(idx, rows_px, cols_px, centres, settings, crop, int(retry_chip))
+        for (_, sel, _), res in run(_match_task, tasks):
+            ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
+            gain = _information(res[2], retry_chip) > _information(flat[2, sel], cflat[sel])
+            ok &= gain | ~np.isfinite(flat[0, sel])
+            for layer, values in zip(flat, res, strict=True):
+                layer[sel[ok]] = values[ok]
+            cflat[sel[ok]] = retry_chip
+    step = int(rows_px[1] - rows_px[0]) if rows_px.size > 1 else int(cols_px[1] - cols_px[0])
+    strain = _broad_strain(out[0], out[1], max(step, 1)).reshape(-1)
+    back = (cflat > settings.chip_px) & (strain * cflat / 2.0 > settings.refine_px)
+    back &= np.isfinite(first[0])
+    flat[:, back] = first[:, back]
+    cflat[back] = settings.chip_px
+    return chip
+
+
+def _chip_tasks(idx, rows_px, cols_px, centres, settings, crop, chip_px, block_nodes=16):
+    """Tasks for :func:`_match_task`: the ``idx`` nodes (flat) of each block of
+    ``block_nodes`` x ``block_nodes`` nodes, at most 256 a task, with the windows of both images
+    that their chips and searches read (so each task reads a bounded window)."""
+    r, c = np.divmod(idx, cols_px.size)
+    block = (r // block_nodes) * (cols_px.size // block_nodes + 1) + c // block_nodes
+    order = np.argsort(block, kind="stable")
+    for part in np.split(order, np.flatnonzero(np.diff(block[order])) + 1):
+        for i in range(0, part.size, 256):
+            k = part[i : i + 256]
+            rows, cols = rows_px[r[k]], cols_px[c[k]]
+            cy = None if centres is None else centres[0][r[k], c[k]]
+            cx = None if centres is None else centres[1][r[k], c[k]]
+            reach = 0 if cy is None else int(max(np.abs(cy).max(), np.abs(cx).max())) + 1
+            margin = chip_px + settings.search_px + reach
+            top, left = int(rows.min()) - margin, int(cols.min()) - margin
+            height = int(rows.max()) + margin - top
+            width = int(cols.max()) + margin - left
+            ref, rv, sec, sv = crop(top, left, height, width)
+            key = ("nodes", idx[k], chip_px)
+            windows = (_window_image(ref, rv), _window_image(sec, sv))
+            yield key, *windows, rows - top, cols - left, cy, cx, settings, chip_px
+
+
+def _window_image(image: np.ndarray, valid: np.ndarray) -> PreparedImage:
+    """A window of a prepared image (already normalised) as a prepared image of its own."""
+    part = object.__new__(PreparedImage)
+    part.image, part.valid, part.shape = image, valid, valid.shape
+    part.all_valid = bool(valid.all())
+    return part
+
+
+def _broad_strain(dx_px: np.ndarray, dy_px: np.ndarray, step_px: int, half: int = 2):
+    """Strain (px/px) of the offsets' least-squares plane over each node's ``(2 half + 1)^2``
+    neighbours, after a 3 x 3 median: broad enough that the noise of weak matches does not pass
+    for shear (0 where no offset is known)."""
+    w = np.arange(-half, half + 1, dtype=np.float64)
+    kernel = np.broadcast_to(w / (w @ w) / (2 * half + 1), (2 * half + 1, 2 * half + 1))
+    grad = np.zeros((*dx_px.shape, 4))
+    for k, f in enumerate((dx_px, dy_px)):
+        smooth = fill_nan(nanmedian3(np.asarray(f, np.float64)))
+        grad[..., 2 * k] = ndimage.correlate(smooth, kernel, mode="nearest") / step_px
+        grad[..., 2 * k + 1] = ndimage.correlate(smooth, kernel.T, mode="nearest") / step_px
+    return np.nan_to_num(strain_magnitude(grad), nan=0.0)
+
+
+def _weak(flat: np.ndarray, settings: MatchSettings) -> np.ndarray:
+    """Nodes (flat) whose match asks for a larger chip (see :func:`adapt_chips`): matched with a
+    peak correlation below ``retry_below_corr`` or an SNR below ``retry_min_snr``; unmatched
+    only where ``retry_below_corr`` is 0 (retries of failures: a node whose chip is mostly
+    nodata, or has no peak, is otherwise left unmatched rather than measured from its
+    neighbours' pixels)."""
+    matched = np.isfinite(flat[0])
+    with np.errstate(invalid="ignore"):
+        weak = matched & ~(flat[3] >= settings.retry_min_snr)
+        if settings.retry_below_corr > 0:
+            return weak | (matched & ~(flat[2] >= settings.retry_below_corr))
+    return weak | ~matched
+
+
+def _information(corr: np.ndarray, chip_px) -> np.ndarray:
+    """``n rho / (1 - rho)``: pixels times the signal-to-noise variance ratio of a chip whose
+    peak correlation is ``rho`` (0 where unmatched)."""
+    rho = np.clip(np.nan_to_num(np.asarray(corr, np.float64), nan=0.0), 0.0, 0.999)
+    return np.asarray(chip_px, np.float64) ** 2 * rho / (1.0 - rho)
+
+
+def _centres(job: _Job) -> tuple[np.ndarray, np.ndarray] | None:
+    return None if job.cy is None else (job.cy, job.cx)
 
 
 def _checked_images(ref, sec, ref_valid, sec_valid, settings: MatchSettings):
@@ -264,10 +408,8 @@ def _prepared(ref, sec, ref_valid, sec_valid, settings: MatchSettings, cy, cx):
     # Guided windows and larger retry chips may reach past the image: pad with invalid pixels,
     # which every correlator ignores.
     reach = 0 if cy is None else int(max(np.abs(cy).max(), np.abs(cx).max()))
-    grow = max((c - settings.chip_px) // 2 + 1 for c in (settings.chip_px, *settings.retry_chip_px))
-    grow = max(grow, settings.recheck_search_px - settings.search_px + 1)
-    wider = settings.retry_chip_px or settings.recheck_search_px
-    pad = reach + max(grow, 0) if (reach or wider) else 0
+    grow = max(1, settings.recheck_search_px - settings.search_px + 1)
+    pad = reach + grow if (reach or settings.recheck_search_px) else 0
     # Statistics of the images themselves, not of their padding (whose rows would shift the
     # strips): the same normalisation as a tiled run from the files.
     ref_p, sec_p = (
