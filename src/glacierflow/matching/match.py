@@ -273,11 +273,12 @@ def adapt_chips(
     cflat = chip.reshape(-1)
     if not settings.retry_chip_px:
         return chip
-    first = flat.copy()
+    levels = []  # the layers and chips before each larger chip: fall-backs across shear
     for retry_chip in settings.retry_chip_px:
         idx = np.flatnonzero(_weak(flat, settings))
         if idx.size == 0:
             break
+        levels.append((flat.copy(), cflat.copy()))
         tasks = _chip_tasks(idx, rows_px, cols_px, centres, settings, crop, int(retry_chip))
         for (_, sel, _), res in run(_match_task, tasks):
             ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
@@ -286,12 +287,16 @@ def adapt_chips(
             for layer, values in zip(flat, res, strict=True):
                 layer[sel[ok]] = values[ok]
             cflat[sel[ok]] = retry_chip
+    # Across shear a node falls back to the largest chip it took that the shear allows (the
+    # first chip at least: the refinement's own business).
     step = int(rows_px[1] - rows_px[0]) if rows_px.size > 1 else int(cols_px[1] - cols_px[0])
-    strain = _broad_strain(out[0], out[1], max(step, 1)).reshape(-1)
-    back = (cflat > settings.chip_px) & (strain * cflat / 2.0 > settings.refine_px)
-    back &= np.isfinite(first[0])
-    flat[:, back] = first[:, back]
-    cflat[back] = settings.chip_px
+    half = _broad_strain(out[0], out[1], max(step, 1)).reshape(-1) / 2.0
+    todo = (cflat > settings.chip_px) & (cflat * half > settings.refine_px)
+    for layers, chips in reversed(levels):
+        take = todo & ((chips * half <= settings.refine_px) | (chips == settings.chip_px))
+        flat[:, take] = layers[:, take]
+        cflat[take] = chips[take]
+        todo &= ~take
     return chip
 
 
