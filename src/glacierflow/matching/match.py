@@ -274,8 +274,11 @@ def adapt_chips(
     if not settings.retry_chip_px:
         return chip
     levels = []  # the layers and chips before each larger chip: fall-backs across shear
+    last = np.ones(cflat.shape, bool)  # nodes that took the last chip tried
     for retry_chip in settings.retry_chip_px:
-        idx = np.flatnonzero(_weak(flat, settings))
+        # A node that gained nothing from one larger chip (water, cloud, a changed surface)
+        # is not tried with the next: its extra pixels do not carry its texture.
+        idx = np.flatnonzero(_weak(flat, settings) & last)
         if idx.size == 0:
             break
         levels.append((flat.copy(), cflat.copy()))
@@ -287,6 +290,7 @@ def adapt_chips(
             for layer, values in zip(flat, res, strict=True):
                 layer[sel[ok]] = values[ok]
             cflat[sel[ok]] = retry_chip
+        last = cflat == retry_chip
     # Across shear a node falls back to the largest chip it took that the shear allows (the
     # first chip at least: the refinement's own business).
     step = int(rows_px[1] - rows_px[0]) if rows_px.size > 1 else int(cols_px[1] - cols_px[0])
