@@ -274,7 +274,8 @@ def adapt_chips(
     if not settings.retry_chip_px:
         return chip
     levels = []  # the layers and chips before each larger chip: fall-backs across shear
-    last = np.ones(cflat.shape, bool)  # nodes that took the last chip tried
+    # Only weak peaks that noise explains are tried (see _noise_limited).
+    last = _noise_limited(out, rows_px, cols_px, settings, crop).reshape(-1)
     for retry_chip in settings.retry_chip_px:
         # A node that gained nothing from one larger chip (water, cloud, a changed surface)
         # is not tried with the next: its extra pixels do not carry its texture.
@@ -302,6 +303,65 @@ def adapt_chips(
         cflat[take] = chips[take]
         todo &= ~take
     return chip
+
+
+#: A weak node is tried with larger chips where the noise its first chip shows (chip variance
+#: times ``1 - rho``) is within this factor of the median over all matched nodes.
+NOISE_BAND = 2.0
+
+
+def _noise_limited(out, rows_px, cols_px, settings: MatchSettings, crop: Crop) -> np.ndarray:
+    """Nodes whose peak is weak because of noise, which more pixels average away.
+
+    With ``rho = S / (S + N)`` and the reference chip's variance ``V = S + N``, a node's noise
+    variance is ``V (1 - rho)``. Where the image is noise-limited (faint texture, a noisy
+    sensor) it is about the same everywhere, and a weak peak means a faint chip: more pixels
+    help. A weak node whose noise stands far above the image's median is a surface that changed
+    or sheared between the dates, one far below it a chip with nothing to match (flat water,
+    saturated snow): neither is helped by a larger chip. All nodes where ``retry_below_corr``
+    is 0 (retries of failures)."""
+    if settings.retry_below_corr == 0:
+        return np.ones(out.shape[1:], bool)
+    var = _chip_variance(rows_px, cols_px, settings.chip_px, crop)
+    rho = np.clip(out[2], 0.0, 0.999)
+    noise = var * (1.0 - rho)
+    matched = np.isfinite(noise)
+    if not matched.any():
+        return np.zeros(out.shape[1:], bool)
+    floor = np.median(noise[matched])
+    with np.errstate(invalid="ignore"):
+        return (noise <= NOISE_BAND * floor) & (noise >= floor / NOISE_BAND)
+
+
+def _chip_variance(rows_px, cols_px, chip_px: int, crop: Crop, block: int = 64) -> np.ndarray:
+    """Variance of each node's reference chip over its valid pixels (prepared units), from
+    summed-area tables of windows of ``block`` x ``block`` nodes; NaN without valid pixels."""
+    h = chip_px // 2
+    var = np.full((rows_px.size, cols_px.size), np.nan)
+    for i in range(0, rows_px.size, block):
+        for j in range(0, cols_px.size, block):
+            r, c = rows_px[i : i + block], cols_px[j : j + block]
+            top, left = int(r[0]) - h, int(c[0]) - h
+            image, valid = crop(
+                top, left, int(r[-1]) - top - h + chip_px, int(c[-1]) - left - h + chip_px
+            )[:2]
+            x = np.where(valid, image, 0.0).astype(np.float64)
+            sums = [_box_sums(a, r - h - top, c - h - left, chip_px) for a in (x, x * x, valid)]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = sums[0] / sums[2]
+                var[i : i + block, j : j + block] = np.where(
+                    sums[2] > 0, sums[1] / sums[2] - mean * mean, np.nan
+                )
+    return var
+
+
+def _box_sums(a: np.ndarray, top: np.ndarray, left: np.ndarray, size: int) -> np.ndarray:
+    """Sums of ``a`` over the ``size`` x ``size`` boxes with corners ``(top[i], left[j])``."""
+    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
+    s[1:, 1:] = np.cumsum(np.cumsum(a, axis=0, dtype=np.float64), axis=1)
+    t, b = top[:, None], top[:, None] + size
+    lft, rgt = left[None, :], left[None, :] + size
+    return s[b, rgt] - s[t, rgt] - s[b, lft] + s[t, lft]
 
 
 def _chip_tasks(idx, rows_px, cols_px, centres, settings, crop, chip_px, block_nodes=16):
