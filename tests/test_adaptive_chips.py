@@ -113,7 +113,7 @@ def test_strong_texture_keeps_the_small_chip(yahtse_pair) -> None:
     np.testing.assert_array_equal(res.dx_px[strong], first.dx_px[strong])
     # Weak nodes did take larger chips, and their peaks carry more information.
     larger = res.chip_px > 32
-    assert larger.sum() >= 50
+    assert larger.sum() >= 20
     gain = res.chip_px**2 * res.corr / (1 - res.corr)
     assert np.all(gain[larger] > (32**2 * first.corr / (1 - first.corr))[larger])
 

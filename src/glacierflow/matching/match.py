@@ -288,6 +288,8 @@ def adapt_chips(
             ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
             gain = _information(res[2], retry_chip) > _information(flat[2, sel], cflat[sel])
             ok &= gain | ~np.isfinite(flat[0, sel])
+            # A match that returned home is replaced only by one that returns home too.
+            ok &= ~(res[4] > RECHECK_CLOSURE_PX) | ~(flat[4, sel] <= RECHECK_CLOSURE_PX)
             for layer, values in zip(flat, res, strict=True):
                 layer[sel[ok]] = values[ok]
             cflat[sel[ok]] = retry_chip
@@ -307,7 +309,7 @@ def adapt_chips(
 
 #: A weak node is tried with larger chips where the noise its first chip shows (chip variance
 #: times ``1 - rho``) is within this factor of the median over all matched nodes.
-NOISE_BAND = 2.0
+NOISE_BAND = 1.5
 
 
 def _noise_limited(out, rows_px, cols_px, settings: MatchSettings, crop: Crop) -> np.ndarray:
