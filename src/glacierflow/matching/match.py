@@ -235,16 +235,19 @@ def adapt_chips(
     ``settings.retry_chip_px``, in order, and keep a larger chip's match where it is more
     reliable (in place in ``out``).
 
-    A node is weak where its peak correlation is below ``retry_below_corr`` or its peak SNR
-    below ``retry_min_snr`` (with ``retry_below_corr`` 0: also where it holds no offset). For a
-    chip of ``n`` pixels of one texture
-    seen through independent noise in both images, the peak correlation is ``rho = S / (S +
-    N)`` (``S``, ``N``: signal and noise variance), and the variance of the offset falls as
-    ``(1 - rho) / (rho n)``: a larger chip is kept where ``n rho / (1 - rho)`` grows, that is,
-    where the chip's extra pixels carry the same texture. Where the adapted field shows shear
-    (its displacement changing by more than ``refine_px`` across half the larger chip, as the
-    refinement counts it across half the first one), the larger chip would measure its
-    texture-weighted mean rather than the node: the first chip's match stands there.
+    A node is weak where its NCC peak correlation is below ``retry_below_corr`` and noise
+    explains it (:func:`_noise_limited`), or its peak SNR is below ``retry_min_snr`` (with
+    ``retry_below_corr`` 0: also where it holds no offset; for any correlator). For a chip of
+    ``n`` pixels of one texture seen through independent noise in both images, the peak
+    correlation is ``rho = S / (S + N)`` (``S``, ``N``: signal and noise variance), and the
+    variance of the offset falls as ``(1 - rho) / (rho n)``: a larger chip is kept where
+    ``n rho / (1 - rho)`` grows, that is, where its extra pixels carry the same texture, and
+    (forward-backward check on) where it returns home if the first match did. A node that
+    gains nothing from one larger chip is not tried with the next. Where the adapted field
+    shows shear (its displacement changing by more than ``refine_px`` across half the larger
+    chip, as the refinement counts it across half the first one), the larger chip would
+    measure its texture-weighted mean rather than the node: the node falls back to the
+    largest chip it took that the shear allows, or the first.
 
     Parameters
     ----------
@@ -271,8 +274,8 @@ def adapt_chips(
     flat = out.reshape(LAYERS, -1)
     chip = np.full(out.shape[1:], settings.chip_px, dtype=np.int16)
     cflat = chip.reshape(-1)
-    if not settings.retry_chip_px:
-        return chip
+    if not settings.retry_chip_px or (settings.retry_below_corr > 0 and settings.method != "ncc"):
+        return chip  # the peak-correlation model below is that of NCC
     levels = []  # the layers and chips before each larger chip: fall-backs across shear
     # Only weak peaks that noise explains are tried (see _noise_limited).
     last = _noise_limited(out, rows_px, cols_px, settings, crop).reshape(-1)
