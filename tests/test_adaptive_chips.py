@@ -131,3 +131,15 @@ def test_constant_subpixel_shift_at_defaults(yahtse_pair) -> None:
     e = np.concatenate(errs)
     assert np.median(e) <= 0.03, np.median(e)
     assert np.percentile(e, 95) <= 0.10, np.percentile(e, 95)
+
+
+def test_the_default_ladder_does_not_refuse_small_images() -> None:
+    """An image smaller than the largest default chip with its search is still matched (its
+    larger chips find too few valid pixels); a larger chip the user names must fit."""
+    from glacierflow.errors import InputError
+    from glacierflow.settings import TrackSettings
+
+    TrackSettings().check_image((80, 80))
+    asked = TrackSettings().updated(retry_chip_px=(64,))
+    with pytest.raises(InputError, match="retry chip"):
+        asked.check_image((80, 80))

@@ -324,8 +324,9 @@ class TrackSettings(_Group):
                 key=("matching.step_px", "matching.chip_px", "matching.search_px"),
             )
         # The default ladder of larger chips simply finds too few valid pixels in a small
-        # image; chips the user asked for must fit.
-        asked = m.retry_chip_px if "retry_chip_px" in m.model_fields_set else ()
+        # image; other chips the user asked for must fit.
+        default = type(m).model_fields["retry_chip_px"].default
+        asked = () if m.retry_chip_px == default else m.retry_chip_px
         for chip in asked:
             if chip + 2 * m.search_px > min(rows, cols):
                 raise InputError(
