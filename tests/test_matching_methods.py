@@ -265,9 +265,10 @@ def test_retry_with_larger_chip_reports_chip_px(crop) -> None:
     valid = np.ones(crop.shape, bool)
     valid[:, 200:212] = False
     sec = shift_image(crop, 0.3, -0.4)
-    settings = MatchSettings(chip_px=16, step_px=8, retry_chip_px=(48,))
+    settings = MatchSettings(chip_px=16, step_px=8, retry_chip_px=(48,), retry_below_corr=0)
     res = match(np.where(valid, crop, 0), sec, valid, None, settings)
-    once = match(np.where(valid, crop, 0), sec, valid, None, MatchSettings(chip_px=16, step_px=8))
+    one = MatchSettings(chip_px=16, step_px=8, retry_chip_px=())
+    once = match(np.where(valid, crop, 0), sec, valid, None, one)
     retried = ~once.valid & res.valid
     assert retried.sum() >= res.grid.ny  # at least the column of nodes on the nodata stripe
     np.testing.assert_array_equal(res.chip_px[retried], 48)

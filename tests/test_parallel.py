@@ -194,8 +194,8 @@ def test_large_scenes_are_tiled_by_default(crops, monkeypatch):
     for name in ("dx", "dy", "v"):
         np.testing.assert_array_equal(auto[name].values, explicit[name].values)
     np.testing.assert_allclose(auto["v"].values, small["v"].values, atol=1e-3, equal_nan=True)
-    # Retries with larger chips run on the whole images: untiled whatever the size.
-    track_module.track(*crops, retry_chip_px=(48,), **opts)
+    # Second matches run on the whole images: untiled whatever the size.
+    track_module.track(*crops, recheck_search_px=24, **opts)
     assert len(calls) == 2
     # And from the command line's entry point, which writes the products.
     out = crops[0].parent / "auto_products"

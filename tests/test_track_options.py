@@ -135,7 +135,7 @@ def test_tile_by_tile_is_the_whole_image_run(extra):
         (["--method", "ncc", "--subpixel", "dft"], "dft"),
         (["--prior-vx", "nowhere.tif"], "--prior-vy"),
         (["--prefilter", "orientation", "--tile-nodes", "1000"], "tiled processing"),
-        (["--retry-chip-px", "48", "--tile-nodes", "1000"], "tiled processing"),
+        (["--recheck-search-px", "24", "--tile-nodes", "1000"], "tiled processing"),
     ],
 )
 def test_bad_option_combinations_fail_cleanly(args, phrase, tmp_path):

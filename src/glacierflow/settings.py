@@ -281,9 +281,8 @@ class TrackSettings(_Group):
                 "settings: tiled processing (tiling.tile_nodes, tiling.scheduler, "
                 "tiling.work_dir) supports every correlator with a prior velocity, a coarse pass "
                 "and the high-pass or Wallis pre-filter, but not prefilter.method 'orientation' "
-                "(use matching.method 'orientation'), retries (matching.retry_chip_px) or second "
-                "matches (matching.recheck_search_px); run "
-                "untiled",
+                "(use matching.method 'orientation') or second matches "
+                "(matching.recheck_search_px); run untiled",
                 allowed=TILED_PREFILTERS,
             )
         return self
@@ -293,7 +292,6 @@ class TrackSettings(_Group):
         return (
             self.matching.method in METHODS
             and self.prefilter.method in TILED_PREFILTERS
-            and not self.matching.retry_chip_px
             and not self.matching.recheck_search_px
         )
 
@@ -325,7 +323,11 @@ class TrackSettings(_Group):
                 path,
                 key=("matching.step_px", "matching.chip_px", "matching.search_px"),
             )
-        for chip in m.retry_chip_px:
+        # The default ladder of larger chips simply finds too few valid pixels in a small
+        # image; other chips the user asked for must fit.
+        default = type(m).model_fields["retry_chip_px"].default
+        asked = () if m.retry_chip_px == default else m.retry_chip_px
+        for chip in asked:
             if chip + 2 * m.search_px > min(rows, cols):
                 raise InputError(
                     f"{size} is smaller than a retry chip with its search window ({chip} + "

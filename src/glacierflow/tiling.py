@@ -36,7 +36,7 @@ from glacierflow.atomic import atomic_write
 from glacierflow.errors import InputError
 from glacierflow.execute import Executor
 from glacierflow.matching import MatchResult, MatchSettings, NodeGrid, TaskRunner, make_grid
-from glacierflow.matching.match import LAYERS, coarse_centres, tile_slices
+from glacierflow.matching.match import LAYERS, adapt_chips, coarse_centres, tile_slices
 from glacierflow.matching.ncc import PreparedImage
 from glacierflow.matching.nodes import match_tile
 from glacierflow.matching.pyramid import downsample2, fine_settings
@@ -496,20 +496,26 @@ def tiled_match(
                     _write_tile_atomically(_tile_file(folder, tile), values)
                 if progress:
                     progress(values[0].size)
-        return _refined(out, grid, settings, (ref, sec, band, filters, stats), executor)
+        files = (ref, sec, band, filters, stats)
+        return _refined(out, grid, settings, files, executor, centres)
 
 
-def _refined(out, grid, settings, files, executor) -> MatchResult:
-    """The result, after the strain-aware second pass (:mod:`glacierflow.matching.strain`) on
-    windows read from the files, as it runs in memory."""
+def _refined(out, grid, settings, files, executor, centres=None) -> MatchResult:
+    """The result, after the strain-aware second pass (:mod:`glacierflow.matching.strain`) and
+    the texture-adaptive chips (:func:`~glacierflow.matching.match.adapt_chips`) on windows
+    read from the files, as they run in memory."""
     strain = refined = None
+    ref, sec, band, filters, stats = files
+    crop = _file_crop(scene_ref(ref), scene_ref(sec), band, filters, stats)
+    rows, cols = grid.rows_px(), grid.cols_px()
     if settings.refine != "off" and settings.method != "orientation":
-        ref, sec, band, filters, stats = files
-        crop = _file_crop(scene_ref(ref), scene_ref(sec), band, filters, stats)
         out[0], out[1], strain, refined = refine_nodes(
-            *out[:4], grid.rows_px(), grid.cols_px(), settings, crop, executor.map_unordered
+            *out[:4], rows, cols, settings, crop, executor.map_unordered
         )  # fmt: skip
-    return MatchResult(grid, *out[:4], settings, strain=strain, refined=refined, closure_px=out[4])
+    chip = adapt_chips(out, rows, cols, centres, settings, crop, executor.map_unordered)
+    if refined is not None:
+        refined &= chip == settings.chip_px
+    return MatchResult(grid, *out[:4], settings, chip, strain, refined, closure_px=out[4])
 
 
 def _file_crop(ref: SceneRef, sec: SceneRef, band, filters, stats) -> Callable:

@@ -98,11 +98,18 @@ class MatchSettings(BaseModel):
         work (:func:`~glacierflow.matching.pyramid.coarse_settings`). 0 (the default): every
         pass uses the full chip, search and step in its own pixels.
     retry_chip_px : tuple of int
-        Larger chips to try, in order, at nodes where the first chip fails (no offset, or an SNR
-        below ``retry_min_snr``).
+        Texture-adaptive chips: larger chips to try, in order, at nodes where the first chip is
+        weak (no offset, an SNR below ``retry_min_snr`` or a peak correlation below
+        ``retry_below_corr``); a larger chip's match is kept where it is more reliable and the
+        field shows no shear across it (:func:`~glacierflow.matching.match.adapt_chips`).
+        Default ``(48, 64)``: faint or noisy texture gets more pixels, strong texture keeps the
+        detail of ``chip_px``; ``()``: one chip for all.
     retry_min_snr : float
         Peak SNR (see :func:`~glacierflow.matching.peaks.peak_snr`) below which a node counts as
-        failed for the retry; 0 retries only nodes without an offset.
+        weak for the retry; 0: SNR alone retries no node.
+    retry_below_corr : float
+        Peak correlation below which a node counts as weak (0.6: about where, at 5 % contrast and
+        1 DN noise, the gross errors of 32 px chips start; 0: correlation alone retries none).
     refine : str
         Affine, centre-weighted least-squares refinement of the matches (:mod:`.strain`), one of
         :data:`REFINE_MODES`: ``"auto"`` (the default) where a node needs it (strain across
@@ -159,10 +166,17 @@ class MatchSettings(BaseModel):
         "coarse centres, pixels (0: the full search at every level).",
     )
     retry_chip_px: tuple[int, ...] = Field(
-        (), description="Larger chips retried, in order, at failed nodes, pixels."
+        (48, 64),
+        description="Larger chips tried, in order, at weak nodes (texture-adaptive chips), "
+        "pixels; each kept where its match is more reliable.",
     )
     retry_min_snr: float = Field(
         0.0, description="Peak SNR below which a node is retried (0: only unmatched nodes)."
+    )
+    retry_below_corr: float = Field(
+        0.6,
+        description="Peak correlation below which a node is retried with the larger chips, 0-1 "
+        "(0: only failed nodes).",
     )
     refine: str = Field(
         "auto",
@@ -283,18 +297,18 @@ class MatchSettings(BaseModel):
             )
         return int(value)
 
-    @field_validator("retry_min_snr", "refine_weak_corr")
+    @field_validator("retry_min_snr", "refine_weak_corr", "retry_below_corr")
     @classmethod
     def _snr(cls, value: float, info: Any) -> float:
         if not value >= 0 or not math.isfinite(value):
             raise ValueError(f"{info.field_name} must be zero or positive, got {value}")
         return value
 
-    @field_validator("refine_weak_corr")
+    @field_validator("refine_weak_corr", "retry_below_corr")
     @classmethod
-    def _weak(cls, value: float) -> float:
+    def _weak(cls, value: float, info: Any) -> float:
         if value > 1:
-            raise ValueError(f"refine_weak_corr must be 0 to 1, got {value}")
+            raise ValueError(f"{info.field_name} must be 0 to 1, got {value}")
         return value
 
     @field_validator("refine_px")
