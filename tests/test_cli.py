@@ -32,7 +32,7 @@ REF_ID, SEC_ID = "LC80630182016200LGN00", "LC80630182016216LGN00"
 CROP = Window(col_off=860, row_off=560, width=230, height=380)
 BANDS = (
     *("vx", "vy", "v", "dx", "dy", "corr", "snr"),
-    *("v_error", "vx_error", "vy_error", "quality", "chip_px", "strain"),
+    *("v_error", "vx_error", "vy_error", "quality", "chip_px"),
 )
 PRODUCTS = ("velocity.tif", "velocity.nc", "quicklook.png", "summary.json")
 

@@ -198,7 +198,8 @@ def test_real_pair_flows_downhill_at_default_settings(checked_product, yahtse_de
 def test_without_the_check_more_fast_ice_flows_uphill(checked_product, yahtse_dem) -> None:
     # With the checks off (--backmatch-px 0 --weak-stray-px inf) and translation-only chips
     # (--refine off) the neck's aliased patch passes every other filter, and 2 % or more of the
-    # fast ice flows uphill: five times as much as at the defaults. The forward-backward check alone off: still five times as much.
+    # fast ice flows uphill: five times as much as at the defaults. The forward-backward check
+    # alone off: still five times as much.
     ref, sec, rock = demo_inputs()
     ds = track(
         ref,

@@ -24,12 +24,14 @@ from glacierflow.tiling import tiled_match
 
 DATA = Path(__file__).parent / "data"
 
-#: The strain-aware pass runs by default (``refine="auto"``).
-AUTO = MatchSettings()
+#: The strain-aware pass (``refine="auto"``; off by default: on the real Yahtse pair's clear
+#: lower tongue its fits of weak peaks put nodes 0.3-1.3 px off a smooth field, which the median
+#: test then removes, see ``test_track.py::test_lower_tongue_moves_11_px_south_south_west``).
+AUTO = MatchSettings(refine="auto")
 
 
-def test_the_strain_aware_pass_is_the_default() -> None:
-    assert AUTO.refine == "auto"
+def test_the_strain_aware_pass_is_a_choice() -> None:
+    assert MatchSettings().refine == "off" and AUTO.refine == "auto"
 
 
 def _read(path: Path) -> np.ndarray:
@@ -75,8 +77,8 @@ def _noisy_pair(image: np.ndarray, seed: int = 1):
 
 @pytest.mark.parametrize("name", ["yahtse", "everest"])
 def test_shear_margins_are_matched_at_the_node(textures, name) -> None:
-    """Chip 32, search 16, step 8, 1 DN noise: the issue's bounds with the defaults, which a
-    translation-only chip misses (so the test can fail)."""
+    """Chip 32, search 16, step 8, 1 DN noise: the issue's bounds with the strain-aware pass,
+    which a translation-only chip misses (so the test can fail)."""
     image = textures[name]
     ref, sec, tx, ty = _noisy_pair(image)
     err = _errors(match(ref, sec, settings=AUTO), tx, ty, image)

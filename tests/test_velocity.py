@@ -393,11 +393,7 @@ def test_summary_and_netcdf_carry_the_statistics_and_flags(yahtse_products):
         assert nc["vy"].attrs["ancillary_variables"] == "vy_error v_error quality"
         assert nc["vx_error"].attrs["long_name"] == "1-sigma error of vx"
     with rasterio.open(paths["cog"]) as tif:
-        assert tif.descriptions == (
-            *VARIABLES,
-            *ERROR_VARIABLES,
-            *("quality", "chip_px", "strain"),
-        )
+        assert tif.descriptions == (*VARIABLES, *ERROR_VARIABLES, "quality", "chip_px")
         assert tif.tags(VARIABLES_BANDS["vx_error"])["units"] == "m/yr"
         assert json.loads(tif.tags()["quality_flag_masks"]) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     assert summary["v_error"]["scale_vx"] == pytest.approx(ds.attrs["v_error_scale_vx"])

@@ -112,7 +112,7 @@ class MatchSettings(BaseModel):
         1 DN noise, the gross errors of 32 px chips start; 0: correlation alone retries none).
     refine : str
         Affine, centre-weighted least-squares refinement of the matches (:mod:`.strain`), one of
-        :data:`REFINE_MODES`: ``"auto"`` (the default) where a node needs it (strain across
+        :data:`REFINE_MODES`: ``"auto"`` where a node needs it (strain across
         the chip, an offset standing out from its neighbours, or a weak peak), ``"all"`` at
         every matched node, ``"off"`` never. Real images only (not with
         ``method="orientation"``).
@@ -179,7 +179,7 @@ class MatchSettings(BaseModel):
         "(0: only failed nodes).",
     )
     refine: str = Field(
-        "auto",
+        "off",
         description=f"Affine centre-weighted refinement, one of {REFINE_MODES} (auto: where "
         "strain, a stray offset or a weak peak asks for it).",
     )

@@ -20,7 +20,7 @@ a wrong basin, which the median test then removes with its neighbours. A fit who
 no texture with the later image (:data:`START_MIN_CORR`) stops after its first iteration. A fit
 not kept is tried once more from the other start (:data:`SECOND_MIN_CORR`).
 
-``settings.refine = "auto"`` (the default) refines where a node needs it, ``"all"`` every
+``settings.refine = "auto"`` (off by default) refines where a node needs it, ``"all"`` every
 matched node, ``"off"`` none. The strain each node saw (the refined gradient where refined, the
 neighbours' elsewhere) is returned with the result.
 
