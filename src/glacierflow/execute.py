@@ -35,6 +35,7 @@ Examples
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -335,6 +336,23 @@ class Executor:
         finally:
             for part in parts:
                 part.cancel()
+
+    def shared(self, arrays: Sequence[Any]) -> contextlib.AbstractContextManager[list[Any]]:
+        """Copies of ``arrays`` that local workers read from shared memory, for a ``with`` block.
+
+        Tasks whose arguments hold these copies, or slices of them, carry only their place
+        (:mod:`glacierflow.sharedmem`): a worker reads the pixels from the segment, read-only,
+        and gets the same array a pickled copy would be. The segment is removed when the
+        block ends, however it ends (and by the resource tracker if this process is killed).
+        Inline, on Dask, or where the platform has no POSIX shared memory, the block gets the
+        arrays as they are.
+        """
+        self._check_open()
+        if self.kind != "processes":
+            return contextlib.nullcontext(list(arrays))
+        from glacierflow.sharedmem import shared_arrays
+
+        return shared_arrays(arrays)
 
     def meanwhile(self, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` in a thread of this process while the workers run the next tasks.

@@ -139,6 +139,7 @@ def cli(verbose: bool) -> None:
 
 _TRACK_MODULES = (
     "glacierflow.matching.match",
+    "glacierflow.matching.fused",
     "glacierflow.tiling",
     "glacierflow.products",
     "glacierflow.plot",
