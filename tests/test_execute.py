@@ -123,6 +123,30 @@ def test_rowwise_on_workers_is_the_one_call_bit_for_bit() -> None:
         )
 
 
+def test_the_error_model_on_workers_is_the_one_in_this_process_bit_for_bit() -> None:
+    import pickle
+
+    import numpy as np
+
+    from glacierflow.uncertainty import node_errors
+
+    rng = np.random.default_rng(5)
+    ny, nx = 203, 117
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    dx = np.where(xx > 60, 3.0 + yy / 50, 0.0) + rng.normal(0, 0.2, (ny, nx))
+    dy = np.hypot(xx - 50, yy - 90) / 40 + rng.normal(0, 0.2, (ny, nx))
+    dx[rng.random((ny, nx)) < 0.05] = np.nan
+    corr = rng.uniform(0.3, 0.95, (ny, nx))
+    stable = xx <= 60
+    args = (corr, dx, dy, stable, 32, 4, 0.05, None, "test")
+    want = node_errors(*args)
+    with Executor(2) as ex:
+        got = node_errors(*args, ex.rowwise)
+        later = ex.alongside(node_errors, *args)
+        assert pickle.dumps(later()) == pickle.dumps(want)
+    assert pickle.dumps(got) == pickle.dumps(want)
+
+
 def _faults_of_repeated_tasks(rounds: int = 12) -> int:
     """Minor page faults of rounds 2.. of a task-like pattern: many 3 MB temporaries, freed."""
     import resource
@@ -280,8 +304,8 @@ def _segments(pid: int | None = None) -> list[str]:
     return sorted(f for f in os.listdir("/dev/shm") if f.startswith(prefix))
 
 
-def _sum_and_writable(a):
-    return float(a.sum()), a.flags.writeable, a.flags.c_contiguous
+def _as_received(a):
+    return a, a.flags.writeable, a.flags.c_contiguous
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory in /dev/shm")
@@ -298,12 +322,11 @@ def test_shared_arrays_travel_as_their_place_and_are_removed_however_the_block_e
             window = img[100:300:1, 40:260]  # a task's window: a strided view
             assert len(pickle.dumps(window)) < 500 < window.nbytes
             assert len(pickle.dumps(img * 2)) > image.nbytes  # computed here: its bytes
-            got = ex.submit(_sum_and_writable, window).result()
+            got, writable, contiguous = ex.submit(_as_received, window).result()
             # The worker's copy: the same pixels, contiguous and writable as a pickled copy.
-            assert got == (float(image[100:300, 40:260].sum()), True, True)
-            assert ex.submit(_sum_and_writable, ok[::-1, ::3]).result()[0] == (
-                valid[::-1, ::3].sum()
-            )
+            assert np.array_equal(got, image[100:300, 40:260]) and writable and contiguous
+            got = ex.submit(_as_received, ok[::-1, ::3]).result()[0]
+            assert np.array_equal(got, valid[::-1, ::3])
         assert not _segments(os.getpid())
         assert len(pickle.dumps(window)) > window.nbytes  # after the block: its bytes
         with pytest.raises(RuntimeError, match="stop"), ex.shared([image]):

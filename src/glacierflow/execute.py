@@ -369,6 +369,19 @@ class Executor:
             return
         self._meanwhile.append(fn)
 
+    def alongside(self, fn: Callable[..., Any], /, *args: Any) -> Callable[[], Any]:
+        """Start ``fn(*args)`` in a thread of this process, for the time it waits for the
+        workers' next tasks; inline (nothing waits), call it now. Returns the function that
+        gives its result (or raises its exception), waiting for it if need be."""
+        self._check_open()
+        if self.kind == "inline":
+            value = fn(*args)
+            return lambda: value
+        pool = cf.ThreadPoolExecutor(1, thread_name_prefix="glacierflow-alongside")
+        future = pool.submit(fn, *args)
+        pool.shutdown(wait=False)
+        return future.result
+
     def _run_meanwhile(self) -> None:
         while self._meanwhile:
             fn = self._meanwhile.pop(0)
