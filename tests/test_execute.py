@@ -89,10 +89,15 @@ def test_meanwhile_runs_here_while_the_workers_run_tasks() -> None:
         assert not seen, "nothing runs before tasks are handed out"
         assert sorted(ex.map_unordered(_slow_square, range(8))) == [i * i for i in range(8)]
     assert seen == [("glacierflow-meanwhile", os.getpid())]
+    with Executor(2) as ex:
+        ex.start()
+        ex.meanwhile(note)  # workers started: at once
+        ex.shutdown()  # waits for it
+        assert len(seen) == 2
     with Executor() as ex:  # inline: nothing is idle, nothing runs
         ex.meanwhile(note)
         list(ex.map_unordered(_square, range(3)))
-    assert len(seen) == 1
+    assert len(seen) == 2
 
 
 def test_rowwise_on_workers_is_the_one_call_bit_for_bit() -> None:
@@ -400,3 +405,21 @@ def test_a_stopped_track_leaves_no_shared_memory(tmp_path, how) -> None:
     assert not _session(pid)
     if how == signal.SIGKILL:
         assert "leaked" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm and forkserver")
+def test_a_track_on_workers_ends_at_once_with_all_its_output(tmp_path) -> None:
+    # The program skips the interpreter's teardown (cli.main._exit_at_once): its output is
+    # still whole and its products complete.
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "glacierflow.cli", "track", str(REF), str(SEC), "-o", str(out)]
+    cmd += ["--step-px", "16", "--workers", "2", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1].split()[0] == "summary", proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "quicklook.png",
+        "summary.json",
+        "velocity.nc",
+        "velocity.tif",
+    ]

@@ -360,14 +360,19 @@ class Executor:
         For work this process needs later and can do early: importing the modules it uses
         once the tasks are done (writers, plotting), while it would otherwise only wait for
         results. It starts when the next :meth:`map_unordered` has handed tasks to the
-        workers; inline nothing is idle, so nothing runs (the work is done where it is
-        needed). Its result and exceptions are dropped: it must change nothing but speed.
-        :meth:`shutdown` waits for it.
+        workers, or at once after :meth:`start` has started the workers (the worker server
+        imports their modules for a second or two, longer than this process takes to read
+        and filter the scenes: it would wait for them); inline nothing is
+        idle, so nothing runs (the work is done where it is needed). Its result and
+        exceptions are dropped: it must change nothing but speed. :meth:`shutdown` waits
+        for it.
         """
         self._check_open()
         if self.kind == "inline":
             return
         self._meanwhile.append(fn)
+        if self._starter is not None:
+            self._run_meanwhile()
 
     def alongside(self, fn: Callable[..., Any], /, *args: Any) -> Callable[[], Any]:
         """Start ``fn(*args)`` in a thread of this process, for the time it waits for the

@@ -30,8 +30,9 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -344,10 +345,27 @@ def _grid_mapping(crs: CRS, geotransform: str) -> xr.DataArray:
     return xr.DataArray(np.int32(0), attrs=attrs)
 
 
+@contextlib.contextmanager
+def _without_distributed() -> Iterator[None]:
+    """Keep xarray's writer from importing ``distributed``: it asks dask for the active
+    scheduler before writing, and dask imports ``distributed`` (half a second of CPU) to see
+    whether a client is active, which none can be unless ``distributed`` is imported already.
+    """
+    if "distributed" in sys.modules:
+        yield
+        return
+    sys.modules["distributed"] = None  # type: ignore[assignment]  # import fails at once
+    try:
+        yield
+    finally:
+        if "distributed" in sys.modules and sys.modules["distributed"] is None:
+            del sys.modules["distributed"]
+
+
 def _save_netcdf(out: xr.Dataset, path: Path, encoding: Mapping[str, Any]) -> Path:
     """``out`` as NetCDF-4 (engine ``h5netcdf``) at ``path``, atomically."""
     options = {"engine": "h5netcdf", "format": "NETCDF4", "encoding": dict(encoding)}
-    with atomic_write(path) as tmp:
+    with atomic_write(path) as tmp, _without_distributed():
         if shutil.disk_usage(tmp.parent).free > 2 * out.nbytes + 2**20:
             out.to_netcdf(tmp, **options)
         else:
@@ -1060,7 +1078,8 @@ def warm_writers() -> None:
     memory. Meant for a moment this process would otherwise wait (see
     :meth:`glacierflow.execute.Executor.meanwhile`); writes no file."""
     tiny = xr.Dataset({"v": (("y", "x"), np.zeros((2, 2), np.float32))})
-    tiny.to_netcdf(io.BytesIO(), engine="h5netcdf", format="NETCDF4")
+    with _without_distributed():
+        tiny.to_netcdf(io.BytesIO(), engine="h5netcdf", format="NETCDF4")
 
 
 def _draw_quicklook(
