@@ -142,7 +142,6 @@ _TRACK_MODULES = (
     "glacierflow.matching.fused",
     "glacierflow.tiling",
     "glacierflow.products",
-    "glacierflow.plot",
 )
 #: Commands that match on local workers, and the modules those workers import (the matching
 #: modules and the product writers: ``glacierflow.track.MATCHING_MODULES`` and
