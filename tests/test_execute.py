@@ -89,10 +89,15 @@ def test_meanwhile_runs_here_while_the_workers_run_tasks() -> None:
         assert not seen, "nothing runs before tasks are handed out"
         assert sorted(ex.map_unordered(_slow_square, range(8))) == [i * i for i in range(8)]
     assert seen == [("glacierflow-meanwhile", os.getpid())]
+    with Executor(2) as ex:
+        ex.start()
+        ex.meanwhile(note)  # workers started: at once
+        ex.shutdown()  # waits for it
+        assert len(seen) == 2
     with Executor() as ex:  # inline: nothing is idle, nothing runs
         ex.meanwhile(note)
         list(ex.map_unordered(_square, range(3)))
-    assert len(seen) == 1
+    assert len(seen) == 2
 
 
 def test_rowwise_on_workers_is_the_one_call_bit_for_bit() -> None:
@@ -121,6 +126,30 @@ def test_rowwise_on_workers_is_the_one_call_bit_for_bit() -> None:
         assert pickle.dumps(ex.rowwise(displacement_gradient, (dx, dy), halo, step_px=4)) == (
             pickle.dumps(want)
         )
+
+
+def test_the_error_model_on_workers_is_the_one_in_this_process_bit_for_bit() -> None:
+    import pickle
+
+    import numpy as np
+
+    from glacierflow.uncertainty import node_errors
+
+    rng = np.random.default_rng(5)
+    ny, nx = 203, 117
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    dx = np.where(xx > 60, 3.0 + yy / 50, 0.0) + rng.normal(0, 0.2, (ny, nx))
+    dy = np.hypot(xx - 50, yy - 90) / 40 + rng.normal(0, 0.2, (ny, nx))
+    dx[rng.random((ny, nx)) < 0.05] = np.nan
+    corr = rng.uniform(0.3, 0.95, (ny, nx))
+    stable = xx <= 60
+    args = (corr, dx, dy, stable, 32, 4, 0.05, None, "test")
+    want = node_errors(*args)
+    with Executor(2) as ex:
+        got = node_errors(*args, ex.rowwise)
+        later = ex.alongside(node_errors, *args)
+        assert pickle.dumps(later()) == pickle.dumps(want)
+    assert pickle.dumps(got) == pickle.dumps(want)
 
 
 def _faults_of_repeated_tasks(rounds: int = 12) -> int:
@@ -268,3 +297,129 @@ def test_no_child_survives_sigkill_of_a_tiled_track(tmp_path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Task windows in shared memory
+
+
+def _segments(pid: int | None = None) -> list[str]:
+    """Shared-memory segments of glacierflow (of the process ``pid``) in /dev/shm."""
+    prefix = "glacierflow-" if pid is None else f"glacierflow-{pid}-"
+    return sorted(f for f in os.listdir("/dev/shm") if f.startswith(prefix))
+
+
+def _as_received(a):
+    return a, a.flags.writeable, a.flags.c_contiguous
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory in /dev/shm")
+def test_shared_arrays_travel_as_their_place_and_are_removed_however_the_block_ends() -> None:
+    import pickle
+
+    import numpy as np
+
+    image = np.random.default_rng(1).normal(size=(600, 500)).astype(np.float32)
+    valid = image > -1.5
+    with Executor(2) as ex:
+        with ex.shared([image, valid]) as (img, ok):
+            assert _segments(os.getpid())
+            window = img[100:300:1, 40:260]  # a task's window: a strided view
+            assert len(pickle.dumps(window)) < 500 < window.nbytes
+            assert len(pickle.dumps(img * 2)) > image.nbytes  # computed here: its bytes
+            got, writable, contiguous = ex.submit(_as_received, window).result()
+            # The worker's copy: the same pixels, contiguous and writable as a pickled copy.
+            assert np.array_equal(got, image[100:300, 40:260]) and writable and contiguous
+            got = ex.submit(_as_received, ok[::-1, ::3]).result()[0]
+            assert np.array_equal(got, valid[::-1, ::3])
+        assert not _segments(os.getpid())
+        assert len(pickle.dumps(window)) > window.nbytes  # after the block: its bytes
+        with pytest.raises(RuntimeError, match="stop"), ex.shared([image]):
+            assert _segments(os.getpid())
+            raise RuntimeError("stop")
+        assert not _segments(os.getpid())
+    with Executor() as ex, ex.shared([image]) as (same,):  # inline: nothing to share
+        assert same is image
+
+
+def _kill_a_worker_when_matching(pids: list[int]) -> None:
+    time.sleep(0.5)
+    os.kill(pids[0], signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm is Linux's")
+def test_a_killed_worker_leaves_no_shared_memory() -> None:
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+
+    import numpy as np
+
+    from glacierflow.matching import MatchSettings, match
+
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(700, 700)).astype(np.float32)
+    with pytest.raises(BrokenProcessPool), Executor(2) as ex:
+        pids = sorted(set(ex.map_unordered(_pid, range(4))))
+        threading.Thread(target=_kill_a_worker_when_matching, args=(pids,)).start()
+        match(ref, np.roll(ref, 3, axis=1), settings=MatchSettings(step_px=2), executor=ex)
+    assert not _segments(os.getpid())
+
+
+def _track_and_stop(tmp_path: Path, how: signal.Signals) -> tuple[int, list[str], str]:
+    """Start an in-memory ``glacierflow track`` on 2 workers, send it ``how`` once its task
+    windows are in shared memory, wait for every process of it to end; its pid, the segments
+    it left, and its stderr."""
+    script = Path(sys.executable).with_name("glacierflow")
+    cmd = [str(script), "track", str(REF), str(SEC), "-o", str(tmp_path / "out")]
+    cmd += ["--step-px", "2", "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _segments(proc.pid):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the windows never went to shared memory"
+            time.sleep(0.05)
+        os.kill(proc.pid, how)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while (_session(proc.pid) or _segments(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return proc.pid, _segments(proc.pid), proc.stderr.read().decode()
+    finally:
+        for pid in _session(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm and /proc")
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_a_stopped_track_leaves_no_shared_memory(tmp_path, how) -> None:
+    # Ctrl-C: the block around matching removes it; SIGKILL: the resource tracker does, once
+    # the workers have died with their parent.
+    pid, left, err = _track_and_stop(tmp_path, how)
+    assert not left, f"{left} left in /dev/shm by {pid}: {err}"
+    assert not _session(pid)
+    if how == signal.SIGKILL:
+        assert "leaked" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm and forkserver")
+def test_a_track_on_workers_ends_at_once_with_all_its_output(tmp_path) -> None:
+    # The program skips the interpreter's teardown (cli.main._exit_at_once): its output is
+    # still whole and its products complete.
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "glacierflow.cli", "track", str(REF), str(SEC), "-o", str(out)]
+    cmd += ["--step-px", "16", "--workers", "2", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1].split()[0] == "summary", proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "quicklook.png",
+        "summary.json",
+        "velocity.nc",
+        "velocity.tif",
+    ]

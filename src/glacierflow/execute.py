@@ -35,6 +35,7 @@ Examples
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -336,20 +337,55 @@ class Executor:
             for part in parts:
                 part.cancel()
 
+    def shared(self, arrays: Sequence[Any]) -> contextlib.AbstractContextManager[list[Any]]:
+        """Copies of ``arrays`` that local workers read from shared memory, for a ``with`` block.
+
+        Tasks whose arguments hold these copies, or slices of them, carry only their place
+        (:mod:`glacierflow.sharedmem`): a worker reads the pixels from the segment, read-only,
+        and gets the same array a pickled copy would be. The segment is removed when the
+        block ends, however it ends (and by the resource tracker if this process is killed).
+        Inline, on Dask, or where the platform has no POSIX shared memory, the block gets the
+        arrays as they are.
+        """
+        self._check_open()
+        if self.kind != "processes":
+            return contextlib.nullcontext(list(arrays))
+        from glacierflow.sharedmem import shared_arrays
+
+        return shared_arrays(arrays)
+
     def meanwhile(self, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` in a thread of this process while the workers run the next tasks.
 
         For work this process needs later and can do early: importing the modules it uses
         once the tasks are done (writers, plotting), while it would otherwise only wait for
         results. It starts when the next :meth:`map_unordered` has handed tasks to the
-        workers; inline nothing is idle, so nothing runs (the work is done where it is
-        needed). Its result and exceptions are dropped: it must change nothing but speed.
-        :meth:`shutdown` waits for it.
+        workers, or at once after :meth:`start` has started the workers (the worker server
+        imports their modules for a second or two, longer than this process takes to read
+        and filter the scenes: it would wait for them); inline nothing is
+        idle, so nothing runs (the work is done where it is needed). Its result and
+        exceptions are dropped: it must change nothing but speed. :meth:`shutdown` waits
+        for it.
         """
         self._check_open()
         if self.kind == "inline":
             return
         self._meanwhile.append(fn)
+        if self._starter is not None:
+            self._run_meanwhile()
+
+    def alongside(self, fn: Callable[..., Any], /, *args: Any) -> Callable[[], Any]:
+        """Start ``fn(*args)`` in a thread of this process, for the time it waits for the
+        workers' next tasks; inline (nothing waits), call it now. Returns the function that
+        gives its result (or raises its exception), waiting for it if need be."""
+        self._check_open()
+        if self.kind == "inline":
+            value = fn(*args)
+            return lambda: value
+        pool = cf.ThreadPoolExecutor(1, thread_name_prefix="glacierflow-alongside")
+        future = pool.submit(fn, *args)
+        pool.shutdown(wait=False)
+        return future.result
 
     def _run_meanwhile(self) -> None:
         while self._meanwhile:

@@ -30,8 +30,9 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -344,10 +345,27 @@ def _grid_mapping(crs: CRS, geotransform: str) -> xr.DataArray:
     return xr.DataArray(np.int32(0), attrs=attrs)
 
 
+@contextlib.contextmanager
+def _without_distributed() -> Iterator[None]:
+    """Keep xarray's writer from importing ``distributed``: it asks dask for the active
+    scheduler before writing, and dask imports ``distributed`` (half a second of CPU) to see
+    whether a client is active, which none can be unless ``distributed`` is imported already.
+    """
+    if "distributed" in sys.modules:
+        yield
+        return
+    sys.modules["distributed"] = None  # type: ignore[assignment]  # import fails at once
+    try:
+        yield
+    finally:
+        if "distributed" in sys.modules and sys.modules["distributed"] is None:
+            del sys.modules["distributed"]
+
+
 def _save_netcdf(out: xr.Dataset, path: Path, encoding: Mapping[str, Any]) -> Path:
     """``out`` as NetCDF-4 (engine ``h5netcdf``) at ``path``, atomically."""
     options = {"engine": "h5netcdf", "format": "NETCDF4", "encoding": dict(encoding)}
-    with atomic_write(path) as tmp:
+    with atomic_write(path) as tmp, _without_distributed():
         if shutil.disk_usage(tmp.parent).free > 2 * out.nbytes + 2**20:
             out.to_netcdf(tmp, **options)
         else:
@@ -893,11 +911,13 @@ def _switch_in(staged: Mapping[str, Path], paths: Mapping[str, Path], staging: P
 
 
 #: What a worker process writing products imports (:func:`write_products` with an executor
-#: sends it the quick look and the GeoTIFF): preloaded by the server workers are forked from.
-WORKER_MODULES = ("glacierflow.products", "glacierflow.plot")
+#: sends it the NetCDF and the GeoTIFF): preloaded by the server workers are forked from.
+#: Not matplotlib: the quick look is drawn here, the one process that needs it (importing
+#: it took the server 0.4-0.6 s of CPU while the workers waited to start).
+WORKER_MODULES = ("glacierflow.products",)
 
 #: Products :func:`write_products` hands to local workers (the others are written here).
-_ON_WORKERS = ("quicklook", "cog")
+_ON_WORKERS = ("netcdf", "cog")
 
 
 def write_products(
@@ -930,9 +950,9 @@ def write_products(
         Writes the quick-look PNG to the path it is given. Default: the speed map of
         :func:`glacierflow.plot.quicklook` over ``background``.
     executor : glacierflow.execute.Executor, optional
-        With local worker processes, the products are written at once: the quick look (the
-        default one) and the GeoTIFF on workers, the NetCDF and the summary here. The files
-        are the same as without.
+        With local worker processes, the products are written at once: the NetCDF and the
+        GeoTIFF on workers, the quick look and the summary here. The files are the same as
+        without.
 
     Returns
     -------
@@ -946,10 +966,9 @@ def write_products(
     paths = {kind: out / name for kind, name in PRODUCT_NAMES.items()}
     remote: dict[str, tuple[Callable[..., object], tuple]] = {}
     if executor is not None and getattr(executor, "kind", "inline") == "processes":
-        if quicklook is None:
-            remote["quicklook"] = (_draw_quicklook, (ds, background, background_transform))
+        remote["netcdf"] = (_write_netcdf_task, (ds,))
         remote["cog"] = (_write_cog_task, (ds,))
-    if quicklook is None and "quicklook" not in remote:
+    if quicklook is None:
         quicklook = _default_quicklook(ds, background, background_transform)
     writers = {
         "cog": lambda p: write_cog(ds, p),
@@ -1055,21 +1074,24 @@ def write_products_with_worker(
 
 
 def warm_writers() -> None:
-    """Import what :func:`write_products` needs in this process before it writes: the NetCDF
-    engine and what xarray loads on the way (dask's checks), by writing a tiny dataset to
+    """Import what :func:`write_products` with local workers needs in this process before it
+    writes: the quick look's plotting (matplotlib), and its fonts by drawing a tiny figure in
     memory. Meant for a moment this process would otherwise wait (see
     :meth:`glacierflow.execute.Executor.meanwhile`); writes no file."""
-    tiny = xr.Dataset({"v": (("y", "x"), np.zeros((2, 2), np.float32))})
-    tiny.to_netcdf(io.BytesIO(), engine="h5netcdf", format="NETCDF4")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    import glacierflow.plot  # noqa: F401  (what the quick look imports)
+
+    figure = Figure(figsize=(1, 1), dpi=10)
+    FigureCanvasAgg(figure)
+    figure.text(0.5, 0.5, "0 m/yr")
+    figure.canvas.draw()
 
 
-def _draw_quicklook(
-    ds: xr.Dataset, background: np.ndarray | None, background_transform: Any, path: Path
-) -> None:
-    """Draw the quick look of ``ds`` into ``path`` (in any process)."""
-    from glacierflow.plot import quicklook
-
-    quicklook(ds, path, background=background, background_transform=background_transform)
+def _write_netcdf_task(ds: xr.Dataset, path: Path) -> None:
+    """:func:`write_netcdf` as a task (in any process); returns nothing to send back."""
+    write_netcdf(ds, path)
 
 
 def _write_cog_task(ds: xr.Dataset, path: Path) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import shutil
 from datetime import datetime
@@ -81,9 +82,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("glacierflow")
 
 
-#: What a matching worker imports: loaded once by the worker server, before the workers fork.
+#: What a matching worker imports: loaded once by the worker server, before the workers fork;
+#: the compiled loops too (``matching.fused``: each worker would otherwise load them itself
+#: after its first 30,000 nodes with the numpy kernels; 2 s of CPU at step 4 on Yahtse).
 MATCHING_MODULES = (
     "glacierflow.matching.match",
+    "glacierflow.matching.fused",
     "glacierflow.tiling",
     "glacierflow.matching.affine",
 )
@@ -199,6 +203,9 @@ def track_pair(
     """
     s = track_settings(settings, **shortcuts)
     geo = node_geometry(pair, s)
+    # The peaks' shapes need only the reference scene: worked out while the workers match.
+    args = (peak_covariance, pair, geo, s, band)
+    peak_cov = executor.alongside(*args) if executor else functools.partial(*args)
     result = match_pair(pair, geo, s, progress=progress, band=band, executor=executor)
     fsettings = s.filter_settings()
     checks = filter_inputs(
@@ -212,10 +219,10 @@ def track_pair(
     dx, dy, stable, coreg_sigma_px, coreg_attrs = coregister_offsets(
         filt, stable, geo, s, stable_attrs["stable_source"]
     )
-    peak_cov = peak_covariance(pair, geo, s, band)
     sigma_px, error_attrs = error_model(
-        result.corr, dx, dy, stable, coreg_sigma_px, s, stable_attrs["stable_source"], peak_cov
-    )
+        result.corr, dx, dy, stable, coreg_sigma_px, s, stable_attrs["stable_source"], peak_cov(),
+        executor,
+    )  # fmt: skip
     if fsettings.fill_holes:
         dx, dy, sigma_px = fill_holes(dx, dy, sigma_px, filt, fsettings)
     attrs = {
@@ -443,11 +450,16 @@ def error_model(
     settings: TrackSettings,
     source: str,
     peak_cov: tuple[np.ndarray, np.ndarray] | None = None,
+    executor: Executor | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Step 5: the one-sigma offset errors of every node in pixels, stacked (isotropic, of dx,
-    of dy), and the ``v_error_*`` attributes (:func:`glacierflow.uncertainty.node_errors`)."""
+    of dy), and the ``v_error_*`` attributes (:func:`glacierflow.uncertainty.node_errors`);
+    the strain terms' plane fits in bands of rows on the ``executor``'s workers."""
     m = settings.matching
-    return node_errors(corr, dx, dy, stable, m.chip_px, m.step_px, coreg_sigma_px, peak_cov, source)
+    rowwise = None if executor is None else executor.rowwise
+    return node_errors(
+        corr, dx, dy, stable, m.chip_px, m.step_px, coreg_sigma_px, peak_cov, source, rowwise
+    )
 
 
 def product_attrs(pair: Pair, settings: TrackSettings) -> dict[str, Any]:

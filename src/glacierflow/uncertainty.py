@@ -210,6 +210,22 @@ def component_gradients(
     return out[0], out[1]
 
 
+def _gradients(
+    dx_px: np.ndarray, dy_px: np.ndarray, step_px: float, rowwise: Callable[..., Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`component_gradients`, in bands of rows through ``rowwise`` where one is given
+    (each node's plane reads the nodes of its window: a halo of half a window)."""
+    if rowwise is None:
+        return component_gradients(dx_px, dy_px, step_px)
+    both = rowwise(_stacked_gradients, (dx_px, dy_px), 2, step_px=step_px)
+    return np.ascontiguousarray(both[:, 0]), np.ascontiguousarray(both[:, 1])
+
+
+def _stacked_gradients(dx_px: np.ndarray, dy_px: np.ndarray, step_px: float) -> np.ndarray:
+    """:func:`component_gradients` as one array, shape (ny, 2, nx), for bands of rows."""
+    return np.stack(component_gradients(dx_px, dy_px, step_px), axis=1)
+
+
 def calibrate_peak_sigma(
     res_dx_px: np.ndarray,
     res_dy_px: np.ndarray,
@@ -521,6 +537,7 @@ def node_errors(
     coreg_sigma_px: float | np.ndarray,
     peak_cov: tuple[np.ndarray, np.ndarray] | None,
     source: str,
+    rowwise: Callable[..., np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The isotropic and per-component errors of every node, and their ``v_error_*`` record.
 
@@ -532,6 +549,9 @@ def node_errors(
         From :func:`peak_covariance_shape`; None: isotropic peaks.
     source : str
         What the stable nodes are (for ``v_error_calibration``).
+    rowwise : callable, optional
+        Computes the plane fits of the strain terms in bands of rows, on other processes
+        (:meth:`glacierflow.execute.Executor.rowwise`); the same values, bit for bit.
 
     Returns
     -------
@@ -549,7 +569,7 @@ def node_errors(
         "chip_px": chip_px,
         "step_px": step_px,
         "coreg_sigma_px": coreg_sigma_px,
-        "gradients": component_gradients(dx_px, dy_px, step_px),
+        "gradients": _gradients(dx_px, dy_px, step_px, rowwise),
     }
     try:
         sigma_px, scale = offset_sigma_px(corr, dx_px, dy_px, stable, **err)

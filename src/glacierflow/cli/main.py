@@ -139,10 +139,10 @@ def cli(verbose: bool) -> None:
 
 _TRACK_MODULES = (
     "glacierflow.matching.match",
+    "glacierflow.matching.fused",
     "glacierflow.tiling",
     "glacierflow.matching.affine",
     "glacierflow.products",
-    "glacierflow.plot",
 )
 #: Commands that match on local workers, and the modules those workers import (the matching
 #: modules and the product writers: ``glacierflow.track.MATCHING_MODULES`` and
@@ -176,5 +176,41 @@ def main() -> None:
     # start: a run stopped by bad input while its workers were starting must end with one
     # line, not with the tracker's warnings about semaphores it did not see released.
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
-    start_workers_early(sys.argv[1:])
-    cli()
+    if not start_workers_early(sys.argv[1:]) or not _is_the_program():
+        cli()
+        return
+    try:
+        cli()
+    except SystemExit as done:
+        _exit_at_once(done.code)
+    _exit_at_once(0)
+
+
+def _is_the_program() -> bool:
+    """Whether this process is the ``glacierflow`` program (the console script, or ``python
+    -m glacierflow.cli``), not a program that calls :func:`main` and goes on."""
+    entry = sys.modules.get("__main__")
+    spec = getattr(entry, "__spec__", None)
+    if spec is not None and spec.name in ("glacierflow.cli.__main__", "glacierflow.cli"):
+        return True
+    return os.path.basename(getattr(entry, "__file__", None) or "") == "glacierflow"
+
+
+def _exit_at_once(code: int | str | None) -> None:
+    """End the program after a command that matched on workers, without tearing the
+    interpreter down.
+
+    Its workers are stopped and its files closed by now; what is left is freeing every
+    module it imported (xarray, pandas, scipy, rasterio...): 0.3-0.4 s of CPU at the end of
+    every run. Output is flushed and logging shut down first, as at a normal exit.
+    """
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)

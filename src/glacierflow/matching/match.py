@@ -16,11 +16,15 @@ whose small chip fails can be matched again with larger chips (``retry_chip_px``
 Tiles of nodes are independent tasks, each carrying the windows of both prepared images it reads,
 so that any executor with a ``map_unordered`` (:class:`glacierflow.execute.Executor`: this
 process, local workers or a Dask cluster) can run them; the result does not depend on which.
+Local workers share the prepared images (:meth:`~glacierflow.execute.Executor.shared`): a
+task then carries where its windows lie, not their pixels.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -70,7 +74,10 @@ LAYERS = 5
 
 class TaskRunner(Protocol):
     """What runs matching tasks: anything with ``map_unordered(fn, items)`` yielding ``fn(item)``
-    for every item, in any order (:class:`glacierflow.execute.Executor` is one)."""
+    for every item, in any order (:class:`glacierflow.execute.Executor` is one). One that also
+    has ``shared(arrays)`` (a context manager yielding copies that its tasks receive by
+    reference) gets the prepared images that way (:meth:`glacierflow.execute.Executor.shared`).
+    """
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]: ...
 
@@ -197,7 +204,17 @@ def match(
         sec, sec_valid = orientation(sec, sec_valid)
     fine = fine_settings(settings)  # coarse to fine: a narrower search around the centres
     ref_p, sec_p, pad = _prepared(ref, sec, ref_valid, sec_valid, fine, cy, cx)
-    job = _Job(ref_p, sec_p, grid.rows_px() + pad, grid.cols_px() + pad, cy, cx, fine)
+    with _shared_images(executor, ref_p, sec_p) as (ref_p, sec_p):
+        job = _Job(ref_p, sec_p, grid.rows_px() + pad, grid.cols_px() + pad, cy, cx, fine)
+        return _match_passes(job, grid, progress, executor)
+
+
+def _match_passes(
+    job: _Job, grid: NodeGrid, progress: Callable[[int], None] | None, executor: TaskRunner | None
+) -> MatchResult:
+    """Every pass of :func:`match` over the prepared images: the tiles, the strain-aware
+    refinement, the wider recheck and the retries with larger chips."""
+    settings, ref_p, sec_p = job.settings, job.ref, job.sec
     run = map if executor is None else executor.map_unordered
     out = np.full((LAYERS, *grid.shape), np.nan, dtype=np.float32)
     for (_, ti, tj), res in run(_match_task, job.tile_tasks(grid)):
@@ -496,6 +513,26 @@ def _prepared(ref, sec, ref_valid, sec_valid, settings: MatchSettings, cy, cx):
         for img, ok in ((ref, ref_valid), (sec, sec_valid))
     )
     return ref_p, sec_p, pad
+
+
+@contextmanager
+def _shared_images(
+    executor: TaskRunner | None, ref: PreparedImage, sec: PreparedImage
+) -> Iterator[tuple[PreparedImage, PreparedImage]]:
+    """Both prepared images in memory the executor's workers share (``executor.shared``,
+    where it has one: local worker processes), for the ``with`` block: each task then
+    carries the place of its windows, not their pixels. The images as they are otherwise."""
+    shared = getattr(executor, "shared", None)
+    if shared is None:
+        yield ref, sec
+        return
+    with shared([ref.image, ref.valid, sec.image, sec.valid]) as arrays:
+        out = []
+        for image, (pixels, valid) in zip((ref, sec), (arrays[:2], arrays[2:]), strict=True):
+            twin = copy.copy(image)
+            twin.image, twin.valid = pixels, valid
+            out.append(twin)
+        yield out[0], out[1]
 
 
 def _recheck(out: np.ndarray, job: _Job, run: Callable) -> None:
