@@ -497,7 +497,7 @@ def tiled_match(
                 if progress:
                     progress(values[0].size)
         files = (ref, sec, band, filters, stats)
-        return _refined(out, grid, settings, files, executor, centres)
+        return _refined(out, grid, fine, files, executor, centres)  # as match() does
 
 
 def _refined(out, grid, settings, files, executor, centres=None) -> MatchResult:

@@ -30,8 +30,14 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import ndimage
 
+from glacierflow.matching.chips import (
+    broad_strain,
+    information,
+    noise_limited,
+    weak_nodes,
+    window_image,
+)
 from glacierflow.matching.grid import NodeGrid, make_grid
 from glacierflow.matching.ncc import PreparedImage
 from glacierflow.matching.nodes import match_nodes, match_tile
@@ -50,7 +56,6 @@ from glacierflow.matching.strain import (
     Crop,
     image_crop,
     refine_nodes,
-    strain_magnitude,
 )
 
 __all__ = [
@@ -255,7 +260,8 @@ def adapt_chips(
     reliable (in place in ``out``).
 
     A node is weak where its NCC peak correlation is below ``retry_below_corr`` and noise
-    explains it (:func:`_noise_limited`), or its peak SNR is below ``retry_min_snr`` (with
+    explains it (:func:`~glacierflow.matching.chips.noise_limited`), or its peak SNR is below
+    ``retry_min_snr`` (with
     ``retry_below_corr`` 0: also where it holds no offset; for any correlator). For a chip of
     ``n`` pixels of one texture seen through independent noise in both images, the peak
     correlation is ``rho = S / (S + N)`` (``S``, ``N``: signal and noise variance), and the
@@ -296,19 +302,19 @@ def adapt_chips(
     if not settings.retry_chip_px or (settings.retry_below_corr > 0 and settings.method != "ncc"):
         return chip  # the peak-correlation model below is that of NCC
     levels = []  # the layers and chips before each larger chip: fall-backs across shear
-    # Only weak peaks that noise explains are tried (see _noise_limited).
-    last = _noise_limited(out, rows_px, cols_px, settings, crop).reshape(-1)
+    # Only weak peaks that noise explains are tried (see noise_limited).
+    last = noise_limited(out, rows_px, cols_px, settings, crop).reshape(-1)
     for retry_chip in settings.retry_chip_px:
         # A node that gained nothing from one larger chip (water, cloud, a changed surface)
         # is not tried with the next: its extra pixels do not carry its texture.
-        idx = np.flatnonzero(_weak(flat, settings) & last)
+        idx = np.flatnonzero(weak_nodes(flat, settings) & last)
         if idx.size == 0:
             break
         levels.append((flat.copy(), cflat.copy()))
         tasks = _chip_tasks(idx, rows_px, cols_px, centres, settings, crop, int(retry_chip))
         for (_, sel, _), res in run(_match_task, tasks):
             ok = np.isfinite(res[0]) & (res[3] >= settings.retry_min_snr)
-            gain = _information(res[2], retry_chip) > _information(flat[2, sel], cflat[sel])
+            gain = information(res[2], retry_chip) > information(flat[2, sel], cflat[sel])
             ok &= gain | ~np.isfinite(flat[0, sel])
             # A match that returned home is replaced only by one that returns home too.
             ok &= ~(res[4] > RECHECK_CLOSURE_PX) | ~(flat[4, sel] <= RECHECK_CLOSURE_PX)
@@ -319,7 +325,7 @@ def adapt_chips(
     # Across shear a node falls back to the largest chip it took that the shear allows (the
     # first chip at least: the refinement's own business).
     step = int(rows_px[1] - rows_px[0]) if rows_px.size > 1 else int(cols_px[1] - cols_px[0])
-    half = _broad_strain(out[0], out[1], max(step, 1)).reshape(-1) / 2.0
+    half = broad_strain(out[0], out[1], max(step, 1)).reshape(-1) / 2.0
     todo = (cflat > settings.chip_px) & (cflat * half > settings.refine_px)
     for layers, chips in reversed(levels):
         take = todo & ((chips * half <= settings.refine_px) | (chips == settings.chip_px))
@@ -327,65 +333,6 @@ def adapt_chips(
         cflat[take] = chips[take]
         todo &= ~take
     return chip
-
-
-#: A weak node is tried with larger chips where the noise its first chip shows (chip variance
-#: times ``1 - rho``) is within this factor of the median over all matched nodes.
-NOISE_BAND = 1.5
-
-
-def _noise_limited(out, rows_px, cols_px, settings: MatchSettings, crop: Crop) -> np.ndarray:
-    """Nodes whose peak is weak because of noise, which more pixels average away.
-
-    With ``rho = S / (S + N)`` and the reference chip's variance ``V = S + N``, a node's noise
-    variance is ``V (1 - rho)``. Where the image is noise-limited (faint texture, a noisy
-    sensor) it is about the same everywhere, and a weak peak means a faint chip: more pixels
-    help. A weak node whose noise stands far above the image's median is a surface that changed
-    or sheared between the dates, one far below it a chip with nothing to match (flat water,
-    saturated snow): neither is helped by a larger chip. All nodes where ``retry_below_corr``
-    is 0 (retries of failures)."""
-    if settings.retry_below_corr == 0:
-        return np.ones(out.shape[1:], bool)
-    var = _chip_variance(rows_px, cols_px, settings.chip_px, crop)
-    rho = np.clip(out[2], 0.0, 0.999)
-    noise = var * (1.0 - rho)
-    matched = np.isfinite(noise)
-    if not matched.any():
-        return np.zeros(out.shape[1:], bool)
-    floor = np.median(noise[matched])
-    with np.errstate(invalid="ignore"):
-        return (noise <= NOISE_BAND * floor) & (noise >= floor / NOISE_BAND)
-
-
-def _chip_variance(rows_px, cols_px, chip_px: int, crop: Crop, block: int = 64) -> np.ndarray:
-    """Variance of each node's reference chip over its valid pixels (prepared units), from
-    summed-area tables of windows of ``block`` x ``block`` nodes; NaN without valid pixels."""
-    h = chip_px // 2
-    var = np.full((rows_px.size, cols_px.size), np.nan)
-    for i in range(0, rows_px.size, block):
-        for j in range(0, cols_px.size, block):
-            r, c = rows_px[i : i + block], cols_px[j : j + block]
-            top, left = int(r[0]) - h, int(c[0]) - h
-            image, valid = crop(
-                top, left, int(r[-1]) - top - h + chip_px, int(c[-1]) - left - h + chip_px
-            )[:2]
-            x = np.where(valid, image, 0.0).astype(np.float64)
-            sums = [_box_sums(a, r - h - top, c - h - left, chip_px) for a in (x, x * x, valid)]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean = sums[0] / sums[2]
-                var[i : i + block, j : j + block] = np.where(
-                    sums[2] > 0, sums[1] / sums[2] - mean * mean, np.nan
-                )
-    return var
-
-
-def _box_sums(a: np.ndarray, top: np.ndarray, left: np.ndarray, size: int) -> np.ndarray:
-    """Sums of ``a`` over the ``size`` x ``size`` boxes with corners ``(top[i], left[j])``."""
-    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
-    s[1:, 1:] = np.cumsum(np.cumsum(a, axis=0, dtype=np.float64), axis=1)
-    t, b = top[:, None], top[:, None] + size
-    lft, rgt = left[None, :], left[None, :] + size
-    return s[b, rgt] - s[t, rgt] - s[b, lft] + s[t, lft]
 
 
 def _chip_tasks(idx, rows_px, cols_px, centres, settings, crop, chip_px, block_nodes=16):
@@ -408,51 +355,8 @@ def _chip_tasks(idx, rows_px, cols_px, centres, settings, crop, chip_px, block_n
             width = int(cols.max()) + margin - left
             ref, rv, sec, sv = crop(top, left, height, width)
             key = ("nodes", idx[k], chip_px)
-            windows = (_window_image(ref, rv), _window_image(sec, sv))
+            windows = (window_image(ref, rv), window_image(sec, sv))
             yield key, *windows, rows - top, cols - left, cy, cx, settings, chip_px
-
-
-def _window_image(image: np.ndarray, valid: np.ndarray) -> PreparedImage:
-    """A window of a prepared image (already normalised) as a prepared image of its own."""
-    part = object.__new__(PreparedImage)
-    part.image, part.valid, part.shape = image, valid, valid.shape
-    part.all_valid = bool(valid.all())
-    return part
-
-
-def _broad_strain(dx_px: np.ndarray, dy_px: np.ndarray, step_px: int, half: int = 2):
-    """Strain (px/px) of the offsets' least-squares plane over each node's ``(2 half + 1)^2``
-    neighbours, after a 3 x 3 median: broad enough that the noise of weak matches does not pass
-    for shear (0 where no offset is known)."""
-    w = np.arange(-half, half + 1, dtype=np.float64)
-    kernel = np.broadcast_to(w / (w @ w) / (2 * half + 1), (2 * half + 1, 2 * half + 1))
-    grad = np.zeros((*dx_px.shape, 4))
-    for k, f in enumerate((dx_px, dy_px)):
-        smooth = fill_nan(nanmedian3(np.asarray(f, np.float64)))
-        grad[..., 2 * k] = ndimage.correlate(smooth, kernel, mode="nearest") / step_px
-        grad[..., 2 * k + 1] = ndimage.correlate(smooth, kernel.T, mode="nearest") / step_px
-    return np.nan_to_num(strain_magnitude(grad), nan=0.0)
-
-
-def _weak(flat: np.ndarray, settings: MatchSettings) -> np.ndarray:
-    """Nodes (flat) whose match asks for a larger chip (see :func:`adapt_chips`): matched with a
-    peak correlation below ``retry_below_corr`` or an SNR below ``retry_min_snr``; unmatched
-    only where ``retry_below_corr`` is 0 (retries of failures: a node whose chip is mostly
-    nodata, or has no peak, is otherwise left unmatched rather than measured from its
-    neighbours' pixels)."""
-    matched = np.isfinite(flat[0])
-    with np.errstate(invalid="ignore"):
-        weak = matched & ~(flat[3] >= settings.retry_min_snr)
-        if settings.retry_below_corr > 0:
-            return weak | (matched & ~(flat[2] >= settings.retry_below_corr))
-    return weak | ~matched
-
-
-def _information(corr: np.ndarray, chip_px) -> np.ndarray:
-    """``n rho / (1 - rho)``: pixels times the signal-to-noise variance ratio of a chip whose
-    peak correlation is ``rho`` (0 where unmatched)."""
-    rho = np.clip(np.nan_to_num(np.asarray(corr, np.float64), nan=0.0), 0.0, 0.999)
-    return np.asarray(chip_px, np.float64) ** 2 * rho / (1.0 - rho)
 
 
 def _centres(job: _Job) -> tuple[np.ndarray, np.ndarray] | None:
