@@ -381,9 +381,13 @@ def _track_and_stop(tmp_path: Path, how: signal.Signals) -> tuple[int, list[str]
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "the windows never went to shared memory"
             time.sleep(0.05)
+        # The segment's name shows in /dev/shm a moment before the resource tracker is told of
+        # it (SharedMemory registers it after creating it): stop once the windows are being
+        # copied in, not inside those microseconds (a known, unclosed window; see the README).
+        time.sleep(0.5)
         os.kill(proc.pid, how)
         proc.wait(timeout=60)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # the tracker unlinks once every process has ended
         while (_session(proc.pid) or _segments(proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
         return proc.pid, _segments(proc.pid), proc.stderr.read().decode()
