@@ -42,6 +42,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from glacierflow.errors import InputError
@@ -58,6 +59,8 @@ CONNECT_TIMEOUT_S = 5.0
 IN_FLIGHT_PER_WORKER = 4
 
 
+#: Seconds between checks, while local tasks wait, that no worker has died unnoticed.
+WORKER_CHECK_S = 1.0
 #: Seconds :meth:`Executor.shutdown` waits for the work given to :meth:`Executor.meanwhile`.
 MEANWHILE_JOIN_S = 60.0
 
@@ -287,7 +290,11 @@ class Executor:
                 self._run_meanwhile()
                 if not pending:
                     return
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                done, pending = cf.wait(
+                    pending, timeout=WORKER_CHECK_S, return_when=cf.FIRST_COMPLETED
+                )
+                if not done:
+                    _raise_if_a_worker_died(pool)
                 for fut in done:
                     yield fut.result()
         except BaseException:
@@ -474,6 +481,21 @@ class Executor:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _raise_if_a_worker_died(pool: cf.ProcessPoolExecutor) -> None:
+    """Raise ``BrokenProcessPool`` where a worker of ``pool`` has ended while tasks wait.
+
+    The pool notices a dead worker itself, almost always; a worker killed at the wrong moment
+    (seen once in CI: a SIGKILL while the pool was starting another worker) can leave its
+    tasks waiting forever instead. Checked every :data:`WORKER_CHECK_S` seconds of waiting.
+    """
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        if proc.exitcode is not None:
+            raise BrokenProcessPool(
+                f"a worker process (pid {proc.pid}) ended with exit code {proc.exitcode} "
+                "while its tasks were waiting"
+            )
 
 
 def _ready() -> None:
