@@ -292,11 +292,7 @@ def test_no_child_survives_sigkill_of_a_tiled_track(tmp_path) -> None:
         survivors = _session(proc.pid)
         assert not survivors, f"of children {sorted(children)}, {survivors} survived 5 s"
     finally:
-        for pid in _session(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_session(proc.pid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,6 +361,15 @@ def test_a_killed_worker_leaves_no_shared_memory() -> None:
     assert not _segments(os.getpid())
 
 
+def _kill_session(pid: int) -> None:
+    """SIGKILL every process left in the session of ``pid`` (a test's clean-up)."""
+    for member in _session(pid):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _track_and_stop(tmp_path: Path, how: signal.Signals) -> tuple[int, list[str], str]:
     """Start an in-memory ``glacierflow track`` on 2 workers, send it ``how`` once its task
     windows are in shared memory, wait for every process of it to end; its pid, the segments
@@ -392,11 +397,7 @@ def _track_and_stop(tmp_path: Path, how: signal.Signals) -> tuple[int, list[str]
             time.sleep(0.1)
         return proc.pid, _segments(proc.pid), proc.stderr.read().decode()
     finally:
-        for pid in _session(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_session(proc.pid)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm and /proc")

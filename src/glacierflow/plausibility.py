@@ -150,6 +150,7 @@ def closure_in_doubt(
     corr: np.ndarray,
     snr: np.ndarray,
     settings: FilterSettings,
+    stray: np.ndarray | None = None,
 ) -> np.ndarray:
     """The forward-backward closures the filter judges: those of the nodes in doubt.
 
@@ -168,13 +169,16 @@ def closure_in_doubt(
         Peak correlation and SNR of the matches.
     settings : FilterSettings
         ``closure_weak_corr``, ``closure_stray_px``, ``min_corr`` and ``min_snr``.
+    stray : ndarray, shape (ny, nx), optional
+        :func:`stray_px` of these offsets, pixels, where the caller has it already.
 
     Returns
     -------
     ndarray of float64, shape (ny, nx)
         ``closure_px`` at the nodes in doubt, NaN elsewhere.
     """
-    stray = stray_px(dx_px, dy_px, corr, snr, settings)
+    if stray is None:
+        stray = stray_px(dx_px, dy_px, corr, snr, settings)
     with np.errstate(invalid="ignore"):
         doubt = (np.asarray(corr) < settings.closure_weak_corr) | (
             stray > settings.closure_stray_px
@@ -205,18 +209,21 @@ def weak_strays(
     corr: np.ndarray,
     snr: np.ndarray,
     settings: FilterSettings,
+    stray: np.ndarray | None = None,
 ) -> np.ndarray:
     """Nodes in doubt twice over: a weak peak (below ``settings.closure_weak_corr``) further
     than ``settings.weak_stray_px`` from its neighbours (:func:`stray_px`). Nothing confirms
     such a match, and its return home does not either: the aliased matches of periodic
     crevasses return home too. On the Yahtse pair they are the chaotic margins of the neck's
-    aliased patch (one of them flowed uphill through every other test).
+    aliased patch (one of them flowed uphill through every other test). Arguments as in
+    :func:`closure_in_doubt`.
 
     Returns
     -------
     ndarray of bool, shape (ny, nx)
     """
-    stray = stray_px(dx_px, dy_px, corr, snr, settings)
+    if stray is None:
+        stray = stray_px(dx_px, dy_px, corr, snr, settings)
     with np.errstate(invalid="ignore"):
         return (np.asarray(corr) < settings.closure_weak_corr) & (stray > settings.weak_stray_px)
 
@@ -249,9 +256,10 @@ def filter_inputs(
     out: dict[str, Any] = {}
     if match is not None:
         offsets = (match.dx_px, match.dy_px, match.corr, match.snr)
-        out["weak_stray"] = weak_strays(*offsets, settings)
+        stray = stray_px(*offsets, settings)  # two 5 x 5 medians: once for both tests
+        out["weak_stray"] = weak_strays(*offsets, settings, stray)
         if closure_px is not None:
-            closure_px = closure_in_doubt(closure_px, *offsets, settings)
+            closure_px = closure_in_doubt(closure_px, *offsets, settings, stray)
     out |= {
         "closure_px": closure_px,
         "max_offset_px": max_offset_px(settings.max_speed_m_per_yr, pixel_size_m, dt_days),

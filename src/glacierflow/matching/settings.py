@@ -10,7 +10,14 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from glacierflow.matching.ncc_tiles import GRID_TILE_SIDE, dense_is_faster
 
@@ -267,16 +274,6 @@ class MatchSettings(BaseModel):
                 )
         return tuple(int(chip) for chip in retry)
 
-    @field_validator("fine_search_px", mode="before")
-    @classmethod
-    def _fine_search(cls, value: Any) -> int:
-        if isinstance(value, bool) or not _is_whole(value) or value < 0:
-            raise ValueError(
-                f"fine_search_px must be 0 (the full search at every level) or a whole number "
-                f"of pixels, got {value!r}"
-            )
-        return int(value)
-
     @field_validator("backmatch_px", mode="before")
     @classmethod
     def _backmatch(cls, value: Any) -> int:
@@ -287,13 +284,16 @@ class MatchSettings(BaseModel):
             )
         return int(value)
 
-    @field_validator("recheck_search_px", mode="before")
+    @field_validator("fine_search_px", "recheck_search_px", mode="before")
     @classmethod
-    def _recheck(cls, value: Any) -> int:
+    def _radius(cls, value: Any, info: ValidationInfo) -> int:
         if isinstance(value, bool) or not _is_whole(value) or value < 0:
+            zero = {
+                "fine_search_px": "the full search at every level",
+                "recheck_search_px": "no second match",
+            }[info.field_name]
             raise ValueError(
-                f"recheck_search_px must be 0 (no second match) or a whole number of pixels, "
-                f"got {value!r}"
+                f"{info.field_name} must be 0 ({zero}) or a whole number of pixels, got {value!r}"
             )
         return int(value)
 
